@@ -1,0 +1,154 @@
+"""The exception tree. Every error a user can cause is a ``BridgeError``; the CLI prints its
+message and exits with its ``exit_code`` (always 1: exit code 2 means "changes or drift present"
+and nothing else).
+
+BridgeError
+├── ConfigError            configuration / environment is missing or contradictory
+├── DesiredStateError      the desired-state file is invalid (carries every problem found)
+├── SnapshotError          a snapshot file cannot be read
+├── PlanError              the plan cannot be made (unresolved names, unsafe deletes...)
+│   └── UnsafePlanError    the plan is over a safety limit; ``--force`` lifts it
+├── StalePlanError         a saved plan no longer matches the tenant
+├── TenantMismatchError    the token's tenant is not the desired file's ``tenant:``
+├── AuthError              a token could not be acquired (names the credential used)
+├── ApiError               a request to a Microsoft API failed (after retries)
+│   ├── UnauthorizedError  401
+│   ├── ForbiddenError     403: almost always a missing directory role
+│   ├── NotFoundError      404
+│   ├── ConflictError      409
+│   ├── ThrottledError     429 still after every retry
+│   ├── ServerError        5xx still after every retry, or the connection kept failing
+│   └── InvalidResponseError  the body was not the JSON the API promises
+├── TransportError         the PowerShell transport failed (pwsh missing, crashed, hung)
+├── ApplyError             a change failed mid-apply (says what was done and what was not)
+└── LockError              another run holds the tenant's apply lock
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+class BridgeError(Exception):
+    exit_code = 1
+
+
+class ConfigError(BridgeError):
+    pass
+
+
+@dataclass(frozen=True, order=True)
+class Location:
+    """Where something was written: ``file:line:column`` (1-based)."""
+
+    file: str
+    line: int = 0
+    column: int = 0
+
+    def __str__(self) -> str:
+        if not self.line:
+            return self.file
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True)
+class Problem:
+    location: Location
+    message: str
+    severity: str = "error"  # "error" fails validation, "note" is only shown
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.severity}: {self.message}"
+
+
+class DesiredStateError(BridgeError):
+    """Carries every problem found, so one run shows all of them."""
+
+    def __init__(self, problems: Iterable[Problem]):
+        self.problems = sorted(problems, key=lambda p: p.location)
+        errors = [p for p in self.problems if p.severity == "error"]
+        lines = [str(p) for p in self.problems]
+        super().__init__(
+            "\n".join(lines) + f"\n{len(errors)} error(s) in the desired-state file"
+        )
+
+
+class SnapshotError(BridgeError):
+    pass
+
+
+class PlanError(BridgeError):
+    pass
+
+
+class UnsafePlanError(PlanError):
+    pass
+
+
+class StalePlanError(BridgeError):
+    pass
+
+
+class TenantMismatchError(BridgeError):
+    pass
+
+
+class AuthError(BridgeError):
+    pass
+
+
+class ApiError(BridgeError):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        correlation_id: str | None = None,
+        url: str | None = None,
+    ):
+        self.status = status
+        self.correlation_id = correlation_id
+        self.url = url
+        suffix = f" (correlation id {correlation_id})" if correlation_id else ""
+        super().__init__(message + suffix)
+
+
+class UnauthorizedError(ApiError):
+    pass
+
+
+class ForbiddenError(ApiError):
+    pass
+
+
+class NotFoundError(ApiError):
+    pass
+
+
+class ConflictError(ApiError):
+    pass
+
+
+class ThrottledError(ApiError):
+    pass
+
+
+class ServerError(ApiError):
+    pass
+
+
+class InvalidResponseError(ApiError):
+    pass
+
+
+class TransportError(BridgeError):
+    pass
+
+
+class ApplyError(BridgeError):
+    pass
+
+
+class LockError(BridgeError):
+    pass

@@ -1,0 +1,661 @@
+"""Where a change is decided: ``diff(current, desired) -> Plan``, the change kinds, and the safety
+checks. ``diff`` is pure: no I/O, deterministic order, so a plan can be reviewed, saved, counted
+and compared.
+
+Plan order is the order apply executes, chosen so no user is ever pointed at a policy that does
+not exist: create/update policies, set group assignments, set direct user assignments, remove
+user assignments, remove group assignments, delete policies.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from . import catalogue
+from .errors import PlanError, UnsafePlanError
+from .state import (
+    BUILTIN_POLICIES,
+    DesiredState,
+    GroupAssignment,
+    Policy,
+    SafetyLimits,
+    TenantState,
+    UserAssignment,
+    is_global,
+    policy_key,
+)
+
+PLAN_SCHEMA_VERSION = 1
+
+# --------------------------------------------------------------------------- change kinds
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: ClassVar[str]
+    symbol: ClassVar[str]  # Terraform's + ~ -
+    order: ClassVar[int]
+
+    @property
+    def target(self) -> str:
+        raise NotImplementedError  # pragma: no cover - every subclass defines it
+
+    def data(self) -> dict[str, Any]:
+        raise NotImplementedError  # pragma: no cover
+
+
+@dataclass(frozen=True)
+class CreatePolicy(Change):
+    kind = "create_policy"
+    symbol = "+"
+    order = 0
+    name: str
+    settings: Mapping[str, Any]
+
+    @property
+    def target(self) -> str:
+        return f"policy {self.name}"
+
+    def data(self) -> dict[str, Any]:
+        return {"kind": self.kind, "policy": self.name, "settings": dict(self.settings)}
+
+
+@dataclass(frozen=True)
+class UpdatePolicy(Change):
+    kind = "update_policy"
+    symbol = "~"
+    order = 0
+    name: str
+    # setting -> (current, desired); only settings that differ
+    changes: Mapping[str, tuple[Any, Any]]
+
+    @property
+    def target(self) -> str:
+        return f"policy {self.name}"
+
+    def data(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "policy": self.name,
+            "changes": {k: {"from": a, "to": b} for k, (a, b) in self.changes.items()},
+        }
+
+
+@dataclass(frozen=True)
+class SetGroupAssignment(Change):
+    """Create a group assignment, or replace one (the service has no update: remove then add)."""
+
+    kind = "set_group_assignment"
+    symbol = "+"
+    order = 1
+    group_id: str
+    group_name: str | None
+    policy: str
+    rank: int  # the rank to send; the service renumbers the others around it
+    existing: GroupAssignment | None = None
+
+    @property
+    def target(self) -> str:
+        return f"group {self.group_name or self.group_id}"
+
+    def data(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "kind": self.kind,
+            "group_id": self.group_id,
+            "group": self.group_name,
+            "policy": self.policy,
+            "rank": self.rank,
+        }
+        if self.existing:
+            out["from"] = {"policy": self.existing.policy, "rank": self.existing.rank}
+        return out
+
+
+@dataclass(frozen=True)
+class SetUserAssignment(Change):
+    kind = "set_user_assignment"
+    symbol = "+"
+    order = 2
+    user_id: str
+    upn: str | None
+    policy: str
+    existing_policy: str | None = None
+
+    @property
+    def target(self) -> str:
+        return f"user {self.upn or self.user_id}"
+
+    def data(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "user_id": self.user_id,
+            "user": self.upn,
+            "policy": self.policy,
+            "from": self.existing_policy,
+        }
+
+
+@dataclass(frozen=True)
+class RemoveUserAssignment(Change):
+    kind = "remove_user_assignment"
+    symbol = "-"
+    order = 3
+    user_id: str
+    upn: str | None
+    policy: str
+
+    @property
+    def target(self) -> str:
+        return f"user {self.upn or self.user_id}"
+
+    def data(self) -> dict[str, Any]:
+        return {"kind": self.kind, "user_id": self.user_id, "user": self.upn, "from": self.policy}
+
+
+@dataclass(frozen=True)
+class RemoveGroupAssignment(Change):
+    kind = "remove_group_assignment"
+    symbol = "-"
+    order = 4
+    group_id: str
+    group_name: str | None
+    policy: str
+    rank: int
+
+    @property
+    def target(self) -> str:
+        return f"group {self.group_name or self.group_id}"
+
+    def data(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "group_id": self.group_id,
+            "group": self.group_name,
+            "from": {"policy": self.policy, "rank": self.rank},
+        }
+
+
+@dataclass(frozen=True)
+class DeletePolicy(Change):
+    kind = "delete_policy"
+    symbol = "-"
+    order = 5
+    name: str
+
+    @property
+    def target(self) -> str:
+        return f"policy {self.name}"
+
+    def data(self) -> dict[str, Any]:
+        return {"kind": self.kind, "policy": self.name}
+
+
+CHANGE_KINDS: dict[str, type[Change]] = {
+    c.kind: c
+    for c in (
+        CreatePolicy,
+        UpdatePolicy,
+        SetGroupAssignment,
+        SetUserAssignment,
+        RemoveUserAssignment,
+        RemoveGroupAssignment,
+        DeletePolicy,
+    )
+}
+
+
+def change_from_data(d: Mapping[str, Any]) -> Change:
+    """Rebuild a change from its ``data()`` (a saved plan)."""
+    kind = d.get("kind")
+    if kind == "create_policy":
+        return CreatePolicy(d["policy"], dict(d["settings"]))
+    if kind == "update_policy":
+        return UpdatePolicy(d["policy"], {k: (v["from"], v["to"]) for k, v in d["changes"].items()})
+    if kind == "set_group_assignment":
+        frm = d.get("from")
+        existing = (
+            GroupAssignment(d["group_id"], frm["policy"], frm["rank"], d.get("group"))
+            if frm
+            else None
+        )
+        return SetGroupAssignment(
+            d["group_id"], d.get("group"), d["policy"], int(d["rank"]), existing
+        )
+    if kind == "set_user_assignment":
+        return SetUserAssignment(d["user_id"], d.get("user"), d["policy"], d.get("from"))
+    if kind == "remove_user_assignment":
+        return RemoveUserAssignment(d["user_id"], d.get("user"), d["from"])
+    if kind == "remove_group_assignment":
+        frm = d["from"]
+        return RemoveGroupAssignment(d["group_id"], d.get("group"), frm["policy"], frm["rank"])
+    if kind == "delete_policy":
+        return DeletePolicy(d["policy"])
+    raise PlanError(f"unknown change kind {kind!r} in saved plan")
+
+
+# --------------------------------------------------------------------------- plan
+
+
+def state_checksum(state: TenantState) -> str:
+    """A checksum of everything a plan depends on, to refuse a saved plan that went stale."""
+    h = hashlib.sha256()
+    for key in sorted(state.policies):
+        p = state.policies[key]
+        h.update(json.dumps([p.name, dict(p.settings)], sort_keys=True, default=str).encode())
+    for g in state.ranked_groups():
+        h.update(f"g\0{g.group_id}\0{policy_key(g.policy)}\0{g.rank}\n".encode())
+    for uid in sorted(state.user_assignments):
+        h.update(f"u\0{uid}\0{policy_key(state.user_assignments[uid].policy)}\n".encode())
+    return h.hexdigest()
+
+
+@dataclass
+class Plan:
+    changes: list[Change]
+    tenant_id: str | None = None
+    state_checksum: str = ""
+    desired_sha256: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.changes)
+
+    def __len__(self) -> int:
+        return len(self.changes)
+
+    def of(self, *kinds: type[Change]) -> list[Change]:
+        return [c for c in self.changes if isinstance(c, kinds)]
+
+    @property
+    def summary(self) -> dict[str, int]:
+        add = change = destroy = 0
+        for c in self.changes:
+            if isinstance(c, CreatePolicy):
+                add += 1
+            elif isinstance(c, SetGroupAssignment):
+                if c.existing:
+                    change += 1
+                else:
+                    add += 1
+            elif isinstance(c, SetUserAssignment):
+                if c.existing_policy:
+                    change += 1
+                else:
+                    add += 1
+            elif isinstance(c, UpdatePolicy):
+                change += 1
+            else:
+                destroy += 1
+        return {"add": add, "change": change, "destroy": destroy}
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The plan's stable JSON form (``plan --format json``, ``plan --out``)."""
+        return {
+            "schema_version": PLAN_SCHEMA_VERSION,
+            "tenant_id": self.tenant_id,
+            "state_checksum": self.state_checksum,
+            "desired_sha256": self.desired_sha256,
+            "summary": self.summary,
+            "changes": [c.data() for c in self.changes],
+            "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_data(cls, d: Mapping[str, Any]) -> Plan:
+        if d.get("schema_version") != PLAN_SCHEMA_VERSION:
+            raise PlanError(
+                f"saved plan has schema version {d.get('schema_version')!r}; this teams-bridge "
+                f"reads version {PLAN_SCHEMA_VERSION}: run plan again"
+            )
+        return cls(
+            changes=[change_from_data(c) for c in d.get("changes", [])],
+            tenant_id=d.get("tenant_id"),
+            state_checksum=d.get("state_checksum", ""),
+            desired_sha256=d.get("desired_sha256", ""),
+            notes=list(d.get("notes", [])),
+        )
+
+    # ---------------------------------------------------------------- safety
+
+    def affected_users(self, current: TenantState) -> set[str]:
+        """User ids whose effective policy this plan could change (direct changes, and the known
+        members of groups whose assignment changes)."""
+        users: set[str] = set()
+        for c in self.changes:
+            if isinstance(c, SetUserAssignment | RemoveUserAssignment):
+                users.add(c.user_id)
+            elif isinstance(c, SetGroupAssignment | RemoveGroupAssignment):
+                group = current.directory.groups.get(c.group_id)
+                if group and group.members:
+                    users.update(group.members)
+        return users
+
+    def unsafe_reasons(self, current: TenantState, limits: SafetyLimits) -> list[str]:
+        """Every safety limit this plan is over, with the numbers."""
+        reasons: list[str] = []
+        deletes = len(self.of(DeletePolicy))
+        if deletes > limits.max_policy_deletes:
+            reasons.append(
+                f"{deletes} policy deletions is over the limit of {limits.max_policy_deletes} "
+                f"({deletes}/{len(current.policies)} policies)"
+            )
+        total_users = len(current.directory.users)
+        if total_users:
+            affected = len(self.affected_users(current))
+            share = affected / total_users
+            if share > limits.max_user_change_share:
+                reasons.append(
+                    f"{affected} of {total_users} users ({share:.1%}) would get a different "
+                    f"policy, over the limit of {limits.max_user_change_share:.0%}"
+                )
+        if limits.protect_clinical_settings:
+            in_use = policies_in_use(current)
+            for c in self.of(UpdatePolicy):
+                assert isinstance(c, UpdatePolicy)
+                if policy_key(c.name) not in in_use:
+                    continue
+                for setting, off in (("ReadReceiptsEnabledType", "None"),
+                                     ("AllowPriorityMessages", False)):
+                    if setting in c.changes and c.changes[setting][1] == off:
+                        reasons.append(
+                            f"turns {setting} off ({off!r}) in policy {c.name}, which is in use"
+                        )
+        return reasons
+
+    def raise_if_unsafe(self, current: TenantState, limits: SafetyLimits, force: bool) -> None:
+        reasons = self.unsafe_reasons(current, limits)
+        if reasons and not force:
+            raise UnsafePlanError(
+                "the plan is over a safety limit:\n  - " + "\n  - ".join(reasons)
+                + "\nreview it, then re-run with --force (or change the limits in the file's "
+                "safety: block)"
+            )
+
+
+def policies_in_use(state: TenantState) -> set[str]:
+    """Keys of policies that apply to somebody: Global always, and every assigned one."""
+    used = {"global"}
+    used.update(policy_key(g.policy) for g in state.group_assignments.values())
+    used.update(policy_key(u.policy) for u in state.user_assignments.values())
+    return used
+
+
+# --------------------------------------------------------------------------- diff
+
+
+def diff(current: TenantState, desired: DesiredState) -> Plan:
+    """The changes that turn ``current`` into what ``desired`` asks for. Pure and deterministic.
+
+    Raises ``PlanError`` (listing every problem) when names cannot be resolved or a deletion would
+    leave assignments pointing at a missing policy.
+    """
+    problems: list[str] = []
+    policy_changes, deletes = _diff_policies(current, desired)
+    group_sets, group_removes = _diff_groups(current, desired, problems)
+    user_sets, user_removes = _diff_users(current, desired, problems)
+
+    deleted = {policy_key(d.name) for d in deletes}
+    if deleted:
+        removed_groups = {c.group_id for c in group_removes}
+        reassigned_groups = {c.group_id: c.policy for c in group_sets}
+        for g in current.ranked_groups():
+            final = reassigned_groups.get(g.group_id, g.policy)
+            if g.group_id not in removed_groups and policy_key(final) in deleted:
+                problems.append(
+                    f"policy {final} is to be deleted but group {g.group_name or g.group_id} "
+                    "is still assigned to it: remove or change that assignment in the file"
+                )
+        removed_users = {c.user_id for c in user_removes}
+        reassigned_users = {c.user_id: c.policy for c in user_sets}
+        stuck = [
+            u.upn or u.user_id
+            for u in current.user_assignments.values()
+            if u.user_id not in removed_users
+            and policy_key(reassigned_users.get(u.user_id, u.policy)) in deleted
+        ]
+        if stuck:
+            shown = ", ".join(sorted(stuck)[:10]) + (" ..." if len(stuck) > 10 else "")
+            problems.append(
+                f"{len(stuck)} user(s) are still directly assigned to a policy to be deleted "
+                f"({shown}): assign them elsewhere, or switch on prune.user_assignments"
+            )
+    if problems:
+        raise PlanError("cannot make a plan:\n  - " + "\n  - ".join(problems))
+
+    changes: list[Change] = [*policy_changes, *group_sets, *user_sets, *user_removes,
+                             *group_removes, *deletes]
+    return Plan(
+        changes=changes,
+        tenant_id=current.tenant_id,
+        state_checksum=state_checksum(current),
+        desired_sha256=desired.sha256,
+    )
+
+
+def _diff_policies(
+    current: TenantState, desired: DesiredState
+) -> tuple[list[Change], list[DeletePolicy]]:
+    changes: list[Change] = []
+    deletes: list[DeletePolicy] = []
+    for key in sorted(desired.policies, key=lambda k: (k != "global", k)):
+        want = desired.policies[key]
+        have = current.policies.get(key)
+        if want.absent:
+            if have is not None:
+                deletes.append(DeletePolicy(have.name))
+            continue
+        if have is None:
+            if is_global(want.name):
+                # Global always exists; a snapshot without it still gets its settings written.
+                changes.append(
+                    UpdatePolicy("Global", {k: (None, v) for k, v in want.settings.items()})
+                )
+            else:
+                changes.append(CreatePolicy(want.name, dict(want.settings)))
+            continue
+        delta = {
+            name: (have.settings.get(name), value)
+            for name, value in want.settings.items()
+            if not catalogue.values_equal(name, have.settings.get(name), value)
+        }
+        if delta:
+            changes.append(UpdatePolicy(have.name, delta))
+    if desired.prune.policies:
+        for key in sorted(current.policies):
+            if key not in desired.policies and key not in BUILTIN_POLICIES:
+                deletes.append(DeletePolicy(current.policies[key].name))
+    return changes, deletes
+
+
+def _resolve_group(current: TenantState, ref: str, problems: list[str]) -> str | None:
+    found = current.directory.groups_by_ref(ref)
+    if len(found) == 1:
+        return found[0].id
+    if not found:
+        problems.append(f"no group named or with id {ref!r} in the tenant")
+    else:
+        ids = ", ".join(f"{g.display_name} ({g.id})" for g in sorted(found, key=lambda g: g.id))
+        problems.append(
+            f"group name {ref!r} matches {len(found)} groups: {ids}; use the object id instead"
+        )
+    return None
+
+
+def _diff_groups(
+    current: TenantState, desired: DesiredState, problems: list[str]
+) -> tuple[list[SetGroupAssignment], list[RemoveGroupAssignment]]:
+    # Desired precedence order: by rank as written, ties by declaration order.
+    wanted: list[tuple[str, str, str]] = []  # (group id, name, policy) in precedence order
+    absent: set[str] = set()
+    ordered = sorted(enumerate(desired.group_assignments), key=lambda e: (e[1].rank, e[0]))
+    for _, ga in ordered:
+        gid = _resolve_group(current, ga.group, problems)
+        if gid is None:
+            continue
+        name = current.directory.groups[gid].display_name
+        if ga.absent:
+            absent.add(gid)
+        else:
+            wanted.append((gid, name, ga.policy))
+    first_rank = {gid: ga.rank for gid, ga in _resolved_first_ranks(current, desired)}
+
+    sim = [g.group_id for g in current.ranked_groups()]  # the service's order as it will evolve
+    have = current.group_assignments
+    keep = _longest_ordered_subset([gid for gid, _, _ in wanted if gid in have], sim)
+    sets: list[SetGroupAssignment] = []
+    placed: list[str] = []
+    wanted_ids = {gid for gid, _, _ in wanted}
+    for gid, name, policy in wanted:
+        existing = have.get(gid)
+        same_policy = existing is not None and policy_key(existing.policy) == policy_key(policy)
+        if gid in keep and same_policy:
+            placed.append(gid)
+            continue
+        if gid in sim:
+            sim.remove(gid)
+        if placed:
+            pos = sim.index(placed[-1]) + 1
+        else:
+            # First in precedence: before every other declared group, and no lower than the
+            # rank written in the file.
+            declared_at = [i for i, g in enumerate(sim) if g in wanted_ids]
+            pos = min([*declared_at, first_rank.get(gid, 1) - 1, len(sim)])
+        sim.insert(pos, gid)
+        placed.append(gid)
+        sets.append(SetGroupAssignment(gid, name, _policy_name(current, desired, policy),
+                                       pos + 1, existing))
+
+    removes: list[RemoveGroupAssignment] = []
+    for g in current.ranked_groups():
+        gone = g.group_id in absent or (
+            desired.prune.group_assignments and g.group_id not in wanted_ids
+        )
+        if gone and g.group_id not in wanted_ids:
+            removes.append(RemoveGroupAssignment(g.group_id, g.group_name, g.policy, g.rank))
+    return sets, removes
+
+
+def _resolved_first_ranks(current: TenantState, desired: DesiredState) -> Iterable[Any]:
+    for ga in desired.group_assignments:
+        found = current.directory.groups_by_ref(ga.group)
+        if len(found) == 1:
+            yield found[0].id, ga
+
+
+def _longest_ordered_subset(wanted: list[str], current_order: list[str]) -> set[str]:
+    """The largest set of ``wanted`` (desired order) already in the same relative order in
+    ``current_order``: those need not move (longest increasing subsequence, O(n log n))."""
+    pos = {gid: i for i, gid in enumerate(current_order)}
+    seq = [pos[g] for g in wanted]
+    tails: list[int] = []  # tails[k] = index into seq of the smallest tail of a run of length k+1
+    prev = [-1] * len(seq)
+    for i, value in enumerate(seq):
+        k = bisect.bisect_left([seq[t] for t in tails], value)
+        if k > 0:
+            prev[i] = tails[k - 1]
+        if k == len(tails):
+            tails.append(i)
+        else:
+            tails[k] = i
+    keep: set[str] = set()
+    i = tails[-1] if tails else -1
+    while i >= 0:
+        keep.add(wanted[i])
+        i = prev[i]
+    return keep
+
+
+def _policy_name(current: TenantState, desired: DesiredState, name: str) -> str:
+    """The spelling to send: the desired file's, else the tenant's, else as written."""
+    want = desired.policy(name)
+    if want is not None:
+        return want.name
+    have = current.policy(name)
+    return have.name if have else name
+
+
+def _diff_users(
+    current: TenantState, desired: DesiredState, problems: list[str]
+) -> tuple[list[SetUserAssignment], list[RemoveUserAssignment]]:
+    sets: list[SetUserAssignment] = []
+    removes: list[RemoveUserAssignment] = []
+    directory = current.directory
+    declared: set[str] = set()
+    unknown: list[str] = []
+    for ua in desired.user_assignments:
+        user = directory.user_by_ref(ua.user)
+        if user is None:
+            unknown.append(ua.user)
+            continue
+        declared.add(user.id)
+        existing = current.user_assignments.get(user.id)
+        if ua.absent or ua.policy is None:
+            if existing is not None:
+                removes.append(RemoveUserAssignment(user.id, user.upn, existing.policy))
+            continue
+        if existing is None or policy_key(existing.policy) != policy_key(ua.policy):
+            sets.append(
+                SetUserAssignment(
+                    user.id,
+                    user.upn,
+                    _policy_name(current, desired, ua.policy),
+                    existing.policy if existing else None,
+                )
+            )
+    if unknown:
+        shown = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+        problems.append(f"{len(unknown)} user(s) not found in the tenant: {shown}")
+    if desired.prune.user_assignments:
+        for uid in sorted(current.user_assignments):
+            if uid not in declared:
+                ua_cur = current.user_assignments[uid]
+                removes.append(RemoveUserAssignment(uid, ua_cur.upn, ua_cur.policy))
+    return sets, removes
+
+
+# --------------------------------------------------------------------------- simulation
+
+
+def simulate(current: TenantState, plan: Plan) -> TenantState:
+    """The tenant as it would be after ``plan``, with the service's behaviour (rank renumbering,
+    merge updates). Used by tests and by apply's verification; no I/O."""
+    policies = dict(current.policies)
+    order = [g.group_id for g in current.ranked_groups()]
+    groups = dict(current.group_assignments)
+    users = dict(current.user_assignments)
+    for c in plan.changes:
+        if isinstance(c, CreatePolicy):
+            policies[policy_key(c.name)] = Policy(c.name, dict(c.settings))
+        elif isinstance(c, UpdatePolicy):
+            old = policies.get(policy_key(c.name))
+            settings = dict(old.settings) if old else {}
+            settings.update({k: v for k, (_, v) in c.changes.items()})
+            policies[policy_key(c.name)] = Policy(old.name if old else c.name, settings)
+        elif isinstance(c, DeletePolicy):
+            policies.pop(policy_key(c.name), None)
+        elif isinstance(c, SetGroupAssignment):
+            if c.group_id in order:
+                order.remove(c.group_id)
+            order.insert(min(c.rank - 1, len(order)), c.group_id)
+            groups[c.group_id] = GroupAssignment(c.group_id, c.policy, 0, c.group_name)
+        elif isinstance(c, RemoveGroupAssignment):
+            if c.group_id in order:
+                order.remove(c.group_id)
+            groups.pop(c.group_id, None)
+        elif isinstance(c, SetUserAssignment):
+            users[c.user_id] = UserAssignment(c.user_id, c.policy, c.upn)
+        elif isinstance(c, RemoveUserAssignment):
+            users.pop(c.user_id, None)
+    ranked = [
+        GroupAssignment(gid, groups[gid].policy, i + 1, groups[gid].group_name)
+        for i, gid in enumerate(order)
+    ]
+    return TenantState.build(
+        current.tenant_id, policies.values(), ranked, users.values(), current.directory
+    )

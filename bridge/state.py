@@ -1,0 +1,234 @@
+"""Value objects for the two sides of a diff: what the tenant has (``TenantState``) and what the
+desired-state file asks for (``DesiredState``).
+
+Identities (as in octoDNS, one per object):
+- a policy is identified by its case-folded bare name (``Tag:Clinical`` == ``clinical``);
+- a group assignment by its group id; a user assignment by its user id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import Location
+
+GLOBAL = "Global"
+# Built-in custom instances seen in real tenants; pruning never touches them unless named.
+BUILTIN_POLICIES = frozenset({"global", "default", "edufaculty", "edustudent"})
+
+
+def bare_name(identity: str) -> str:
+    """``Tag:Clinical`` -> ``Clinical``; ``global`` -> ``Global``."""
+    name = identity[4:] if identity[:4].casefold() == "tag:" else identity
+    return GLOBAL if name.casefold() == "global" else name
+
+
+def policy_key(name: str) -> str:
+    return bare_name(name).casefold()
+
+
+def wire_identity(name: str) -> str:
+    """The identity the Teams admin API uses: ``Global`` or ``Tag:<Name>``."""
+    bare = bare_name(name)
+    return GLOBAL if bare == GLOBAL else f"Tag:{bare}"
+
+
+def is_global(name: str) -> bool:
+    return policy_key(name) == "global"
+
+
+# --------------------------------------------------------------------------- tenant side
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str  # bare name, the service's casing
+    settings: Mapping[str, Any]  # every setting the service returned, normalised
+
+    @property
+    def key(self) -> str:
+        return policy_key(self.name)
+
+
+@dataclass(frozen=True)
+class GroupAssignment:
+    group_id: str
+    policy: str  # bare name
+    rank: int  # 1 = highest
+    group_name: str | None = None
+
+
+@dataclass(frozen=True)
+class UserAssignment:
+    user_id: str
+    policy: str  # bare name
+    upn: str | None = None
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    upn: str
+    display_name: str | None = None
+    department: str | None = None
+
+
+@dataclass(frozen=True)
+class Group:
+    id: str
+    display_name: str
+    # Direct members' user ids, when they were read (only ``explain`` needs them).
+    members: tuple[str, ...] | None = None
+
+
+@dataclass
+class Directory:
+    """Who is who, as much of it as was read: enough to resolve the names the desired file uses."""
+
+    users: dict[str, User] = field(default_factory=dict)  # by id
+    groups: dict[str, Group] = field(default_factory=dict)  # by id
+    _upn_index: dict[str, str] = field(default_factory=dict, repr=False)
+    _group_index: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    # Names that were looked up and found nothing (so "unknown" is a fact, not a missing read).
+    searched_groups: set[str] = field(default_factory=set)
+    searched_users: set[str] = field(default_factory=set)
+
+    def add_user(self, user: User) -> None:
+        self.users[user.id] = user
+        self._upn_index[user.upn.casefold()] = user.id
+
+    def add_group(self, group: Group) -> None:
+        if group.id not in self.groups:
+            self._group_index.setdefault(group.display_name.casefold(), []).append(group.id)
+        self.groups[group.id] = group
+
+    def user_by_ref(self, ref: str) -> User | None:
+        """A user by object id or UPN (case-insensitive)."""
+        if ref in self.users:
+            return self.users[ref]
+        uid = self._upn_index.get(ref.casefold())
+        return self.users[uid] if uid else None
+
+    def groups_by_ref(self, ref: str) -> list[Group]:
+        """Every group whose id is ``ref`` or whose display name is ``ref`` (case-insensitive)."""
+        if ref in self.groups:
+            return [self.groups[ref]]
+        return [self.groups[g] for g in self._group_index.get(ref.casefold(), [])]
+
+
+@dataclass
+class TenantState:
+    tenant_id: str | None
+    policies: dict[str, Policy] = field(default_factory=dict)  # by key
+    group_assignments: dict[str, GroupAssignment] = field(default_factory=dict)  # by group id
+    user_assignments: dict[str, UserAssignment] = field(default_factory=dict)  # by user id
+    directory: Directory = field(default_factory=Directory)
+
+    @classmethod
+    def build(
+        cls,
+        tenant_id: str | None,
+        policies: Iterable[Policy],
+        group_assignments: Iterable[GroupAssignment] = (),
+        user_assignments: Iterable[UserAssignment] = (),
+        directory: Directory | None = None,
+    ) -> TenantState:
+        return cls(
+            tenant_id=tenant_id,
+            policies={p.key: p for p in policies},
+            group_assignments={g.group_id: g for g in group_assignments},
+            user_assignments={u.user_id: u for u in user_assignments},
+            directory=directory or Directory(),
+        )
+
+    def ranked_groups(self) -> list[GroupAssignment]:
+        """Group assignments in precedence order (rank 1 first)."""
+        return sorted(self.group_assignments.values(), key=lambda g: (g.rank, g.group_id))
+
+    def policy(self, name: str) -> Policy | None:
+        return self.policies.get(policy_key(name))
+
+
+# --------------------------------------------------------------------------- desired side
+
+
+@dataclass(frozen=True)
+class DesiredPolicy:
+    name: str  # bare name as written (Tag: stripped)
+    settings: Mapping[str, Any]  # managed settings, canonical values (catalogue and extra)
+    absent: bool = False
+    location: Location = Location("<memory>")
+
+    @property
+    def key(self) -> str:
+        return policy_key(self.name)
+
+
+@dataclass(frozen=True)
+class DesiredGroupAssignment:
+    group: str  # display name or object id, as written
+    policy: str
+    rank: int
+    absent: bool = False
+    location: Location = Location("<memory>")
+
+
+@dataclass(frozen=True)
+class DesiredUserAssignment:
+    user: str  # UPN or object id, as written
+    policy: str | None  # None with absent=True: remove the direct assignment
+    absent: bool = False
+    location: Location = Location("<memory>")
+
+
+@dataclass(frozen=True)
+class Prune:
+    policies: bool = False
+    group_assignments: bool = False
+    user_assignments: bool = False
+
+
+@dataclass(frozen=True)
+class SafetyLimits:
+    """Named defaults; the file's ``safety:`` block and the command line can change them."""
+
+    max_policy_deletes: int = 3
+    max_user_change_share: float = 0.10  # share of users whose effective policy would change
+    # Turning off read receipts or priority notifications in a policy in use needs --force.
+    protect_clinical_settings: bool = True
+
+
+@dataclass(frozen=True)
+class RulesConfig:
+    """Healthcare secure-messaging checks; each can be switched off in the file's ``rules:``."""
+
+    enabled: Mapping[str, bool] = field(default_factory=dict)
+    clinical_policies: tuple[str, ...] = ()
+    clinical_pattern: str = r"(?i)clinic|physician|doctor|nurs|medic|emergency|icu|surgeon"
+
+    def is_enabled(self, rule_id: str) -> bool:
+        return self.enabled.get(rule_id, True)
+
+
+@dataclass
+class DesiredState:
+    tenant: str | None = None
+    policies: dict[str, DesiredPolicy] = field(default_factory=dict)  # by key
+    group_assignments: list[DesiredGroupAssignment] = field(default_factory=list)
+    user_assignments: list[DesiredUserAssignment] = field(default_factory=list)
+    prune: Prune = field(default_factory=Prune)
+    safety: SafetyLimits = field(default_factory=SafetyLimits)
+    rules: RulesConfig = field(default_factory=RulesConfig)
+    source: str = "<memory>"
+    sha256: str = ""
+
+    def policy(self, name: str) -> DesiredPolicy | None:
+        return self.policies.get(policy_key(name))
+
+    def group_refs(self) -> list[str]:
+        return [g.group for g in self.group_assignments]
+
+    def user_refs(self) -> list[str]:
+        return [u.user for u in self.user_assignments]
