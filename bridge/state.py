@@ -46,6 +46,8 @@ def is_global(name: str) -> bool:
 class Policy:
     name: str  # bare name, the service's casing
     settings: Mapping[str, Any]  # every setting the service returned, normalised
+    # The object exactly as the service returned it (snapshots keep it); never compared.
+    raw: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> str:

@@ -1,0 +1,79 @@
+"""The contract every transport implements (REST, PowerShell, a snapshot file, memory).
+
+A backend does little: it reads the whole tenant state in as few calls as the APIs allow, and it
+carries out one kind of write per method. Deciding *what* to change is ``plan.diff``'s job;
+deciding *in what order* and *whether it worked* is ``apply``'s.
+
+Names in, names out: policies are bare names (``Clinical``, never ``Tag:Clinical``); the
+backend adds and strips wire prefixes. Every failure raises a ``BridgeError`` subclass; a read
+that fails never returns "nothing".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from ..state import Group, TenantState
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """The names the desired file uses, which ``read`` must resolve into ``TenantState.directory``
+    (every group matching a display name, so ambiguity can be reported; every user by UPN or id).
+    """
+
+    groups: Sequence[str] = ()
+    users: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class UserFailure:
+    user_id: str
+    message: str
+
+
+@dataclass
+class BulkResult:
+    """The outcome of a bulk assign or unassign."""
+
+    requested: int = 0
+    succeeded: int = 0
+    failures: list[UserFailure] = field(default_factory=list)
+    operation_ids: list[str] = field(default_factory=list)
+    write_requests: int = 0
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+
+    def read(self, wanted: Wanted = Wanted()) -> TenantState:
+        """The whole tenant state: policies, group assignments, direct user assignments, and the
+        directory entries ``wanted`` names."""
+        ...
+
+    def create_policy(self, name: str, settings: Mapping[str, Any]) -> None: ...
+
+    def update_policy(self, name: str, settings: Mapping[str, Any]) -> None:
+        """Send only ``settings`` (the changed ones); the service merges."""
+        ...
+
+    def delete_policy(self, name: str) -> None: ...
+
+    def add_group_assignment(self, group_id: str, policy: str, rank: int) -> None: ...
+
+    def remove_group_assignment(self, group_id: str) -> None: ...
+
+    def assign_users(self, assignments: Sequence[tuple[str, str]]) -> BulkResult:
+        """Direct assignments ``(user id, policy name)``, in as few requests as the API allows."""
+        ...
+
+    def unassign_users(self, user_ids: Sequence[str]) -> BulkResult: ...
+
+    def user_groups(self, user_id: str) -> list[Group]:
+        """The groups ``user_id`` is a direct member of (for ``explain``)."""
+        ...
+
+    def close(self) -> None: ...
