@@ -324,20 +324,23 @@ class Plan:
     # ---------------------------------------------------------------- safety
 
     def affected_users(self, current: TenantState) -> set[str]:
-        """User ids whose effective policy this plan could change (direct changes, and the known
-        members of groups whose assignment changes)."""
-        users: set[str] = set()
+        """User ids whose effective policy this plan could change: users whose direct assignment
+        changes, and the known members of groups whose assignment changes, except members who keep
+        a direct assignment (a direct assignment wins over every group)."""
+        direct: set[str] = set()
+        members: set[str] = set()
         for c in self.changes:
             if isinstance(c, SetUserAssignment | RemoveUserAssignment):
-                users.add(c.user_id)
+                direct.add(c.user_id)
             elif isinstance(c, SetGroupAssignment | RemoveGroupAssignment):
                 group = current.directory.groups.get(c.group_id)
                 if group and group.members:
-                    users.update(group.members)
-        return users
+                    members.update(group.members)
+        shielded = set(current.user_assignments) - direct
+        return direct | (members - shielded)
 
     def unsafe_reasons(self, current: TenantState, limits: SafetyLimits) -> list[str]:
-        """Every safety limit this plan is over, with the numbers."""
+        """Every safety limit this plan is over, with the numbers. Exactly at a limit is allowed."""
         reasons: list[str] = []
         deletes = len(self.of(DeletePolicy))
         if deletes > limits.max_policy_deletes:
@@ -345,26 +348,45 @@ class Plan:
                 f"{deletes} policy deletions is over the limit of {limits.max_policy_deletes} "
                 f"({deletes}/{len(current.policies)} policies)"
             )
-        total_users = len(current.directory.users)
-        if total_users:
-            affected = len(self.affected_users(current))
-            share = affected / total_users
+        affected = self.affected_users(current)
+        # Members read from groups may include people the directory read did not list; counting
+        # them in the total keeps the share at most 100 %.
+        total_users = len(set(current.directory.users) | affected)
+        if affected:
+            share = len(affected) / total_users
             if share > limits.max_user_change_share:
                 reasons.append(
-                    f"{affected} of {total_users} users ({share:.1%}) would get a different "
-                    f"policy, over the limit of {limits.max_user_change_share:.0%}"
+                    f"{len(affected)} of {total_users} users ({share:.1%}) would get a different "
+                    f"policy, over the limit of {_percent(limits.max_user_change_share)}"
                 )
         if limits.protect_clinical_settings:
-            in_use = policies_in_use(current)
-            for c in self.of(UpdatePolicy):
-                assert isinstance(c, UpdatePolicy)
-                if policy_key(c.name) not in in_use:
-                    continue
-                for setting, off in (("ReadReceiptsEnabledType", "None"),
-                                     ("AllowPriorityMessages", False)):
-                    if setting in c.changes and c.changes[setting][1] == off:
+            reasons.extend(self._clinical_reasons(current))
+        return reasons
+
+    def _clinical_reasons(self, current: TenantState) -> list[str]:
+        """Read receipts or priority notifications switched off in a policy that applies to
+        somebody before or after this plan (a new policy assigned in the same plan counts)."""
+        in_use = policies_in_use(current) | policies_in_use(simulate(current, self))
+        reasons = []
+        for c in self.changes:
+            if isinstance(c, CreatePolicy):
+                name, new = c.name, dict(c.settings)
+            elif isinstance(c, UpdatePolicy):
+                name, new = c.name, {k: v for k, (_, v) in c.changes.items()}
+            else:
+                continue
+            if policy_key(name) not in in_use:
+                continue
+            for setting, off in CLINICAL_OFF.items():
+                if setting in new and catalogue.values_equal(setting, new[setting], off):
+                    if isinstance(c, CreatePolicy):
                         reasons.append(
-                            f"turns {setting} off ({off!r}) in policy {c.name}, which is in use"
+                            f"creates policy {name} with {setting} off ({off!r}) and assigns it "
+                            "in this plan"
+                        )
+                    else:
+                        reasons.append(
+                            f"turns {setting} off ({off!r}) in policy {name}, which is in use"
                         )
         return reasons
 
@@ -376,6 +398,14 @@ class Plan:
                 + "\nreview it, then re-run with --force (or change the limits in the file's "
                 "safety: block)"
             )
+
+
+# Values that switch off what clinicians rely on: they always need --force in a policy in use.
+CLINICAL_OFF: dict[str, Any] = {"ReadReceiptsEnabledType": "None", "AllowPriorityMessages": False}
+
+
+def _percent(share: float) -> str:
+    return f"{share * 100:g}%"
 
 
 def policies_in_use(state: TenantState) -> set[str]:

@@ -127,6 +127,8 @@ class TenantState:
     group_assignments: dict[str, GroupAssignment] = field(default_factory=dict)  # by group id
     user_assignments: dict[str, UserAssignment] = field(default_factory=dict)  # by user id
     directory: Directory = field(default_factory=Directory)
+    # The tenant's verified domains, when the source knows them (for a domain ``tenant:`` guard).
+    domains: tuple[str, ...] = ()
 
     @classmethod
     def build(
@@ -225,6 +227,7 @@ class DesiredState:
     rules: RulesConfig = field(default_factory=RulesConfig)
     source: str = "<memory>"
     sha256: str = ""
+    notes: list[str] = field(default_factory=list)  # non-fatal remarks from validation
 
     def policy(self, name: str) -> DesiredPolicy | None:
         return self.policies.get(policy_key(name))

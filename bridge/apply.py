@@ -1,0 +1,525 @@
+"""Executes a ``Plan`` against a ``Backend``: in the safe order, direct user assignments in bulk,
+every step journaled, stopping at the first failure, then verified against what the plan says the
+tenant should look like.
+
+Resuming is re-planning: after a failure, ``apply`` run again reads the tenant, diffs, and sends
+only what is still missing, so nothing that succeeded is sent twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import catalogue
+from .backends.base import Backend, BulkResult, Wanted
+from .errors import ApplyError, BridgeError, StalePlanError, TenantMismatchError
+from .journal import Journal, change_entry
+from .plan import (
+    Change,
+    CreatePolicy,
+    DeletePolicy,
+    Plan,
+    RemoveGroupAssignment,
+    RemoveUserAssignment,
+    SetGroupAssignment,
+    SetUserAssignment,
+    UpdatePolicy,
+    simulate,
+    state_checksum,
+)
+from .state import TenantState, is_global, policy_key
+
+log = logging.getLogger(__name__)
+
+# Reads of a written policy before a mismatch is a failure: the service shows writes late, but
+# policy writes within seconds (assignments can take far longer and are polled to the timeout).
+POLICY_VERIFY_READS = 3
+# Entries listed per category in messages and summaries; the journal has all of them.
+SHOWN = 10
+
+_ALL = Wanted()
+_ASSIGNMENTS = (SetGroupAssignment, SetUserAssignment, RemoveUserAssignment, RemoveGroupAssignment)
+_POLICIES = (CreatePolicy, UpdatePolicy, DeletePolicy)
+
+
+def describe(change: Change) -> str:
+    """A change in a few words, for messages: ``create policy Clinical``."""
+    if isinstance(change, CreatePolicy):
+        return f"create policy {change.name}"
+    if isinstance(change, UpdatePolicy):
+        return f"update policy {change.name}"
+    if isinstance(change, DeletePolicy):
+        return f"delete policy {change.name}"
+    if isinstance(change, SetGroupAssignment):
+        return f"assign {change.target} to {change.policy} (rank {change.rank})"
+    if isinstance(change, RemoveGroupAssignment):
+        return f"remove {change.target}'s assignment to {change.policy}"
+    if isinstance(change, SetUserAssignment):
+        return f"assign {change.target} to {change.policy}"
+    if isinstance(change, RemoveUserAssignment):
+        return f"remove {change.target}'s assignment to {change.policy}"
+    raise TypeError(f"unknown change {change!r}")
+
+
+@dataclass(frozen=True)
+class FailedChange:
+    change: Change
+    error: str
+    correlation_id: str | None = None
+
+    def __str__(self) -> str:
+        return f"{describe(self.change)} ({self.error})"
+
+
+@dataclass(frozen=True)
+class PendingChange:
+    """Accepted by the service, not visible on its reads after ``waited`` seconds."""
+
+    change: Change
+    waited: float
+    shows: str  # what the service showed instead
+
+    def __str__(self) -> str:
+        return f"{describe(self.change)} (not visible after {self.waited:.0f} s; {self.shows})"
+
+
+@dataclass
+class ApplyResult:
+    """``done``: accepted by the service; of those, ``applied`` (verified, or not checked when
+    verification is off), ``pending`` or ``failed`` (failed verification). ``failed`` also holds
+    the write that stopped the run; ``not_attempted`` is everything after it."""
+
+    run_id: str
+    total: int
+    done: list[Change] = field(default_factory=list)
+    applied: list[Change] = field(default_factory=list)
+    pending: list[PendingChange] = field(default_factory=list)
+    failed: list[FailedChange] = field(default_factory=list)
+    not_attempted: list[Change] = field(default_factory=list)
+    write_requests: int = 0
+    duration: float = 0.0
+    verified: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.not_attempted
+
+    @property
+    def outcome(self) -> str:
+        if not self.ok:
+            return "failed"
+        return "pending" if self.pending else "ok"
+
+    def failure_message(self) -> str:
+        failed = ", ".join(str(f) for f in self.failed[:SHOWN])
+        if len(self.failed) > SHOWN:
+            failed += f" and {len(self.failed) - SHOWN} more (see the journal)"
+        return (
+            f"{len(self.applied)} of {self.total} changes applied; failed: {failed}; "
+            f"not attempted: {len(self.not_attempted)}; run apply again to converge"
+        )
+
+    def summary_lines(self) -> list[str]:
+        checked = "verified" if self.verified else "not verified"
+        lines = [
+            f"Apply {self.outcome}: {len(self.applied)} applied ({checked}), "
+            f"{len(self.pending)} pending, {len(self.failed)} failed, "
+            f"{len(self.not_attempted)} not attempted, of {self.total} "
+            f"({self.write_requests} write requests, {self.duration:.1f} s)."
+        ]
+        for label, items in (("pending", self.pending), ("failed", self.failed)):
+            lines.extend(f"  {label}: {item}" for item in items[:SHOWN])
+            if len(items) > SHOWN:
+                lines.append(f"  ... and {len(items) - SHOWN} more {label} (see the journal)")
+        if self.pending:
+            lines.append(
+                "  Pending changes were accepted; the service shows them later. "
+                "Run plan again in a while to confirm."
+            )
+        return lines
+
+
+class ApplyFailed(ApplyError):
+    """An apply that stopped or did not verify; ``result`` says what was done and what was not."""
+
+    def __init__(self, message: str, result: ApplyResult):
+        super().__init__(message)
+        self.result = result
+
+
+def check_fresh(plan: Plan, current: TenantState) -> None:
+    """Refuses a plan made for another tenant, or against a tenant that has changed since."""
+    if (
+        plan.tenant_id
+        and current.tenant_id
+        and plan.tenant_id.casefold() != current.tenant_id.casefold()
+    ):
+        raise TenantMismatchError(
+            f"this plan was made for tenant {plan.tenant_id} but the credentials reach tenant "
+            f"{current.tenant_id}: run plan against {current.tenant_id}"
+        )
+    if state_checksum(current) != plan.state_checksum:
+        raise StalePlanError("the tenant changed since this plan was made: run plan again")
+
+
+def apply_plan(
+    plan: Plan,
+    backend: Backend,
+    current: TenantState,
+    *,
+    journal: Journal | None,
+    run_id: str,
+    verify: bool = True,
+    verify_timeout: float = 60.0,
+    poll_interval: float = 5.0,
+    wanted: Wanted = _ALL,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    on_progress: Callable[[str], None] | None = None,
+) -> ApplyResult:
+    """Apply ``plan`` (made against ``current``, checked with ``check_fresh``) through ``backend``.
+
+    Raises ``ApplyFailed`` (an ``ApplyError``) after journaling when a write fails (nothing after
+    it is attempted) or a written policy does not read back; assignments that do not show within
+    ``verify_timeout`` seconds are returned as ``pending``, not raised.
+    """
+    check_fresh(plan, current)
+    run = _Run(plan, backend, journal, run_id, current.tenant_id, clock, on_progress)
+    return run.execute(current, verify, verify_timeout, poll_interval, wanted, sleep)
+
+
+class _Run:
+    def __init__(
+        self,
+        plan: Plan,
+        backend: Backend,
+        journal: Journal | None,
+        run_id: str,
+        tenant: str | None,
+        clock: Callable[[], float],
+        on_progress: Callable[[str], None] | None,
+    ):
+        # Stable sort: a hand-edited saved plan still runs in the safe order, and changes of one
+        # kind (group ranks) keep their relative order.
+        self.changes = sorted(plan.changes, key=lambda c: c.order)
+        self.plan = Plan(
+            self.changes, plan.tenant_id, plan.state_checksum, plan.desired_sha256, plan.notes
+        )
+        self.backend = backend
+        self.journal = journal
+        self.run_id = run_id
+        self.tenant = tenant
+        self.clock = clock
+        self.started = clock()
+        self.progress = on_progress or (lambda _msg: None)
+        self.result = ApplyResult(run_id=run_id, total=len(self.changes))
+
+    # ------------------------------------------------------------------ journal
+
+    def _journal(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        if self.journal is not None:
+            self.journal.write_many(entries)
+
+    def _entry(
+        self,
+        change: Mapping[str, Any],
+        result: str,
+        error: BaseException | str | None = None,
+        user_count: int | None = None,
+    ) -> dict[str, Any]:
+        return change_entry(
+            self.run_id, self.tenant, change, result, error=error, user_count=user_count
+        )
+
+    def _finish(self, outcome: str | None = None) -> None:
+        r = self.result
+        r.duration = self.clock() - self.started
+        if self.journal is not None:
+            self.journal.run_finished(
+                self.run_id,
+                self.tenant,
+                outcome or r.outcome,
+                applied=len(r.applied),
+                pending=len(r.pending),
+                failed=len(r.failed),
+                not_attempted=len(r.not_attempted),
+                write_requests=r.write_requests,
+                duration=round(r.duration, 3),
+            )
+
+    # ------------------------------------------------------------------ run
+
+    def execute(
+        self,
+        current: TenantState,
+        verify: bool,
+        verify_timeout: float,
+        poll_interval: float,
+        wanted: Wanted,
+        sleep: Callable[[float], None],
+    ) -> ApplyResult:
+        if self.journal is not None:
+            self.journal.run_started(
+                self.run_id,
+                self.tenant,
+                changes=len(self.changes),
+                summary=self.plan.summary,
+                state_checksum=self.plan.state_checksum,
+                desired_sha256=self.plan.desired_sha256,
+            )
+        r = self.result
+        steps = _steps(self.changes)
+        try:
+            for i, step in enumerate(steps):
+                if not self._step(step):
+                    r.not_attempted = [c for later in steps[i + 1 :] for c in later]
+                    break
+        except BaseException:
+            # Not a BridgeError (a bug, ^C): close the run in the journal, then let it through.
+            r.applied = list(r.done)
+            self._finish("interrupted")
+            raise
+        if r.failed:
+            r.applied = list(r.done)
+            self._finish()
+            log.error("apply stopped: %s", r.failure_message())
+            raise ApplyFailed(r.failure_message(), r)
+        if verify and r.done:
+            self._verify(current, verify_timeout, poll_interval, wanted, sleep)
+        else:
+            r.applied = list(r.done)
+        self._finish()
+        if r.failed:
+            raise ApplyFailed(r.failure_message(), r)
+        return r
+
+    def _step(self, step: list[Change]) -> bool:
+        """One write (or one bulk call); False when the run must stop."""
+        first = step[0]
+        if isinstance(first, SetUserAssignment | RemoveUserAssignment):
+            return self._bulk(step)
+        self.progress(describe(first))
+        self._journal([self._entry(first.data(), "started")])
+        replaced = False
+        try:
+            if isinstance(first, SetGroupAssignment) and first.existing is not None:
+                # The service has no update for a group assignment: remove, then add at once.
+                self.result.write_requests += 1
+                self.backend.remove_group_assignment(first.group_id)
+                replaced = True
+            self._write(first)
+        except BridgeError as exc:
+            error = str(exc)
+            if replaced:
+                error += "; its old assignment was removed, so the group has none now"
+            self.result.failed.append(
+                FailedChange(first, error, getattr(exc, "correlation_id", None))
+            )
+            self._journal([self._entry(first.data(), "failed", exc)])
+            log.warning("%s failed: %s", describe(first), error)
+            return False
+        self.result.done.append(first)
+        self._journal([self._entry(first.data(), "ok")])
+        log.info("%s: ok", describe(first))
+        return True
+
+    def _write(self, c: Change) -> None:
+        self.result.write_requests += 1
+        b = self.backend
+        if isinstance(c, CreatePolicy):
+            b.create_policy(c.name, c.settings)
+        elif isinstance(c, UpdatePolicy):
+            b.update_policy(c.name, {k: new for k, (_, new) in c.changes.items()})
+        elif isinstance(c, DeletePolicy):
+            b.delete_policy(c.name)
+        elif isinstance(c, SetGroupAssignment):
+            b.add_group_assignment(c.group_id, c.policy, c.rank)
+        elif isinstance(c, RemoveGroupAssignment):
+            b.remove_group_assignment(c.group_id)
+        else:
+            raise TypeError(f"not a single write: {c!r}")
+
+    def _bulk(self, step: list[Change]) -> bool:
+        """Every direct user assignment (or removal) in one backend call; the backend chunks."""
+        first = step[0]
+        assign = isinstance(first, SetUserAssignment)
+        verb = "assign" if assign else "unassign"
+        kind = first.kind
+        self.progress(f"{verb} {len(step)} user(s)")
+        self._journal([self._entry({"kind": kind, "bulk": True}, "started", user_count=len(step))])
+        try:
+            if assign:
+                pairs = [(c.user_id, c.policy) for c in step if isinstance(c, SetUserAssignment)]
+                bulk: BulkResult = self.backend.assign_users(pairs)
+            else:
+                bulk = self.backend.unassign_users([_user_id(c) for c in step])
+        except BridgeError as exc:
+            # Some chunks may have gone through; the re-run's plan will show which did not.
+            error = f"{verb} {len(step)} user(s): {exc}"
+            cid = getattr(exc, "correlation_id", None)
+            self.result.failed.extend(FailedChange(c, error, cid) for c in step)
+            self._journal([self._entry(c.data(), "failed", exc) for c in step])
+            log.warning("bulk %s failed: %s", verb, exc)
+            return False
+        self.result.write_requests += bulk.write_requests
+        failures = {f.user_id: f.message for f in bulk.failures}
+        entries = []
+        for c in step:
+            uid = _user_id(c)
+            if uid in failures:
+                self.result.failed.append(FailedChange(c, failures[uid]))
+                entries.append(self._entry(c.data(), "failed", failures[uid]))
+            else:
+                self.result.done.append(c)
+                entries.append(self._entry(c.data(), "ok"))
+        self._journal(entries)
+        log.info(
+            "%s %d user(s): %d ok, %d failed, operations %s",
+            verb,
+            len(step),
+            len(step) - len(failures),
+            len(failures),
+            bulk.operation_ids or "-",
+        )
+        return not failures
+
+    # ------------------------------------------------------------------ verification
+
+    def _verify(
+        self,
+        current: TenantState,
+        timeout: float,
+        poll_interval: float,
+        wanted: Wanted,
+        sleep: Callable[[float], None],
+    ) -> None:
+        r = self.result
+        expected = simulate(current, self.plan)
+        open_policies: list[Change] = [c for c in r.done if isinstance(c, _POLICIES)]
+        open_assignments: list[Change] = [c for c in r.done if isinstance(c, _ASSIGNMENTS)]
+        failed: list[FailedChange] = []
+        pending: list[PendingChange] = []
+        start = self.clock()
+        reads = 0
+        while open_policies or open_assignments:
+            try:
+                observed = self.backend.read(wanted)
+            except BridgeError as exc:
+                message = (
+                    f"all {len(r.done)} changes were accepted but reading the tenant back "
+                    f"failed: {exc}; run plan to see where it stands"
+                )
+                self._finish()
+                raise ApplyFailed(message, r) from exc
+            reads += 1
+            wrong_policies = _mismatches(open_policies, expected, observed)
+            wrong_assignments = _mismatches(open_assignments, expected, observed)
+            open_policies = [c for c, _ in wrong_policies]
+            open_assignments = [c for c, _ in wrong_assignments]
+            waited = self.clock() - start
+            if wrong_policies and reads >= POLICY_VERIFY_READS:
+                failed.extend(
+                    FailedChange(c, f"the service shows {why} after {reads} reads")
+                    for c, why in wrong_policies
+                )
+                open_policies = []
+            if wrong_assignments and waited >= timeout:
+                pending.extend(PendingChange(c, waited, why) for c, why in wrong_assignments)
+                open_assignments = []
+            if not (open_policies or open_assignments):
+                break
+            delay = poll_interval
+            if not open_policies:
+                delay = min(poll_interval, timeout - waited)
+            self.progress(
+                f"verifying: {len(open_policies) + len(open_assignments)} change(s) not visible "
+                f"yet after {waited:.0f} s"
+            )
+            sleep(max(delay, 0.0))
+
+        unverified = {id(f.change) for f in failed} | {id(p.change) for p in pending}
+        r.applied = [c for c in r.done if id(c) not in unverified]
+        r.failed.extend(failed)
+        r.pending = pending
+        r.verified = True
+        self._journal(
+            [self._entry(f.change.data(), "failed", f.error) for f in failed]
+            + [self._entry(p.change.data(), "pending", str(p)) for p in pending]
+        )
+
+
+def _user_id(c: Change) -> str:
+    if not isinstance(c, SetUserAssignment | RemoveUserAssignment):
+        raise TypeError(f"not a user change: {c!r}")
+    return c.user_id
+
+
+def _steps(changes: Sequence[Change]) -> list[list[Change]]:
+    """Ordered changes grouped into steps: one per single write, one per run of user changes."""
+    steps: list[list[Change]] = []
+    for c in changes:
+        bulk = isinstance(c, SetUserAssignment | RemoveUserAssignment)
+        if bulk and steps and type(steps[-1][0]) is type(c):
+            steps[-1].append(c)
+        else:
+            steps.append([c])
+    return steps
+
+
+def _mismatches(
+    changes: Sequence[Change], expected: TenantState, observed: TenantState
+) -> list[tuple[Change, str]]:
+    out = []
+    for c in changes:
+        why = _mismatch(c, expected, observed)
+        if why is not None:
+            out.append((c, why))
+    return out
+
+
+def _mismatch(c: Change, expected: TenantState, observed: TenantState) -> str | None:
+    """What the service shows instead of ``c``'s outcome, or None when it shows the outcome."""
+    if isinstance(c, CreatePolicy | UpdatePolicy):
+        have = observed.policy(c.name)
+        want = expected.policy(c.name)
+        if have is None or want is None:
+            return f"no policy {c.name}"
+        names = c.settings if isinstance(c, CreatePolicy) else c.changes
+        for name in names:
+            if not catalogue.values_equal(name, have.settings.get(name), want.settings.get(name)):
+                return (
+                    f"{name} = {have.settings.get(name)!r} in policy {c.name}, "
+                    f"expected {want.settings.get(name)!r}"
+                )
+        return None
+    if isinstance(c, DeletePolicy):
+        # Deleting Global resets it to defaults: it is still there afterwards.
+        if is_global(c.name) or observed.policy(c.name) is None:
+            return None
+        return f"policy {c.name} still present"
+    if isinstance(c, SetGroupAssignment | RemoveGroupAssignment):
+        got = observed.group_assignments.get(c.group_id)
+        exp = expected.group_assignments.get(c.group_id)
+        shows = f"policy {got.policy} at rank {got.rank}" if got else "no assignment"
+        if exp is None:
+            return None if got is None else f"it still shows {shows}"
+        if (
+            got is not None
+            and policy_key(got.policy) == policy_key(exp.policy)
+            and (got.rank == exp.rank)
+        ):
+            return None
+        return f"it shows {shows}, expected policy {exp.policy} at rank {exp.rank}"
+    if isinstance(c, SetUserAssignment | RemoveUserAssignment):
+        got_u = observed.user_assignments.get(c.user_id)
+        exp_u = expected.user_assignments.get(c.user_id)
+        if (got_u is None) == (exp_u is None) and (
+            got_u is None or exp_u is None or policy_key(got_u.policy) == policy_key(exp_u.policy)
+        ):
+            return None
+        return f"it shows {f'policy {got_u.policy}' if got_u else 'no direct assignment'}"
+    raise TypeError(f"unknown change {c!r}")

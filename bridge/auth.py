@@ -1,0 +1,379 @@
+"""Tokens through MSAL: one provider per run, one token per resource (cached by MSAL).
+
+``build_token_provider(settings)`` picks the credential ``settings.credential_kind()`` names:
+a certificate (PEM with key and certificate, or PFX with a password), a client secret, a federated
+token file (re-read on every token request: Kubernetes rotates it), device code sign-in (the prompt
+goes to a callback; the library never prints) or a managed identity.
+
+Resources: the Teams admin API is an app id (``TEAMS_RESOURCE``); Graph is its base URL. Scopes
+are ``<resource>/.default``. A failed acquisition raises ``AuthError`` naming the credential and
+the AADSTS code, never a secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import msal
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from .errors import AuthError, ConfigError, TenantMismatchError
+from .settings import Settings, redact
+
+log = logging.getLogger(__name__)
+
+TEAMS_RESOURCE = "48ac35b8-9aa8-4d74-927d-1f4a14a0b239"
+
+# Hosts where MSAL's instance discovery is meaningful; anything else (a simulator) skips it.
+MICROSOFT_LOGIN_HOSTS = frozenset(
+    {
+        "login.microsoftonline.com",
+        "login.microsoftonline.us",
+        "login.microsoft.com",
+        "login.windows.net",
+        "login.chinacloudapi.cn",
+        "login.partner.microsoftonline.cn",
+        "login.sts.microsoft.com",
+    }
+)
+
+# What to try for the AADSTS codes people actually hit.
+_AADSTS_HINTS = {
+    "7000215": "the client secret is wrong: check AZURE_CLIENT_SECRET (the secret's value, "
+    "not its id)",
+    "7000222": "the client secret has expired: create a new one in the app registration",
+    "700016": "no app with AZURE_CLIENT_ID in this tenant: check AZURE_CLIENT_ID, "
+    "AZURE_TENANT_ID and BRIDGE_CLOUD",
+    "90002": "tenant not found: check AZURE_TENANT_ID and BRIDGE_CLOUD",
+    "700027": "the certificate is not registered on the app: upload it under Certificates & "
+    "secrets",
+    "700024": "the federated token has expired: check the token file is being refreshed",
+    "70021": "no federated credential on the app matches the token's issuer and subject",
+    "50049": "unknown or invalid authority: check AZURE_AUTHORITY_HOST",
+}
+
+
+class TokenProvider(Protocol):
+    def get_token(self, resource: str) -> str: ...
+
+
+def scope_for(resource: str) -> str:
+    return f"{resource.rstrip('/')}/.default"
+
+
+def resource_label(resource: str) -> str:
+    return "the Teams admin API" if resource == TEAMS_RESOURCE else f"Graph ({resource})"
+
+
+# --------------------------------------------------------------------------- certificates
+
+
+def load_certificate(
+    path: str, password: str | None = None
+) -> tuple[str, str, str, str]:
+    """``(private key PEM, certificate PEM, SHA-256 thumbprint, SHA-1 thumbprint)`` from a PEM
+    holding key and certificate, or a PFX/P12 (with ``password`` when it has one)."""
+    env = "AZURE_CLIENT_CERTIFICATE_PATH"
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{env}={path!r}: cannot read: {exc.strerror or exc}") from None
+    secret = password.encode() if password else None
+    if b"-----BEGIN" in data:
+        try:
+            key = serialization.load_pem_private_key(data, secret)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(
+                f"{env}={path!r}: no usable private key in the PEM ({_short(exc)}); the file "
+                "must hold the key and the certificate (and AZURE_CLIENT_CERTIFICATE_PASSWORD "
+                "if the key is encrypted)"
+            ) from None
+        try:
+            cert = x509.load_pem_x509_certificate(data)
+        except ValueError:
+            raise ConfigError(
+                f"{env}={path!r}: no certificate in the PEM: append the certificate to the key"
+            ) from None
+    else:
+        try:
+            key, cert, _ = pkcs12.load_key_and_certificates(data, secret)
+        except (ValueError, TypeError):
+            raise ConfigError(
+                f"{env}={path!r}: not a readable PFX: wrong or missing "
+                "AZURE_CLIENT_CERTIFICATE_PASSWORD, or not a PEM/PFX file"
+            ) from None
+        if key is None or cert is None:
+            raise ConfigError(f"{env}={path!r}: the PFX must contain the key and the certificate")
+    key_pem = key.private_bytes(  # type: ignore[union-attr]
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    sha256 = cert.fingerprint(hashes.SHA256()).hex().upper()
+    sha1 = cert.fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303 - MSAL < 1.35 needs it
+    return key_pem, cert_pem, sha256, sha1
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _msal_computes_sha256() -> bool:
+    # MSAL 1.35+ derives the SHA-256 thumbprint from "public_certificate"; older ones need SHA-1.
+    parts = re.findall(r"\d+", msal.__version__)[:2]
+    return tuple(int(p) for p in parts) >= (1, 35)
+
+
+# --------------------------------------------------------------------------- the provider
+
+
+class MsalTokenProvider:
+    """``get_token(resource)`` through one MSAL application; thread-safe."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        kind: str,
+        *,
+        prompt: Callable[[str], None] | None = None,
+        session: requests.Session | None = None,
+    ):
+        self.settings = settings
+        self.kind = kind
+        self._prompt = prompt
+        self._session = session
+        self._lock = threading.RLock()
+        self._app: Any = None
+        self._cache = msal.SerializableTokenCache()
+        self._cache_path = settings.token_cache
+        self.thumbprint: str | None = None  # SHA-256 of the certificate, for doctor
+        if self._cache_path and os.path.isfile(self._cache_path):
+            try:
+                self._cache.deserialize(Path(self._cache_path).read_text("utf-8"))
+            except (OSError, ValueError) as exc:
+                log.warning("ignoring unreadable token cache %s: %s", self._cache_path, exc)
+
+    def describe(self) -> str:
+        s = self.settings
+        who = f"app {s.client_id}" if s.client_id else "the managed identity"
+        return f"{self.kind.replace('_', ' ')} credential ({who}, tenant {s.tenant_id or '?'})"
+
+    def get_token(self, resource: str) -> str:
+        with self._lock:
+            try:
+                result = self._acquire(resource)
+            except (AuthError, ConfigError):
+                raise
+            except (ValueError, requests.RequestException, msal.ManagedIdentityError) as exc:
+                # MSAL raises for an unreachable or invalid authority before any token request.
+                raise AuthError(
+                    f"could not get a token for {resource_label(resource)} with the "
+                    f"{self.describe()}: {redact(_short(exc), self.settings.secrets())}"
+                ) from None
+            self._persist()
+        if "access_token" not in result:
+            raise AuthError(self._failure_message(resource, result))
+        return str(result["access_token"])
+
+    # ------------------------------------------------------------------ MSAL
+
+    def _acquire(self, resource: str) -> dict[str, Any]:
+        scopes = [scope_for(resource)]
+        if self.kind == "managed_identity":
+            return self._application().acquire_token_for_client(resource=resource)
+        if self.kind == "device_code":
+            return self._device_code(scopes)
+        return self._application().acquire_token_for_client(scopes=scopes)
+
+    def _device_code(self, scopes: list[str]) -> dict[str, Any]:
+        app = self._application()
+        accounts = app.get_accounts()
+        if accounts:
+            silent = app.acquire_token_silent(scopes, account=accounts[0])
+            if silent and "access_token" in silent:
+                return silent
+        if self._prompt is None:
+            raise ConfigError(
+                "BRIDGE_AUTH=device_code needs an interactive terminal to show the sign-in code"
+            )
+        flow = app.initiate_device_flow(scopes=scopes)
+        if "user_code" not in flow:
+            return flow
+        self._prompt(str(flow["message"]))
+        return app.acquire_token_by_device_flow(flow)
+
+    def _application(self) -> Any:
+        # Built on first use: building fetches the authority's metadata over the network.
+        if self._app is None:
+            self._app = self._build()
+        return self._app
+
+    def _build(self) -> Any:
+        s = self.settings
+        session = self._session or requests.Session()
+        session.verify = s.verify
+        if self.kind == "managed_identity":
+            identity: Any = (
+                msal.UserAssignedManagedIdentity(client_id=s.client_id)
+                if s.client_id
+                else msal.SystemAssignedManagedIdentity()
+            )
+            return msal.ManagedIdentityClient(
+                identity, http_client=session, token_cache=self._cache
+            )
+        host = s.authority_host.split("://", 1)[-1].lower()
+        common: dict[str, Any] = {
+            "authority": s.authority,
+            "token_cache": self._cache,
+            "http_client": session,
+            "timeout": s.timeout,
+            "instance_discovery": host in MICROSOFT_LOGIN_HOSTS,
+        }
+        if self.kind == "device_code":
+            return msal.PublicClientApplication(s.client_id, **common)
+        return msal.ConfidentialClientApplication(
+            s.client_id, client_credential=self._credential(), **common
+        )
+
+    def _credential(self) -> Any:
+        s = self.settings
+        if self.kind == "secret":
+            assert s.client_secret is not None  # credential_kind() checked
+            return s.client_secret.get_secret_value()
+        if self.kind == "federated":
+            path = s.federated_token_file
+            assert path is not None
+
+            def assertion() -> str:
+                # Re-read every time: the platform rotates the file (about hourly on AKS).
+                try:
+                    return Path(path).read_text("utf-8").strip()
+                except OSError as exc:
+                    raise AuthError(
+                        f"AZURE_FEDERATED_TOKEN_FILE={path!r}: cannot read: "
+                        f"{exc.strerror or exc}"
+                    ) from None
+
+            return {"client_assertion": assertion}
+        assert s.client_certificate_path is not None
+        password = s.client_certificate_password
+        key_pem, cert_pem, sha256, sha1 = load_certificate(
+            s.client_certificate_path, password.get_secret_value() if password else None
+        )
+        self.thumbprint = sha256
+        log.info("using certificate with SHA-256 thumbprint %s", sha256)
+        if _msal_computes_sha256():
+            return {"private_key": key_pem, "public_certificate": cert_pem}
+        return {"private_key": key_pem, "thumbprint": sha1}
+
+    def _persist(self) -> None:
+        if not self._cache_path or not self._cache.has_state_changed:
+            return
+        tmp = f"{self._cache_path}.tmp"
+        # Created 0600 from the start: the cache holds access (and refresh) tokens.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(self._cache.serialize())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self._cache_path)
+        self._cache.has_state_changed = False
+
+    def _failure_message(self, resource: str, result: Mapping[str, Any]) -> str:
+        error = result.get("error", "unknown_error")
+        description = str(result.get("error_description") or "").splitlines()
+        first = description[0] if description else ""
+        codes = [str(c) for c in result.get("error_codes") or []]
+        codes += re.findall(r"AADSTS(\d+)", first)
+        hint = next((_AADSTS_HINTS[c] for c in codes if c in _AADSTS_HINTS), "")
+        text = (
+            f"could not get a token for {resource_label(resource)} with the {self.describe()}: "
+            f"{error}: {first}" + (f"; {hint}" if hint else "")
+        )
+        return redact(text, self.settings.secrets())
+
+
+def build_token_provider(
+    settings: Settings,
+    *,
+    prompt: Callable[[str], None] | None = None,
+    session: requests.Session | None = None,
+) -> MsalTokenProvider:
+    """The provider for the configured credential (``ConfigError`` if none is configured).
+    ``prompt`` receives the device-code sign-in instructions for the CLI to print."""
+    kind = settings.credential_kind()
+    if kind == "certificate":
+        # Fail now, with the variable's name, rather than on the first request.
+        password = settings.client_certificate_password
+        assert settings.client_certificate_path is not None
+        load_certificate(
+            settings.client_certificate_path, password.get_secret_value() if password else None
+        )
+    log.info("credential: %s; cloud: %s", kind, settings.cloud)
+    return MsalTokenProvider(settings, kind, prompt=prompt, session=session)
+
+
+# --------------------------------------------------------------------------- claims and guard
+
+
+def decode_claims(token: str) -> dict[str, Any]:
+    """The payload of a JWT, without verifying it (for doctor and the tenant guard only)."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise AuthError("the access token is not a JWT; its claims cannot be read")
+    payload = parts[1] + "=" * (-len(parts[1]) % 4)
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload))
+    except (ValueError, UnicodeDecodeError):
+        raise AuthError("the access token's payload is not valid JSON") from None
+    if not isinstance(claims, dict):
+        raise AuthError("the access token's payload is not a JSON object")
+    return claims
+
+
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+def is_guid(value: str) -> bool:
+    return bool(_GUID.match(value))
+
+
+def check_tenant_guard(
+    claims: Mapping[str, Any],
+    expected_tenant: str,
+    verified_domains: Iterable[str] | None = None,
+) -> None:
+    """Raise ``TenantMismatchError`` unless the token belongs to ``expected_tenant``: a tenant id
+    compared with the ``tid`` claim, or a domain that must be one of the tenant's verified domains
+    (``GraphClient.organization().verified_domains``)."""
+    tid = str(claims.get("tid") or "")
+    if is_guid(expected_tenant):
+        if tid.lower() != expected_tenant.lower():
+            raise TenantMismatchError(
+                f"the desired state is for tenant {expected_tenant}, but the credential signs in "
+                f"to tenant {tid or '(unknown)'}: check AZURE_TENANT_ID or the file's tenant:"
+            )
+        return
+    if verified_domains is None:
+        raise TenantMismatchError(
+            f"cannot check tenant {expected_tenant!r}: the tenant's verified domains were not "
+            "read; use the tenant id in the file's tenant:"
+        )
+    domains = sorted({d.lower() for d in verified_domains})
+    if expected_tenant.lower() not in domains:
+        raise TenantMismatchError(
+            f"the desired state is for {expected_tenant}, but tenant {tid or '(unknown)'} has "
+            f"the domains {', '.join(domains) or '(none)'}: check AZURE_TENANT_ID or the "
+            "file's tenant:"
+        )

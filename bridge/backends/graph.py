@@ -1,0 +1,286 @@
+"""Microsoft Graph: directory lookups (users, groups, memberships), batched through ``$batch``,
+and the Teams policy assignment endpoints (commercial cloud only). Requests follow docs/wire.md.
+
+Lookups never guess: a display name keeps every group that matches (so ambiguity is visible), and
+a name that was looked up and found nothing is reported as searched-but-absent, which is a fact;
+any other failure raises.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from ..auth import is_guid
+from ..errors import InvalidResponseError, NotFoundError, ServerError, ThrottledError
+from ..http import HttpClient, retry_after_seconds
+from ..state import Group, User, bare_name, policy_key
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 20  # Graph's limit per $batch request
+POLICY_TYPE = "TeamsMessagingPolicy"
+_USER_SELECT = "id,userPrincipalName,displayName,department"
+_INNER_RETRY = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class Organization:
+    id: str
+    display_name: str
+    verified_domains: tuple[str, ...]
+    default_domain: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    id: str
+    url: str  # relative to /v1.0, starting with "/"
+    method: str = "GET"
+
+
+def odata_string(value: str) -> str:
+    """A string literal for OData: quotes doubled, then percent-encoded for a URL."""
+    return quote("'" + value.replace("'", "''") + "'", safe="'@$")
+
+
+def user_path(ref: str) -> str:
+    """The ``/users/...`` path for an object id or UPN: ``#`` in guest UPNs (``#EXT#``) encoded,
+    and a UPN starting with ``$`` in the ``('...')`` form Graph requires for it."""
+    if ref.startswith("$"):
+        return f"/users({odata_string(ref)})"
+    return "/users/" + quote(ref, safe="@")
+
+
+def user_from_graph(obj: Mapping[str, Any]) -> User:
+    return User(
+        str(obj["id"]),
+        str(obj.get("userPrincipalName") or obj["id"]),
+        obj.get("displayName"),
+        obj.get("department"),
+    )
+
+
+class GraphClient:
+    def __init__(self, http: HttpClient, base_url: str):
+        self.http = http
+        self.base_url = base_url.rstrip("/")
+        self.resource = self.base_url  # the token audience is the Graph base URL
+        self._v1 = f"{self.base_url}/v1.0"
+
+    def _url(self, path: str) -> str:
+        return self._v1 + path
+
+    # ------------------------------------------------------------------ $batch
+
+    def batch(self, requests: Sequence[BatchRequest]) -> dict[str, tuple[int, Any]]:
+        """``{request id: (status, body)}`` for every request, 20 per ``$batch`` call, chunks
+        sent concurrently. Inner 429/5xx are re-sent after their ``Retry-After`` (bounded like
+        any request); what is still failing then raises."""
+        chunks = [requests[i : i + BATCH_SIZE] for i in range(0, len(requests), BATCH_SIZE)]
+        results: dict[str, tuple[int, Any]] = {}
+        for part in self.http.map_concurrent(self._batch_chunk, chunks):
+            results.update(part)
+        return results
+
+    def _batch_chunk(self, chunk: Sequence[BatchRequest]) -> dict[str, tuple[int, Any]]:
+        pending = {r.id: r for r in chunk}
+        done: dict[str, tuple[int, Any]] = {}
+        attempts = self.http.options.retry_attempts
+        waited = 0.0
+        for attempt in range(1, attempts + 1):
+            body = {
+                "requests": [
+                    {"id": r.id, "method": r.method, "url": r.url} for r in pending.values()
+                ]
+            }
+            response = self.http.request(
+                "POST", self._url("/$batch"), resource=self.resource, json=body, expected=(200,)
+            )
+            answers = self.http.json_of(response, self.resource)
+            inner = answers.get("responses") if isinstance(answers, dict) else None
+            if not isinstance(inner, list):
+                raise InvalidResponseError(
+                    "Graph $batch answer has no 'responses' list", url=response.url
+                )
+            by_id = {str(a.get("id")): a for a in inner if isinstance(a, dict)}
+            missing = sorted(set(pending) - set(by_id))
+            if missing:
+                raise InvalidResponseError(
+                    f"Graph $batch answer lacks the responses to requests {', '.join(missing)}",
+                    url=response.url,
+                )
+            retry_wait = 0.0
+            last_status: dict[str, int] = {}
+            for rid in list(pending):
+                answer = by_id[rid]
+                status = int(answer.get("status", 0))
+                if status in _INNER_RETRY:
+                    last_status[rid] = status
+                    if status == 429:
+                        self.http.note_throttled()
+                    headers = {str(k).lower(): v for k, v in (answer.get("headers") or {}).items()}
+                    seconds = retry_after_seconds(headers.get("retry-after"))
+                    retry_wait = max(retry_wait, 2.0**attempt if seconds is None else seconds)
+                    continue
+                done[rid] = (status, answer.get("body"))
+                del pending[rid]
+            if not pending:
+                return done
+            if attempt == attempts or waited + retry_wait > self.http.options.retry_max_seconds:
+                break
+            log.warning(
+                "Graph $batch: %d inner request(s) throttled or failing, retrying them in %.1fs "
+                "(attempt %d of %d)", len(pending), retry_wait, attempt + 1, attempts,
+            )
+            self.http.wait(retry_wait)
+            waited += retry_wait
+        first = next(iter(pending.values()))
+        throttled = 429 in last_status.values()
+        cls = ThrottledError if throttled else ServerError
+        raise cls(
+            f"Graph $batch: {len(pending)} inner request(s) still "
+            f"{'throttled' if throttled else 'failing with a server error'} after {attempt} "
+            f"attempt(s) (first: {first.method} {first.url}): run again later, or raise "
+            "BRIDGE_RETRY_ATTEMPTS / BRIDGE_RETRY_MAX_SECONDS",
+            status=429 if throttled else last_status[first.id],
+        )
+
+    def _inner_error(self, request: BatchRequest, status: int, body: Any) -> Exception:
+        return self.http.api_error(status, body, method=request.method,
+                                   url=self._url(request.url), resource=self.resource)
+
+    # ------------------------------------------------------------------ directory lookups
+
+    def resolve_groups(self, refs: Iterable[str]) -> dict[str, list[Group]]:
+        """Every group each ref names: an object id (looked up by id) or a display name (every
+        match kept). An empty list means "searched, none found"."""
+        unique = list(dict.fromkeys(refs))
+        requests = []
+        for i, ref in enumerate(unique):
+            if is_guid(ref):
+                url = f"/groups/{ref}?$select=id,displayName"
+            else:
+                url = (f"/groups?$filter=displayName%20eq%20{odata_string(ref)}"
+                       "&$select=id,displayName")
+            requests.append(BatchRequest(str(i), url))
+        answers = self.batch(requests)
+        found: dict[str, list[Group]] = {}
+        for req, ref in zip(requests, unique):
+            status, body = answers[req.id]
+            if status == 404:
+                found[ref] = []
+            elif status != 200 or not isinstance(body, dict):
+                raise self._inner_error(req, status, body)
+            elif "value" in body:
+                found[ref] = [Group(str(g["id"]), str(g.get("displayName") or "")) for g in
+                              body["value"]]
+            else:
+                found[ref] = [Group(str(body["id"]), str(body.get("displayName") or ""))]
+        return found
+
+    def resolve_users(self, refs: Iterable[str]) -> dict[str, User | None]:
+        """Each ref (object id or UPN) to its user, or ``None`` when Graph says 404."""
+        unique = list(dict.fromkeys(refs))
+        requests = [
+            BatchRequest(str(i), f"{user_path(ref)}?$select={_USER_SELECT}")
+            for i, ref in enumerate(unique)
+        ]
+        answers = self.batch(requests)
+        found: dict[str, User | None] = {}
+        for req, ref in zip(requests, unique):
+            status, body = answers[req.id]
+            if status == 404:
+                found[ref] = None
+            elif status != 200 or not isinstance(body, dict):
+                raise self._inner_error(req, status, body)
+            else:
+                found[ref] = user_from_graph(body)
+        return found
+
+    def user(self, ref: str) -> User:
+        body = self.http.get_json(self._url(user_path(ref)), resource=self.resource,
+                                  params={"$select": _USER_SELECT})
+        return user_from_graph(body)
+
+    def group(self, group_id: str) -> Group:
+        body = self.http.get_json(self._url(f"/groups/{quote(group_id)}"),
+                                  resource=self.resource, params={"$select": "id,displayName"})
+        return Group(str(body["id"]), str(body.get("displayName") or ""))
+
+    def group_members(self, group_id: str) -> list[str]:
+        """The user ids of ``group_id``'s direct members."""
+        items = self.http.paged(
+            self._url(f"/groups/{quote(group_id)}/members"), resource=self.resource,
+            params={"$select": "id,userPrincipalName", "$top": "999"},
+        )
+        return [str(m["id"]) for m in items
+                if m.get("@odata.type", "#microsoft.graph.user") == "#microsoft.graph.user"]
+
+    def member_of(self, user_id: str) -> list[Group]:
+        """The groups ``user_id`` is a direct member of (roles and units left out)."""
+        items = self.http.paged(
+            self._url(f"{user_path(user_id)}/memberOf"), resource=self.resource,
+            params={"$select": "id,displayName"},
+        )
+        return [
+            Group(str(g["id"]), str(g.get("displayName") or ""))
+            for g in items
+            if g.get("@odata.type", "#microsoft.graph.group") == "#microsoft.graph.group"
+        ]
+
+    def user_configuration(self, user_id: str) -> dict[str, Any]:
+        """The user's effective Teams policies (``effectivePolicyAssignments``)."""
+        body = self.http.get_json(
+            self._url(f"/admin/teams/userConfigurations/{quote(user_id)}"),
+            resource=self.resource,
+        )
+        if not isinstance(body, dict):
+            raise InvalidResponseError("Graph userConfigurations answer is not an object")
+        return body
+
+    def organization(self) -> Organization:
+        body = self.http.get_json(self._url("/organization"), resource=self.resource,
+                                  params={"$select": "id,displayName,verifiedDomains"})
+        orgs = body.get("value") if isinstance(body, dict) else None
+        if not orgs:
+            raise InvalidResponseError("Graph /organization returned no organization")
+        org = orgs[0]
+        domains = org.get("verifiedDomains") or []
+        default = next((d["name"] for d in domains if d.get("isDefault")), None)
+        return Organization(
+            str(org["id"]), str(org.get("displayName") or ""),
+            tuple(str(d["name"]) for d in domains), default,
+        )
+
+    # ------------------------------------------------------------------ policy assignment
+
+    def policy_id(self, policy: str) -> str:
+        """The Graph policy id of a messaging policy (``NotFoundError`` if it has none)."""
+        path = (f"/admin/teams/policy/getPolicyId(type={odata_string(POLICY_TYPE)},"
+                f"name={odata_string(bare_name(policy))})")
+        body = self.http.get_json(self._url(path), resource=self.resource)
+        for entry in (body.get("value") or []) if isinstance(body, dict) else []:
+            if policy_key(str(entry.get("name", ""))) == policy_key(policy) and entry.get(
+                "policyId"
+            ):
+                return str(entry["policyId"])
+        raise NotFoundError(
+            f"Graph has no policy id for messaging policy {bare_name(policy)!r}: does the "
+            "policy exist?", status=404,
+        )
+
+    def assign(self, entries: Sequence[tuple[str, str]]) -> None:
+        """Direct assignments ``(user id, policy id)``, one request (the caller chunks)."""
+        body = {"value": [{"userId": uid, "policyType": POLICY_TYPE, "policyId": pid}
+                          for uid, pid in entries]}
+        self.http.request("POST", self._url("/admin/teams/policy/userAssignments/assign"),
+                          resource=self.resource, json=body, expected=(200, 204))
+
+    def unassign(self, user_ids: Sequence[str]) -> None:
+        body = {"value": [{"userId": uid, "policyType": POLICY_TYPE} for uid in user_ids]}
+        self.http.request("POST", self._url("/admin/teams/policy/userAssignments/unassign"),
+                          resource=self.resource, json=body, expected=(200, 204))

@@ -1,0 +1,74 @@
+# teams-bridge PowerShell driver, protocol 1. bridge/backends/powershell.py sends this script once,
+# on stdin, to `pwsh -NoLogo -NoProfile -NonInteractive -Command -`; it then serves requests until
+# stdin closes.
+#
+# First it answers the request id "hello" with the PowerShell and MicrosoftTeams versions. Then it
+# reads one JSON request per line, {"id", "cmdlet", "params", "select"?}, and answers each with
+#   <<<teams-bridge:begin:ID>>>
+#   {"id": ID, "ok": true, "result": [...], "warnings": [...]}
+#   or {"id": ID, "ok": false, "error": {"category", "message", "fqid"}}
+#   <<<teams-bridge:end:ID>>>
+# Parameters are splatted into the cmdlet: request values never become script text, so a
+# Description such as "quotes" and $(Get-Date) stays data. Only the cmdlets below can be called.
+
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+
+$allowed = @(
+    'Import-Module', 'Connect-MicrosoftTeams', 'Disconnect-MicrosoftTeams',
+    'Get-CsTeamsMessagingPolicy', 'New-CsTeamsMessagingPolicy', 'Set-CsTeamsMessagingPolicy',
+    'Remove-CsTeamsMessagingPolicy', 'Get-CsGroupPolicyAssignment', 'New-CsGroupPolicyAssignment',
+    'Remove-CsGroupPolicyAssignment', 'Grant-CsTeamsMessagingPolicy',
+    'New-CsBatchPolicyAssignmentOperation', 'Get-CsBatchPolicyAssignmentOperation',
+    'Get-CsOnlineUser'
+)
+
+function Write-Answer([string] $Id, [hashtable] $Answer) {
+    # -Compress keeps the whole answer on one line; -EnumsAsStrings writes enum names, not numbers.
+    $json = ConvertTo-Json -InputObject $Answer -Depth 8 -Compress -EnumsAsStrings
+    [Console]::Out.WriteLine("<<<teams-bridge:begin:$Id>>>")
+    [Console]::Out.WriteLine($json)
+    [Console]::Out.WriteLine("<<<teams-bridge:end:$Id>>>")
+    [Console]::Out.Flush()
+}
+
+$teams = @(Get-Module -Name MicrosoftTeams -ListAvailable | ForEach-Object { $_.Version.ToString() })
+Write-Answer 'hello' @{
+    id = 'hello'; ok = $true
+    result = @{ protocol = 1; PSVersion = $PSVersionTable.PSVersion.ToString(); MicrosoftTeams = $teams }
+}
+
+while ($true) {
+    $line = [Console]::In.ReadLine()
+    if ($null -eq $line) { break }
+    if ($line.Trim() -eq '') { continue }
+    $id = ''
+    try {
+        $request = ConvertFrom-Json -InputObject $line -AsHashtable
+        $id = [string] $request.id
+        $cmdlet = [string] $request.cmdlet
+        if ($cmdlet -notin $allowed) {
+            throw [System.ArgumentException]::new("teams-bridge driver: cmdlet '$cmdlet' is not allowed")
+        }
+        $params = $request.params
+        if ($null -eq $params) { $params = @{} }
+        $warnings = @()
+        $output = @(& $cmdlet @params -WarningVariable warnings -WarningAction SilentlyContinue)
+        if ($request.select) { $output = @($output | Select-Object -Property $request.select) }
+        Write-Answer $id @{
+            id = $id; ok = $true; result = $output
+            warnings = @($warnings | ForEach-Object { [string] $_ })
+        }
+    }
+    catch {
+        $record = $_
+        Write-Answer $id @{
+            id = $id; ok = $false
+            error = @{
+                category = [string] $record.CategoryInfo.Category
+                message = [string] $record.Exception.Message
+                fqid = [string] $record.FullyQualifiedErrorId
+            }
+        }
+    }
+}

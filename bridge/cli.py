@@ -1,0 +1,460 @@
+"""The command line: parse arguments, build objects, call one function, print, exit.
+
+Exit codes: 0 ok / in sync, 1 error (usage errors included), 2 changes or drift present.
+This is the only module that prints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from . import __version__
+from .errors import BridgeError
+from .logconfig import configure_logging
+from .session import Session, SessionOptions
+
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+
+
+def _stdout_is_tty() -> bool:
+    return sys.stdout.isatty()
+
+
+def _color() -> bool:
+    return _stdout_is_tty() and not os.environ.get("NO_COLOR")
+
+
+def _err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _write_text(path: str, text: str) -> None:
+    """Write atomically, so an interrupted run never leaves half a file behind."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, target)
+
+
+class _Ctx:
+    def __init__(self, options: SessionOptions):
+        self.options = options
+
+    def session(self) -> Session:
+        return Session(self.options)
+
+
+pass_ctx = click.make_pass_decorator(_Ctx)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="teams-bridge")
+@click.option("--sandbox", is_flag=True, help="Run against an in-process simulated tenant "
+              "(HTTPS, no credentials needed).")
+@click.option("--sandbox-users", type=click.IntRange(1, 200_000), default=2000, show_default=True,
+              help="Size of the sandbox hospital.")
+@click.option("--snapshot", "snapshot", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Read current state from a saved snapshot instead of the tenant.")
+@click.option("--transport", type=click.Choice(["rest", "powershell"]), default="rest",
+              show_default=True, envvar="BRIDGE_TRANSPORT",
+              help="Teams admin API over HTTPS, or the MicrosoftTeams PowerShell module.")
+@click.option("--cloud", type=click.Choice(["commercial", "gcc", "gcchigh", "dod"]),
+              help="Microsoft cloud (default: BRIDGE_CLOUD or commercial).")
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="Log line format (stderr).")
+@click.pass_context
+def main_group(
+    ctx: click.Context,
+    sandbox: bool,
+    sandbox_users: int,
+    snapshot: str | None,
+    transport: str,
+    cloud: str | None,
+    verbose: int,
+    log_format: str,
+) -> None:
+    """teams-bridge: Microsoft Teams messaging policies as code.
+
+    Describe policies and their assignments in a desired-state file, then validate, plan, apply,
+    and report drift. Exit codes: 0 ok / in sync, 1 error, 2 changes or drift present.
+    """
+    configure_logging(verbose, log_format)
+    ctx.obj = _Ctx(
+        SessionOptions(
+            sandbox=sandbox,
+            sandbox_users=sandbox_users,
+            snapshot=snapshot,
+            transport=transport,
+            cloud=cloud,
+        )
+    )
+
+
+# --------------------------------------------------------------------------- validate / schema
+
+
+@main_group.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+def validate(file: str) -> None:
+    """Check the desired-state FILE offline (exit 0 valid, 1 invalid)."""
+    from .desired import load_desired
+
+    desired = load_desired(file)
+    for note in desired.notes:
+        _err(note)
+    click.echo(
+        f"{file} is valid: {len(desired.policies)} policies, "
+        f"{len(desired.group_assignments)} group assignments, "
+        f"{len(desired.user_assignments)} user assignments."
+    )
+
+
+@main_group.command()
+@click.option("--out", metavar="FILE", help="Write the schema here instead of stdout.")
+def schema(out: str | None) -> None:
+    """Print the JSON Schema of the desired-state file (for editor autocompletion)."""
+    from .schema import desired_state_schema
+
+    text = json.dumps(desired_state_schema(), indent=2) + "\n"
+    if out:
+        _write_text(out, text)
+        click.echo(f"schema written to {out}")
+    else:
+        click.echo(text, nl=False)
+
+
+# --------------------------------------------------------------------------- plan / apply
+
+
+@main_group.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--out", metavar="PLAN", help="Save the plan (with a checksum of the tenant state "
+              "it was made from) for 'apply --plan'.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@click.option("--detailed-exitcode", is_flag=True,
+              help="Exit 2 when there are changes (0 none, 1 error).")
+@pass_ctx
+def plan(ctx: _Ctx, file: str, out: str | None, fmt: str, detailed_exitcode: bool) -> None:
+    """Show what apply would change to make the tenant match FILE."""
+    from .commands import make_plan
+    from .plan_view import render_plan
+
+    with ctx.session() as session:
+        result = make_plan(session, file)
+    for note in result.notes:
+        _err(note)
+    if fmt == "json":
+        click.echo(json.dumps(result.plan.data, indent=2))
+    else:
+        click.echo(render_plan(result.plan, color=_color()), nl=False)
+    if out:
+        _write_text(out, json.dumps(result.plan.data, indent=2) + "\n")
+        _err(f"plan saved to {out}; apply it with: teams-bridge apply --plan {out}")
+    if detailed_exitcode and result.plan:
+        raise SystemExit(EXIT_CHANGES)
+
+
+@main_group.command()
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.option("--plan", "plan_file", metavar="PLAN", type=click.Path(dir_okay=False),
+              help="Apply a plan saved with 'plan --out' (refused if the tenant changed since).")
+@click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation (needed when "
+              "there is no terminal).")
+@click.option("--force", is_flag=True, help="Lift the safety limits (deletions, share of users "
+              "affected, clinical settings turned off).")
+@click.option("--journal", metavar="FILE", envvar="BRIDGE_JOURNAL",
+              default="teams-bridge-journal.jsonl", show_default=True,
+              help="JSON-lines audit trail of every change attempted.")
+@click.option("--lock-dir", metavar="DIR", envvar="BRIDGE_LOCK_DIR", default=None,
+              help="Where the one-writer-per-tenant lock lives (default: the system temp dir).")
+@click.option("--lock-timeout", type=float, default=60.0, show_default=True,
+              help="Seconds to wait for another apply on the same tenant.")
+@click.option("--verify-timeout", type=float, default=60.0, show_default=True,
+              help="Seconds to wait for accepted assignments to show on reads.")
+@pass_ctx
+def apply(
+    ctx: _Ctx,
+    file: str | None,
+    plan_file: str | None,
+    auto_approve: bool,
+    force: bool,
+    journal: str,
+    lock_dir: str | None,
+    lock_timeout: float,
+    verify_timeout: float,
+) -> None:
+    """Make the changes: 'apply FILE' plans and applies, 'apply --plan PLAN' applies a saved plan."""
+    from .commands import ApplyRequest, run_apply
+    from .plan_view import render_plan
+
+    if bool(file) == bool(plan_file):
+        raise click.UsageError("give either FILE or --plan PLAN (one of them)")
+
+    def confirm(plan: Any) -> bool:
+        click.echo(render_plan(plan, color=_color()), nl=False)
+        if auto_approve:
+            return True
+        if not sys.stdin.isatty():
+            raise BridgeError(
+                "apply needs confirmation and there is no terminal: review the plan, then re-run "
+                "with --auto-approve (or apply a saved plan with --plan)"
+            )
+        return click.confirm("Apply these changes?", default=False)
+
+    request = ApplyRequest(
+        desired_file=file,
+        plan_file=plan_file,
+        force=force,
+        journal_path=journal,
+        lock_dir=lock_dir,
+        lock_timeout=lock_timeout,
+        verify_timeout=verify_timeout,
+    )
+    with ctx.session() as session:
+        outcome = run_apply(session, request, confirm=confirm, progress=_err)
+    for line in outcome.lines:
+        click.echo(line)
+
+
+# --------------------------------------------------------------------------- drift
+
+
+@main_group.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--report-dir", metavar="DIR", help="Write report files here.")
+@click.option("--format", "formats", default="json,html,md,junit", show_default=True,
+              help="Report files to write with --report-dir (comma-separated: "
+              "json, html, md, junit).")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="What to print on stdout.")
+@click.option("--history", "history_file", metavar="FILE", envvar="BRIDGE_HISTORY",
+              help="Record this run in a SQLite history file; reports show when drift was "
+              "first seen.")
+@click.option("--notify", metavar="URL", envvar="BRIDGE_NOTIFY_URL",
+              help="POST a summary (Teams-webhook card) here when drift is found.")
+@pass_ctx
+def drift(
+    ctx: _Ctx,
+    file: str,
+    report_dir: str | None,
+    formats: str,
+    output: str,
+    history_file: str | None,
+    notify: str | None,
+) -> None:
+    """Report drift between the tenant and FILE (exit 0 in sync, 2 drift, 1 error)."""
+    from .commands import DriftRequest, run_drift
+
+    wanted = [f.strip() for f in formats.split(",") if f.strip()]
+    bad = sorted(set(wanted) - {"json", "html", "md", "junit"})
+    if bad:
+        raise click.UsageError(f"unknown report format(s) {', '.join(bad)}; "
+                               "choose from json, html, md, junit")
+    request = DriftRequest(
+        desired_file=file,
+        report_dir=report_dir,
+        formats=tuple(wanted),
+        history_file=history_file,
+        notify_url=notify,
+        color=_color(),
+    )
+    with ctx.session() as session:
+        outcome = run_drift(session, request)
+    if output == "json":
+        click.echo(json.dumps(outcome.report.to_dict(), indent=2))
+    else:
+        click.echo(outcome.text, nl=False)
+    for path in outcome.written:
+        _err(f"report written: {path}")
+    for warning in outcome.warnings:
+        _err(warning)
+    raise SystemExit(outcome.exit_code)
+
+
+@main_group.command()
+@click.option("--history", "history_file", metavar="FILE", envvar="BRIDGE_HISTORY",
+              required=True, help="The SQLite history file drift --history writes.")
+@click.option("--limit", type=int, default=20, show_default=True, help="How many runs to list.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+def history(history_file: str, limit: int, fmt: str) -> None:
+    """List recorded drift runs and the drift still open, with its age."""
+    from .commands import history_view
+
+    text, data = history_view(history_file, limit)
+    click.echo(json.dumps(data, indent=2) if fmt == "json" else text, nl=fmt == "json")
+
+
+# --------------------------------------------------------------------------- export / snapshot
+
+
+@main_group.command()
+@click.option("--out", metavar="FILE", help="Write here instead of stdout.")
+@pass_ctx
+def export(ctx: _Ctx, out: str | None) -> None:
+    """Write the tenant's current state as a desired-state file."""
+    from .export import export_yaml
+
+    with ctx.session() as session:
+        text = export_yaml(session.read())
+    if out:
+        _write_text(out, text)
+        _err(f"desired state written to {out}")
+    else:
+        click.echo(text, nl=False)
+
+
+@main_group.command()
+@click.option("--out", metavar="FILE", default=None,
+              help="Write here (default: snapshot-<tenant>-<time>.json).")
+@pass_ctx
+def snapshot(ctx: _Ctx, out: str | None) -> None:
+    """Save the tenant's current state as JSON, for offline review and --snapshot."""
+    import datetime as dt
+
+    from .backends.snapshot import write_snapshot
+
+    with ctx.session() as session:
+        state = session.read()
+        source = session.source
+    if not out:
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        out = f"snapshot-{state.tenant_id or 'tenant'}-{stamp}.json"
+    write_snapshot(state, out, source)
+    click.echo(f"snapshot of {len(state.policies)} policies, {len(state.group_assignments)} "
+               f"group assignments, {len(state.user_assignments)} direct assignments "
+               f"written to {out}")
+
+
+# --------------------------------------------------------------------------- explain
+
+
+@main_group.command()
+@click.argument("user")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@pass_ctx
+def explain(ctx: _Ctx, user: str, fmt: str) -> None:
+    """Show USER's effective messaging policy and why (direct, group and rank, or Global)."""
+    from .commands import explain_user
+    from .explain import READ_RECEIPT_WORDS
+
+    with ctx.session() as session:
+        result = explain_user(session, user)
+    if fmt == "json":
+        click.echo(json.dumps(result.data(), indent=2))
+        return
+    rr = result.read_receipts
+    pm = result.priority_messages
+    src = {"direct": "direct assignment", "group": f"group {result.group.display_name if result.group else ''} (rank {result.rank})", "global": "the Global policy"}[result.source]
+    click.echo(f"{result.user.upn}: {result.policy}  (from {src})")
+    click.echo(f"  Read receipts:          {READ_RECEIPT_WORDS.get(str(rr), rr)}")
+    click.echo(f"  Priority notifications: {'allowed' if pm else 'not allowed' if pm is False else pm}")
+    click.echo("  Why:")
+    for reason in result.reasons:
+        click.echo(f"    - {reason}")
+
+
+# --------------------------------------------------------------------------- doctor / sandbox
+
+
+@main_group.command()
+@pass_ctx
+def doctor(ctx: _Ctx) -> None:
+    """Check configuration, credentials, tokens, directory roles and API access."""
+    from .commands import run_doctor_checks
+
+    with ctx.session() as session:
+        checks = run_doctor_checks(session)
+    failed = 0
+    for check in checks:
+        mark = "ok  " if check.ok else "FAIL"
+        click.echo(f"[{mark}] {check.name}: {check.detail}")
+        if not check.ok:
+            failed += 1
+            if check.fix:
+                click.echo(f"       fix: {check.fix}")
+    click.echo(f"{len(checks) - failed} of {len(checks)} checks passed.")
+    if failed:
+        raise SystemExit(EXIT_ERROR)
+
+
+@main_group.command()
+@click.option("--users", type=click.IntRange(1, 200_000), default=2000, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--port", type=int, default=0, help="0 = any free port.")
+@click.option("--latency", type=float, default=0.0, help="Seconds added to each request.")
+@click.option("--throttle-rps", type=float, default=None, help="Requests per second before 429.")
+@click.option("--fault-rate", type=float, default=0.0, help="Share of requests answered 5xx.")
+@click.option("--propagation-delay", type=float, default=0.0,
+              help="Seconds before assignment writes show on reads.")
+@click.option("--no-roles", is_flag=True, help="The app holds no directory role (403s).")
+def sandbox(users: int, seed: int, port: int, latency: float, throttle_rps: float | None,
+            fault_rate: float, propagation_delay: float, no_roles: bool) -> None:
+    """Serve the simulated tenant until interrupted; prints the variables that point at it."""
+    import time
+
+    from .sandbox import Sandbox, SandboxConfig
+
+    config = SandboxConfig(
+        users=users, seed=seed, port=port, latency=latency, throttle_rps=throttle_rps,
+        fault_rate=fault_rate, propagation_delay=propagation_delay,
+        roles=() if no_roles else ("teams_admin",),
+    )
+    with Sandbox(config) as sb:
+        click.echo(f"# sandbox tenant {sb.tenant_id} ({users} users) at {sb.base_url}")
+        click.echo("# in another shell, run these lines, then e.g. teams-bridge plan FILE:")
+        for key, value in sb.env().items():
+            click.echo(f"export {key}={value}")
+        sys.stdout.flush()
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            click.echo("# sandbox stopped")
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _run(fn: Callable[[], Any]) -> NoReturn:
+    try:
+        fn()
+    except click.exceptions.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except click.UsageError as exc:  # exit 2 is reserved for "changes present"
+        exc.show()
+        raise SystemExit(EXIT_ERROR) from None
+    except click.Abort:
+        _err("aborted")
+        raise SystemExit(EXIT_ERROR) from None
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(EXIT_ERROR) from None
+    except BridgeError as exc:
+        logging.getLogger("bridge").debug("error", exc_info=True)
+        _err(f"error: {exc}")
+        raise SystemExit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        _err("interrupted")
+        raise SystemExit(130) from None
+    raise SystemExit(EXIT_OK)
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    _run(lambda: main_group.main(args=argv, prog_name="teams-bridge", standalone_mode=False))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

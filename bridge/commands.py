@@ -1,0 +1,252 @@
+"""One function per command: read, decide, act, and return what the CLI prints. No printing here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .desired import load_desired
+from .errors import BridgeError, PlanError, TenantMismatchError
+from .plan import Plan, diff
+from .session import Session, tenant_matches
+from .state import DesiredState, TenantState
+
+log = logging.getLogger(__name__)
+
+
+def check_tenant_guard(desired: DesiredState, current: TenantState) -> None:
+    """Refuse to act on a tenant other than the one the desired file names."""
+    if not desired.tenant:
+        return
+    if not tenant_matches(desired.tenant, current.tenant_id, list(current.domains)):
+        known = current.tenant_id or "unknown"
+        if current.domains:
+            known += " (" + ", ".join(current.domains) + ")"
+        raise TenantMismatchError(
+            f"{desired.source}: the file is for tenant {desired.tenant!r}, but the credentials "
+            f"reach tenant {known}: check AZURE_TENANT_ID, or the file's tenant: line"
+        )
+
+
+def _log_requests(session: Session) -> None:
+    stats = session.request_stats()
+    if stats:
+        log.info("requests so far: %s", json.dumps(stats, sort_keys=True))
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@dataclass
+class PlanResult:
+    plan: Plan
+    current: TenantState
+    desired: DesiredState
+    notes: list[str] = field(default_factory=list)
+
+
+def make_plan(session: Session, desired_file: str) -> PlanResult:
+    desired = load_desired(desired_file)
+    current = session.read(desired)
+    check_tenant_guard(desired, current)
+    plan = diff(current, desired)
+    _log_requests(session)
+    return PlanResult(plan, current, desired, list(desired.notes))
+
+
+# --------------------------------------------------------------------------- apply
+
+
+@dataclass(frozen=True)
+class ApplyRequest:
+    desired_file: str | None
+    plan_file: str | None
+    force: bool = False
+    journal_path: str | None = None
+    lock_dir: str | None = None
+    lock_timeout: float = 60.0
+    verify_timeout: float = 60.0
+
+
+@dataclass
+class ApplyOutcome:
+    lines: list[str]
+
+
+def _load_plan_file(path: str) -> Plan:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise PlanError(f"{path}: cannot read the saved plan: {exc.strerror or exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise PlanError(f"{path}:{exc.lineno}:{exc.colno}: not a saved plan: {exc.msg}") from exc
+    return Plan.from_data(data)
+
+
+def run_apply(
+    session: Session,
+    request: ApplyRequest,
+    *,
+    confirm: Callable[[Plan], bool],
+    progress: Callable[[str], None] | None = None,
+) -> ApplyOutcome:
+    import tempfile
+
+    from .apply import apply_plan, check_fresh
+    from .journal import Journal
+    from .lock import TenantLock
+
+    if session.is_offline:
+        raise BridgeError("apply needs a tenant: a snapshot is read-only (drop --snapshot)")
+    desired: DesiredState | None = None
+    if request.desired_file:
+        desired = load_desired(request.desired_file)
+    current = session.read(desired)
+    if desired is not None:
+        check_tenant_guard(desired, current)
+        plan = diff(current, desired)
+        limits = desired.safety
+    else:
+        assert request.plan_file
+        plan = _load_plan_file(request.plan_file)
+        check_fresh(plan, current)
+        from .state import SafetyLimits
+
+        limits = SafetyLimits()
+    if not plan:
+        return ApplyOutcome(["No changes. The tenant matches the desired state."])
+    plan.raise_if_unsafe(current, limits, request.force)
+    if not confirm(plan):
+        return ApplyOutcome(["Apply cancelled; nothing was changed."])
+
+    lock_dir = request.lock_dir or tempfile.gettempdir()
+    run_id = uuid.uuid4().hex[:12]
+    journal = Journal(request.journal_path) if request.journal_path else None
+    with TenantLock(lock_dir, current.tenant_id or "unknown", timeout=request.lock_timeout):
+        # Another writer may have changed the tenant while we waited for the lock.
+        fresh = session.read(desired)
+        check_fresh(plan, fresh)
+        result = apply_plan(
+            plan,
+            session.backend(),
+            fresh,
+            journal=journal,
+            run_id=run_id,
+            verify_timeout=request.verify_timeout,
+            on_progress=progress,
+        )
+    _log_requests(session)
+    lines = list(result.summary_lines())
+    if request.journal_path:
+        lines.append(f"journal: {request.journal_path} (run {run_id})")
+    return ApplyOutcome(lines)
+
+
+# --------------------------------------------------------------------------- drift
+
+
+@dataclass(frozen=True)
+class DriftRequest:
+    desired_file: str
+    report_dir: str | None = None
+    formats: tuple[str, ...] = ("json", "html", "md", "junit")
+    history_file: str | None = None
+    notify_url: str | None = None
+    color: bool = False
+
+
+@dataclass
+class DriftOutcome:
+    report: Any
+    text: str
+    exit_code: int
+    written: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def run_drift(session: Session, request: DriftRequest) -> DriftOutcome:
+    from .report.model import build_drift_report
+    from .report.render import render_text, write_reports
+    from .rules import run_rules
+
+    result = make_plan(session, request.desired_file)
+    findings = run_rules(result.current, result.desired)
+    report = build_drift_report(
+        result.current,
+        result.desired,
+        result.plan,
+        findings=findings,
+        tool_version=__version__,
+        desired_path=request.desired_file,
+        now=dt.datetime.now(dt.timezone.utc),
+    )
+    if request.history_file:
+        from .report.history import HistoryStore
+
+        store = HistoryStore(request.history_file)
+        store.annotate(report)
+        store.record(report)
+    written: list[Path] = []
+    if request.report_dir:
+        written = write_reports(report, Path(request.report_dir), request.formats)
+    warnings: list[str] = list(result.notes)
+    if request.notify_url and not report.in_sync:
+        from .report.notify import notify
+
+        try:
+            notify(request.notify_url, report, post=_webhook_poster(session))
+        except BridgeError as exc:
+            # The drift result stands; a webhook that is down must not hide it.
+            warnings.append(f"warning: notification to the webhook failed: {exc}")
+    return DriftOutcome(report, render_text(report, color=request.color), report.exit_code,
+                        written, warnings)
+
+
+def _webhook_poster(session: Session) -> Callable[[str, dict[str, Any]], None]:
+    from .http import HttpClient
+
+    def post(url: str, payload: dict[str, Any]) -> None:
+        client = HttpClient.for_webhooks(session.settings)
+        client.request("POST", url, json=payload, expected=(200, 201, 202, 204))
+
+    return post
+
+
+def history_view(history_file: str, limit: int) -> tuple[str, dict[str, Any]]:
+    from .report.history import HistoryStore, render_history
+
+    store = HistoryStore(history_file)
+    return render_history(store, limit)
+
+
+# --------------------------------------------------------------------------- explain / doctor
+
+
+def explain_user(session: Session, user_ref: str) -> Any:
+    from .backends.base import Wanted
+    from .explain import explain, find_user
+
+    current = session.backend().read(Wanted(users=(user_ref,)))
+    user = find_user(current, user_ref)
+    groups = session.backend().user_groups(user.id)
+    return explain(current, user, groups)
+
+
+def run_doctor_checks(session: Session) -> list[Any]:
+    from .doctor import run_doctor
+
+    session.backend()  # builds settings and credentials (and starts the sandbox if asked)
+    checks = list(run_doctor(session.settings, token_provider=session.token_provider))
+    if session.options.transport == "powershell":
+        from .backends.powershell import doctor_checks
+
+        checks.extend(doctor_checks())
+    return checks

@@ -1,0 +1,510 @@
+"""Load and validate the desired-state file (YAML; JSON is YAML too).
+
+Validation collects every problem before failing, each at ``file:line:column`` with what to do
+about it. Notes (a stripped ``Tag:`` prefix, an ``extra:`` setting sent as written) are kept on the
+result and shown by the CLI, but do not fail the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import catalogue
+from .errors import DesiredStateError, Location, Problem
+from .state import (
+    DesiredGroupAssignment,
+    DesiredPolicy,
+    DesiredState,
+    DesiredUserAssignment,
+    Prune,
+    RulesConfig,
+    SafetyLimits,
+    bare_name,
+    is_global,
+    policy_key,
+)
+from .yamlloc import LocList, LocMap, Pos, load
+
+TOP_KEYS = ("tenant", "policies", "assignments", "prune", "safety", "rules")
+POLICY_META_KEYS = ("ensure", "extra")
+# The healthcare checks a file can switch off (bridge/rules implements them).
+RULE_IDS = (
+    "read-receipts-consistency",
+    "clinical-read-receipts",
+    "clinical-priority",
+    "no-priority-anywhere",
+    "read-receipts-group-size",
+)
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+
+
+def is_guid(text: str) -> bool:
+    return bool(_GUID.match(text))
+
+
+class _Checker:
+    """Walks the loaded document, collecting problems with their positions."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.problems: list[Problem] = []
+
+    def loc(self, pos: Pos) -> Location:
+        return Location(self.source, pos[0], pos[1])
+
+    def error(self, pos: Pos, message: str) -> None:
+        self.problems.append(Problem(self.loc(pos), message))
+
+    def note(self, pos: Pos, message: str) -> None:
+        self.problems.append(Problem(self.loc(pos), message, severity="note"))
+
+    def mapping(self, value: Any, pos: Pos, what: str) -> LocMap | None:
+        if value is None:
+            return None
+        if not isinstance(value, LocMap):
+            self.error(pos, f"{what} must be a mapping, not {_kind(value)}")
+            return None
+        return value
+
+    def sequence(self, value: Any, pos: Pos, what: str) -> LocList | None:
+        if value is None:
+            return None
+        if not isinstance(value, LocList):
+            self.error(pos, f"{what} must be a list, not {_kind(value)}")
+            return None
+        return value
+
+    def only_keys(self, m: LocMap, allowed: tuple[str, ...], where: str) -> None:
+        for key in m:
+            if key not in allowed:
+                hint = _did_you_mean(str(key), allowed)
+                self.error(
+                    m.key_pos[key],
+                    f"unknown key {key!r} in {where}{hint}; allowed: {', '.join(allowed)}",
+                )
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, LocMap):
+        return "a mapping"
+    if isinstance(value, LocList):
+        return "a list"
+    if value is None:
+        return "empty"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _did_you_mean(name: str, choices: Any) -> str:
+    import difflib
+
+    match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.7)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def load_desired(path: str | os.PathLike[str]) -> DesiredState:
+    """Read and validate ``path``. Raises ``DesiredStateError`` listing every problem."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise DesiredStateError(
+            [Problem(Location(str(p)), f"cannot read the file: {exc.strerror or exc}")]
+        ) from exc
+    return parse_desired(raw, str(p))
+
+
+def parse_desired(raw: bytes | str, source: str = "<desired>") -> DesiredState:
+    data = raw.encode("utf-8") if isinstance(raw, str) else raw
+    sha = hashlib.sha256(data).hexdigest()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DesiredStateError(
+            [Problem(Location(source), f"not UTF-8 text ({exc.reason} at byte {exc.start})")]
+        ) from exc
+    try:
+        doc, yaml_problems = load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        raise DesiredStateError(
+            [Problem(Location(source, line, col), f"not valid YAML: {exc.problem or exc}")]
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise DesiredStateError([Problem(Location(source), f"not valid YAML: {exc}")]) from exc
+
+    c = _Checker(source)
+    for yp in yaml_problems:
+        c.error(yp.pos, yp.message)
+    state = DesiredState(source=source, sha256=sha)
+    if doc is None:
+        c.note((1, 1), "the file is empty: nothing is managed")
+    else:
+        top = c.mapping(doc, (1, 1), "the desired-state file")
+        if top is not None:
+            _validate(c, top, state)
+    errors = [p for p in c.problems if p.severity == "error"]
+    if errors:
+        raise DesiredStateError(c.problems)
+    state.notes = [str(p) for p in c.problems]
+    return state
+
+
+def _validate(c: _Checker, top: LocMap, state: DesiredState) -> None:
+    c.only_keys(top, TOP_KEYS, "the top level")
+    tenant = top.get("tenant")
+    if tenant is not None:
+        if isinstance(tenant, str) and tenant.strip():
+            state.tenant = tenant.strip()
+        else:
+            c.error(top.value_pos["tenant"], "tenant must be a tenant id or a domain name")
+
+    policies = c.mapping(top.get("policies"), top.value_pos.get("policies", top.pos), "policies")
+    if policies is not None:
+        _validate_policies(c, policies, state)
+
+    assignments = c.mapping(
+        top.get("assignments"), top.value_pos.get("assignments", top.pos), "assignments"
+    )
+    if assignments is not None:
+        c.only_keys(assignments, ("groups", "users"), "assignments")
+        groups = c.sequence(
+            assignments.get("groups"), assignments.value_pos.get("groups", (0, 0)),
+            "assignments.groups",
+        )
+        if groups is not None:
+            _validate_groups(c, groups, state)
+        users = c.sequence(
+            assignments.get("users"), assignments.value_pos.get("users", (0, 0)),
+            "assignments.users",
+        )
+        if users is not None:
+            _validate_users(c, users, state)
+
+    state.prune = _validate_flags(
+        c, top, "prune", Prune, ("policies", "group_assignments", "user_assignments")
+    )
+    state.safety = _validate_safety(c, top)
+    state.rules = _validate_rules(c, top)
+
+
+def _validate_policies(c: _Checker, policies: LocMap, state: DesiredState) -> None:
+    seen: dict[str, str] = {}
+    for raw_name, body in policies.items():
+        kpos = policies.key_pos[raw_name]
+        if not isinstance(raw_name, str) or not raw_name.strip():
+            c.error(kpos, f"policy name must be text, not {_kind(raw_name)}")
+            continue
+        name = bare_name(raw_name.strip())
+        if name != raw_name and raw_name[:4].casefold() == "tag:":
+            c.note(kpos, f"{raw_name!r}: the Tag: prefix is a wire detail; read as {name!r}")
+        key = policy_key(name)
+        if key in seen:
+            c.error(
+                kpos,
+                f"policy {raw_name!r} differs from {seen[key]!r} only in case (or a Tag: prefix); "
+                "Teams treats them as one policy: keep one",
+            )
+            continue
+        seen[key] = raw_name
+        vpos = policies.value_pos[raw_name]
+        m = c.mapping(body, vpos, f"policy {name!r}")
+        if body is not None and m is None:
+            continue
+        settings: dict[str, Any] = {}
+        absent = False
+        if m is not None:
+            absent = _ensure(c, m, f"policy {name!r}")
+            for setting, value in m.items():
+                spos = m.key_pos[setting]
+                if setting in POLICY_META_KEYS:
+                    continue
+                if not isinstance(setting, str):
+                    c.error(spos, f"setting name must be text, not {_kind(setting)}")
+                    continue
+                _check_setting(c, setting, value, m.value_pos[setting], spos, settings)
+            extra = c.mapping(m.get("extra"), m.value_pos.get("extra", m.pos), "extra")
+            if extra is not None:
+                for setting, value in extra.items():
+                    spos = extra.key_pos[setting]
+                    if not isinstance(setting, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*",
+                                                                         setting):
+                        c.error(spos, f"extra setting name {setting!r} is not a setting name")
+                        continue
+                    known = catalogue.lookup_folded(setting)
+                    if known:
+                        c.error(
+                            spos,
+                            f"{setting!r} is a known setting ({known.name}): put it with the "
+                            "other settings, not under extra:",
+                        )
+                        continue
+                    if isinstance(value, LocMap | LocList):
+                        c.error(extra.value_pos[setting], f"extra setting {setting!r} takes a "
+                                "plain value (text, true/false, a number)")
+                        continue
+                    c.note(
+                        spos,
+                        f"{setting!r} is not in teams-bridge's catalogue; it is compared and sent "
+                        "exactly as written (check the spelling against Get-CsTeamsMessagingPolicy)",
+                    )
+                    settings[setting] = value
+            if absent:
+                if is_global(name):
+                    c.error(
+                        m.value_pos["ensure"],
+                        "Global cannot be deleted (it is the org-wide default; the service only "
+                        "resets it): remove 'ensure: absent' and list the settings Global should "
+                        "have",
+                    )
+                if settings:
+                    c.error(
+                        m.pos,
+                        f"policy {name!r} is marked 'ensure: absent' and also lists settings: "
+                        "remove the settings or the ensure line",
+                    )
+        state.policies[key] = DesiredPolicy(name, settings, absent, c.loc(kpos))
+
+
+def _check_setting(
+    c: _Checker, name: str, value: Any, vpos: Pos, kpos: Pos, out: dict[str, Any]
+) -> None:
+    setting = catalogue.lookup(name)
+    if setting is None:
+        suggestion = catalogue.suggest(name)
+        hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
+        c.error(
+            kpos,
+            f"unknown setting {name!r}{hint}; a setting newer than teams-bridge's catalogue can "
+            "be set under 'extra:'",
+        )
+        return
+    if setting.deprecated:
+        c.note(kpos, f"{name} is deprecated: {setting.deprecated}")
+    try:
+        out[name] = setting.normalize(value)
+    except ValueError as exc:
+        c.error(vpos, str(exc))
+
+
+def _ensure(c: _Checker, m: LocMap, what: str) -> bool:
+    ensure = m.get("ensure", "present")
+    if ensure in ("present", "absent"):
+        return ensure == "absent"
+    c.error(m.value_pos["ensure"], f"ensure of {what} must be 'present' or 'absent', not {ensure!r}")
+    return False
+
+
+def _policy_ref(
+    c: _Checker, m: LocMap, state: DesiredState, what: str, declared: dict[str, DesiredPolicy]
+) -> str | None:
+    policy = m.get("policy")
+    pos = m.value_pos.get("policy", m.pos)
+    if not isinstance(policy, str) or not policy.strip():
+        c.error(pos, f"{what} needs 'policy: <name>'")
+        return None
+    name = bare_name(policy.strip())
+    if is_global(name):
+        return "Global"
+    want = declared.get(policy_key(name))
+    if want is None:
+        known = ", ".join(sorted(p.name for p in declared.values() if not p.absent)) or "none"
+        c.error(
+            pos,
+            f"{what} names policy {policy!r}, which is neither declared under policies: nor "
+            f"Global; declared: {known}",
+        )
+        return None
+    if want.absent:
+        c.error(pos, f"{what} names policy {want.name!r}, which is marked 'ensure: absent'")
+        return None
+    return want.name
+
+
+def _validate_groups(c: _Checker, groups: LocList, state: DesiredState) -> None:
+    seen: dict[str, Pos] = {}
+    for i, item in enumerate(groups):
+        ipos = groups.item_pos[i]
+        m = c.mapping(item, ipos, f"group assignment #{i + 1}")
+        if m is None:
+            if item is None:
+                c.error(ipos, "empty group assignment: give group, policy and rank")
+            continue
+        c.only_keys(m, ("group", "policy", "rank", "ensure"), "a group assignment")
+        group = m.get("group")
+        if not isinstance(group, str) or not group.strip():
+            c.error(m.value_pos.get("group", m.pos), "group assignment needs 'group: <display "
+                    "name or object id>'")
+            continue
+        group = group.strip()
+        folded = group.casefold()
+        if folded in seen:
+            c.error(
+                m.value_pos["group"],
+                f"group {group!r} is assigned twice (also at line {seen[folded][0]}); a group "
+                "holds one messaging policy: keep one entry",
+            )
+            continue
+        seen[folded] = m.value_pos["group"]
+        absent = _ensure(c, m, f"group {group!r}")
+        rank = m.get("rank", i + 1)
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+            c.error(
+                m.value_pos.get("rank", m.pos),
+                f"rank of group {group!r} must be a whole number from 1 (highest), not {rank!r}",
+            )
+            continue
+        if absent:
+            state.group_assignments.append(
+                DesiredGroupAssignment(group, m.get("policy") or "", rank, True, c.loc(m.pos))
+            )
+            continue
+        policy = _policy_ref(c, m, state, f"group {group!r}", state.policies)
+        if policy is not None:
+            state.group_assignments.append(
+                DesiredGroupAssignment(group, policy, rank, False, c.loc(m.pos))
+            )
+
+
+def _validate_users(c: _Checker, users: LocList, state: DesiredState) -> None:
+    # Hot path: a hospital can list 100,000 users here.
+    seen: dict[str, int] = {}
+    policy_names: dict[str, str | None] = {}
+    append = state.user_assignments.append
+    for i, item in enumerate(users):
+        ipos = users.item_pos[i]
+        if not isinstance(item, LocMap):
+            c.error(ipos, "a user assignment is a mapping: '- user: <UPN or id>' and "
+                    "'policy: <name>'")
+            continue
+        if len(item) != 2 or "user" not in item or "policy" not in item:
+            c.only_keys(item, ("user", "policy", "ensure"), "a user assignment")
+        user = item.get("user")
+        if not isinstance(user, str) or not user.strip():
+            c.error(item.value_pos.get("user", item.pos), "user assignment needs 'user: <UPN "
+                    "or object id>'")
+            continue
+        folded = user.casefold()
+        if folded in seen:
+            c.error(
+                item.value_pos["user"],
+                f"user {user!r} is listed twice (also at line {seen[folded]}): keep one entry",
+            )
+            continue
+        seen[folded] = item.value_pos["user"][0]
+        if "ensure" in item and _ensure(c, item, f"user {user!r}"):
+            append(DesiredUserAssignment(user.strip(), None, True, c.loc(item.pos)))
+            continue
+        raw_policy = item.get("policy")
+        if isinstance(raw_policy, str) and raw_policy in policy_names:
+            policy = policy_names[raw_policy]
+        else:
+            if isinstance(raw_policy, str) and is_global(bare_name(raw_policy.strip())):
+                c.error(
+                    item.value_pos["policy"],
+                    f"user {user!r}: Global cannot be assigned directly; to take away a direct "
+                    "assignment (so groups, then Global, apply) write 'ensure: absent'",
+                )
+                continue
+            policy = _policy_ref(c, item, state, f"user {user!r}", state.policies)
+            if isinstance(raw_policy, str):
+                policy_names[raw_policy] = policy
+        if policy is not None:
+            append(DesiredUserAssignment(user.strip(), policy, False, c.loc(item.pos)))
+
+
+def _validate_flags(
+    c: _Checker, top: LocMap, key: str, factory: Callable[..., Any], names: tuple[str, ...]
+) -> Any:
+    m = c.mapping(top.get(key), top.value_pos.get(key, top.pos), key)
+    if m is None:
+        return factory()
+    c.only_keys(m, names, key)
+    values = {}
+    for name in names:
+        if name in m:
+            if isinstance(m[name], bool):
+                values[name] = m[name]
+            else:
+                c.error(m.value_pos[name], f"{key}.{name} takes true or false, not {m[name]!r}")
+    return factory(**values)
+
+
+def _validate_safety(c: _Checker, top: LocMap) -> SafetyLimits:
+    m = c.mapping(top.get("safety"), top.value_pos.get("safety", top.pos), "safety")
+    if m is None:
+        return SafetyLimits()
+    names = ("max_policy_deletes", "max_user_change_share", "protect_clinical_settings")
+    c.only_keys(m, names, "safety")
+    values: dict[str, Any] = {}
+    deletes = m.get("max_policy_deletes")
+    if deletes is not None:
+        if isinstance(deletes, bool) or not isinstance(deletes, int) or deletes < 0:
+            c.error(m.value_pos["max_policy_deletes"], "max_policy_deletes takes a whole number "
+                    "from 0")
+        else:
+            values["max_policy_deletes"] = deletes
+    share = m.get("max_user_change_share")
+    if share is not None:
+        if isinstance(share, str) and share.endswith("%"):
+            try:
+                share = float(share[:-1]) / 100
+            except ValueError:
+                share = None
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
+            c.error(m.value_pos["max_user_change_share"], "max_user_change_share takes a share "
+                    "from 0 to 1 (or a percentage such as '10%')")
+        else:
+            values["max_user_change_share"] = float(share)
+    protect = m.get("protect_clinical_settings")
+    if protect is not None:
+        if isinstance(protect, bool):
+            values["protect_clinical_settings"] = protect
+        else:
+            c.error(m.value_pos["protect_clinical_settings"], "protect_clinical_settings takes "
+                    "true or false")
+    return SafetyLimits(**values)
+
+
+def _validate_rules(c: _Checker, top: LocMap) -> RulesConfig:
+    m = c.mapping(top.get("rules"), top.value_pos.get("rules", top.pos), "rules")
+    if m is None:
+        return RulesConfig()
+    enabled: dict[str, bool] = {}
+    clinical: tuple[str, ...] = ()
+    pattern = RulesConfig().clinical_pattern
+    for key, value in m.items():
+        vpos = m.value_pos[key]
+        if key == "clinical_policies":
+            seq = c.sequence(value, vpos, "rules.clinical_policies")
+            if seq is not None:
+                if all(isinstance(v, str) for v in seq):
+                    clinical = tuple(bare_name(v) for v in seq)
+                else:
+                    c.error(vpos, "rules.clinical_policies is a list of policy names")
+        elif key == "clinical_pattern":
+            if not isinstance(value, str):
+                c.error(vpos, "rules.clinical_pattern is a regular expression (text)")
+                continue
+            try:
+                re.compile(value)
+                pattern = value
+            except re.error as exc:
+                c.error(vpos, f"rules.clinical_pattern is not a valid regular expression: {exc}")
+        elif key in RULE_IDS:
+            if isinstance(value, bool):
+                enabled[key] = value
+            else:
+                c.error(vpos, f"rules.{key} takes true (check on) or false (check off)")
+        else:
+            allowed = (*RULE_IDS, "clinical_policies", "clinical_pattern")
+            c.error(m.key_pos[key], f"unknown rule {key!r}{_did_you_mean(str(key), allowed)}; "
+                    f"known: {', '.join(allowed)}")
+    return RulesConfig(enabled=enabled, clinical_policies=clinical, clinical_pattern=pattern)

@@ -1,0 +1,98 @@
+"""A user's effective messaging policy, and why: a direct assignment wins; otherwise the
+best-ranked group assignment among the groups the user is a *direct* member of; otherwise Global.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import PlanError
+from .state import Group, TenantState, User
+
+
+@dataclass(frozen=True)
+class Explanation:
+    user: User
+    policy: str
+    source: str  # "direct" | "group" | "global"
+    group: Group | None = None
+    rank: int | None = None
+    read_receipts: Any = None
+    priority_messages: Any = None
+    reasons: list[str] = field(default_factory=list)
+
+    def data(self) -> dict[str, Any]:
+        return {
+            "user": self.user.upn,
+            "user_id": self.user.id,
+            "policy": self.policy,
+            "source": self.source,
+            "group": self.group.display_name if self.group else None,
+            "group_id": self.group.id if self.group else None,
+            "rank": self.rank,
+            "ReadReceiptsEnabledType": self.read_receipts,
+            "AllowPriorityMessages": self.priority_messages,
+            "reasons": list(self.reasons),
+        }
+
+
+READ_RECEIPT_WORDS = {
+    "Everyone": "on for everyone",
+    "None": "off for everyone",
+    "UserPreference": "user controlled",
+}
+
+
+def find_user(state: TenantState, ref: str) -> User:
+    user = state.directory.user_by_ref(ref)
+    if user is None:
+        raise PlanError(f"no user {ref!r} in the tenant (give a UPN or an object id)")
+    return user
+
+
+def explain(state: TenantState, user: User, member_of: list[Group]) -> Explanation:
+    reasons: list[str] = []
+    direct = state.user_assignments.get(user.id)
+    member_ids = {g.id for g in member_of}
+    assigned = [g for g in state.ranked_groups() if g.group_id in member_ids]
+    if direct is not None:
+        policy, source, group, rank = direct.policy, "direct", None, None
+        reasons.append(f"{user.upn} has a direct assignment of {direct.policy}, which wins over "
+                       "group assignments")
+        if assigned:
+            reasons.append(
+                "group assignments that would apply otherwise: "
+                + ", ".join(f"{g.group_name or g.group_id} (rank {g.rank}: {g.policy})"
+                            for g in assigned)
+            )
+    elif assigned:
+        best = assigned[0]
+        policy, source, rank = best.policy, "group", best.rank
+        group = next(g for g in member_of if g.id == best.group_id)
+        reasons.append(
+            f"no direct assignment; {user.upn} is a direct member of {group.display_name}, "
+            f"whose assignment has the best rank ({best.rank}) among the user's groups"
+        )
+        for other in assigned[1:]:
+            reasons.append(f"outranked: {other.group_name or other.group_id} (rank {other.rank}: "
+                           f"{other.policy})")
+    else:
+        policy, source, group, rank = "Global", "global", None, None
+        reasons.append(f"no direct assignment and none of {user.upn}'s groups has a messaging "
+                       "policy assignment, so the org-wide Global policy applies")
+    reasons.append("only direct group membership counts: nested groups do not pass policies on")
+    effective = state.policy(policy)
+    settings = effective.settings if effective else {}
+    if effective is None:
+        reasons.append(f"policy {policy} was not found in the tenant's policies")
+    return Explanation(
+        user,
+        policy,
+        source,
+        group,
+        rank,
+        settings.get("ReadReceiptsEnabledType"),
+        settings.get("AllowPriorityMessages"),
+        reasons,
+    )

@@ -1,0 +1,525 @@
+"""The one HTTP choke point: every request to a Microsoft API (or the sandbox) goes through
+``HttpClient.request``. It owns the session, the token per resource, timeouts, retries, paging,
+request counting and the mapping from status codes to the typed errors of ``bridge.errors``.
+
+Retries: only 429, 500, 502, 503, 504 and connection failures (a read timeout too, except for
+POST, where the request may have been applied), honouring ``Retry-After`` (seconds or an
+HTTP date), otherwise exponential backoff with jitter; bounded by ``retry_attempts`` and
+``retry_max_seconds``. Nothing is retried on 4xx other than 429.
+
+Nothing here logs the ``Authorization`` header; every logged line and error message goes through
+``redact`` (configured secrets, tokens this client obtained, anything JWT- or Bearer-shaped).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import importlib.util
+import logging
+import re
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urljoin, urlsplit
+
+import requests
+import tenacity
+from requests.adapters import HTTPAdapter
+
+from .auth import TEAMS_RESOURCE, TokenProvider
+from .errors import (
+    ApiError,
+    ConflictError,
+    ForbiddenError,
+    InvalidResponseError,
+    NotFoundError,
+    ServerError,
+    ThrottledError,
+    UnauthorizedError,
+)
+from .settings import Settings, redact
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_ERRORS: dict[int, type[ApiError]] = {
+    401: UnauthorizedError,
+    403: ForbiddenError,
+    404: NotFoundError,
+    409: ConflictError,
+    429: ThrottledError,
+}
+_BROTLI = any(importlib.util.find_spec(m) for m in ("brotli", "brotlicffi"))
+ACCEPT_ENCODING = "gzip, deflate, br" if _BROTLI else "gzip, deflate"
+
+TEAMS_FORBIDDEN = (
+    "the app's service principal needs the Teams Administrator directory role (or Global "
+    "Reader for read-only commands): Entra admin center > Roles and administrators"
+)
+# Graph application permission needed per path prefix (under /v1.0), most specific first.
+GRAPH_PERMISSIONS = (
+    ("/admin/teams/policy", "TeamsPolicyUserAssign.ReadWrite.All"),
+    ("/admin/teams/userConfigurations", "TeamsUserConfiguration.Read.All"),
+    ("/groups", "Group.Read.All"),
+    ("/users/*/memberOf", "GroupMember.Read.All"),
+    ("/users", "User.Read.All"),
+    ("/organization", "Organization.Read.All"),
+)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    timeout: tuple[float, float] = (10.0, 60.0)
+    retry_attempts: int = 5
+    retry_max_seconds: float = 120.0
+    concurrency: int = 4
+    verify: str | bool = True
+    secrets: tuple[str, ...] = ()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> HttpOptions:
+        return cls(
+            timeout=settings.timeout,
+            retry_attempts=settings.retry_attempts,
+            retry_max_seconds=settings.retry_max_seconds,
+            concurrency=settings.concurrency,
+            verify=settings.verify,
+            secrets=tuple(settings.secrets()),
+        )
+
+
+def api_name(resource: str | None) -> str:
+    return "Teams admin API" if resource == TEAMS_RESOURCE else "Graph"
+
+
+_GUID_RE = re.compile(r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$")
+
+
+def route_of(url: str) -> str:
+    """The URL's path with per-object segments replaced, so requests can be counted by route:
+    ``/Skype.Policy/users/<guid>/policies/X`` -> ``/Skype.Policy/users/{id}/policies/X``."""
+    segments = urlsplit(url).path.split("/")
+    out = []
+    for i, seg in enumerate(segments):
+        if _GUID_RE.match(seg) or "@" in seg or "%40" in seg:
+            seg = "{id}"
+        elif i and segments[i - 1] == "configuration":
+            seg = "{identity}"
+        elif "(" in seg:
+            seg = seg.split("(", 1)[0] + "(...)"
+        out.append(seg)
+    return "/".join(out).rstrip("/") or "/"
+
+
+def graph_permission(route: str) -> str:
+    path = re.sub(r"^/v1\.0|^/beta", "", route)
+    for prefix, permission in GRAPH_PERMISSIONS:
+        pattern = "^" + re.escape(prefix).replace(r"\*", "[^/]+")
+        if re.match(pattern, path):
+            return permission
+    return "the Graph application permission for this request"
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds: a number, or an HTTP date (``None`` if absent/unreadable)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def service_message(payload: Any, text: str = "") -> str:
+    """The service's own error code and message from an error body, in any of its shapes."""
+    if isinstance(payload, Mapping):
+        err = payload.get("error")
+        if isinstance(err, Mapping):
+            parts = [str(err.get(k)) for k in ("code", "message") if err.get(k)]
+            if parts:
+                return ": ".join(parts)
+        if isinstance(err, str):
+            desc = payload.get("error_description")
+            return f"{err}: {desc}" if desc else err
+        for key in ("Message", "message"):
+            if payload.get(key):
+                return str(payload[key])
+    return " ".join(text.split())[:300]
+
+
+class HttpClient:
+    """One session per run. ``resource`` names the token audience for a request (the Teams admin
+    API's app id or the Graph base URL); ``None`` sends no ``Authorization`` header."""
+
+    def __init__(
+        self,
+        token_provider: TokenProvider | None,
+        options: Settings | HttpOptions,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        session: requests.Session | None = None,
+    ):
+        self.token_provider = token_provider
+        self.options = (
+            HttpOptions.from_settings(options) if isinstance(options, Settings) else options
+        )
+        self._sleep = sleep
+        self.session = session or requests.Session()
+        self.session.verify = self.options.verify
+        pool = max(10, self.options.concurrency)
+        adapter = HTTPAdapter(pool_connections=pool, pool_maxsize=pool)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        self._lock = threading.Lock()
+        self._routes: Counter[str] = Counter()
+        self._totals: Counter[str] = Counter()
+        self._tokens: set[str] = set()
+
+    # ------------------------------------------------------------------ public surface
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        resource: str | None = None,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        expected: Iterable[int] = (200, 201, 204),
+    ) -> requests.Response:
+        """Send with retries; return the response if its status is ``expected``, else raise the
+        typed error for its status (after retries for 429 and 5xx)."""
+        method = method.upper()
+        route = f"{method} {route_of(url)}"
+        correlation_id = str(uuid.uuid4())
+        attempts = {"n": 0}
+
+        def attempt() -> requests.Response:
+            attempts["n"] += 1
+            return self._send(method, url, route, correlation_id, attempts["n"],
+                              resource=resource, json=json, params=params, headers=headers)
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_result(lambda r: r.status_code in RETRY_STATUSES)
+            | tenacity.retry_if_exception(lambda e: self._retryable(method, e)),
+            wait=self._wait,
+            stop=self._stop,
+            sleep=self._sleep,
+            before_sleep=lambda rs: self._before_sleep(route, correlation_id, rs),
+            # Out of attempts: hand back the last response (or raise its exception) to map below.
+            retry_error_callback=lambda rs: rs.outcome.result() if rs.outcome else None,
+        )
+        try:
+            response: requests.Response = retrying(attempt)
+        except requests.exceptions.SSLError as exc:
+            raise ServerError(
+                self.redact(
+                    f"TLS failure talking to {api_name(resource)} ({route}): {exc}; if the "
+                    "server uses a private CA, set REQUESTS_CA_BUNDLE to that CA's certificate"
+                ),
+                correlation_id=correlation_id,
+                url=url,
+            ) from None
+        except requests.RequestException as exc:
+            raise ServerError(
+                self.redact(
+                    f"could not reach {api_name(resource)} ({route}) after {attempts['n']} "
+                    f"attempt(s): {type(exc).__name__}: {exc}; check the network, proxy and "
+                    "BRIDGE_TIMEOUT_CONNECT/BRIDGE_TIMEOUT_READ"
+                ),
+                correlation_id=correlation_id,
+                url=url,
+            ) from None
+        if response.status_code in tuple(expected):
+            return response
+        payload: Any
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = None
+        raise self.api_error(
+            response.status_code,
+            payload,
+            text=response.text,
+            method=method,
+            url=url,
+            resource=resource,
+            correlation_id=correlation_id,
+            attempts=attempts["n"],
+            retry_after=response.headers.get("Retry-After"),
+        )
+
+    def get_json(
+        self,
+        url: str,
+        *,
+        resource: str | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> Any:
+        response = self.request("GET", url, resource=resource, params=params, expected=(200,))
+        return self.json_of(response, resource)
+
+    def json_of(self, response: requests.Response, resource: str | None = None) -> Any:
+        """The response's JSON body, or ``InvalidResponseError``."""
+        try:
+            return response.json()
+        except ValueError:
+            route = f"{response.request.method} {route_of(response.url)}"
+            snippet = " ".join(response.text.split())[:120]
+            raise InvalidResponseError(
+                self.redact(
+                    f"{api_name(resource)} answered {route} with {response.status_code} but the "
+                    f"body is not JSON: {snippet!r}"
+                ),
+                status=response.status_code,
+                correlation_id=response.request.headers.get("x-ms-correlation-id"),
+                url=response.url,
+            ) from None
+
+    def paged(
+        self,
+        url: str,
+        *,
+        resource: str | None = None,
+        items_key: str = "value",
+        params: Mapping[str, Any] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Every item of every page, following ``@odata.nextLink`` (or a Teams-style
+        ``nextLink``) until there is none; empty pages are fine, a page without ``items_key``
+        is an ``InvalidResponseError`` (never an empty result)."""
+        origin = urlsplit(url)[:2]
+        seen: set[str] = set()
+        next_url: str | None = url
+        next_params = params
+        while next_url:
+            page = self.get_json(next_url, resource=resource, params=next_params)
+            items = page.get(items_key) if isinstance(page, dict) else None
+            if not isinstance(items, list):
+                raise InvalidResponseError(
+                    f"{api_name(resource)} page from GET {route_of(next_url)} has no "
+                    f"{items_key!r} list",
+                    url=next_url,
+                )
+            yield from items
+            link = page.get("@odata.nextLink") or page.get("nextLink")
+            if not link:
+                return
+            link = urljoin(next_url, str(link))
+            # The bearer token must never be sent to a host the first request did not name.
+            if urlsplit(link)[:2] != origin or link in seen:
+                raise InvalidResponseError(
+                    f"{api_name(resource)} returned a next page link that is not on "
+                    f"{origin[0]}://{origin[1]} or repeats: {link}",
+                    url=link,
+                )
+            seen.add(link)
+            next_url, next_params = link, None
+
+    def map_concurrent(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        """``[fn(i) for i in items]`` with at most ``concurrency`` running at once; results in
+        order; the first exception (in item order) is raised after all have finished."""
+        todo = list(items)
+        workers = min(self.options.concurrency, len(todo))
+        if workers <= 1:
+            return [fn(i) for i in todo]
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bridge-http") as pool:
+            futures = [pool.submit(fn, i) for i in todo]
+        return [f.result() for f in futures]
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """``{"total", "retries", "throttled", "routes": {"GET /Teams.User/users": n, ...}}``;
+        every attempt counts (it is what the service sees)."""
+        with self._lock:
+            return {
+                "total": self._totals["total"],
+                "retries": self._totals["retries"],
+                "throttled": self._totals["throttled"],
+                "routes": dict(sorted(self._routes.items())),
+            }
+
+    def note_throttled(self) -> None:
+        """Count a throttle the caller saw inside a response (a ``$batch`` inner 429)."""
+        with self._lock:
+            self._totals["throttled"] += 1
+
+    def wait(self, seconds: float) -> None:
+        """Sleep through the injected sleep (so tests and batch retries share it)."""
+        self._sleep(seconds)
+
+    def redact(self, text: str) -> str:
+        return redact(text, (*self.options.secrets, *self._tokens))
+
+    def close(self) -> None:
+        self.session.close()
+
+    # ------------------------------------------------------------------ errors
+
+    def api_error(
+        self,
+        status: int,
+        payload: Any,
+        *,
+        text: str = "",
+        method: str,
+        url: str,
+        resource: str | None,
+        correlation_id: str | None = None,
+        attempts: int = 1,
+        retry_after: str | None = None,
+    ) -> ApiError:
+        """The typed error for a failed answer (also used for ``$batch`` inner responses)."""
+        api = api_name(resource)
+        route = f"{method} {route_of(url)}"
+        said = service_message(payload, text)
+        said = f" (the service said: {said})" if said else ""
+        if status == 401:
+            who = self._credential()
+            hint = (
+                f"the token was rejected ({who}): check that BRIDGE_CLOUD matches the tenant's "
+                "cloud and that the app registration lives in AZURE_TENANT_ID"
+            )
+        elif status == 403 and resource == TEAMS_RESOURCE:
+            hint = TEAMS_FORBIDDEN
+        elif status == 403:
+            hint = (
+                f"the app needs the Graph application permission {graph_permission(route)} "
+                "with admin consent: Entra admin center > App registrations > API permissions"
+            )
+        elif status == 404:
+            hint = "not found"
+        elif status == 409:
+            hint = "conflict with the tenant's current state"
+        elif status == 429:
+            wait = f"; the service asked to wait {retry_after}s" if retry_after else ""
+            hint = (
+                f"still throttled after {attempts} attempt(s){wait}: run again later, or raise "
+                "BRIDGE_RETRY_ATTEMPTS / BRIDGE_RETRY_MAX_SECONDS"
+            )
+        elif status >= 500:
+            hint = f"server error after {attempts} attempt(s): run again later"
+        else:
+            hint = "request rejected"
+        message = self.redact(f"{status} from {api}: {hint} [{route}]{said}")
+        if status >= 500:
+            cls: type[ApiError] = ServerError
+        else:
+            cls = _ERRORS.get(status, ApiError)
+        return cls(message, status=status, correlation_id=correlation_id, url=url)
+
+    def _credential(self) -> str:
+        describe = getattr(self.token_provider, "describe", None)
+        if callable(describe):
+            return str(describe())
+        return f"{getattr(self.token_provider, 'kind', 'unknown')} credential"
+
+    # ------------------------------------------------------------------ sending
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        route: str,
+        correlation_id: str,
+        attempt: int,
+        *,
+        resource: str | None,
+        json: Any,
+        params: Mapping[str, Any] | None,
+        headers: Mapping[str, str] | None,
+    ) -> requests.Response:
+        sent = {
+            "Accept": "application/json",
+            "Accept-Encoding": ACCEPT_ENCODING,
+            "x-ms-correlation-id": correlation_id,
+        }
+        if resource == TEAMS_RESOURCE:
+            sent["x-authz-scope"] = "tenant"
+        if resource is not None and self.token_provider is not None:
+            token = self.token_provider.get_token(resource)
+            with self._lock:
+                self._tokens.add(token)
+            sent["Authorization"] = f"Bearer {token}"
+        sent.update(headers or {})
+        with self._lock:
+            self._routes[route] += 1
+            self._totals["total"] += 1
+            if attempt > 1:
+                self._totals["retries"] += 1
+        started = time.monotonic()
+        try:
+            response = self.session.request(
+                method, url, params=params, json=json, headers=sent,
+                timeout=self.options.timeout,
+            )
+        except requests.RequestException as exc:
+            log.warning(
+                "%s -> %s after %.2fs (attempt %d, correlation id %s)",
+                route, type(exc).__name__, time.monotonic() - started, attempt, correlation_id,
+            )
+            raise
+        elapsed = time.monotonic() - started
+        if response.status_code == 429:
+            with self._lock:
+                self._totals["throttled"] += 1
+        level = logging.DEBUG if response.status_code < 400 else logging.WARNING
+        log.log(
+            level, "%s -> %d in %.2fs (attempt %d, correlation id %s)",
+            route, response.status_code, elapsed, attempt, correlation_id,
+        )
+        return response
+
+    def _retryable(self, method: str, exc: BaseException) -> bool:
+        if isinstance(exc, requests.exceptions.SSLError):
+            return False
+        if isinstance(exc, requests.ConnectionError):
+            return True
+        # A read timeout after a POST may mean the write happened: do not repeat it.
+        return isinstance(exc, requests.Timeout) and method != "POST"
+
+    def _wait(self, rs: tenacity.RetryCallState) -> float:
+        outcome = rs.outcome
+        if outcome is not None and not outcome.failed:
+            response = outcome.result()
+            seconds = retry_after_seconds(response.headers.get("Retry-After"))
+            if seconds is not None:
+                return seconds
+        return float(tenacity.wait_random_exponential(multiplier=0.5, max=30)(rs))
+
+    def _stop(self, rs: tenacity.RetryCallState) -> bool:
+        if rs.attempt_number >= self.options.retry_attempts:
+            return True
+        spent = max(rs.seconds_since_start or 0.0, rs.idle_for)
+        return spent + rs.upcoming_sleep > self.options.retry_max_seconds
+
+    def _before_sleep(self, route: str, correlation_id: str, rs: tenacity.RetryCallState) -> None:
+        outcome = rs.outcome
+        if outcome is None:
+            return
+        reason = (
+            f"status {outcome.result().status_code}"
+            if not outcome.failed
+            else type(outcome.exception()).__name__
+        )
+        log.warning(
+            "%s: %s, retrying in %.1fs (attempt %d of %d, correlation id %s)",
+            route, reason, rs.upcoming_sleep, rs.attempt_number + 1,
+            self.options.retry_attempts, correlation_id,
+        )

@@ -1,0 +1,66 @@
+"""Logging set-up for the CLI: text or JSON lines on stderr, every line passed through the
+redaction filter so a token or secret can never reach a log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+
+# Bearer tokens, JWT-shaped strings, and key=value secrets in form bodies or URLs.
+_SECRET_PATTERNS = [
+    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9\-_.~+/=]+"), r"\1[redacted]"),
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), "[redacted-jwt]"),
+    (
+        re.compile(
+            r"(?i)\b(client_secret|client_assertion|access_token|refresh_token|password|"
+            r"passphrase|secret)(\"?\s*[=:]\s*\"?)[^\s&\"',}]+"
+        ),
+        r"\1\2[redacted]",
+    ),
+]
+
+
+def redact(text: str) -> str:
+    """``text`` with anything that looks like a token or a secret replaced."""
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message or record.args:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exception"] = redact(self.formatException(record.exc_info))
+        return json.dumps(out)
+
+
+def configure_logging(verbosity: int, fmt: str = "text") -> None:
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactingFilter())
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    for name in ("bridge", "msal", "urllib3"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level if name == "bridge" else max(level, logging.WARNING))
+        logger.propagate = False

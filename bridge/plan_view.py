@@ -1,0 +1,89 @@
+"""A plan as text, in Terraform's style: ``+`` create, ``~`` update in place, ``-`` destroy, and a
+footer ``Plan: 2 to add, 1 to change, 0 to destroy.``"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .plan import (
+    Change,
+    CreatePolicy,
+    DeletePolicy,
+    Plan,
+    RemoveGroupAssignment,
+    RemoveUserAssignment,
+    SetGroupAssignment,
+    SetUserAssignment,
+    UpdatePolicy,
+)
+
+_COLOURS = {"+": "\033[32m", "~": "\033[33m", "-": "\033[31m"}
+_RESET = "\033[0m"
+# Past this many direct-assignment lines, the rest are counted, not listed.
+USER_LINES = 50
+
+
+def _v(value: Any) -> str:
+    return json.dumps(value) if not isinstance(value, str) else f'"{value}"'
+
+
+def _lines(change: Change) -> tuple[str, list[str]]:
+    """(symbol, lines) for one change."""
+    if isinstance(change, CreatePolicy):
+        body = [f"    {k} = {_v(v)}" for k, v in sorted(change.settings.items())]
+        return "+", [f"policy {change.name!r} will be created", *body]
+    if isinstance(change, UpdatePolicy):
+        body = [f"    {k}: {_v(a)} -> {_v(b)}" for k, (a, b) in sorted(change.changes.items())]
+        return "~", [f"policy {change.name!r} will be updated in place", *body]
+    if isinstance(change, DeletePolicy):
+        return "-", [f"policy {change.name!r} will be deleted"]
+    if isinstance(change, SetGroupAssignment):
+        name = change.group_name or change.group_id
+        if change.existing is None:
+            return "+", [f"group {name!r} will be assigned {change.policy!r} at rank {change.rank}"]
+        old = change.existing
+        if old.policy.casefold() != change.policy.casefold():
+            return "~", [f"group {name!r} assignment will be replaced: policy {old.policy!r} -> "
+                         f"{change.policy!r}, rank {old.rank} -> {change.rank}"]
+        return "~", [f"group {name!r} will be re-ranked: rank {old.rank} now, sent as rank "
+                     f"{change.rank} to restore the file's order (removed and re-added; the "
+                     "service renumbers the others)"]
+    if isinstance(change, RemoveGroupAssignment):
+        name = change.group_name or change.group_id
+        return "-", [f"group {name!r} will lose its assignment of {change.policy!r}"]
+    if isinstance(change, SetUserAssignment):
+        user = change.upn or change.user_id
+        if change.existing_policy:
+            return "~", [f"user {user} direct assignment: {change.existing_policy!r} -> "
+                         f"{change.policy!r}"]
+        return "+", [f"user {user} will be assigned {change.policy!r} directly"]
+    assert isinstance(change, RemoveUserAssignment)
+    user = change.upn or change.user_id
+    return "-", [f"user {user} will lose the direct assignment of {change.policy!r}"]
+
+
+def render_plan(plan: Plan, *, color: bool = False) -> str:
+    if not plan.changes:
+        return "No changes. The tenant matches the desired state.\n"
+    out = ["teams-bridge will perform the following actions:", ""]
+    user_lines = 0
+    hidden = 0
+    for change in plan.changes:
+        if isinstance(change, SetUserAssignment | RemoveUserAssignment):
+            user_lines += 1
+            if user_lines > USER_LINES:
+                hidden += 1
+                continue
+        symbol, lines = _lines(change)
+        head = f"  {symbol} {lines[0]}"
+        if color:
+            head = f"{_COLOURS[symbol]}{head}{_RESET}"
+        out.append(head)
+        out.extend(lines[1:])
+    if hidden:
+        out.append(f"  ... and {hidden} more direct user assignment change(s) "
+                   "(plan --format json lists all)")
+    s = plan.summary
+    out += ["", f"Plan: {s['add']} to add, {s['change']} to change, {s['destroy']} to destroy."]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,168 @@
+"""The drift report for a terminal: Terraform's symbols (``~`` differs, ``+`` missing from the
+tenant, ``-`` in the tenant but not wanted), values as ``current -> desired``, ANSI colour only
+when the caller asks (the CLI decides from isatty and NO_COLOR)."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+
+from .model import DriftReport, format_value, utc
+
+SYMBOL = {"in_sync": " ", "drifted": "~", "missing": "+", "extra": "-"}
+_STATUS_COLOR = {"in_sync": "32", "drifted": "33", "missing": "32", "extra": "31"}
+_SEVERITY_COLOR = {"error": "31;1", "warning": "33;1", "info": "36"}
+_SYMBOL_COLOR = {"~": "33", "+": "32", "-": "31", " ": ""}
+DEFAULT_MAX_ITEMS = 50
+
+
+def printable(text: object) -> str:
+    """``text`` without control characters: tenant data must not move the cursor or recolour
+    the terminal."""
+    return "".join(
+        ch if ch.isprintable() else f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}"
+        for ch in str(text)
+    )
+
+
+def render_text(
+    report: DriftReport, *, color: bool = False, max_items: int = DEFAULT_MAX_ITEMS
+) -> str:
+    """The report as a terminal table; at most ``max_items`` user assignments are listed (the
+    counts stay exact)."""
+
+    def c(code: str, text: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if color and code else text
+
+    def sym(status: str) -> str:
+        s = SYMBOL[status]
+        return c(_SYMBOL_COLOR[s], s)
+
+    def first_seen(key: str) -> str:
+        t = report.first_seen.get(key)
+        return c("2", f"  (first seen {utc(t):%Y-%m-%d %H:%M}Z)") if t else ""
+
+    out: list[str] = []
+    add = out.append
+    add(c("1", "teams-bridge drift report"))
+    add(f"  tenant     {printable(report.tenant_id or '(unknown)')}")
+    add(
+        f"  generated  {utc(report.generated_at):%Y-%m-%d %H:%M:%S}Z by teams-bridge "
+        f"{printable(report.tool_version)}"
+    )
+    sha = report.desired_sha256[:12] or "-"
+    add(f"  desired    {printable(report.desired_path)} (sha256 {sha})")
+    add("")
+    add(
+        c(
+            "2",
+            "  ~ differs (current -> desired)   + missing from the tenant   "
+            "- in the tenant, not wanted",
+        )
+    )
+
+    add("")
+    add(c("1", "Policies"))
+    width = max([len(printable(p.name)) for p in report.policies] + [10])
+    for p in report.policies:
+        tags = p.status.replace("_", " ") + (", in use" if p.in_use else "")
+        if p.status == "in_sync":
+            tags += f" ({len(p.managed)} managed settings)"
+        add(
+            f"  {sym(p.status)} {printable(p.name):<{width}}  {c(_STATUS_COLOR[p.status], tags)}"
+            + first_seen(p.key)
+        )
+        for r in p.managed:
+            if p.status == "missing":
+                add(f"      {sym('missing')} {r.name} = {printable(format_value(r.expected))}")
+            elif not r.in_sync:
+                add(
+                    f"      {sym('drifted')} {r.name}: {printable(format_value(r.actual))} -> "
+                    f"{printable(format_value(r.expected))}" + first_seen(p.setting_key(r.name))
+                )
+        if p.unknown:
+            shown = ", ".join(f"{r.name}={printable(format_value(r.actual))}" for r in p.unknown)
+            add(c("2", f"      settings unknown to teams-bridge (kept, not managed): {shown}"))
+    if not report.policies:
+        add("  (the file manages no policies)")
+    if report.unmanaged_policies:
+        add(c("2", "  not managed: " + ", ".join(printable(n) for n in report.unmanaged_policies)))
+
+    if report.group_assignments:
+        add("")
+        add(c("1", "Group assignments") + c("2", " (precedence order; rank 1 is highest)"))
+        gw = max(len(printable(g.label)) for g in report.group_assignments)
+        for g in report.group_assignments:
+            want = f"{g.expected_policy} #{g.expected_rank}" if g.expected_policy else "(none)"
+            have = f"{g.actual_policy} #{g.actual_rank}" if g.actual_policy else "(none)"
+            line = f"  {sym(g.status)} {printable(g.label):<{gw}}  "
+            if g.status == "in_sync":
+                line += c(_STATUS_COLOR["in_sync"], f"{printable(have)}  in sync")
+            else:
+                line += f"{printable(have)} -> {printable(want)}"
+                if g.detail:
+                    line += c("2", f"  ({printable(g.detail)})")
+            add(line + first_seen(g.key))
+
+    counts = report.user_counts
+    if counts["declared"] or report.users_listed:
+        add("")
+        add(
+            c("1", "User assignments") + f": {counts['declared']} declared, "
+            f"{counts['in_sync']} in sync, {counts['drifted']} drifted, "
+            f"{counts['missing']} missing, {counts['extra']} extra"
+        )
+        uw = max([len(printable(u.label)) for u in report.users_listed[:max_items]] + [1])
+        for u in report.users_listed[:max_items]:
+            add(
+                f"  {sym(u.status)} {printable(u.label):<{uw}}  "
+                f"{printable(u.actual_policy or '(none)')} -> "
+                f"{printable(u.expected_policy or '(none)')}" + first_seen(u.key)
+            )
+        hidden = len(report.users_listed) - max_items
+        if hidden > 0:
+            add(f"  ... and {hidden} more")
+
+    if report.findings:
+        add("")
+        add(c("1", "Findings") + c("2", " (healthcare secure-messaging rules)"))
+        for f in report.findings:
+            label = c(_SEVERITY_COLOR[f.severity], f"{f.severity.upper():<7}")
+            add(f"  {label} {f.rule_id}: {printable(f.title)}" + first_seen(f.key))
+            for line in textwrap.wrap(printable(f.explanation), width=92):
+                add(f"          {c('2', line)}")
+
+    if report.resolved:
+        add("")
+        add(c("1", "Resolved since the previous run"))
+        for r in report.resolved:
+            seen, gone = utc(r.first_seen), utc(r.resolved_at)
+            add(
+                f"  {c('32', 'v')} {printable(r.key)}  (first seen {seen:%Y-%m-%d %H:%M}Z, "
+                f"resolved {gone:%Y-%m-%d %H:%M}Z)"
+            )
+
+    add("")
+    add(_verdict(report, c))
+    return "\n".join(out) + "\n"
+
+
+def _verdict(report: DriftReport, c: Callable[[str, str], str]) -> str:
+    s = report.summary()
+    findings = s["findings"]
+    found = (
+        f"findings: {findings['error']} error(s), {findings['warning']} warning(s), "
+        f"{findings['info']} info"
+    )
+    objects = (
+        f"{sum(s['policies'][k] for k in ('drifted', 'missing', 'extra'))} policies, "
+        f"{sum(s['group_assignments'][k] for k in ('drifted', 'missing', 'extra'))} group "
+        f"assignments, {sum(s['user_assignments'][k] for k in ('drifted', 'missing', 'extra'))} "
+        "user assignments"
+    )
+    if report.in_sync:
+        return c("32;1", "In sync.") + f" 0 objects drifted; {found}."
+    return (
+        c("31;1", "Drift:") + f" {report.drift_count} objects not in sync ({objects}); "
+        f"{found}. Exit code {report.exit_code}."
+    )

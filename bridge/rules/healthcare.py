@@ -1,0 +1,193 @@
+"""The healthcare secure-messaging baseline.
+
+Guidance the rules cite (Microsoft's "secure messaging for healthcare" guidance and the Teams
+messaging-policy reference):
+- read receipts show a sender that a message was read; they work in 1:1 chats and in group chats
+  of 20 people or fewer;
+- "On for everyone" (``Everyone``) only holds tenant-wide when every messaging policy in use agrees
+  on the read-receipts setting, or there is only the Global policy;
+- priority notifications re-notify the recipient every 2 minutes for up to 20 minutes until the
+  message is read; clinicians need them for urgent messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Finding, Rule, RuleContext
+
+READ_RECEIPTS = "ReadReceiptsEnabledType"
+PRIORITY = "AllowPriorityMessages"
+
+_RR_LABEL = {
+    "Everyone": "On for everyone",
+    "UserPreference": "User controlled",
+    "None": "Off for everyone",
+}
+
+
+def _rr(value: Any) -> str:
+    """A read-receipts value as the admin center names it, for people reading a report."""
+    if value is None:
+        return "not reported by the service"
+    label = _RR_LABEL.get(str(value))
+    return f"{label} ({value})" if label else repr(value)
+
+
+def _is(value: Any, want: str) -> bool:
+    return isinstance(value, str) and value.casefold() == want.casefold()
+
+
+def _why_clinical(ctx: RuleContext, name: str) -> str:
+    if ctx.is_named_clinical(name):
+        return "is listed in rules.clinical_policies"
+    return "has a name that matches rules.clinical_pattern"
+
+
+def read_receipts_consistency(ctx: RuleContext) -> list[Finding]:
+    everyone = [p for p in ctx.in_use if _is(p.settings.get(READ_RECEIPTS), "Everyone")]
+    others = [p for p in ctx.in_use if not _is(p.settings.get(READ_RECEIPTS), "Everyone")]
+    if not everyone or not others:
+        return []
+    listing = "; ".join(f"{p.name}: {_rr(p.settings.get(READ_RECEIPTS))}" for p in others)
+    return [
+        Finding(
+            "read-receipts-consistency",
+            RULE_SEVERITY["read-receipts-consistency"],
+            "Read receipts are not on for everyone across the tenant",
+            f"{', '.join(p.name for p in everyone)} set read receipts to 'On for everyone', but "
+            f"other policies in use differ ({listing}). The guidance is that 'On for everyone' "
+            "only holds tenant-wide when every messaging policy in use has the same "
+            "read-receipts setting (or there is only the Global policy): people under the other "
+            "policies do not send read receipts, so a clinician cannot rely on seeing that a "
+            "message was read. Give every policy in use the same ReadReceiptsEnabledType.",
+            tuple(p.name for p in others),
+        )
+    ]
+
+
+def clinical_read_receipts(ctx: RuleContext) -> list[Finding]:
+    findings = []
+    for p in ctx.clinical_policies():
+        value = p.settings.get(READ_RECEIPTS)
+        if _is(value, "Everyone"):
+            continue
+        severity = "error" if _is(value, "None") else "warning"
+        findings.append(
+            Finding(
+                "clinical-read-receipts",
+                severity,
+                f"Read receipts are not on for everyone in clinical policy {p.name}",
+                f"Policy {p.name} is meant for clinicians (it {_why_clinical(ctx, p.name)}) and "
+                f"its read receipts are {_rr(value)}. The guidance for clinical messaging is "
+                "'On for everyone', so a sender knows an urgent message was read; with "
+                f"{'read receipts off' if severity == 'error' else 'user-controlled receipts'}, "
+                "a sender cannot tell. Set ReadReceiptsEnabledType: Everyone in this policy.",
+                (p.name,),
+            )
+        )
+    return findings
+
+
+def clinical_priority(ctx: RuleContext) -> list[Finding]:
+    findings = []
+    for p in ctx.clinical_policies():
+        value = p.settings.get(PRIORITY)
+        if value is True:
+            continue
+        severity = "error" if value is False else "warning"
+        shown = "off" if value is False else f"not reported by the service ({value!r})"
+        findings.append(
+            Finding(
+                "clinical-priority",
+                severity,
+                f"Priority notifications are not allowed in clinical policy {p.name}",
+                f"Policy {p.name} is meant for clinicians (it {_why_clinical(ctx, p.name)}) and "
+                f"priority notifications are {shown}. A priority message re-notifies the "
+                "recipient every 2 minutes for up to 20 minutes until it is read; clinicians "
+                "need it for urgent messages. Set AllowPriorityMessages: true in this policy.",
+                (p.name,),
+            )
+        )
+    return findings
+
+
+def no_priority_anywhere(ctx: RuleContext) -> list[Finding]:
+    if any(p.settings.get(PRIORITY) is True for p in ctx.in_use):
+        return []
+    names = [p.name for p in ctx.in_use]
+    return [
+        Finding(
+            "no-priority-anywhere",
+            RULE_SEVERITY["no-priority-anywhere"],
+            "No policy in use allows priority notifications",
+            f"None of the policies in use ({', '.join(names) or 'none'}) allows priority "
+            "notifications, so nobody in the tenant can mark a message urgent. A priority "
+            "message re-notifies the recipient every 2 minutes for up to 20 minutes until it is "
+            "read, which is how urgent clinical messages get attention. Set "
+            "AllowPriorityMessages: true at least in the policies clinicians use.",
+            tuple(names),
+        )
+    ]
+
+
+def read_receipts_group_size(ctx: RuleContext) -> list[Finding]:
+    managed = any(
+        READ_RECEIPTS in p.settings and not p.absent for p in ctx.desired.policies.values()
+    )
+    enabled = [
+        p.name
+        for p in ctx.in_use
+        if not _is(p.settings.get(READ_RECEIPTS), "None")
+        and p.settings.get(READ_RECEIPTS) is not None
+    ]
+    if not managed and not enabled:
+        return []
+    return [
+        Finding(
+            "read-receipts-group-size",
+            RULE_SEVERITY["read-receipts-group-size"],
+            "Read receipts only work in 1:1 chats and group chats of 20 people or fewer",
+            "Read receipts are managed or enabled in this tenant. Even with 'On for everyone', "
+            "Teams shows read receipts only in 1:1 chats and group chats of 20 people or fewer; "
+            "in larger group chats and in channels a sender cannot see who read a message. "
+            "Urgent clinical messages to a larger group need another way to confirm receipt "
+            "(priority notifications, or a 1:1 follow-up).",
+            tuple(enabled),
+        )
+    ]
+
+
+HEALTHCARE_RULES = (
+    Rule(
+        "read-receipts-consistency",
+        "warning",
+        "Read receipts agree across policies in use",
+        read_receipts_consistency,
+    ),
+    Rule(
+        "clinical-read-receipts",
+        "error",
+        "Clinical policies have read receipts on for everyone",
+        clinical_read_receipts,
+    ),
+    Rule(
+        "clinical-priority",
+        "error",
+        "Clinical policies allow priority notifications",
+        clinical_priority,
+    ),
+    Rule(
+        "no-priority-anywhere",
+        "warning",
+        "Some policy in use allows priority notifications",
+        no_priority_anywhere,
+    ),
+    Rule(
+        "read-receipts-group-size",
+        "info",
+        "Read receipts: the group-size limit",
+        read_receipts_group_size,
+    ),
+)
+RULE_SEVERITY = {r.id: r.severity for r in HEALTHCARE_RULES}

@@ -1,0 +1,135 @@
+"""Where the pieces meet: the source of current state for one run (a snapshot file, the
+in-process sandbox, or a tenant through a transport), built once and closed once.
+
+The CLI builds a ``Session`` from its global options and hands it to the command functions in
+``bridge.commands``; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from .backends.base import Backend, Wanted
+from .backends.snapshot import MemoryBackend, load_snapshot
+from .desired import is_guid
+from .errors import ConfigError
+from .state import DesiredState, TenantState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    sandbox: bool = False
+    sandbox_users: int = 2000
+    sandbox_seed: int = 7
+    snapshot: str | None = None
+    transport: str = "rest"
+    cloud: str | None = None
+
+
+class Session:
+    def __init__(self, options: SessionOptions):
+        if options.sandbox and options.snapshot:
+            raise ConfigError("--sandbox and --snapshot both name a source of state: pick one")
+        self.options = options
+        self._backend: Backend | None = None
+        self._sandbox: Any = None
+        self.settings: Any = None
+        self.token_provider: Any = None
+        self.http: Any = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+        if self._sandbox is not None:
+            self._sandbox.stop()
+            self._sandbox = None
+
+    @property
+    def source(self) -> str:
+        if self.options.snapshot:
+            return f"snapshot {self.options.snapshot}"
+        if self.options.sandbox:
+            return "sandbox"
+        return f"tenant via {self.options.transport}"
+
+    @property
+    def is_offline(self) -> bool:
+        return bool(self.options.snapshot)
+
+    # ------------------------------------------------------------------ building
+
+    def _load_settings(self, overrides: dict[str, str] | None = None) -> Any:
+        from .settings import Settings
+
+        extra: dict[str, str] = dict(overrides or {})
+        if self.options.cloud:
+            extra["BRIDGE_CLOUD"] = self.options.cloud
+        return Settings.load(env_file=None if overrides else ".env", overrides=extra or None)
+
+    def backend(self) -> Backend:
+        if self._backend is not None:
+            return self._backend
+        if self.options.snapshot:
+            state = load_snapshot(self.options.snapshot)
+            self._backend = MemoryBackend(state, read_only=True, source=self.options.snapshot)
+            return self._backend
+        overrides = None
+        if self.options.sandbox:
+            from .sandbox import Sandbox, SandboxConfig
+
+            self._sandbox = Sandbox(
+                SandboxConfig(users=self.options.sandbox_users, seed=self.options.sandbox_seed)
+            )
+            self._sandbox.start()
+            overrides = self._sandbox.env()
+            log.info("sandbox tenant serving at %s", self._sandbox.base_url)
+        from .auth import build_token_provider
+        from .backends import make_backend
+
+        self.settings = self._load_settings(overrides)
+        self.token_provider = build_token_provider(self.settings)
+        self._backend = make_backend(self.options.transport, self.settings, self.token_provider)
+        return self._backend
+
+    def read(self, desired: DesiredState | None = None) -> TenantState:
+        """The tenant's whole current state, with the names ``desired`` uses resolved."""
+        wanted = Wanted()
+        if desired is not None:
+            wanted = Wanted(
+                groups=tuple(dict.fromkeys(desired.group_refs())),
+                users=tuple(u for u in desired.user_refs()),
+            )
+        return self.backend().read(wanted)
+
+    def request_stats(self) -> dict[str, Any]:
+        """Requests made so far by route, when the backend talks HTTP."""
+        http = getattr(self._backend, "http", None)
+        stats = getattr(http, "stats", None)
+        return dict(stats) if stats else {}
+
+
+def tenant_matches(guard: str, tenant_id: str | None, domains: list[str] | None = None) -> bool:
+    """Whether the desired file's ``tenant:`` guard names this tenant (an id or a domain)."""
+    if tenant_id is None:
+        return False
+    if is_guid(guard):
+        return guard.casefold() == tenant_id.casefold()
+    return guard.casefold() in {d.casefold() for d in (domains or [])}
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}

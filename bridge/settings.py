@@ -1,0 +1,317 @@
+"""Configuration from the environment and ``.env``, with the variable names Azure tooling uses.
+
+``Settings.load()`` is the only constructor callers need: it reads the environment (and ``.env``
+when present), applies ``overrides`` (command-line options win), fills the endpoints from the
+cloud table, and raises ``ConfigError`` naming the variable and the fix for anything invalid or
+contradictory. Which credential to use is decided by ``credential_kind()``, only when a token is
+needed, so commands that never touch the tenant (``validate``, ``--snapshot``) need no credential.
+
+Secrets are ``SecretStr`` (never in ``repr``); ``redact()`` removes them and anything token-shaped
+from text before it is logged or raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Cloud:
+    name: str
+    login_host: str
+    graph_url: str
+    teams_url: str
+    # Graph's admin/teams/policy/userAssignments (bulk assign) exists only in the commercial cloud.
+    graph_policy_assignment: bool
+
+
+CLOUDS: dict[str, Cloud] = {
+    "commercial": Cloud(
+        "commercial",
+        "https://login.microsoftonline.com",
+        "https://graph.microsoft.com",
+        "https://api.interfaces.records.teams.microsoft.com",
+        True,
+    ),
+    "gcc": Cloud(
+        "gcc",
+        "https://login.microsoftonline.com",
+        "https://graph.microsoft.com",
+        "https://api.interfaces.records.teams.microsoft.com",
+        False,
+    ),
+    "gcchigh": Cloud(
+        "gcchigh",
+        "https://login.microsoftonline.us",
+        "https://graph.microsoft.us",
+        "https://api.interfaces.records.gov.teams.microsoft.us",
+        False,
+    ),
+    # Sources disagree on the DoD Teams host; BRIDGE_TEAMS_URL overrides it.
+    "dod": Cloud(
+        "dod",
+        "https://login.microsoftonline.us",
+        "https://dod-graph.microsoft.us",
+        "https://api.interfaces.records.dod.teams.microsoft.us",
+        False,
+    ),
+}
+
+CredentialKind = Literal["certificate", "secret", "federated", "device_code", "managed_identity"]
+AuthChoice = Literal[
+    "auto", "certificate", "secret", "federated", "device_code", "managed_identity"
+]
+
+# Field name -> environment variable, for messages and for overrides given by variable name.
+ENV_NAMES: dict[str, str] = {
+    "tenant_id": "AZURE_TENANT_ID",
+    "client_id": "AZURE_CLIENT_ID",
+    "client_certificate_path": "AZURE_CLIENT_CERTIFICATE_PATH",
+    "client_certificate_password": "AZURE_CLIENT_CERTIFICATE_PASSWORD",
+    "client_secret": "AZURE_CLIENT_SECRET",
+    "federated_token_file": "AZURE_FEDERATED_TOKEN_FILE",
+    "authority_host": "AZURE_AUTHORITY_HOST",
+    "cloud": "BRIDGE_CLOUD",
+    "graph_url": "BRIDGE_GRAPH_URL",
+    "teams_url": "BRIDGE_TEAMS_URL",
+    "ca_bundle": "REQUESTS_CA_BUNDLE",
+    "timeout_connect": "BRIDGE_TIMEOUT_CONNECT",
+    "timeout_read": "BRIDGE_TIMEOUT_READ",
+    "retry_attempts": "BRIDGE_RETRY_ATTEMPTS",
+    "retry_max_seconds": "BRIDGE_RETRY_MAX_SECONDS",
+    "concurrency": "BRIDGE_CONCURRENCY",
+    "token_cache": "BRIDGE_TOKEN_CACHE",
+    "auth": "BRIDGE_AUTH",
+}
+_FIELD_BY_ENV = {env: field for field, env in ENV_NAMES.items()}
+
+
+def _env(field: str) -> Any:
+    return Field(None, validation_alias=ENV_NAMES[field])
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        extra="ignore",
+        populate_by_name=True,
+        env_ignore_empty=True,
+        case_sensitive=False,
+        env_file_encoding="utf-8",
+    )
+
+    tenant_id: str | None = _env("tenant_id")
+    client_id: str | None = _env("client_id")
+    client_certificate_path: str | None = _env("client_certificate_path")
+    client_certificate_password: SecretStr | None = _env("client_certificate_password")
+    client_secret: SecretStr | None = _env("client_secret")
+    federated_token_file: str | None = _env("federated_token_file")
+    authority_host: str = Field("", validation_alias="AZURE_AUTHORITY_HOST")
+    cloud: Literal["commercial", "gcc", "gcchigh", "dod"] = Field(
+        "commercial", validation_alias="BRIDGE_CLOUD"
+    )
+    graph_url: str = Field("", validation_alias="BRIDGE_GRAPH_URL")
+    teams_url: str = Field("", validation_alias="BRIDGE_TEAMS_URL")
+    ca_bundle: str | None = _env("ca_bundle")
+    timeout_connect: float = Field(10.0, gt=0, validation_alias="BRIDGE_TIMEOUT_CONNECT")
+    timeout_read: float = Field(60.0, gt=0, validation_alias="BRIDGE_TIMEOUT_READ")
+    retry_attempts: int = Field(5, ge=1, le=20, validation_alias="BRIDGE_RETRY_ATTEMPTS")
+    retry_max_seconds: float = Field(120.0, gt=0, validation_alias="BRIDGE_RETRY_MAX_SECONDS")
+    concurrency: int = Field(4, ge=1, le=32, validation_alias="BRIDGE_CONCURRENCY")
+    token_cache: str | None = _env("token_cache")
+    auth: AuthChoice = Field("auto", validation_alias="BRIDGE_AUTH")
+
+    @classmethod
+    def load(
+        cls, env_file: str | None = ".env", overrides: Mapping[str, Any] | None = None
+    ) -> Settings:
+        """Environment, then ``env_file`` (if it exists) under it, then ``overrides`` over both.
+
+        ``overrides`` keys are field names (``cloud``) or variable names (``BRIDGE_CLOUD``);
+        ``None`` values are ignored, so unset command-line options do not mask the environment.
+        """
+        given: dict[str, Any] = {}
+        for key, value in (overrides or {}).items():
+            if value is None:
+                continue
+            field = _FIELD_BY_ENV.get(key.upper(), key)
+            if field not in ENV_NAMES:
+                raise ConfigError(
+                    f"unknown setting {key!r}; known: {', '.join(sorted(ENV_NAMES.values()))}"
+                )
+            given[field] = value
+        if env_file is not None and not os.path.isfile(env_file):
+            env_file = None
+        try:
+            settings = cls(_env_file=env_file, **given)  # type: ignore[call-arg]
+        except ValidationError as exc:
+            raise ConfigError(_validation_message(exc)) from None
+        settings._resolve_endpoints()
+        settings._check()
+        return settings
+
+    # ------------------------------------------------------------------ derived values
+
+    @property
+    def cloud_info(self) -> Cloud:
+        return CLOUDS[self.cloud]
+
+    @property
+    def graph_policy_assignment(self) -> bool:
+        """Whether Graph's bulk user assignment can be used (commercial cloud only)."""
+        return self.cloud_info.graph_policy_assignment
+
+    @property
+    def verify(self) -> str | bool:
+        """``requests``' ``verify``: the extra CA bundle when set; never ``False``."""
+        return self.ca_bundle or True
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        return (self.timeout_connect, self.timeout_read)
+
+    @property
+    def authority(self) -> str:
+        if not self.tenant_id:
+            raise ConfigError("AZURE_TENANT_ID is not set: set it to the tenant's id or domain")
+        return f"{self.authority_host}/{self.tenant_id}"
+
+    def credential_kind(self) -> CredentialKind:
+        """The credential to use, or ``ConfigError`` saying which variables to set."""
+        cert, secret = self.client_certificate_path, self.client_secret
+        federated = self.federated_token_file
+        kind: CredentialKind
+        if self.auth == "auto":
+            if cert:
+                if secret:
+                    log.info(
+                        "both AZURE_CLIENT_CERTIFICATE_PATH and AZURE_CLIENT_SECRET are set: "
+                        "using the certificate"
+                    )
+                kind = "certificate"
+            elif secret:
+                kind = "secret"
+            elif federated:
+                kind = "federated"
+            else:
+                raise ConfigError(
+                    "no credential configured: set AZURE_CLIENT_CERTIFICATE_PATH (preferred), "
+                    "AZURE_CLIENT_SECRET or AZURE_FEDERATED_TOKEN_FILE, together with "
+                    "AZURE_TENANT_ID and AZURE_CLIENT_ID; or set BRIDGE_AUTH=device_code "
+                    "(interactive sign-in) or BRIDGE_AUTH=managed_identity"
+                )
+        else:
+            kind = self.auth
+            needed = {
+                "certificate": ("AZURE_CLIENT_CERTIFICATE_PATH", cert),
+                "secret": ("AZURE_CLIENT_SECRET", secret),
+                "federated": ("AZURE_FEDERATED_TOKEN_FILE", federated),
+            }.get(kind)
+            if needed and not needed[1]:
+                raise ConfigError(f"BRIDGE_AUTH={kind} needs {needed[0]}: set it")
+        if kind != "managed_identity":
+            missing = [
+                ENV_NAMES[f] for f in ("tenant_id", "client_id") if not getattr(self, f)
+            ]
+            if missing:
+                raise ConfigError(
+                    f"{' and '.join(missing)} not set: the {kind.replace('_', ' ')} credential "
+                    "needs the tenant (id or domain) and the app registration's client id"
+                )
+        return kind
+
+    # ------------------------------------------------------------------ redaction
+
+    def secrets(self) -> list[str]:
+        values = [self.client_secret, self.client_certificate_password]
+        return [v.get_secret_value() for v in values if v is not None]
+
+    def redact(self, text: str) -> str:
+        """``text`` without this configuration's secrets or anything token-shaped."""
+        return redact(text, self.secrets())
+
+    # ------------------------------------------------------------------ checks
+
+    def _resolve_endpoints(self) -> None:
+        cloud = self.cloud_info
+        for field, default in (
+            ("authority_host", cloud.login_host),
+            ("graph_url", cloud.graph_url),
+            ("teams_url", cloud.teams_url),
+        ):
+            value = (getattr(self, field) or default).rstrip("/")
+            parts = urlsplit(value)
+            # TLS is never switched off; MSAL also refuses a non-https authority.
+            if parts.scheme != "https" or not parts.netloc:
+                raise ConfigError(
+                    f"{ENV_NAMES[field]}={value!r} is not an https URL: give scheme and host, "
+                    f"e.g. {default}"
+                )
+            if field == "authority_host" and parts.path:
+                raise ConfigError(
+                    f"AZURE_AUTHORITY_HOST={value!r} has a path: give scheme and host only "
+                    f"(e.g. {default}); the tenant comes from AZURE_TENANT_ID"
+                )
+            setattr(self, field, value)
+
+    def _check(self) -> None:
+        if self.client_certificate_password and not self.client_certificate_path:
+            raise ConfigError(
+                "AZURE_CLIENT_CERTIFICATE_PASSWORD is set but AZURE_CLIENT_CERTIFICATE_PATH is "
+                "not: set the certificate path, or unset the password"
+            )
+        for field in ("ca_bundle", "federated_token_file", "client_certificate_path"):
+            path = getattr(self, field)
+            if path and not os.path.isfile(path):
+                raise ConfigError(f"{ENV_NAMES[field]}={path!r}: no such file")
+
+
+def _validation_message(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = str(err["loc"][0]) if err["loc"] else "?"
+        var = ENV_NAMES.get(key, key.upper())
+        if var in ("AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PASSWORD"):
+            lines.append(f"{var}: {err['msg']}")
+        else:
+            lines.append(f"{var}={err.get('input')!r}: {err['msg']}")
+    return "invalid configuration: " + "; ".join(lines)
+
+
+# --------------------------------------------------------------------------- redaction
+
+_REDACTIONS = [
+    (re.compile(r"(?i)\b(bearer)\s+[\w\-.~+/=]+"), r"\1 [redacted]"),
+    # JWTs (access tokens, client assertions, federated tokens): header.payload.signature
+    (re.compile(r"\beyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]*"), "[redacted-jwt]"),
+    (
+        re.compile(
+            r"(?i)\b(client_secret|client_assertion|access_token|refresh_token|password|"
+            r"passphrase|assertion)([\"']?\s*[=:]\s*[\"']?)[^\s&\"',}]+"
+        ),
+        r"\1\2[redacted]",
+    ),
+]
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with the given secret values and anything shaped like a token or a
+    ``client_secret=...`` pair replaced by ``[redacted]``."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "[redacted]")
+    for pattern, replacement in _REDACTIONS:
+        text = pattern.sub(replacement, text)
+    return text
