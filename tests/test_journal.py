@@ -1,0 +1,132 @@
+import datetime as dt
+import json
+import os
+import re
+import stat
+
+import pytest
+
+from bridge.errors import ConfigError, ServerError
+from bridge.journal import Journal, change_entry, mask_secrets
+
+FIXED = dt.datetime(2026, 3, 1, 12, 30, 5, 123000, tzinfo=dt.timezone.utc)
+JWT = "eyJhbGciOiJSUzI1NiJ9.eyJ0aWQiOiJ4In0.c2lnbmF0dXJl"
+
+
+def lines(path):
+    return [json.loads(line) for line in path.read_text("utf-8").splitlines()]
+
+
+def test_run_lines_in_order_with_every_field(tmp_path):
+    path = tmp_path / "deep" / "dir" / "journal.jsonl"
+    j = Journal(path, now=lambda: FIXED)
+    j.run_started(
+        "run-1",
+        "tenant-a",
+        changes=2,
+        summary={"add": 1, "change": 1, "destroy": 0},
+        state_checksum="abc",
+        desired_sha256="def",
+    )
+    j.change("run-1", "tenant-a", {"kind": "create_policy", "policy": "Clinical"}, "started")
+    j.change("run-1", "tenant-a", {"kind": "create_policy", "policy": "Clinical"}, "ok")
+    j.change(
+        "run-1",
+        "tenant-a",
+        {"kind": "set_user_assignment", "bulk": True},
+        "started",
+        user_count=12,
+    )
+    j.run_finished("run-1", "tenant-a", "ok", applied=2, failed=0)
+
+    got = lines(path)
+    assert [g["event"] for g in got] == [
+        "run_started",
+        "change",
+        "change",
+        "change",
+        "run_finished",
+    ]
+    assert all(g["time"] == "2026-03-01T12:30:05.123+00:00" for g in got)
+    assert all(g["run_id"] == "run-1" and g["tenant"] == "tenant-a" for g in got)
+    head = got[0]
+    assert head["changes"] == 2 and head["state_checksum"] == "abc"
+    assert head["pid"] == os.getpid() and head["host"]
+    assert got[1] == {
+        "time": "2026-03-01T12:30:05.123+00:00",
+        "run_id": "run-1",
+        "tenant": "tenant-a",
+        "event": "change",
+        "change": {"kind": "create_policy", "policy": "Clinical"},
+        "result": "started",
+        "error": None,
+        "correlation_id": None,
+        "user_count": None,
+    }
+    assert got[2]["result"] == "ok"
+    assert got[3]["user_count"] == 12
+    assert got[4]["result"] == "ok" and got[4]["applied"] == 2
+
+
+def test_never_truncates_and_is_private(tmp_path):
+    path = tmp_path / "j.jsonl"
+    Journal(path).change("r1", None, {"kind": "delete_policy", "policy": "A"}, "ok")
+    Journal(path).change("r2", None, {"kind": "delete_policy", "policy": "B"}, "ok")
+    assert [g["run_id"] for g in lines(path)] == ["r1", "r2"]
+    assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0
+
+
+def test_error_keeps_correlation_id_and_masks_tokens(tmp_path):
+    path = tmp_path / "j.jsonl"
+    exc = ServerError(
+        f"500 from Teams admin API: request had Authorization: Bearer {JWT} and echo {JWT}",
+        status=500,
+        correlation_id="c0ffee",
+    )
+    Journal(path).change("r", "t", {"kind": "delete_policy", "policy": "A"}, "failed", error=exc)
+    (got,) = lines(path)
+    assert got["correlation_id"] == "c0ffee"
+    assert got["result"] == "failed"
+    assert "500 from Teams admin API" in got["error"]
+    assert JWT not in path.read_text() and "eyJ" not in path.read_text()
+
+
+def test_mask_secrets():
+    assert mask_secrets(f"token {JWT} end") == "token [masked] end"
+    assert mask_secrets("Authorization: Bearer abc.def-ghi") == "Authorization: [masked]"
+    assert mask_secrets("nothing to hide") == "nothing to hide"
+
+
+def test_write_many_is_one_append(tmp_path):
+    path = tmp_path / "j.jsonl"
+    j = Journal(path)
+    j.write_many(
+        change_entry("r", "t", {"kind": "set_user_assignment", "user_id": f"u{i}"}, "ok")
+        for i in range(500)
+    )
+    j.write_many([])
+    got = lines(path)
+    assert len(got) == 500
+    assert got[-1]["change"]["user_id"] == "u499"
+
+
+def test_rejects_unknown_result():
+    with pytest.raises(ValueError, match="journal result must be one of"):
+        change_entry("r", "t", {}, "done")
+
+
+def test_unwritable_journal_says_what_to_do(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match=r"cannot write the apply journal .*BRIDGE_JOURNAL"):
+        Journal(tmp_path / "file" / "j.jsonl").change("r", "t", {}, "ok")
+
+
+def test_no_secret_looking_fields(tmp_path):
+    path = tmp_path / "j.jsonl"
+    j = Journal(path)
+    j.run_started("r", "t", changes=0, summary={}, state_checksum="", desired_sha256="")
+    j.change("r", "t", {"kind": "create_policy", "policy": "P", "settings": {}}, "ok")
+    j.run_finished("r", "t", "ok")
+    secretish = re.compile(r"(?i)secret|token|password|passphrase|assertion|bearer")
+    for entry in lines(path):
+        assert not [k for k in entry if secretish.search(k)]
