@@ -79,9 +79,7 @@ def resource_label(resource: str) -> str:
 # --------------------------------------------------------------------------- certificates
 
 
-def load_certificate(
-    path: str, password: str | None = None
-) -> tuple[str, str, str, str]:
+def load_certificate(path: str, password: str | None = None) -> tuple[str, str, str, str]:
     """``(private key PEM, certificate PEM, SHA-256 thumbprint, SHA-1 thumbprint)`` from a PEM
     holding key and certificate, or a PFX/P12 (with ``password`` when it has one)."""
     env = "AZURE_CLIENT_CERTIFICATE_PATH"
@@ -107,22 +105,23 @@ def load_certificate(
             ) from None
     else:
         try:
-            key, cert, _ = pkcs12.load_key_and_certificates(data, secret)
+            pfx_key, pfx_cert, _ = pkcs12.load_key_and_certificates(data, secret)
         except (ValueError, TypeError):
             raise ConfigError(
                 f"{env}={path!r}: not a readable PFX: wrong or missing "
                 "AZURE_CLIENT_CERTIFICATE_PASSWORD, or not a PEM/PFX file"
             ) from None
-        if key is None or cert is None:
+        if pfx_key is None or pfx_cert is None:
             raise ConfigError(f"{env}={path!r}: the PFX must contain the key and the certificate")
-    key_pem = key.private_bytes(  # type: ignore[union-attr]
+        key, cert = pfx_key, pfx_cert
+    key_pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     ).decode()
     cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
     sha256 = cert.fingerprint(hashes.SHA256()).hex().upper()
-    sha1 = cert.fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303 - MSAL < 1.35 needs it
+    sha1 = cert.fingerprint(hashes.SHA1()).hex().upper()  # MSAL < 1.35 needs SHA-1
     return key_pem, cert_pem, sha256, sha1
 
 
@@ -262,8 +261,7 @@ class MsalTokenProvider:
                     return Path(path).read_text("utf-8").strip()
                 except OSError as exc:
                     raise AuthError(
-                        f"AZURE_FEDERATED_TOKEN_FILE={path!r}: cannot read: "
-                        f"{exc.strerror or exc}"
+                        f"AZURE_FEDERATED_TOKEN_FILE={path!r}: cannot read: {exc.strerror or exc}"
                     ) from None
 
             return {"client_assertion": assertion}

@@ -213,8 +213,17 @@ class HttpClient:
 
         def attempt() -> requests.Response:
             attempts["n"] += 1
-            return self._send(method, url, route, correlation_id, attempts["n"],
-                              resource=resource, json=json, params=params, headers=headers)
+            return self._send(
+                method,
+                url,
+                route,
+                correlation_id,
+                attempts["n"],
+                resource=resource,
+                json=json,
+                params=params,
+                headers=headers,
+            )
 
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_result(lambda r: r.status_code in RETRY_STATUSES)
@@ -466,13 +475,21 @@ class HttpClient:
         started = time.monotonic()
         try:
             response = self.session.request(
-                method, url, params=params, json=json, headers=sent,
+                method,
+                url,
+                params=params,
+                json=json,
+                headers=sent,
                 timeout=self.options.timeout,
             )
         except requests.RequestException as exc:
             log.warning(
                 "%s -> %s after %.2fs (attempt %d, correlation id %s)",
-                route, type(exc).__name__, time.monotonic() - started, attempt, correlation_id,
+                route,
+                type(exc).__name__,
+                time.monotonic() - started,
+                attempt,
+                correlation_id,
             )
             raise
         elapsed = time.monotonic() - started
@@ -481,8 +498,13 @@ class HttpClient:
                 self._totals["throttled"] += 1
         level = logging.DEBUG if response.status_code < 400 else logging.WARNING
         log.log(
-            level, "%s -> %d in %.2fs (attempt %d, correlation id %s)",
-            route, response.status_code, elapsed, attempt, correlation_id,
+            level,
+            "%s -> %d in %.2fs (attempt %d, correlation id %s)",
+            route,
+            response.status_code,
+            elapsed,
+            attempt,
+            correlation_id,
         )
         return response
 
@@ -520,6 +542,10 @@ class HttpClient:
         )
         log.warning(
             "%s: %s, retrying in %.1fs (attempt %d of %d, correlation id %s)",
-            route, reason, rs.upcoming_sleep, rs.attempt_number + 1,
-            self.options.retry_attempts, correlation_id,
+            route,
+            reason,
+            rs.upcoming_sleep,
+            rs.attempt_number + 1,
+            self.options.retry_attempts,
+            correlation_id,
         )

@@ -222,9 +222,7 @@ class Settings(BaseSettings):
             if needed and not needed[1]:
                 raise ConfigError(f"BRIDGE_AUTH={kind} needs {needed[0]}: set it")
         if kind != "managed_identity":
-            missing = [
-                ENV_NAMES[f] for f in ("tenant_id", "client_id") if not getattr(self, f)
-            ]
+            missing = [ENV_NAMES[f] for f in ("tenant_id", "client_id") if not getattr(self, f)]
             if missing:
                 raise ConfigError(
                     f"{' and '.join(missing)} not set: the {kind.replace('_', ' ')} credential "

@@ -134,7 +134,11 @@ class GraphClient:
                 break
             log.warning(
                 "Graph $batch: %d inner request(s) throttled or failing, retrying them in %.1fs "
-                "(attempt %d of %d)", len(pending), retry_wait, attempt + 1, attempts,
+                "(attempt %d of %d)",
+                len(pending),
+                retry_wait,
+                attempt + 1,
+                attempts,
             )
             self.http.wait(retry_wait)
             waited += retry_wait
@@ -150,8 +154,9 @@ class GraphClient:
         )
 
     def _inner_error(self, request: BatchRequest, status: int, body: Any) -> Exception:
-        return self.http.api_error(status, body, method=request.method,
-                                   url=self._url(request.url), resource=self.resource)
+        return self.http.api_error(
+            status, body, method=request.method, url=self._url(request.url), resource=self.resource
+        )
 
     # ------------------------------------------------------------------ directory lookups
 
@@ -164,20 +169,22 @@ class GraphClient:
             if is_guid(ref):
                 url = f"/groups/{ref}?$select=id,displayName"
             else:
-                url = (f"/groups?$filter=displayName%20eq%20{odata_string(ref)}"
-                       "&$select=id,displayName")
+                url = (
+                    f"/groups?$filter=displayName%20eq%20{odata_string(ref)}&$select=id,displayName"
+                )
             requests.append(BatchRequest(str(i), url))
         answers = self.batch(requests)
         found: dict[str, list[Group]] = {}
-        for req, ref in zip(requests, unique):
+        for req, ref in zip(requests, unique, strict=True):
             status, body = answers[req.id]
             if status == 404:
                 found[ref] = []
             elif status != 200 or not isinstance(body, dict):
                 raise self._inner_error(req, status, body)
             elif "value" in body:
-                found[ref] = [Group(str(g["id"]), str(g.get("displayName") or "")) for g in
-                              body["value"]]
+                found[ref] = [
+                    Group(str(g["id"]), str(g.get("displayName") or "")) for g in body["value"]
+                ]
             else:
                 found[ref] = [Group(str(body["id"]), str(body.get("displayName") or ""))]
         return found
@@ -191,7 +198,7 @@ class GraphClient:
         ]
         answers = self.batch(requests)
         found: dict[str, User | None] = {}
-        for req, ref in zip(requests, unique):
+        for req, ref in zip(requests, unique, strict=True):
             status, body = answers[req.id]
             if status == 404:
                 found[ref] = None
@@ -202,28 +209,37 @@ class GraphClient:
         return found
 
     def user(self, ref: str) -> User:
-        body = self.http.get_json(self._url(user_path(ref)), resource=self.resource,
-                                  params={"$select": _USER_SELECT})
+        body = self.http.get_json(
+            self._url(user_path(ref)), resource=self.resource, params={"$select": _USER_SELECT}
+        )
         return user_from_graph(body)
 
     def group(self, group_id: str) -> Group:
-        body = self.http.get_json(self._url(f"/groups/{quote(group_id)}"),
-                                  resource=self.resource, params={"$select": "id,displayName"})
+        body = self.http.get_json(
+            self._url(f"/groups/{quote(group_id)}"),
+            resource=self.resource,
+            params={"$select": "id,displayName"},
+        )
         return Group(str(body["id"]), str(body.get("displayName") or ""))
 
     def group_members(self, group_id: str) -> list[str]:
         """The user ids of ``group_id``'s direct members."""
         items = self.http.paged(
-            self._url(f"/groups/{quote(group_id)}/members"), resource=self.resource,
+            self._url(f"/groups/{quote(group_id)}/members"),
+            resource=self.resource,
             params={"$select": "id,userPrincipalName", "$top": "999"},
         )
-        return [str(m["id"]) for m in items
-                if m.get("@odata.type", "#microsoft.graph.user") == "#microsoft.graph.user"]
+        return [
+            str(m["id"])
+            for m in items
+            if m.get("@odata.type", "#microsoft.graph.user") == "#microsoft.graph.user"
+        ]
 
     def member_of(self, user_id: str) -> list[Group]:
         """The groups ``user_id`` is a direct member of (roles and units left out)."""
         items = self.http.paged(
-            self._url(f"{user_path(user_id)}/memberOf"), resource=self.resource,
+            self._url(f"{user_path(user_id)}/memberOf"),
+            resource=self.resource,
             params={"$select": "id,displayName"},
         )
         return [
@@ -243,8 +259,11 @@ class GraphClient:
         return body
 
     def organization(self) -> Organization:
-        body = self.http.get_json(self._url("/organization"), resource=self.resource,
-                                  params={"$select": "id,displayName,verifiedDomains"})
+        body = self.http.get_json(
+            self._url("/organization"),
+            resource=self.resource,
+            params={"$select": "id,displayName,verifiedDomains"},
+        )
         orgs = body.get("value") if isinstance(body, dict) else None
         if not orgs:
             raise InvalidResponseError("Graph /organization returned no organization")
@@ -252,16 +271,20 @@ class GraphClient:
         domains = org.get("verifiedDomains") or []
         default = next((d["name"] for d in domains if d.get("isDefault")), None)
         return Organization(
-            str(org["id"]), str(org.get("displayName") or ""),
-            tuple(str(d["name"]) for d in domains), default,
+            str(org["id"]),
+            str(org.get("displayName") or ""),
+            tuple(str(d["name"]) for d in domains),
+            default,
         )
 
     # ------------------------------------------------------------------ policy assignment
 
     def policy_id(self, policy: str) -> str:
         """The Graph policy id of a messaging policy (``NotFoundError`` if it has none)."""
-        path = (f"/admin/teams/policy/getPolicyId(type={odata_string(POLICY_TYPE)},"
-                f"name={odata_string(bare_name(policy))})")
+        path = (
+            f"/admin/teams/policy/getPolicyId(type={odata_string(POLICY_TYPE)},"
+            f"name={odata_string(bare_name(policy))})"
+        )
         body = self.http.get_json(self._url(path), resource=self.resource)
         for entry in (body.get("value") or []) if isinstance(body, dict) else []:
             if policy_key(str(entry.get("name", ""))) == policy_key(policy) and entry.get(
@@ -270,17 +293,31 @@ class GraphClient:
                 return str(entry["policyId"])
         raise NotFoundError(
             f"Graph has no policy id for messaging policy {bare_name(policy)!r}: does the "
-            "policy exist?", status=404,
+            "policy exist?",
+            status=404,
         )
 
     def assign(self, entries: Sequence[tuple[str, str]]) -> None:
         """Direct assignments ``(user id, policy id)``, one request (the caller chunks)."""
-        body = {"value": [{"userId": uid, "policyType": POLICY_TYPE, "policyId": pid}
-                          for uid, pid in entries]}
-        self.http.request("POST", self._url("/admin/teams/policy/userAssignments/assign"),
-                          resource=self.resource, json=body, expected=(200, 204))
+        body = {
+            "value": [
+                {"userId": uid, "policyType": POLICY_TYPE, "policyId": pid} for uid, pid in entries
+            ]
+        }
+        self.http.request(
+            "POST",
+            self._url("/admin/teams/policy/userAssignments/assign"),
+            resource=self.resource,
+            json=body,
+            expected=(200, 204),
+        )
 
     def unassign(self, user_ids: Sequence[str]) -> None:
         body = {"value": [{"userId": uid, "policyType": POLICY_TYPE} for uid in user_ids]}
-        self.http.request("POST", self._url("/admin/teams/policy/userAssignments/unassign"),
-                          resource=self.resource, json=body, expected=(200, 204))
+        self.http.request(
+            "POST",
+            self._url("/admin/teams/policy/userAssignments/unassign"),
+            resource=self.resource,
+            json=body,
+            expected=(200, 204),
+        )

@@ -1,0 +1,391 @@
+"""The Teams admin API (the REST service behind the MicrosoftTeams cmdlets) and ``RestBackend``,
+which reads and writes a tenant through it and Graph. Requests follow docs/wire.md.
+
+Names in, names out: callers pass bare policy names (``Clinical``); ``Tag:`` is added on the wire
+and stripped from answers, and identities compare case-insensitively.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
+
+from ..auth import TEAMS_RESOURCE, decode_claims, is_guid
+from ..errors import (
+    ApiError,
+    AuthError,
+    ConflictError,
+    ForbiddenError,
+    InvalidResponseError,
+    NotFoundError,
+    UnauthorizedError,
+)
+from ..http import HttpClient
+from ..settings import Settings
+from ..state import (
+    Directory,
+    Group,
+    GroupAssignment,
+    Policy,
+    TenantState,
+    User,
+    UserAssignment,
+    bare_name,
+    policy_key,
+    wire_identity,
+)
+from .base import BulkResult, UserFailure, Wanted
+from .graph import GraphClient
+from .snapshot import policy_from_service
+
+log = logging.getLogger(__name__)
+
+POLICY_TYPE = "TeamsMessagingPolicy"
+USERS_PAGE_SIZE = 1000  # the service's maximum $top for /Teams.User/users
+GRAPH_ASSIGN_CHUNK = 1000
+_NOTHING = Wanted()
+
+
+@contextlib.contextmanager
+def _about(what: str) -> Iterator[None]:
+    """Name the object in a 404/409, which the service's own message often does not."""
+    try:
+        yield
+    except (NotFoundError, ConflictError) as exc:
+        named = type(exc)(f"{what}: {exc.args[0]}", status=exc.status, url=exc.url)
+        named.correlation_id = exc.correlation_id
+        raise named from None
+
+
+class TeamsAdminClient:
+    def __init__(self, http: HttpClient, base_url: str):
+        self.http = http
+        self.base_url = base_url.rstrip("/")
+        self._policies = f"{self.base_url}/Skype.Policy/configurations/{POLICY_TYPE}"
+
+    def _policy_url(self, name: str) -> str:
+        return f"{self._policies}/configuration/{quote(wire_identity(name), safe=':')}"
+
+    def _group_url(self, group_id: str) -> str:
+        return (
+            f"{self.base_url}/Skype.Policy/groupPolicyAssignments/{quote(group_id)}"
+            f"/policyTypes/{POLICY_TYPE}"
+        )
+
+    # ------------------------------------------------------------------ policies
+
+    def list_policies(self) -> list[Policy]:
+        body = self.http.get_json(self._policies, resource=TEAMS_RESOURCE)
+        if not isinstance(body, list):
+            raise InvalidResponseError(
+                "Teams admin API policy list is not a JSON array", url=self._policies
+            )
+        return [self._policy(obj) for obj in body]
+
+    def get_policy(self, name: str) -> Policy:
+        with _about(f"messaging policy {bare_name(name)!r}"):
+            return self._policy(self.http.get_json(self._policy_url(name), resource=TEAMS_RESOURCE))
+
+    def create_policy(self, name: str, settings: Mapping[str, Any]) -> Policy:
+        body = {"Identity": wire_identity(name), **settings}
+        with _about(f"creating messaging policy {bare_name(name)!r}"):
+            response = self.http.request(
+                "POST", self._policies, resource=TEAMS_RESOURCE, json=body, expected=(200, 201)
+            )
+        return self._policy(self.http.json_of(response, TEAMS_RESOURCE))
+
+    def update_policy(self, name: str, settings: Mapping[str, Any]) -> Policy:
+        """Send only ``settings``; the service merges them into the policy."""
+        with _about(f"updating messaging policy {bare_name(name)!r}"):
+            response = self.http.request(
+                "PUT",
+                self._policy_url(name),
+                resource=TEAMS_RESOURCE,
+                json=dict(settings),
+                expected=(200,),
+            )
+        return self._policy(self.http.json_of(response, TEAMS_RESOURCE))
+
+    def delete_policy(self, name: str) -> None:
+        with _about(f"deleting messaging policy {bare_name(name)!r}"):
+            self.http.request(
+                "DELETE", self._policy_url(name), resource=TEAMS_RESOURCE, expected=(200, 204)
+            )
+
+    def _policy(self, obj: Any) -> Policy:
+        try:
+            if not isinstance(obj, Mapping):
+                raise ValueError("not an object")
+            return policy_from_service(obj)
+        except ValueError as exc:
+            raise InvalidResponseError(
+                f"Teams admin API returned a policy that cannot be read: {exc}"
+            ) from None
+
+    # ------------------------------------------------------------------ group assignments
+
+    def list_group_assignments(self) -> list[GroupAssignment]:
+        url = f"{self.base_url}/Skype.Policy/groupPolicyAssignments/"
+        body = self.http.get_json(url, resource=TEAMS_RESOURCE)
+        if not isinstance(body, list):
+            raise InvalidResponseError(
+                "Teams admin API group assignment list is not a JSON array", url=url
+            )
+        try:
+            return [
+                GroupAssignment(str(a["GroupId"]), bare_name(str(a["PolicyName"])), int(a["Rank"]))
+                for a in body
+                if str(a.get("PolicyType", "")).casefold() == POLICY_TYPE.casefold()
+            ]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidResponseError(
+                f"Teams admin API group assignment entry cannot be read ({exc!r})", url=url
+            ) from None
+
+    def add_group_assignment(self, group_id: str, policy: str, rank: int | None = None) -> None:
+        body: dict[str, Any] = {"PolicyName": bare_name(policy)}
+        if rank is not None:
+            body["Rank"] = rank
+        with _about(f"assigning {bare_name(policy)!r} to group {group_id}"):
+            self.http.request(
+                "PATCH",
+                self._group_url(group_id),
+                resource=TEAMS_RESOURCE,
+                json=body,
+                expected=(200, 204),
+            )
+
+    def remove_group_assignment(self, group_id: str) -> None:
+        with _about(f"removing the messaging policy assignment of group {group_id}"):
+            self.http.request(
+                "DELETE", self._group_url(group_id), resource=TEAMS_RESOURCE, expected=(200, 204)
+            )
+
+    # ------------------------------------------------------------------ users
+
+    def grant_user(self, user_id: str, policy: str | None) -> None:
+        """Assign ``policy`` directly to ``user_id``; ``None`` removes the direct assignment."""
+        url = (
+            f"{self.base_url}/Skype.Policy/users/{quote(user_id, safe='@')}/policies/{POLICY_TYPE}"
+        )
+        body = {"PolicyName": bare_name(policy) if policy is not None else None}
+        with _about(f"user {user_id}"):
+            self.http.request("PATCH", url, resource=TEAMS_RESOURCE, json=body, expected=(200, 204))
+
+    def list_users(self) -> tuple[list[User], list[UserAssignment]]:
+        """Every user (the directory) and every direct messaging policy assignment, paged."""
+        users: list[User] = []
+        assignments: list[UserAssignment] = []
+        pages = self.http.paged(
+            f"{self.base_url}/Teams.User/users",
+            resource=TEAMS_RESOURCE,
+            items_key="users",
+            params={"$top": str(USERS_PAGE_SIZE)},
+        )
+        for obj in pages:
+            try:
+                uid = str(obj["Identity"])
+                user = User(
+                    uid,
+                    str(obj.get("UserPrincipalName") or uid),
+                    obj.get("DisplayName"),
+                    obj.get("Department"),
+                )
+            except (KeyError, TypeError) as exc:
+                raise InvalidResponseError(
+                    f"Teams admin API user entry has no Identity ({exc!r})"
+                ) from None
+            users.append(user)
+            policy = obj.get(POLICY_TYPE)
+            if policy:
+                assignments.append(UserAssignment(user.id, bare_name(str(policy)), user.upn))
+        return users, assignments
+
+
+class RestBackend:
+    """``Backend`` over the Teams admin API and Graph."""
+
+    name = "rest"
+
+    def __init__(self, teams: TeamsAdminClient, graph: GraphClient, settings: Settings):
+        self.teams = teams
+        self.graph = graph
+        self.settings = settings
+        self.http = teams.http
+        self._policy_ids: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ read
+
+    def read(self, wanted: Wanted = _NOTHING) -> TenantState:
+        started = time.monotonic()
+        before = self.http.stats["total"]
+        # Independent reads, run side by side: 1 policy list, 1 group assignment list, user pages.
+        results: list[Any] = self.http.map_concurrent(
+            lambda read: read(),
+            [self.teams.list_policies, self.teams.list_group_assignments, self.teams.list_users],
+        )
+        policies: list[Policy] = results[0]
+        assignments: list[GroupAssignment] = results[1]
+        users: list[User] = results[2][0]
+        user_assignments: list[UserAssignment] = results[2][1]
+        directory = Directory()
+        for user in users:
+            directory.add_user(user)
+        self._resolve_users(directory, wanted.users)
+        refs = list(wanted.groups) + [a.group_id for a in assignments]
+        names = self._resolve_groups(directory, refs)
+        named = [
+            GroupAssignment(a.group_id, a.policy, a.rank, names.get(a.group_id))
+            for a in assignments
+        ]
+        state = TenantState.build(self._tenant_id(), policies, named, user_assignments, directory)
+        stats = self.http.stats
+        log.info(
+            "read %d policies, %d group assignments, %d direct assignments, %d users in "
+            "%d requests (%d retries, %d throttled) in %.1fs",
+            len(state.policies),
+            len(state.group_assignments),
+            len(state.user_assignments),
+            len(users),
+            stats["total"] - before,
+            stats["retries"],
+            stats["throttled"],
+            time.monotonic() - started,
+        )
+        return state
+
+    def _resolve_users(self, directory: Directory, refs: Sequence[str]) -> None:
+        missing = [r for r in dict.fromkeys(refs) if directory.user_by_ref(r) is None]
+        if not missing:
+            return
+        for ref, user in self.graph.resolve_users(missing).items():
+            if user is None:
+                directory.searched_users.add(ref)
+            else:
+                directory.add_user(user)
+
+    def _resolve_groups(self, directory: Directory, refs: Sequence[str]) -> dict[str, str]:
+        """Adds every group the refs name; returns group id -> display name."""
+        if not refs:
+            return {}
+        for ref, groups in self.graph.resolve_groups(refs).items():
+            if not groups:
+                directory.searched_groups.add(ref)
+            for group in groups:
+                directory.add_group(group)
+        return {gid: g.display_name for gid, g in directory.groups.items()}
+
+    def _tenant_id(self) -> str | None:
+        provider = self.http.token_provider
+        if provider is not None:
+            try:
+                tid = decode_claims(provider.get_token(TEAMS_RESOURCE)).get("tid")
+            except AuthError:
+                tid = None
+            if tid:
+                return str(tid)
+        tenant = self.settings.tenant_id
+        return tenant if tenant and is_guid(tenant) else None
+
+    # ------------------------------------------------------------------ policy writes
+
+    def create_policy(self, name: str, settings: Mapping[str, Any]) -> None:
+        self.teams.create_policy(name, settings)
+
+    def update_policy(self, name: str, settings: Mapping[str, Any]) -> None:
+        self.teams.update_policy(name, settings)
+
+    def delete_policy(self, name: str) -> None:
+        self.teams.delete_policy(name)
+        self._policy_ids.pop(policy_key(name), None)
+
+    def add_group_assignment(self, group_id: str, policy: str, rank: int) -> None:
+        self.teams.add_group_assignment(group_id, policy, rank)
+
+    def remove_group_assignment(self, group_id: str) -> None:
+        self.teams.remove_group_assignment(group_id)
+
+    # ------------------------------------------------------------------ user writes
+
+    def assign_users(self, assignments: Sequence[tuple[str, str]]) -> BulkResult:
+        result = BulkResult(requested=len(assignments))
+        if not assignments:
+            return result
+        if not self.settings.graph_policy_assignment:
+            return self._per_user(list(assignments), result)
+        entries: list[tuple[str, str]] = []
+        for user_id, policy in assignments:
+            try:
+                entries.append((user_id, self._policy_id(policy)))
+            except (UnauthorizedError, ForbiddenError):
+                raise
+            except ApiError as exc:
+                result.failures.append(UserFailure(user_id, str(exc)))
+        for chunk in _chunks(entries, GRAPH_ASSIGN_CHUNK):
+            self._bulk(lambda c=chunk: self.graph.assign(c), [uid for uid, _ in chunk], result)
+        return result
+
+    def unassign_users(self, user_ids: Sequence[str]) -> BulkResult:
+        result = BulkResult(requested=len(user_ids))
+        if not user_ids:
+            return result
+        if not self.settings.graph_policy_assignment:
+            return self._per_user([(uid, None) for uid in user_ids], result)
+        for chunk in _chunks(list(user_ids), GRAPH_ASSIGN_CHUNK):
+            self._bulk(lambda c=chunk: self.graph.unassign(c), chunk, result)
+        return result
+
+    def _policy_id(self, policy: str) -> str:
+        key = policy_key(policy)
+        if key not in self._policy_ids:
+            self._policy_ids[key] = self.graph.policy_id(policy)
+        return self._policy_ids[key]
+
+    def _bulk(self, send: Any, user_ids: Sequence[str], result: BulkResult) -> None:
+        result.write_requests += 1
+        try:
+            send()
+        except (UnauthorizedError, ForbiddenError):
+            raise  # every other chunk would fail the same way: say it once
+        except ApiError as exc:
+            result.failures.extend(UserFailure(uid, str(exc)) for uid in user_ids)
+        else:
+            result.succeeded += len(user_ids)
+
+    def _per_user(
+        self, assignments: list[tuple[str, str | None]], result: BulkResult
+    ) -> BulkResult:
+        # No bulk endpoint in this cloud: one PATCH per user, a few at a time.
+        def grant(item: tuple[str, str | None]) -> UserFailure | None:
+            user_id, policy = item
+            try:
+                self.teams.grant_user(user_id, policy)
+            except (UnauthorizedError, ForbiddenError):
+                raise
+            except ApiError as exc:
+                return UserFailure(user_id, str(exc))
+            return None
+
+        outcomes = self.http.map_concurrent(grant, assignments)
+        result.write_requests += len(assignments)
+        failures = [f for f in outcomes if f is not None]
+        result.failures.extend(failures)
+        result.succeeded += len(assignments) - len(failures)
+        return result
+
+    # ------------------------------------------------------------------ other
+
+    def user_groups(self, user_id: str) -> list[Group]:
+        return self.graph.member_of(user_id)
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
