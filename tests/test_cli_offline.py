@@ -1,0 +1,127 @@
+"""The CLI against the example snapshot: commands, output and exit codes (no network)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bridge.cli import main
+
+ROOT = Path(__file__).parents[1]
+SNAP = str(ROOT / "examples" / "northwind-snapshot.json")
+DESIRED = str(ROOT / "examples" / "northwind.yaml")
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return int(info.value.code or 0), out, err
+
+
+def test_validate_ok_and_invalid(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "validate", DESIRED)
+    assert code == 0 and "is valid: 7 policies, 5 group assignments, 3 user assignments" in out
+    bad = str(ROOT / "tests" / "fixtures" / "invalid" / "unknown_setting.yaml")
+    code, _, err = run(capsys, "validate", bad)
+    assert code == 1
+    assert f"{bad}:3:5: error: unknown setting 'AllowGiphys'" in err
+
+
+def test_plan_text_shows_terraform_style(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--snapshot", SNAP, "plan", DESIRED)
+    assert code == 0
+    assert "~ policy 'Clinical' will be updated in place" in out
+    assert 'ReadReceiptsEnabledType: "UserPreference" -> "Everyone"' in out
+    assert "+ policy 'Emergency Department' will be created" in out
+    assert "- policy 'Old Pilot' will be deleted" in out
+    assert out.rstrip().endswith("Plan: 3 to add, 6 to change, 2 to destroy.")
+
+
+def test_plan_detailed_exitcode_and_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    saved = tmp_path / "plan.json"
+    code, out, err = run(capsys, "--snapshot", SNAP, "plan", DESIRED, "--format", "json",
+                         "--detailed-exitcode", "--out", str(saved))
+    assert code == 2
+    data = json.loads(out)
+    assert data["schema_version"] == 1
+    assert data["summary"] == {"add": 3, "change": 6, "destroy": 2}
+    assert data["state_checksum"] and data["desired_sha256"]
+    assert json.loads(saved.read_text()) == data
+    assert "apply --plan" in err
+
+
+def test_export_plans_to_no_changes(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    exported = tmp_path / "exported.yaml"
+    code, _, _ = run(capsys, "--snapshot", SNAP, "export", "--out", str(exported))
+    assert code == 0
+    text = exported.read_text()
+    assert "AllowProactiveSummaries" in text  # a setting the service returns is kept
+    code, out, _ = run(capsys, "--snapshot", SNAP, "plan", str(exported), "--detailed-exitcode")
+    assert code == 0, out
+    assert "No changes" in out
+
+
+def test_explain_direct_group_and_global(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--snapshot", SNAP, "explain", "dana.ruiz@northwind-health.org")
+    assert code == 0 and "Clinical  (from direct assignment)" in out
+    code, out, _ = run(capsys, "--snapshot", SNAP, "explain", "ben.hartley@northwind-health.org",
+                       "--format", "json")
+    data = json.loads(out)
+    assert (data["policy"], data["source"], data["group"], data["rank"]) == (
+        "Clinical", "group", "Physicians", 1)
+    code, out, _ = run(capsys, "--snapshot", SNAP, "explain", "rosa.delgado@northwind-health.org")
+    assert "Global  (from the Global policy)" in out
+    code, _, err = run(capsys, "--snapshot", SNAP, "explain", "nobody@northwind-health.org")
+    assert code == 1 and "no user 'nobody@northwind-health.org'" in err
+
+
+def test_usage_errors_exit_1_never_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "plan")
+    assert code == 1 and "Missing argument" in err
+    code, _, _ = run(capsys, "frobnicate")
+    assert code == 1
+    code, _, _ = run(capsys, "drift", DESIRED, "--format", "pdf")
+    assert code == 1
+
+
+def test_bad_snapshot_is_an_error_not_an_empty_tenant(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"format": "teams-bridge-snapshot", "version": 1, "policies": [')
+    code, _, err = run(capsys, "--snapshot", str(broken), "plan", DESIRED)
+    assert code == 1 and "invalid JSON" in err and str(broken) in err
+    code, _, err = run(capsys, "--snapshot", str(tmp_path / "missing.json"), "plan", DESIRED)
+    assert code == 1 and "cannot read snapshot" in err
+
+
+def test_apply_refuses_a_snapshot(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "--snapshot", SNAP, "apply", DESIRED, "--auto-approve")
+    assert code == 1 and "snapshot is read-only" in err
+
+
+def test_tenant_guard(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    other = tmp_path / "other.yaml"
+    other.write_text("tenant: 00000000-0000-0000-0000-000000000001\npolicies: {}\n")
+    code, _, err = run(capsys, "--snapshot", SNAP, "plan", str(other))
+    assert code == 1 and "the file is for tenant" in err
+
+
+def test_schema_lists_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "schema")
+    schema = json.loads(out)
+    policy = schema["properties"]["policies"]["additionalProperties"]
+    assert policy["properties"]["ReadReceiptsEnabledType"]["enum"] == [
+        "UserPreference", "Everyone", "None"]
+
+
+def test_snapshot_round_trip(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out_file = tmp_path / "again.json"
+    code, out, _ = run(capsys, "--snapshot", SNAP, "snapshot", "--out", str(out_file))
+    assert code == 0 and "written to" in out
+    code, a, _ = run(capsys, "--snapshot", SNAP, "plan", DESIRED, "--format", "json")
+    code, b, _ = run(capsys, "--snapshot", str(out_file), "plan", DESIRED, "--format", "json")
+    assert json.loads(a)["changes"] == json.loads(b)["changes"]

@@ -1,0 +1,164 @@
+"""The desired-state loader: one fixture per validation error, its message and position asserted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.desired import load_desired, parse_desired
+from bridge.errors import DesiredStateError
+
+INVALID = Path(__file__).parent / "fixtures" / "invalid"
+
+CASES = {
+    "unknown_setting": ("3:5", "unknown setting 'AllowGiphys' (did you mean 'AllowGiphy'?)"),
+    "wrong_type": ("3:28", "AllowPriorityMessages takes true or false, not 'sometimes'"),
+    "value_not_allowed": (
+        "3:30",
+        "'Always' is not allowed for ReadReceiptsEnabledType; allowed: UserPreference, "
+        "Everyone, None",
+    ),
+    "duplicate_key": ("4:5", "duplicate key 'AllowGiphy' (first written at line 3)"),
+    "case_duplicate_policy": ("4:3", "policy 'clinical' differs from 'Clinical' only in case"),
+    "undeclared_policy": ("6:15", "names policy 'Surgery', which is neither declared"),
+    "global_absent": ("3:13", "Global cannot be deleted"),
+    "duplicate_user": ("7:13", "user 'Amara.Okafor@northwind-health.org' is listed twice"),
+    "duplicate_group": ("8:14", "group 'physicians' is assigned twice (also at line 5)"),
+    "zero_rank": ("7:13", "rank of group 'Physicians' must be a whole number from 1"),
+    "negative_rank": ("7:13", "not -2"),
+    "unsafe_tag": ("3:18", "YAML tag 'tag:yaml.org,2002:python/object/apply:os.system' is refused"),
+    "known_setting_in_extra": ("4:7", "'AllowGiphy' is a known setting (AllowGiphy)"),
+    "absent_with_settings": ("3:5", "marked 'ensure: absent' and also lists settings"),
+    "user_global": ("5:15", "Global cannot be assigned directly"),
+    "bad_yaml": ("4:1", "not valid YAML"),
+    "unknown_top_key": ("1:1", "unknown key 'policy' in the top level (did you mean 'policies'?)"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_each_invalid_fixture_names_file_line_and_fix(name: str) -> None:
+    path = INVALID / f"{name}.yaml"
+    where, message = CASES[name]
+    with pytest.raises(DesiredStateError) as info:
+        load_desired(path)
+    text = str(info.value)
+    assert f"{path}:{where}: error: " in text, text
+    assert message in text, text
+
+
+def test_every_fixture_has_a_case() -> None:
+    assert {p.stem for p in INVALID.glob("*.yaml")} == set(CASES)
+
+
+def test_all_problems_are_reported_in_one_run() -> None:
+    text = """\
+policies:
+  Clinical:
+    AllowGiphys: false
+    ReadReceiptsEnabledType: Always
+assignments:
+  groups:
+    - group: A
+      policy: Nope
+      rank: 0
+"""
+    with pytest.raises(DesiredStateError) as info:
+        parse_desired(text, "f.yaml")
+    assert len([p for p in info.value.problems if p.severity == "error"]) == 3
+    assert "3 error(s)" in str(info.value)
+
+
+def test_enums_are_normalised_to_the_service_casing_and_b2b_accepts_enabled() -> None:
+    state = parse_desired(
+        """\
+policies:
+  Tag:Clinical:
+    GiphyRatingType: NORESTRICTION
+    ReadReceiptsEnabledType: everyone
+    UseB2BInvitesToAddExternalUsers: Disabled
+  Other:
+    UseB2BInvitesToAddExternalUsers: true
+""",
+        "f.yaml",
+    )
+    clinical = state.policy("clinical")
+    assert clinical is not None
+    assert clinical.name == "Clinical"
+    assert dict(clinical.settings) == {
+        "GiphyRatingType": "NoRestriction",
+        "ReadReceiptsEnabledType": "Everyone",
+        "UseB2BInvitesToAddExternalUsers": False,
+    }
+    assert any("Tag: prefix is a wire detail" in n for n in state.notes)
+
+
+def test_extra_settings_are_kept_with_a_note() -> None:
+    state = parse_desired(
+        "policies:\n  Clinical:\n    extra:\n      AllowBrandNewThing: true\n", "f.yaml"
+    )
+    policy = state.policy("Clinical")
+    assert policy is not None and policy.settings == {"AllowBrandNewThing": True}
+    assert any("not in teams-bridge's catalogue" in n for n in state.notes)
+
+
+def test_ranks_default_to_list_order_and_users_can_be_removed() -> None:
+    state = parse_desired(
+        """\
+policies:
+  A: {}
+  B: {}
+assignments:
+  groups:
+    - {group: G1, policy: A}
+    - {group: G2, policy: b}
+  users:
+    - {user: u@x.org, ensure: absent}
+""",
+        "f.yaml",
+    )
+    assert [(g.group, g.policy, g.rank) for g in state.group_assignments] == [
+        ("G1", "A", 1),
+        ("G2", "B", 2),
+    ]
+    assert state.user_assignments[0].absent and state.user_assignments[0].policy is None
+
+
+def test_json_is_accepted() -> None:
+    state = parse_desired('{"policies": {"Global": {"AllowPriorityMessages": true}}}', "f.json")
+    assert state.policy("global") is not None
+
+
+def test_safety_and_rules_blocks() -> None:
+    state = parse_desired(
+        """\
+safety:
+  max_policy_deletes: 0
+  max_user_change_share: 25%
+rules:
+  no-priority-anywhere: false
+  clinical_policies: [Tag:Clinical]
+""",
+        "f.yaml",
+    )
+    assert state.safety.max_policy_deletes == 0
+    assert state.safety.max_user_change_share == 0.25
+    assert not state.rules.is_enabled("no-priority-anywhere")
+    assert state.rules.is_enabled("clinical-priority")
+    assert state.rules.clinical_policies == ("Clinical",)
+
+
+def test_unknown_rule_is_an_error() -> None:
+    with pytest.raises(DesiredStateError, match="unknown rule 'no-priority'"):
+        parse_desired("rules:\n  no-priority: false\n", "f.yaml")
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DesiredStateError, match="cannot read the file"):
+        load_desired(tmp_path / "nope.yaml")
+
+
+def test_example_file_is_valid() -> None:
+    state = load_desired(Path(__file__).parents[1] / "examples" / "northwind.yaml")
+    assert state.tenant == "3f1c2b7e-8a4d-4e6f-9b21-5d7c0a9e4b12"
+    assert len(state.policies) == 7

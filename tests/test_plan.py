@@ -1,0 +1,229 @@
+"""diff() and Plan: identities, ranks, ordering, deletion safety, and the round trip property."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bridge.errors import PlanError
+from bridge.export import export_yaml
+from bridge.desired import parse_desired
+from bridge.plan import (
+    CreatePolicy,
+    DeletePolicy,
+    Plan,
+    RemoveGroupAssignment,
+    SetGroupAssignment,
+    SetUserAssignment,
+    UpdatePolicy,
+    diff,
+    simulate,
+    state_checksum,
+)
+from bridge.state import Policy, Prune, TenantState
+
+from factories import desired, gid, tenant, uid
+
+
+def test_enum_case_and_tag_prefix_are_not_drift() -> None:
+    current = tenant({"Tag:Clinical": {"GiphyRatingType": "Strict", "Key": {"x": 1}}})
+    want = desired({"clinical": {"GiphyRatingType": "STRICT"}})
+    assert not diff(current, want)
+
+
+def test_only_named_settings_are_managed() -> None:
+    current = tenant({"Clinical": {"AllowGiphy": True, "AllowMemes": True}})
+    plan = diff(current, desired({"Clinical": {"AllowGiphy": False}}))
+    (change,) = plan.changes
+    assert isinstance(change, UpdatePolicy)
+    assert dict(change.changes) == {"AllowGiphy": (True, False)}
+
+
+def test_ranks_compare_by_relative_order() -> None:
+    current = tenant({"A": {}, "B": {}, "C": {}}, groups=[(1, "A"), (2, "B"), (3, "C")])
+    want = desired(
+        {"A": {}, "B": {}, "C": {}},
+        groups=[("Group 1", "A", 1), ("Group 2", "B", 5), ("Group 3", "C", 10)],
+    )
+    assert not diff(current, want)
+
+
+def test_reordering_moves_the_fewest_groups_and_converges() -> None:
+    current = tenant({"A": {}, "B": {}, "C": {}}, groups=[(1, "A"), (2, "B"), (3, "C")])
+    want = desired(
+        {"A": {}, "B": {}, "C": {}},
+        groups=[("Group 3", "C", 1), ("Group 1", "A", 2), ("Group 2", "B", 3)],
+    )
+    plan = diff(current, want)
+    assert [type(c) for c in plan.changes] == [SetGroupAssignment]
+    assert plan.changes[0].rank == 1  # type: ignore[attr-defined]
+    assert not diff(simulate(current, plan), want)
+
+
+def test_undeclared_assignments_keep_their_place_and_order_still_converges() -> None:
+    # An undeclared group at rank 1: a static "rank = position in the file" would misplace A.
+    current = tenant(
+        {"A": {}, "B": {}, "C": {}, "U": {}},
+        groups=[(9, "U"), (1, "A"), (2, "B"), (3, "C")],
+    )
+    want = desired(
+        {"A": {}, "B": {}, "C": {}},
+        groups=[("Group 2", "B", 1), ("Group 3", "C", 2), ("Group 1", "A", 3)],
+    )
+    plan = diff(current, want)
+    after = simulate(current, plan)
+    assert [g.group_id for g in after.ranked_groups()] == [gid(9), gid(2), gid(3), gid(1)]
+    assert not diff(after, want)
+
+
+def test_policies_are_created_before_assignment_and_deleted_after_removal() -> None:
+    current = tenant({"Old": {}}, groups=[(1, "Old")], users={1: "Old"})
+    want = desired(
+        {"New": {"AllowGiphy": False}, "Old": None},
+        groups=[("Group 1", "New", 1)],
+        users=[("user1@northwind-health.org", None)],
+    )
+    plan = diff(current, want)
+    kinds = [c.kind for c in plan.changes]
+    assert kinds == [
+        "create_policy",
+        "set_group_assignment",
+        "remove_user_assignment",
+        "delete_policy",
+    ]
+    assert not diff(simulate(current, plan), want)
+
+
+def test_deleting_a_policy_still_assigned_is_a_plan_error_naming_them() -> None:
+    current = tenant({"Old": {}}, groups=[(4, "Old")], users={2: "Old"})
+    with pytest.raises(PlanError) as info:
+        diff(current, desired({"Old": None}))
+    text = str(info.value)
+    assert "group Group 4 is still assigned to it" in text
+    assert "user2@northwind-health.org" in text
+
+
+def test_prune_never_touches_global_or_builtins() -> None:
+    current = tenant({"Default": {}, "EduStudent": {}, "Stray": {}})
+    plan = diff(current, desired({}, prune=Prune(policies=True)))
+    assert [(c.kind, c.name) for c in plan.changes] == [("delete_policy", "Stray")]  # type: ignore[attr-defined]
+
+
+def test_unknown_and_ambiguous_groups_list_candidates() -> None:
+    current = tenant({"A": {}})
+    from bridge.state import Group
+
+    current.directory.add_group(Group("dup-1", "Volunteers"))
+    current.directory.add_group(Group("dup-2", "Volunteers"))
+    want = desired({"A": {}}, groups=[("Volunteers", "A", 1), ("Nobody", "A", 2)])
+    with pytest.raises(PlanError) as info:
+        diff(current, want)
+    text = str(info.value)
+    assert "group name 'Volunteers' matches 2 groups: Volunteers (dup-1), Volunteers (dup-2)" in text
+    assert "no group named or with id 'Nobody'" in text
+
+
+def test_unknown_users_fail_the_plan() -> None:
+    with pytest.raises(PlanError, match="1 user\\(s\\) not found in the tenant: ghost@x.org"):
+        diff(tenant({"A": {}}), desired({"A": {}}, users=[("ghost@x.org", "A")]))
+
+
+def test_user_changes_and_summary() -> None:
+    current = tenant({"A": {}, "B": {}}, users={1: "A"})
+    plan = diff(current, desired({"A": {}, "B": {}}, users=[
+        ("user1@northwind-health.org", "b"), (uid(2), "A")]))
+    assert [type(c) for c in plan.changes] == [SetUserAssignment, SetUserAssignment]
+    assert plan.summary == {"add": 1, "change": 1, "destroy": 0}
+    assert plan.changes[0].policy == "B"  # type: ignore[attr-defined]
+
+
+def test_plan_data_round_trips() -> None:
+    current = tenant({"Old": {}, "A": {"AllowGiphy": True}}, groups=[(1, "A"), (2, "Old")])
+    want = desired({"A": {"AllowGiphy": False}, "N": {"AllowMemes": False}, "Old": None},
+                   groups=[("Group 1", "A", 1), ("Group 2", "N", 2)])
+    plan = diff(current, want)
+    again = Plan.from_data(plan.data)
+    assert again.data == plan.data
+    assert {type(c) for c in again.changes} >= {CreatePolicy, UpdatePolicy, DeletePolicy}
+
+
+def test_checksum_follows_the_state() -> None:
+    a = tenant({"A": {"AllowGiphy": True}})
+    b = tenant({"A": {"AllowGiphy": False}})
+    assert state_checksum(a) == state_checksum(tenant({"A": {"AllowGiphy": True}}))
+    assert state_checksum(a) != state_checksum(b)
+
+
+def test_group_removal_on_prune() -> None:
+    current = tenant({"A": {}}, groups=[(1, "A"), (2, "A")])
+    plan = diff(current, desired({"A": {}}, groups=[("Group 1", "A", 1)],
+                                 prune=Prune(group_assignments=True)))
+    assert [type(c) for c in plan.changes] == [RemoveGroupAssignment]
+
+
+# --------------------------------------------------------------------------- properties
+
+NAMES = ["Clinical", "Nursing", "Kitchen", "Support", "Pilot"]
+VALUES = st.fixed_dictionaries(
+    {},
+    optional={
+        "AllowGiphy": st.booleans(),
+        "AllowPriorityMessages": st.booleans(),
+        "ReadReceiptsEnabledType": st.sampled_from(["Everyone", "None", "UserPreference"]),
+    },
+)
+
+
+@st.composite
+def states(draw: st.DrawFn) -> tuple[TenantState, object]:
+    cur_names = draw(st.lists(st.sampled_from(NAMES), unique=True))
+    cur_policies = {n: draw(VALUES) for n in cur_names}
+    cur_groups = draw(st.lists(st.integers(0, 7), unique=True, max_size=6))
+    cur = tenant(
+        cur_policies,
+        groups=[(g, draw(st.sampled_from(cur_names))) for g in cur_groups] if cur_names else [],
+        users={u: draw(st.sampled_from(cur_names)) for u in
+               draw(st.lists(st.integers(0, 9), unique=True, max_size=5))} if cur_names else {},
+    )
+    want_names = draw(st.lists(st.sampled_from(NAMES), unique=True, min_size=1))
+    want_policies: dict[str, dict | None] = {n: draw(VALUES) for n in want_names}
+    want_groups = draw(st.lists(st.integers(0, 7), unique=True, max_size=6))
+    ranks = draw(st.lists(st.integers(1, 20), min_size=len(want_groups),
+                          max_size=len(want_groups)))
+    groups = [(f"Group {g}", draw(st.sampled_from(want_names)), r)
+              for g, r in zip(want_groups, ranks)]
+    users = [(f"user{u}@northwind-health.org", draw(st.sampled_from([*want_names, None])))
+             for u in draw(st.lists(st.integers(0, 9), unique=True, max_size=6))]
+    prune = Prune(
+        policies=draw(st.booleans()),
+        group_assignments=draw(st.booleans()),
+        user_assignments=draw(st.booleans()),
+    )
+    # Only prune what is consistent: policies still assigned cannot be deleted (a plan error).
+    return cur, desired(want_policies, groups, users, prune)
+
+
+@settings(max_examples=300, deadline=None)
+@given(states())
+def test_applying_the_plan_converges(pair: tuple[TenantState, object]) -> None:
+    current, want = pair
+    try:
+        plan = diff(current, want)  # type: ignore[arg-type]
+    except PlanError as exc:
+        assert "still" in str(exc)  # only deletions blocked by assignments may refuse
+        return
+    after = simulate(current, plan)
+    assert not diff(after, want).changes  # type: ignore[arg-type]
+
+
+@settings(max_examples=100, deadline=None)
+@given(states())
+def test_export_of_a_state_plans_to_nothing(pair: tuple[TenantState, object]) -> None:
+    current, _ = pair
+    exported = parse_desired(export_yaml(current), "export.yaml")
+    assert not diff(current, exported).changes
+
+
+def test_policy_raw_is_not_compared() -> None:
+    assert Policy("A", {"x": 1}, raw={"Identity": "Tag:A"}) == Policy("A", {"x": 1})
