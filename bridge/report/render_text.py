@@ -135,10 +135,10 @@ def render_text(
     if report.resolved:
         add("")
         add(c("1", "Resolved since the previous run"))
-        for r in report.resolved:
-            seen, gone = utc(r.first_seen), utc(r.resolved_at)
+        for done in report.resolved:
+            seen, gone = utc(done.first_seen), utc(done.resolved_at)
             add(
-                f"  {c('32', 'v')} {printable(r.key)}  (first seen {seen:%Y-%m-%d %H:%M}Z, "
+                f"  {c('32', 'v')} {printable(done.key)}  (first seen {seen:%Y-%m-%d %H:%M}Z, "
                 f"resolved {gone:%Y-%m-%d %H:%M}Z)"
             )
 

@@ -153,7 +153,6 @@ def read_receipts_group_size(ctx: RuleContext) -> list[Finding]:
             "in larger group chats and in channels a sender cannot see who read a message. "
             "Urgent clinical messages to a larger group need another way to confirm receipt "
             "(priority notifications, or a 1:1 follow-up).",
-            tuple(enabled),
         )
     ]
 

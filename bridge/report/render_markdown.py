@@ -1,0 +1,85 @@
+"""The drift report as Markdown for a pull-request comment or a pipeline summary: the verdict,
+one table of what differs, the findings. Short by design; the HTML report has the detail."""
+
+from __future__ import annotations
+
+from .model import DriftReport, format_value, utc
+
+DEFAULT_MAX_ITEMS = 30
+
+
+def md(text: object) -> str:
+    """``text`` safe inside a Markdown table cell: no HTML, no cell breaks, no code spans."""
+    out = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    out = out.replace("|", "\\|").replace("`", "\\`").replace("*", "\\*").replace("_", "\\_")
+    return " ".join(out.split())
+
+
+def render_markdown(report: DriftReport, *, max_items: int = DEFAULT_MAX_ITEMS) -> str:
+    s = report.summary()
+    lines: list[str] = []
+    add = lines.append
+    verdict = "✅ In sync" if report.in_sync else "❌ Drift detected"
+    add(f"### Teams messaging policies: {verdict}")
+    add("")
+    add(
+        f"Tenant `{md(report.tenant_id or 'unknown')}` · "
+        f"{utc(report.generated_at):%Y-%m-%d %H:%M} UTC · desired `{md(report.desired_path)}` "
+        f"(sha256 `{report.desired_sha256[:12] or '-'}`) · teams-bridge {md(report.tool_version)}"
+    )
+    add("")
+    add("| | Not in sync | Drifted | Missing | Not wanted | In sync |")
+    add("|---|---:|---:|---:|---:|---:|")
+    for label, key in (
+        ("Policies", "policies"),
+        ("Group assignments", "group_assignments"),
+        ("User assignments", "user_assignments"),
+    ):
+        c = s[key]
+        off = c["drifted"] + c["missing"] + c["extra"]
+        add(
+            f"| {label} | **{off}** | {c['drifted']} | {c['missing']} | {c['extra']} | "
+            f"{c['in_sync']} |"
+        )
+    f = s["findings"]
+    add("")
+    add(f"Rule findings: **{f['error']}** error, **{f['warning']}** warning, {f['info']} info.")
+
+    items = report.drift_items()
+    objects = [i for i in items if i.kind != "rule"]
+    if objects:
+        add("")
+        add("| Object | Setting / status | Expected | Actual | First seen |")
+        add("|---|---|---|---|---|")
+        for i in objects[:max_items]:
+            t = report.first_seen.get(i.key)
+            add(
+                f"| {md(i.object)} | {md(i.setting or i.status)} | {md(_short(i.expected))} | "
+                f"{md(_short(i.actual))} | {f'{utc(t):%Y-%m-%d}' if t else ''} |"
+            )
+        if len(objects) > max_items:
+            add(f"| ... and {len(objects) - max_items} more | | | | |")
+
+    if report.findings:
+        add("")
+        add("| Severity | Rule | Finding | Policies |")
+        add("|---|---|---|---|")
+        for finding in report.findings:
+            add(
+                f"| {finding.severity} | `{finding.rule_id}` | {md(finding.title)} | "
+                f"{md(', '.join(finding.policies))} |"
+            )
+    if report.resolved:
+        add("")
+        add(f"Resolved since the previous run: {len(report.resolved)} item(s).")
+    add("")
+    return "\n".join(lines)
+
+
+def _short(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return f"{value.get('policy')} (rank {value.get('rank')})"
+    text = format_value(value)
+    return text if len(text) <= 80 else text[:77] + "..."
