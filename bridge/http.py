@@ -97,6 +97,8 @@ class HttpOptions:
 
 
 def api_name(resource: str | None) -> str:
+    if resource is None:
+        return "endpoint"  # no token: a webhook or another unauthenticated URL
     return "Teams admin API" if resource == TEAMS_RESOURCE else "Graph"
 
 
@@ -174,8 +176,11 @@ class HttpClient:
         *,
         sleep: Callable[[float], None] = time.sleep,
         session: requests.Session | None = None,
+        hide_paths: bool = False,
     ):
         self.token_provider = token_provider
+        # Webhook URLs carry their secret in the path: log and count them by host only.
+        self._hide_paths = hide_paths
         self.options = (
             HttpOptions.from_settings(options) if isinstance(options, Settings) else options
         )
@@ -190,6 +195,21 @@ class HttpClient:
         self._routes: Counter[str] = Counter()
         self._totals: Counter[str] = Counter()
         self._tokens: set[str] = set()
+
+    @classmethod
+    def for_webhooks(cls, settings: Settings | None) -> HttpClient:
+        """A client without credentials (no ``Authorization`` header) for posting to webhooks;
+        URL paths are never logged or put in errors."""
+        options = HttpOptions.from_settings(settings) if settings else HttpOptions()
+        return cls(None, options, hide_paths=True)
+
+    def _safe_url(self, url: str) -> str:
+        return f"{urlsplit(url).scheme}://{urlsplit(url).netloc}/..." if self._hide_paths else url
+
+    def _route(self, url: str) -> str:
+        if self._hide_paths:
+            return f"{urlsplit(url).netloc}/..."
+        return route_of(url)
 
     # ------------------------------------------------------------------ public surface
 
@@ -207,7 +227,7 @@ class HttpClient:
         """Send with retries; return the response if its status is ``expected``, else raise the
         typed error for its status (after retries for 429 and 5xx)."""
         method = method.upper()
-        route = f"{method} {route_of(url)}"
+        route = f"{method} {self._route(url)}"
         correlation_id = str(uuid.uuid4())
         attempts = {"n": 0}
 
@@ -238,23 +258,25 @@ class HttpClient:
         try:
             response: requests.Response = retrying(attempt)
         except requests.exceptions.SSLError as exc:
+            reason = type(exc).__name__ if self._hide_paths else str(exc)
             raise ServerError(
                 self.redact(
-                    f"TLS failure talking to {api_name(resource)} ({route}): {exc}; if the "
+                    f"TLS failure talking to {api_name(resource)} ({route}): {reason}; if the "
                     "server uses a private CA, set REQUESTS_CA_BUNDLE to that CA's certificate"
                 ),
                 correlation_id=correlation_id,
-                url=url,
+                url=self._safe_url(url),
             ) from None
         except requests.RequestException as exc:
+            reason = type(exc).__name__ if self._hide_paths else f"{type(exc).__name__}: {exc}"
             raise ServerError(
                 self.redact(
                     f"could not reach {api_name(resource)} ({route}) after {attempts['n']} "
-                    f"attempt(s): {type(exc).__name__}: {exc}; check the network, proxy and "
+                    f"attempt(s): {reason}; check the network, proxy and "
                     "BRIDGE_TIMEOUT_CONNECT/BRIDGE_TIMEOUT_READ"
                 ),
                 correlation_id=correlation_id,
-                url=url,
+                url=self._safe_url(url),
             ) from None
         if response.status_code in tuple(expected):
             return response
@@ -290,7 +312,7 @@ class HttpClient:
         try:
             return response.json()
         except ValueError:
-            route = f"{response.request.method} {route_of(response.url)}"
+            route = f"{response.request.method} {self._route(response.url)}"
             snippet = " ".join(response.text.split())[:120]
             raise InvalidResponseError(
                 self.redact(
@@ -299,7 +321,7 @@ class HttpClient:
                 ),
                 status=response.status_code,
                 correlation_id=response.request.headers.get("x-ms-correlation-id"),
-                url=response.url,
+                url=self._safe_url(response.url),
             ) from None
 
     def paged(
@@ -322,7 +344,7 @@ class HttpClient:
             items = page.get(items_key) if isinstance(page, dict) else None
             if not isinstance(items, list):
                 raise InvalidResponseError(
-                    f"{api_name(resource)} page from GET {route_of(next_url)} has no "
+                    f"{api_name(resource)} page from GET {self._route(next_url)} has no "
                     f"{items_key!r} list",
                     url=next_url,
                 )
@@ -396,7 +418,7 @@ class HttpClient:
     ) -> ApiError:
         """The typed error for a failed answer (also used for ``$batch`` inner responses)."""
         api = api_name(resource)
-        route = f"{method} {route_of(url)}"
+        route = f"{method} {self._route(url)}"
         said = service_message(payload, text)
         said = f" (the service said: {said})" if said else ""
         if status == 401:
@@ -431,7 +453,7 @@ class HttpClient:
             cls: type[ApiError] = ServerError
         else:
             cls = _ERRORS.get(status, ApiError)
-        return cls(message, status=status, correlation_id=correlation_id, url=url)
+        return cls(message, status=status, correlation_id=correlation_id, url=self._safe_url(url))
 
     def _credential(self) -> str:
         describe = getattr(self.token_provider, "describe", None)
