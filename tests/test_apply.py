@@ -1,0 +1,654 @@
+"""apply: order, bulk, stop-and-report, converging re-runs, verification, journal. Runs against
+``MemoryBackend`` and hand-written fakes wrapping it; time is injected, nothing really waits."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+
+import pytest
+
+from bridge.apply import ApplyFailed, apply_plan, check_fresh, describe
+from bridge.backends.base import BulkResult, UserFailure, Wanted
+from bridge.backends.snapshot import MemoryBackend
+from bridge.errors import ApplyError, ServerError, StalePlanError, TenantMismatchError
+from bridge.journal import Journal
+from bridge.plan import Plan, SetUserAssignment, UpdatePolicy, diff, state_checksum
+from bridge.state import (
+    DesiredGroupAssignment,
+    DesiredPolicy,
+    DesiredState,
+    DesiredUserAssignment,
+    Directory,
+    Group,
+    GroupAssignment,
+    Policy,
+    TenantState,
+    User,
+    UserAssignment,
+)
+
+TENANT = "7d3c5e2a-0000-4000-8000-000000000001"
+ALL = Wanted()
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def hospital() -> TenantState:
+    d = Directory()
+    for i in range(1, 7):
+        d.add_user(User(f"u{i}", f"user{i}@contoso.org"))
+    d.add_group(Group("g-clin", "Clinicians", ("u4", "u5")))
+    d.add_group(Group("g-fac", "Facilities", ("u6",)))
+    d.add_group(Group("g-pilot", "Pilots", ()))
+    d.add_group(Group("g-icu", "ICU", ()))
+    return TenantState.build(
+        TENANT,
+        [
+            Policy("Global", {"AllowGiphy": True, "AllowPriorityMessages": True}),
+            Policy("Clinical", {"Description": "Doctors", "AllowPriorityMessages": True}),
+            Policy("Kitchen", {"AllowPriorityMessages": True}),
+            Policy("Old Pilot", {"AllowGiphy": True}),
+        ],
+        [
+            GroupAssignment("g-clin", "Clinical", 1, "Clinicians"),
+            GroupAssignment("g-fac", "Kitchen", 2, "Facilities"),
+            GroupAssignment("g-pilot", "Old Pilot", 3, "Pilots"),
+        ],
+        [
+            UserAssignment("u1", "Old Pilot", "user1@contoso.org"),
+            UserAssignment("u2", "Kitchen", "user2@contoso.org"),
+        ],
+        d,
+    )
+
+
+def desired() -> DesiredState:
+    return DesiredState(
+        policies={
+            p.key: p
+            for p in [
+                DesiredPolicy("Global", {"AllowGiphy": False}),
+                DesiredPolicy("Clinical", {"Description": "Doctors and nurses"}),
+                DesiredPolicy(
+                    "Support Staff", {"AllowPriorityMessages": True, "AllowGiphy": False}
+                ),
+                DesiredPolicy("Old Pilot", {}, absent=True),
+            ]
+        },
+        group_assignments=[
+            DesiredGroupAssignment("Clinicians", "Clinical", 1),
+            DesiredGroupAssignment("Facilities", "Support Staff", 2),
+            DesiredGroupAssignment("ICU", "Clinical", 3),
+            DesiredGroupAssignment("Pilots", "Old Pilot", 4, absent=True),
+        ],
+        user_assignments=[
+            DesiredUserAssignment("user1@contoso.org", "Support Staff"),
+            DesiredUserAssignment("user3@contoso.org", "Clinical"),
+            DesiredUserAssignment("user2@contoso.org", None, absent=True),
+        ],
+    )
+
+
+# Every kind of change, and the writes a clean run sends for it, in order.
+EXPECTED_WRITES = [
+    ("update_policy", ("Global", {"AllowGiphy": False})),
+    ("update_policy", ("Clinical", {"Description": "Doctors and nurses"})),
+    ("create_policy", ("Support Staff", {"AllowPriorityMessages": True, "AllowGiphy": False})),
+    ("remove_group_assignment", ("g-fac",)),  # replacement: remove, then add at once
+    ("add_group_assignment", ("g-fac", "Support Staff", 2)),
+    ("add_group_assignment", ("g-icu", "Clinical", 3)),
+    ("assign_users", ((("u1", "Support Staff"), ("u3", "Clinical")),)),
+    ("unassign_users", (("u2",),)),
+    ("remove_group_assignment", ("g-pilot",)),
+    ("delete_policy", ("Old Pilot",)),
+]
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds >= 0
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+class Wrapper:
+    """Delegates to a MemoryBackend; subclasses intercept writes through ``_call``."""
+
+    name = "fake"
+
+    def __init__(self, inner: MemoryBackend) -> None:
+        self.inner = inner
+
+    def _call(self, op, fn, *args):
+        return fn(*args)
+
+    def read(self, wanted=ALL):
+        return self.inner.read(wanted)
+
+    def create_policy(self, name, settings):
+        return self._call("create_policy", self.inner.create_policy, name, settings)
+
+    def update_policy(self, name, settings):
+        return self._call("update_policy", self.inner.update_policy, name, settings)
+
+    def delete_policy(self, name):
+        return self._call("delete_policy", self.inner.delete_policy, name)
+
+    def add_group_assignment(self, group_id, policy, rank):
+        return self._call(
+            "add_group_assignment", self.inner.add_group_assignment, group_id, policy, rank
+        )
+
+    def remove_group_assignment(self, group_id):
+        return self._call("remove_group_assignment", self.inner.remove_group_assignment, group_id)
+
+    def assign_users(self, assignments):
+        return self._call("assign_users", self.inner.assign_users, assignments)
+
+    def unassign_users(self, user_ids):
+        return self._call("unassign_users", self.inner.unassign_users, user_ids)
+
+    def user_groups(self, user_id):
+        return self.inner.user_groups(user_id)
+
+    def close(self):
+        return None
+
+
+class FaultyBackend(Wrapper):
+    """Raises ServerError on the ``fail_at``-th write (1-based): before the service acts on it,
+    or after (the write happened but its answer was lost)."""
+
+    def __init__(self, inner, fail_at: int, *, after: bool = False) -> None:
+        super().__init__(inner)
+        self.fail_at = fail_at
+        self.after = after
+        self.calls = 0
+
+    def _call(self, op, fn, *args):
+        self.calls += 1
+        if self.calls != self.fail_at:
+            return fn(*args)
+        if self.after:
+            fn(*args)
+        raise ServerError(f"503 from Teams admin API on {op}", status=503, correlation_id="corr-9")
+
+
+class PartialBulkBackend(Wrapper):
+    """Bulk assigns that refuse some users, as the batch operations report them."""
+
+    def __init__(self, inner, refuse: set[str]) -> None:
+        super().__init__(inner)
+        self.refuse = refuse
+
+    def assign_users(self, assignments):
+        ok = [(u, p) for u, p in assignments if u not in self.refuse]
+        self.inner.assign_users(ok)
+        return BulkResult(
+            requested=len(assignments),
+            succeeded=len(ok),
+            failures=[
+                UserFailure(u, "user is not licensed for Teams") for u in sorted(self.refuse)
+            ],
+            write_requests=1,
+        )
+
+
+class ChunkingBackend(Wrapper):
+    """Reports the requests a real backend would send: 1,000 users per request."""
+
+    def assign_users(self, assignments):
+        result = self.inner.assign_users(assignments)
+        result.write_requests = math.ceil(len(assignments) / 1000)
+        return result
+
+
+class DelayedBackend(Wrapper):
+    """Direct user grants show on reads only ``delay`` seconds after they were written (the
+    service's propagation delay); until then reads show the previous assignment."""
+
+    def __init__(self, inner, time: FakeTime, delay: float) -> None:
+        super().__init__(inner)
+        self.time = time
+        self.delay = delay
+        self.hidden: dict[str, tuple[float, UserAssignment | None]] = {}
+        self.reads = 0
+
+    def _hide(self, user_ids):
+        for uid in user_ids:
+            previous = self.inner.state.user_assignments.get(uid)
+            self.hidden[uid] = (self.time.now + self.delay, previous)
+
+    def assign_users(self, assignments):
+        self._hide([u for u, _ in assignments])
+        return self.inner.assign_users(assignments)
+
+    def unassign_users(self, user_ids):
+        self._hide(user_ids)
+        return self.inner.unassign_users(user_ids)
+
+    def read(self, wanted=ALL):
+        self.reads += 1
+        state = self.inner.read(wanted)
+        for uid, (visible_at, previous) in self.hidden.items():
+            if self.time.now < visible_at:
+                if previous is None:
+                    state.user_assignments.pop(uid, None)
+                else:
+                    state.user_assignments[uid] = previous
+        return state
+
+
+class StalePolicyBackend(Wrapper):
+    """Shows the policies as they were before the run for the first ``stale_reads`` reads."""
+
+    def __init__(self, inner, stale_reads: int) -> None:
+        super().__init__(inner)
+        self.before = dict(inner.state.policies)
+        self.stale_reads = stale_reads
+        self.reads = 0
+
+    def read(self, wanted=ALL):
+        self.reads += 1
+        state = self.inner.read(wanted)
+        if self.reads <= self.stale_reads:
+            state.policies = dict(self.before)
+        return state
+
+
+def run(plan, backend, current, *, time=None, journal=None, **kw):
+    time = time or FakeTime()
+    return apply_plan(
+        plan,
+        backend,
+        current,
+        journal=journal,
+        run_id="run-1",
+        sleep=time.sleep,
+        clock=time.clock,
+        **kw,
+    )
+
+
+def fresh():
+    mem = MemoryBackend(hospital())
+    current = mem.read()
+    return mem, current, diff(current, desired())
+
+
+# --------------------------------------------------------------------------- order and bulk
+
+
+def test_writes_in_safe_order_with_replacement_as_remove_then_add():
+    mem, current, plan = fresh()
+    assert [c.kind for c in plan.changes] == [
+        "update_policy",
+        "update_policy",
+        "create_policy",
+        "set_group_assignment",
+        "set_group_assignment",
+        "set_user_assignment",
+        "set_user_assignment",
+        "remove_user_assignment",
+        "remove_group_assignment",
+        "delete_policy",
+    ]
+    result = run(plan, mem, current)
+    assert mem.writes == EXPECTED_WRITES
+    assert result.ok and result.verified
+    assert len(result.applied) == len(plan) == result.total
+    assert result.pending == [] and result.failed == [] and result.not_attempted == []
+    assert result.write_requests == 10
+    assert not diff(mem.read(), desired())
+
+
+def test_hand_reordered_saved_plan_still_runs_in_safe_order():
+    mem, current, plan = fresh()
+    # Kinds reversed (deletes first), each kind's changes kept in their order.
+    edited = sorted(plan.changes, key=lambda c: -c.order)
+    shuffled = Plan(edited, plan.tenant_id, plan.state_checksum)
+    run(Plan.from_data(shuffled.data), mem, current)
+    assert mem.writes == EXPECTED_WRITES
+
+
+def test_twelve_thousand_users_in_one_bulk_call():
+    d = Directory()
+    users = [User(f"u{i:05}", f"user{i}@contoso.org") for i in range(12_000)]
+    for u in users:
+        d.add_user(u)
+    state = TenantState.build(TENANT, [Policy("Global", {}), Policy("Clinical", {})], (), (), d)
+    want = DesiredState(
+        policies={"clinical": DesiredPolicy("Clinical", {})},
+        user_assignments=[DesiredUserAssignment(u.upn, "Clinical") for u in users],
+    )
+    mem = MemoryBackend(state)
+    current = mem.read()
+    plan = diff(current, want)
+    assert len(plan) == 12_000
+    result = run(plan, ChunkingBackend(mem), current)
+    assert [op for op, _ in mem.writes] == ["assign_users"]
+    assert len(mem.writes[0][1][0]) == 12_000
+    assert result.write_requests == 12
+    assert len(result.applied) == 12_000
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_per_user_failures_named_by_upn_and_the_run_stops(tmp_path):
+    mem, current, plan = fresh()
+    journal_path = tmp_path / "j.jsonl"
+    with pytest.raises(ApplyError) as err:
+        run(plan, PartialBulkBackend(mem, {"u3"}), current, journal=Journal(journal_path))
+    result = err.value.result
+    assert str(err.value) == (
+        "6 of 10 changes applied; failed: assign user user3@contoso.org to Clinical "
+        "(user is not licensed for Teams); not attempted: 3; run apply again to converge"
+    )
+    assert [describe(c) for c in result.not_attempted] == [
+        "remove user user2@contoso.org's assignment to Kitchen",
+        "remove group Pilots's assignment to Old Pilot",
+        "delete policy Old Pilot",
+    ]
+    assert mem.writes[-1][0] == "assign_users"  # nothing after the failed step
+    entries = [json.loads(line) for line in journal_path.read_text().splitlines()]
+    by_user = {e["change"]["user"]: e["result"] for e in entries if e.get("change", {}).get("user")}
+    assert by_user == {"user1@contoso.org": "ok", "user3@contoso.org": "failed"}
+    assert entries[-1]["event"] == "run_finished" and entries[-1]["result"] == "failed"
+    assert entries[-1]["not_attempted"] == 3
+
+
+def count_writes(mem, op):
+    return Counter(args[0] for o, args in mem.writes if o == op)
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["lost-request", "lost-answer"])
+@pytest.mark.parametrize("fail_at", range(1, len(EXPECTED_WRITES) + 1))
+def test_fault_at_each_write_then_a_rerun_converges(fail_at, after, tmp_path):
+    mem, current, plan = fresh()
+    journal = Journal(tmp_path / "j.jsonl")
+    with pytest.raises(ApplyFailed) as err:
+        run(plan, FaultyBackend(mem, fail_at, after=after), current, journal=journal)
+    result = err.value.result
+    message = str(err.value)
+    assert "503 from Teams admin API" in message and "(correlation id corr-9)" in message
+    assert message.endswith("run apply again to converge")
+    assert len(result.done) + len(result.failed) + len(result.not_attempted) == len(plan)
+    assert result.failed[0].correlation_id == "corr-9"
+
+    again = mem.read()
+    second = run(diff(again, desired()), mem, again, journal=journal)
+    assert second.ok
+    assert not diff(mem.read(), desired())
+    # Nothing created twice, nothing deleted twice.
+    assert count_writes(mem, "create_policy") == {"Support Staff": 1}
+    assert count_writes(mem, "delete_policy") == {"Old Pilot": 1}
+    lines = [json.loads(line) for line in (tmp_path / "j.jsonl").read_text().splitlines()]
+    assert [e["result"] for e in lines if e["event"] == "run_finished"] == ["failed", "ok"]
+
+
+def test_replacement_whose_add_fails_says_the_group_has_none_now():
+    mem, current, plan = fresh()
+    with pytest.raises(ApplyFailed) as err:
+        run(plan, FaultyBackend(mem, 5), current)  # 4: remove g-fac, 5: add it back
+    assert "assign group Facilities to Support Staff (rank 2) (503 from Teams admin API" in str(
+        err.value
+    )
+    assert "its old assignment was removed, so the group has none now" in str(err.value)
+
+
+def test_bulk_call_that_raises_fails_every_user_in_it():
+    mem, current, plan = fresh()
+    with pytest.raises(ApplyFailed) as err:
+        run(plan, FaultyBackend(mem, 7), current)
+    result = err.value.result
+    assert [describe(f.change) for f in result.failed] == [
+        "assign user user1@contoso.org to Support Staff",
+        "assign user user3@contoso.org to Clinical",
+    ]
+    assert "assign 2 user(s): 503 from Teams admin API" in result.failed[0].error
+
+
+# --------------------------------------------------------------------------- freshness
+
+
+def test_stale_plan_refused_before_any_write():
+    mem, _, plan = fresh()
+    mem.update_policy("Kitchen", {"AllowGiphy": False})  # another admin, meanwhile
+    mem.writes.clear()
+    changed = mem.read()
+    with pytest.raises(
+        StalePlanError, match="the tenant changed since this plan was made: run plan again"
+    ):
+        check_fresh(plan, changed)
+    with pytest.raises(StalePlanError):
+        run(plan, mem, changed)
+    assert mem.writes == []
+
+
+def test_plan_for_another_tenant_refused():
+    mem, current, plan = fresh()
+    plan.tenant_id = "another-tenant"
+    with pytest.raises(TenantMismatchError, match="made for tenant another-tenant"):
+        run(plan, mem, current)
+    assert mem.writes == []
+
+
+def test_unchanged_tenant_is_fresh():
+    _, current, plan = fresh()
+    check_fresh(plan, current)
+
+
+# --------------------------------------------------------------------------- verification
+
+
+def user_plan():
+    mem = MemoryBackend(hospital())
+    current = mem.read()
+    want = DesiredState(user_assignments=[DesiredUserAssignment("user3@contoso.org", "Clinical")])
+    return mem, current, diff(current, want)
+
+
+def test_grants_that_show_within_the_timeout_are_applied():
+    mem, current, plan = user_plan()
+    t = FakeTime()
+    backend = DelayedBackend(mem, t, delay=12)
+    result = run(plan, backend, current, time=t, verify_timeout=60, poll_interval=5)
+    assert [describe(c) for c in result.applied] == ["assign user user3@contoso.org to Clinical"]
+    assert result.pending == []
+    assert t.sleeps == [5, 5, 5]  # read at 0, 5, 10 (hidden), 15 (shown)
+    assert backend.reads == 4
+    assert result.duration == 15
+
+
+def test_grants_not_visible_by_the_timeout_are_pending_with_the_wait(tmp_path):
+    mem, current, plan = user_plan()
+    t = FakeTime()
+    journal_path = tmp_path / "j.jsonl"
+    result = run(
+        plan,
+        DelayedBackend(mem, t, delay=600),
+        current,
+        time=t,
+        verify_timeout=60,
+        poll_interval=25,
+        journal=Journal(journal_path),
+    )
+    assert result.applied == [] and result.failed == []
+    (pending,) = result.pending
+    assert pending.waited == 60
+    assert str(pending) == (
+        "assign user user3@contoso.org to Clinical "
+        "(not visible after 60 s; it shows no direct assignment)"
+    )
+    assert t.sleeps == [25, 25, 10]  # the last poll lands on the timeout
+    assert result.outcome == "pending"
+    lines = result.summary_lines()
+    assert lines[0].startswith("Apply pending: 0 applied (verified), 1 pending, 0 failed")
+    assert "  pending: assign user user3@contoso.org to Clinical" in lines[1]
+    entries = [json.loads(line) for line in journal_path.read_text().splitlines()]
+    assert [(e["event"], e.get("result")) for e in entries] == [
+        ("run_started", None),
+        ("change", "started"),
+        ("change", "ok"),
+        ("change", "pending"),
+        ("run_finished", "pending"),
+    ]
+
+
+def test_policy_write_read_back_late_is_retried_then_applied():
+    mem, current, plan = fresh()
+    t = FakeTime()
+    backend = StalePolicyBackend(mem, stale_reads=2)
+    result = run(plan, backend, current, time=t, poll_interval=2)
+    assert result.ok and len(result.applied) == 10
+    assert backend.reads == 3
+
+
+def test_policy_that_never_reads_back_fails_after_a_few_reads():
+    mem, current, plan = fresh()
+    t = FakeTime()
+    backend = StalePolicyBackend(mem, stale_reads=99)
+    with pytest.raises(ApplyFailed) as err:
+        run(plan, backend, current, time=t, poll_interval=2)
+    assert backend.reads == 3
+    result = err.value.result
+    assert [describe(f.change) for f in result.failed] == [
+        "update policy Global",
+        "update policy Clinical",
+        "create policy Support Staff",
+        "delete policy Old Pilot",
+    ]
+    assert result.failed[0].error == (
+        "the service shows AllowGiphy = True in policy Global, expected False after 3 reads"
+    )
+    assert str(err.value).startswith("6 of 10 changes applied; failed: update policy Global")
+
+
+def test_verification_off_trusts_the_writes():
+    mem, current, plan = user_plan()
+    t = FakeTime()
+    backend = DelayedBackend(mem, t, delay=600)
+    result = run(plan, backend, current, time=t, verify=False)
+    assert backend.reads == 0 and not result.verified
+    assert len(result.applied) == 1
+    assert "applied (not verified)" in result.summary_lines()[0]
+
+
+def test_empty_plan_writes_and_reads_nothing(tmp_path):
+    mem = MemoryBackend(hospital())
+    current = mem.read()
+    backend = DelayedBackend(mem, FakeTime(), 0)
+    result = run(diff(current, DesiredState()), backend, current, journal=Journal(tmp_path / "j"))
+    assert result.ok and result.total == 0 and backend.reads == 0 and mem.writes == []
+
+
+# --------------------------------------------------------------------------- journal
+
+
+def test_journal_has_every_change_started_then_ok(tmp_path):
+    mem, current, plan = fresh()
+    path = tmp_path / "audit" / "j.jsonl"
+    run(plan, mem, current, journal=Journal(path))
+    entries = [json.loads(line) for line in path.read_text().splitlines()]
+    assert entries[0]["event"] == "run_started" and entries[0]["changes"] == 10
+    assert entries[0]["state_checksum"] == plan.state_checksum
+    assert entries[-1] == {
+        **entries[-1],
+        "event": "run_finished",
+        "result": "ok",
+        "applied": 10,
+        "failed": 0,
+        "pending": 0,
+        "not_attempted": 0,
+        "write_requests": 10,
+    }
+    changes = entries[1:-1]
+    assert all(e["run_id"] == "run-1" and e["tenant"] == TENANT for e in entries)
+    bulk_starts = [e for e in changes if e["change"].get("bulk")]
+    assert [(e["change"]["kind"], e["user_count"]) for e in bulk_starts] == [
+        ("set_user_assignment", 2),
+        ("remove_user_assignment", 1),
+    ]
+    singles = [e for e in changes if not e["change"].get("bulk")]
+    expected = []
+    for c in plan.changes:
+        if isinstance(c, SetUserAssignment) or c.kind == "remove_user_assignment":
+            expected.append((c.data(), "ok"))
+        else:
+            expected += [(c.data(), "started"), (c.data(), "ok")]
+    assert [(e["change"], e["result"]) for e in singles] == expected
+    text = path.read_text().casefold()
+    for word in ("secret", "token", "password", "assertion", "bearer", "eyj"):
+        assert word not in text
+
+
+def test_summary_lines_list_failures():
+    mem, current, _ = fresh()
+    plan = Plan(
+        [UpdatePolicy("Missing", {"AllowGiphy": (None, False)})], TENANT, state_checksum(current)
+    )
+    with pytest.raises(ApplyFailed) as err:
+        run(plan, mem, current)
+    lines = err.value.result.summary_lines()
+    assert lines[0].startswith("Apply failed: 0 applied (not verified), 0 pending, 1 failed")
+    assert lines[1] == "  failed: update policy Missing (policy Missing not found)"
+
+
+def test_long_failure_lists_are_capped_in_messages_not_in_the_result():
+    d = Directory()
+    for i in range(15):
+        d.add_user(User(f"u{i:02}", f"user{i}@contoso.org"))
+    mem = MemoryBackend(
+        TenantState.build(TENANT, [Policy("Global", {}), Policy("C", {})], (), (), d)
+    )
+    current = mem.read()
+    want = DesiredState(user_assignments=[DesiredUserAssignment(u, "C") for u in d.users])
+    with pytest.raises(ApplyFailed) as err:
+        run(diff(current, want), PartialBulkBackend(mem, set(d.users)), current)
+    assert len(err.value.result.failed) == 15
+    assert str(err.value).count("not licensed") == 10
+    assert "and 5 more (see the journal); not attempted: 0" in str(err.value)
+    lines = err.value.result.summary_lines()
+    assert len(lines) == 12 and lines[-1] == "  ... and 5 more failed (see the journal)"
+
+
+class FailingReadBackend(Wrapper):
+    def read(self, wanted=ALL):
+        raise ServerError("503 from Teams admin API on read", status=503)
+
+
+def test_verification_read_failure_is_reported_not_hidden(tmp_path):
+    mem, current, plan = user_plan()
+    path = tmp_path / "j.jsonl"
+    with pytest.raises(
+        ApplyFailed,
+        match=r"all 1 changes were accepted but reading the tenant "
+        r"back failed: 503 .*run plan to see where it stands",
+    ):
+        run(plan, FailingReadBackend(mem), current, journal=Journal(path))
+    assert json.loads(path.read_text().splitlines()[-1])["event"] == "run_finished"
+
+
+class BuggyBackend(Wrapper):
+    def create_policy(self, name, settings):
+        raise KeyError("bug")
+
+
+def test_unexpected_exception_closes_the_journal_and_propagates(tmp_path):
+    mem, current, plan = fresh()
+    path = tmp_path / "j.jsonl"
+    with pytest.raises(KeyError):
+        run(plan, BuggyBackend(mem), current, journal=Journal(path))
+    last = json.loads(path.read_text().splitlines()[-1])
+    assert last["event"] == "run_finished" and last["result"] == "interrupted"
+    assert last["applied"] == 2

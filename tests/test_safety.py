@@ -1,0 +1,230 @@
+"""Plan safety limits: each limit passes exactly at its value, refuses one past it, and --force
+lifts every refusal."""
+
+import pytest
+
+from bridge.errors import UnsafePlanError
+from bridge.plan import (
+    CreatePolicy,
+    DeletePolicy,
+    Plan,
+    RemoveGroupAssignment,
+    RemoveUserAssignment,
+    SetGroupAssignment,
+    SetUserAssignment,
+    UpdatePolicy,
+    policies_in_use,
+)
+from bridge.state import (
+    Directory,
+    Group,
+    GroupAssignment,
+    Policy,
+    SafetyLimits,
+    TenantState,
+    User,
+    UserAssignment,
+)
+
+LIMITS = SafetyLimits(max_policy_deletes=3, max_user_change_share=0.10)
+
+
+def tenant(n_policies=12, n_users=100, members=(), direct=()):
+    d = Directory()
+    for i in range(n_users):
+        d.add_user(User(f"u{i}", f"user{i}@contoso.org"))
+    d.add_group(Group("g-clin", "Clinicians", tuple(members)))
+    d.add_group(Group("g-unknown", "Unknown members", None))
+    policies = [Policy("Global", {})] + [Policy(f"P{i}", {}) for i in range(n_policies - 1)]
+    return TenantState.build(
+        "tenant-1",
+        policies,
+        [GroupAssignment("g-clin", "P0", 1, "Clinicians")],
+        [UserAssignment(uid, "P1") for uid in direct],
+        d,
+    )
+
+
+def assert_refused(plan, current, limits, message):
+    assert plan.unsafe_reasons(current, limits) == [message]
+    with pytest.raises(UnsafePlanError) as err:
+        plan.raise_if_unsafe(current, limits, force=False)
+    assert message in str(err.value)
+    assert "re-run with --force" in str(err.value)
+    plan.raise_if_unsafe(current, limits, force=True)
+
+
+def assert_allowed(plan, current, limits):
+    assert plan.unsafe_reasons(current, limits) == []
+    plan.raise_if_unsafe(current, limits, force=False)
+
+
+# ------------------------------------------------------------------ policy deletions
+
+
+def test_deletes_at_the_limit_pass():
+    assert_allowed(Plan([DeletePolicy(f"P{i}") for i in range(2, 5)]), tenant(), LIMITS)
+
+
+def test_deletes_one_past_the_limit_refused_with_numbers():
+    plan = Plan([DeletePolicy(f"P{i}") for i in range(2, 6)])
+    assert_refused(
+        plan, tenant(), LIMITS, "4 policy deletions is over the limit of 3 (4/12 policies)"
+    )
+
+
+def test_zero_deletes_allowed_means_none():
+    limits = SafetyLimits(max_policy_deletes=0)
+    assert_refused(
+        Plan([DeletePolicy("P2")]),
+        tenant(),
+        limits,
+        "1 policy deletions is over the limit of 0 (1/12 policies)",
+    )
+
+
+# ------------------------------------------------------------------ share of users
+
+
+def direct_changes(n):
+    return [SetUserAssignment(f"u{i}", None, "P2") for i in range(n)]
+
+
+def test_user_share_at_the_limit_passes():
+    assert_allowed(Plan(direct_changes(10)), tenant(), LIMITS)
+
+
+def test_user_share_one_past_the_limit_refused_with_numbers():
+    assert_refused(
+        Plan(direct_changes(11)),
+        tenant(),
+        LIMITS,
+        "11 of 100 users (11.0%) would get a different policy, over the limit of 10%",
+    )
+
+
+def test_group_members_count_and_direct_assignments_shield_them():
+    members = [f"u{i}" for i in range(20)]
+    # 12 of the 20 members keep a direct assignment, which wins over any group.
+    current = tenant(members=members, direct=[f"u{i}" for i in range(12)])
+    plan = Plan(
+        [SetGroupAssignment("g-clin", "Clinicians", "P3", 1, current.group_assignments["g-clin"])]
+    )
+    assert plan.affected_users(current) == {f"u{i}" for i in range(12, 20)}
+    assert_allowed(plan, current, LIMITS)
+    # A member whose direct assignment is removed in the same plan is affected again.
+    plan.changes.append(RemoveUserAssignment("u0", None, "P1"))
+    plan.changes.append(RemoveUserAssignment("u1", None, "P1"))
+    plan.changes.append(RemoveUserAssignment("u2", None, "P1"))
+    assert len(plan.affected_users(current)) == 11
+    assert_refused(
+        plan,
+        current,
+        LIMITS,
+        "11 of 100 users (11.0%) would get a different policy, over the limit of 10%",
+    )
+
+
+def test_group_removal_counts_members_and_unknown_membership_counts_nobody():
+    current = tenant(members=[f"u{i}" for i in range(11)])
+    removal = RemoveGroupAssignment("g-clin", "Clinicians", "P0", 1)
+    assert len(Plan([removal]).affected_users(current)) == 11
+    unknown = SetGroupAssignment("g-unknown", "Unknown members", "P0", 2)
+    assert Plan([unknown]).affected_users(current) == set()
+
+
+def test_members_outside_the_directory_keep_the_share_at_most_whole():
+    current = tenant(n_users=0, members=["x1", "x2"])
+    plan = Plan([RemoveGroupAssignment("g-clin", "Clinicians", "P0", 1)])
+    assert_refused(
+        plan,
+        current,
+        LIMITS,
+        "2 of 2 users (100.0%) would get a different policy, over the limit of 10%",
+    )
+
+
+def test_fractional_limit_is_shown_exactly():
+    limits = SafetyLimits(max_user_change_share=0.125)
+    assert_refused(
+        Plan(direct_changes(13)),
+        tenant(),
+        limits,
+        "13 of 100 users (13.0%) would get a different policy, over the limit of 12.5%",
+    )
+
+
+# ------------------------------------------------------------------ clinical settings
+
+
+def test_turning_off_read_receipts_in_a_used_policy_needs_force():
+    plan = Plan([UpdatePolicy("P0", {"ReadReceiptsEnabledType": ("Everyone", "None")})])
+    assert_refused(
+        plan,
+        tenant(),
+        LIMITS,
+        "turns ReadReceiptsEnabledType off ('None') in policy P0, which is in use",
+    )
+
+
+def test_turning_off_priority_in_global_needs_force():
+    plan = Plan([UpdatePolicy("Global", {"AllowPriorityMessages": (True, False)})])
+    assert_refused(
+        plan,
+        tenant(),
+        LIMITS,
+        "turns AllowPriorityMessages off (False) in policy Global, which is in use",
+    )
+
+
+def test_policy_in_use_through_a_direct_assignment():
+    current = tenant(direct=["u5"])
+    plan = Plan([UpdatePolicy("p1", {"AllowPriorityMessages": (True, False)})])
+    assert policies_in_use(current) == {"global", "p0", "p1"}
+    assert plan.unsafe_reasons(current, LIMITS) == [
+        "turns AllowPriorityMessages off (False) in policy p1, which is in use"
+    ]
+    assert_allowed(plan, tenant(), LIMITS)  # nobody has P1 there
+
+
+def test_unused_policy_and_harmless_values_pass():
+    plan = Plan(
+        [
+            UpdatePolicy("P7", {"ReadReceiptsEnabledType": ("Everyone", "None")}),
+            UpdatePolicy("P0", {"ReadReceiptsEnabledType": ("None", "UserPreference")}),
+            UpdatePolicy("Global", {"AllowPriorityMessages": (False, True)}),
+        ]
+    )
+    assert_allowed(plan, tenant(), LIMITS)
+
+
+def test_new_policy_without_priority_assigned_in_the_same_plan_needs_force():
+    create = CreatePolicy("Kitchen", {"AllowPriorityMessages": False})
+    assert_allowed(Plan([create]), tenant(), LIMITS)
+    plan = Plan([create, SetUserAssignment("u1", None, "kitchen")])
+    assert_refused(
+        plan,
+        tenant(),
+        LIMITS,
+        "creates policy Kitchen with AllowPriorityMessages off (False) and assigns it in this plan",
+    )
+
+
+def test_protection_can_be_switched_off_in_the_file():
+    plan = Plan([UpdatePolicy("Global", {"ReadReceiptsEnabledType": ("Everyone", "None")})])
+    limits = SafetyLimits(protect_clinical_settings=False)
+    assert_allowed(plan, tenant(), limits)
+
+
+def test_every_reason_is_listed_and_force_lifts_them_all():
+    plan = Plan(
+        [UpdatePolicy("Global", {"AllowPriorityMessages": (True, False)})]
+        + direct_changes(11)
+        + [DeletePolicy(f"P{i}") for i in range(2, 6)]
+    )
+    reasons = plan.unsafe_reasons(tenant(), LIMITS)
+    assert len(reasons) == 3
+    with pytest.raises(UnsafePlanError) as err:
+        plan.raise_if_unsafe(tenant(), LIMITS, force=False)
+    assert all(r in str(err.value) for r in reasons)
+    plan.raise_if_unsafe(tenant(), LIMITS, force=True)
