@@ -405,6 +405,7 @@ class PowerShellBackend:
         self.batch_timeout = batch_timeout
         self._sleep = sleep
         self._graph = graph
+        self._http: HttpClient | None = None  # only when this backend made the Graph client
         self._session = PwshSession(pwsh, timeout=timeout)
         self._connected = False
         self.tenant_id: str | None = None
@@ -461,13 +462,15 @@ class PowerShellBackend:
                 log.debug("Disconnect-MicrosoftTeams failed while closing: %s", exc)
             self._connected = False
         self._session.close()
+        if self._http is not None:
+            self._http.close()
+            self._http = None
 
     @property
     def graph(self) -> GroupDirectory:
         if self._graph is None:
-            client = GraphClient(
-                HttpClient(self.token_provider, self.settings), self.settings.graph_url
-            )
+            self._http = HttpClient(self.token_provider, self.settings)
+            client = GraphClient(self._http, self.settings.graph_url)
             self._graph = client
             return client
         return self._graph

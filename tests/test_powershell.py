@@ -1,0 +1,378 @@
+"""The PowerShell transport against the fake pwsh (tests/fake_pwsh): protocol, tokens, errors,
+timeouts, crashes, bulk, doctor."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from types import SimpleNamespace
+
+import pytest
+from fake_pwsh import TENANT_ID, FakeGraph, FakePwsh, hospital
+
+from bridge.backends.base import Wanted
+from bridge.backends.powershell import (
+    PWSH_ARGS,
+    PowerShellBackend,
+    doctor_checks,
+    error_from_record,
+)
+from bridge.errors import (
+    ApiError,
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    ThrottledError,
+    TransportError,
+    UnauthorizedError,
+)
+from bridge.state import TenantState
+
+GRAPH_URL = "https://graph.example.test"
+
+
+def _jwt(claims: dict, signature: str) -> str:
+    def part(obj: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'none'})}.{part(claims)}.{signature}"
+
+
+class Tokens:
+    """A TokenProvider handing out JWT-shaped tokens with recognisable signatures."""
+
+    def __init__(self) -> None:
+        self.issued: dict[str, str] = {}
+
+    def get_token(self, resource: str) -> str:
+        sig = "graphSECRETsig" if resource == GRAPH_URL else "teamsSECRETsig"
+        token = _jwt({"tid": TENANT_ID, "aud": resource}, sig)
+        self.issued[resource] = token
+        return token
+
+
+@pytest.fixture
+def seed() -> TenantState:
+    return hospital()
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch, seed) -> FakePwsh:
+    f = FakePwsh.install(tmp_path)
+    f.seed(seed)
+    for name, value in f.env().items():
+        monkeypatch.setenv(name, value)
+    return f
+
+
+@pytest.fixture
+def tokens() -> Tokens:
+    return Tokens()
+
+
+def make_backend(seed: TenantState, tokens: Tokens, **kw) -> PowerShellBackend:
+    settings = SimpleNamespace(graph_url=GRAPH_URL, tenant_id="contoso.onmicrosoft.com")
+    kw.setdefault("timeout", 20.0)
+    return PowerShellBackend(
+        settings, tokens, graph=FakeGraph(seed), poll_interval=0, sleep=lambda s: None, **kw
+    )
+
+
+@pytest.fixture
+def backend(fake, seed, tokens):
+    b = make_backend(seed, tokens)
+    yield b
+    b.close()
+
+
+# --------------------------------------------------------------------------- reads
+
+
+def test_read_returns_the_tenant_with_bare_names_and_resolved_directory(backend, seed):
+    state = backend.read(
+        Wanted(
+            groups=["Volunteers", "Kitchen", "Nobody"],
+            users=["USER010@northwind-health.org", "ghost@x.org"],
+        )
+    )
+
+    assert state.tenant_id == TENANT_ID  # from the token, not the configured domain
+    assert sorted(p.name for p in state.policies.values()) == [
+        "Clinical",
+        "Default",
+        "EduFaculty",
+        "EduStudent",
+        "Global",
+        "Kitchen",
+    ]
+    assert state.policy("clinical").settings["ReadReceiptsEnabledType"] == "Everyone"
+    assert "Key" not in state.policy("Clinical").settings
+    assert [(g.group_name, g.policy, g.rank) for g in state.ranked_groups()] == [
+        ("Physicians", "Clinical", 1),
+        ("Kitchen", "Kitchen", 2),
+    ]
+    assert state.user_assignments == seed.user_assignments
+    assert [g.display_name for g in state.directory.groups_by_ref("volunteers")] == [
+        "Volunteers",
+        "Volunteers",
+    ]
+    assert (
+        state.directory.user_by_ref("user010@northwind-health.org").id
+        == seed.directory.user_by_ref("user010@northwind-health.org").id
+    )
+    assert state.directory.searched_users == {"ghost@x.org"}
+    assert state.directory.searched_groups == {"Nobody"}
+
+
+def test_wanted_users_are_resolved_with_quoted_filters(backend, fake):
+    state = backend.read(
+        Wanted(users=["o'brien@northwind-health.org", "user005@northwind-health.org"])
+    )
+    # One call for the assigned users, one filter for both names (a quote left undoubled would
+    # have been an error record from the fake's filter parser).
+    assert len(fake.calls("Get-CsOnlineUser")) == 2
+    assert state.directory.user_by_ref("user005@northwind-health.org") is not None
+    assert state.directory.searched_users == {"o'brien@northwind-health.org"}
+
+
+def test_one_pwsh_process_serves_a_whole_read_and_apply(backend, fake):
+    backend.read()
+    backend.update_policy("Clinical", {"AllowGiphy": False})
+    backend.add_group_assignment("00000004-aaaa-4bbb-8ccc-000000000004", "Kitchen", 1)
+    backend.assign_users([("00000010-1111-4222-8333-444455556666", "Kitchen")])
+    backend.read()
+    backend.close()
+
+    assert len(fake.record["spawns"]) == 1
+    assert fake.calls()[-1]["cmdlet"] == "Disconnect-MicrosoftTeams"
+    assert [c["cmdlet"] for c in fake.calls()[:2]] == ["Import-Module", "Connect-MicrosoftTeams"]
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+def test_tokens_go_through_stdin_never_argv_nor_logs(fake, seed, tokens, caplog):
+    caplog.set_level(logging.DEBUG)
+    backend = make_backend(seed, tokens)
+    backend.read()
+    backend.close()
+
+    record = fake.record
+    assert record["spawns"][0]["argv"] == list(PWSH_ARGS)
+    assert record["tokens"] == [
+        tokens.issued[GRAPH_URL],
+        tokens.issued["48ac35b8-9aa8-4d74-927d-1f4a14a0b239"],
+    ]
+    assert "AccessTokens" in fake.calls("Connect-MicrosoftTeams")[0]["params"]
+    assert "SECRETsig" not in caplog.text
+    assert caplog.text  # the session did log (so the assertion above looked at something)
+
+
+def test_a_token_echoed_by_pwsh_is_redacted_from_errors(backend, tokens):
+    backend.read()
+    leaked = tokens.issued[GRAPH_URL]
+    err = error_from_record(
+        {"category": "InvalidData", "message": f"bad token {leaked}", "fqid": "X"},
+        "Get-CsOnlineUser",
+        backend._session.redact,
+    )
+    assert "SECRETsig" not in str(err)
+
+
+# --------------------------------------------------------------------------- writes
+
+
+def test_description_with_quotes_and_subexpression_round_trips_as_data(backend, fake):
+    text = "Ward 7 \"quotes\" and $(Get-Date); `whoami` 'single'"
+    backend.create_policy("Night Shift", {"Description": text, "GiphyRatingType": "STRICT"})
+    backend.update_policy("night shift", {"ReadReceiptsEnabledType": "everyone"})
+
+    policy = backend.read().policy("Night Shift")
+    assert policy.settings["Description"] == text
+    assert policy.settings["GiphyRatingType"] == "Strict"  # the service's casing
+    assert policy.settings["ReadReceiptsEnabledType"] == "Everyone"
+    assert policy.raw["Identity"] == "Tag:Night Shift"
+
+
+def test_delete_policy_and_global_reset(backend, fake):
+    backend.update_policy("Global", {"AllowGiphy": False})
+    backend.delete_policy("Global")  # resets, as the service does
+    backend.assign_users([])
+    backend.delete_policy("tag:EduStudent")
+    state = backend.read()
+    assert state.policy("Global").settings["AllowGiphy"] is True
+    assert state.policy("EduStudent") is None
+
+
+def test_group_assignments_are_renumbered(backend, fake):
+    backend.add_group_assignment("00000002-aaaa-4bbb-8ccc-000000000002", "Clinical", 1)
+    ranks = {g.group_name: g.rank for g in fake.tenant().group_assignments.values()}
+    assert ranks == {"Nursing": 1, "Physicians": 2, "Kitchen": 3}
+
+    backend.remove_group_assignment("00000001-aaaa-4bbb-8ccc-000000000001")
+    state = backend.read()
+    assert [(g.group_name, g.rank) for g in state.ranked_groups()] == [
+        ("Nursing", 1),
+        ("Kitchen", 2),
+    ]
+
+
+def test_grant_and_remove_direct_assignments_one_by_one(backend, fake, seed):
+    users = sorted(seed.directory.users)
+    result = backend.assign_users([(users[5], "Kitchen"), (users[6], "kitchen")])
+    assert (result.requested, result.succeeded, result.failures) == (2, 2, [])
+    removed = backend.unassign_users([users[5], users[0]])
+    assert removed.succeeded == 2
+
+    direct = fake.tenant().user_assignments
+    assert users[5] not in direct and users[0] not in direct
+    assert direct[users[6]].policy == "Kitchen"
+    assert len(fake.calls("Grant-CsTeamsMessagingPolicy")) == 4
+    assert fake.calls("New-CsBatchPolicyAssignmentOperation") == []
+
+
+def test_a_grant_that_fails_for_one_user_is_reported_for_that_user(backend):
+    result = backend.assign_users(
+        [("ghost@nowhere.org", "Kitchen"), ("user001@northwind-health.org", "Kitchen")]
+    )
+    assert result.succeeded == 1
+    assert [f.user_id for f in result.failures] == ["ghost@nowhere.org"]
+    assert "Management object not found" in result.failures[0].message
+
+
+def test_12000_users_go_in_three_batches_with_per_user_failures(tmp_path, monkeypatch, tokens):
+    seed = hospital(users=12_000)
+    fake = FakePwsh.install(tmp_path)
+    fake.seed(seed)
+    for name, value in fake.env().items():
+        monkeypatch.setenv(name, value)
+    users = [*sorted(seed.directory.users)[:11_998], "ghost-1", "ghost-2"]
+    with make_backend(seed, tokens) as backend:
+        result = backend.assign_users([(u, "Kitchen") for u in users])
+
+    assert len(fake.calls("New-CsBatchPolicyAssignmentOperation")) == 3
+    assert len(result.operation_ids) == 3
+    assert (result.requested, result.succeeded) == (12_000, 11_998)
+    assert sorted(f.user_id for f in result.failures) == ["ghost-1", "ghost-2"]
+    # Every operation was polled until Completed (the fake says InProgress first).
+    assert len(fake.calls("Get-CsBatchPolicyAssignmentOperation")) == 6
+    assert (
+        sum(1 for a in fake.tenant().user_assignments.values() if a.policy == "Kitchen") == 11_998
+    )
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_error_records_map_to_the_rest_transport_types(backend):
+    with pytest.raises(NotFoundError, match="Set-CsTeamsMessagingPolicy -Identity 'Nope'"):
+        backend.update_policy("Nope", {"AllowGiphy": True})
+    with pytest.raises(ConflictError, match="already exists"):
+        backend.create_policy("clinical", {})
+    with pytest.raises(ConflictError, match="assigned to one or more groups"):
+        backend.delete_policy("Clinical")
+    with pytest.raises(ConflictError):
+        backend.add_group_assignment("00000001-aaaa-4bbb-8ccc-000000000001", "Kitchen", 1)
+    with pytest.raises(NotFoundError):
+        backend.remove_group_assignment("00000006-aaaa-4bbb-8ccc-000000000006")
+    with pytest.raises(ApiError, match="NamedParameterNotFound"):
+        backend.update_policy("Clinical", {"AllowGiphys": True})
+
+
+def test_access_denied_raises_forbidden_with_the_role_hint(fake, seed, tokens, monkeypatch):
+    monkeypatch.setenv("FAKE_PWSH_DENY", "Get-CsTeamsMessagingPolicy")
+    with make_backend(seed, tokens) as backend, pytest.raises(ForbiddenError) as info:
+        backend.read()
+    assert "Teams Administrator directory role" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("category", "fqid", "expected"),
+    [
+        ("ObjectNotFound", "NotFound,X", NotFoundError),
+        ("ResourceExists", "", ConflictError),
+        ("ResourceBusy", "", ConflictError),
+        ("PermissionDenied", "", ForbiddenError),
+        ("AuthenticationError", "", UnauthorizedError),
+        ("LimitsExceeded", "", ThrottledError),
+        ("InvalidOperation", "", ApiError),
+        ("ObjectNotFound", "CommandNotFoundException", TransportError),
+        ("ResourceUnavailable", "Modules_ModuleNotFound,Import", TransportError),
+    ],
+)
+def test_error_categories(category, fqid, expected):
+    err = error_from_record({"category": category, "message": "m", "fqid": fqid}, "Get-X")
+    assert type(err) is expected
+    assert str(err).startswith("Get-X: m")
+
+
+def test_missing_module_says_how_to_install_it(fake, seed, tokens, monkeypatch):
+    monkeypatch.setenv("FAKE_PWSH_MODULE_VERSION", "none")
+    with make_backend(seed, tokens) as backend, pytest.raises(TransportError) as info:
+        backend.read()
+    assert "Install-Module MicrosoftTeams -Scope CurrentUser" in str(info.value)
+
+
+def test_hung_pwsh_raises_transport_error_within_the_timeout(fake, seed, tokens, monkeypatch):
+    monkeypatch.setenv("FAKE_PWSH_HANG_ON", "Get-CsGroupPolicyAssignment")
+    backend = make_backend(seed, tokens, timeout=1.5)
+    started = time.monotonic()
+    with pytest.raises(TransportError, match="did not answer Get-CsGroupPolicyAssignment"):
+        backend.read()
+    assert time.monotonic() - started < 6  # 1.5 s to answer the hung call, plus start-up
+    with pytest.raises(TransportError, match="was stopped"):
+        backend.delete_policy("Kitchen")
+    backend.close()
+
+
+def test_crashed_pwsh_raises_transport_error_with_what_it_was_doing(
+    fake, seed, tokens, monkeypatch
+):
+    monkeypatch.setenv("FAKE_PWSH_CRASH_ON", "Remove-CsGroupPolicyAssignment")
+    with make_backend(seed, tokens) as backend:
+        with pytest.raises(TransportError) as info:
+            backend.remove_group_assignment("00000003-aaaa-4bbb-8ccc-000000000003")
+        message = str(info.value)
+        assert "exited (exit code 134) while running Remove-CsGroupPolicyAssignment" in message
+        assert "Unhandled exception" in message  # stderr's last words
+        with pytest.raises(TransportError):
+            backend.read()
+
+
+def test_pwsh_missing_from_path(seed, tokens):
+    backend = make_backend(seed, tokens, pwsh="pwsh-not-installed-here")
+    with pytest.raises(TransportError, match="not found on PATH"):
+        backend.read()
+
+
+# --------------------------------------------------------------------------- doctor
+
+
+def test_doctor_reports_versions(fake):
+    checks = {c.name: c for c in doctor_checks()}
+    assert checks["pwsh on PATH"].ok and checks["pwsh on PATH"].detail.endswith("/pwsh")
+    assert checks["PowerShell version"].detail == "7.4.6"
+    assert checks["MicrosoftTeams module"].ok
+    assert checks["MicrosoftTeams module"].detail.startswith("7.9.0")
+    assert fake.record["tokens"] == []  # doctor does not sign in
+
+
+@pytest.mark.parametrize(
+    ("version", "fix"),
+    [
+        ("none", "Install-Module MicrosoftTeams -Scope CurrentUser"),
+        ("4.6.0", "Update-Module MicrosoftTeams"),
+    ],
+)
+def test_doctor_explains_a_missing_or_old_module(fake, monkeypatch, version, fix):
+    monkeypatch.setenv("FAKE_PWSH_MODULE_VERSION", version)
+    module = doctor_checks()[-1]
+    assert module.name == "MicrosoftTeams module" and not module.ok
+    assert fix in module.fix
+
+
+def test_doctor_without_pwsh():
+    [check] = doctor_checks("pwsh-not-installed-here")
+    assert not check.ok and "PowerShell 7" in check.fix
