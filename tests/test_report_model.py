@@ -62,7 +62,8 @@ def desired_state(**overrides: object) -> DesiredState:
                     },
                 ),
                 DesiredPolicy(
-                    "Pharmacy", {"ReadReceiptsEnabledType": "Everyone", "AllowPriorityMessages": True}
+                    "Pharmacy",
+                    {"ReadReceiptsEnabledType": "Everyone", "AllowPriorityMessages": True},
                 ),
                 DesiredPolicy("Old Pilot", {}, absent=True),
             ]

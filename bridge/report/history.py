@@ -1,0 +1,386 @@
+"""Drift history in a SQLite file, so a report can say since when something has drifted and what
+was fixed since the previous run.
+
+``HistoryStore(path)``:
+- ``annotate(report)`` fills ``report.first_seen`` (drift key -> when first seen, in the unbroken
+  run of reports that showed it) and ``report.resolved`` (drift in the previous run, gone now), from
+  the runs recorded *before* ``report.generated_at``; call it before rendering;
+- ``record(report) -> run_id`` stores the run (time, tenant, desired sha, counts, exit code) and
+  each drift item with its first-seen time;
+- ``runs(limit)``, ``open_drift()``, ``resolved(limit)``, ``first_seen(key)`` read it back.
+
+"The previous run" is the latest run of the same tenant generated before this report. A drift that
+goes away and comes back starts a new first-seen time.
+
+Several processes may write at once (a cron job and a person): WAL journal, a busy timeout, and
+one short ``BEGIN IMMEDIATE`` transaction per ``record`` so the previous-run lookup and the
+insert cannot interleave with another writer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from .model import DriftReport, ResolvedItem, utc
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 15_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id TEXT NOT NULL,
+    generated_at TEXT NOT NULL,
+    tool_version TEXT NOT NULL,
+    desired_path TEXT NOT NULL,
+    desired_sha256 TEXT NOT NULL,
+    drift_count INTEGER NOT NULL,
+    findings_error INTEGER NOT NULL,
+    findings_warning INTEGER NOT NULL,
+    findings_info INTEGER NOT NULL,
+    in_sync INTEGER NOT NULL,
+    exit_code INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_tenant ON runs (tenant_id, generated_at, id);
+CREATE TABLE IF NOT EXISTS drift_items (
+    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    object TEXT NOT NULL,
+    expected TEXT,
+    actual TEXT,
+    first_seen TEXT NOT NULL,
+    PRIMARY KEY (run_id, key)
+);
+CREATE TABLE IF NOT EXISTS resolutions (
+    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    first_seen TEXT NOT NULL,
+    resolved_at TEXT NOT NULL,
+    PRIMARY KEY (run_id, key)
+);
+"""
+
+
+class HistoryError(ConfigError):
+    """The history database cannot be opened, read or written."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    tenant_id: str | None
+    generated_at: dt.datetime
+    tool_version: str
+    desired_path: str
+    desired_sha256: str
+    drift_count: int
+    findings: dict[str, int]
+    in_sync: bool
+    exit_code: int
+
+
+@dataclass(frozen=True)
+class OpenDrift:
+    key: str
+    tenant_id: str | None
+    object: str
+    expected: Any
+    actual: Any
+    first_seen: dt.datetime
+    age: dt.timedelta
+
+
+@dataclass(frozen=True)
+class ResolvedRecord:
+    key: str
+    tenant_id: str | None
+    first_seen: dt.datetime
+    resolved_at: dt.datetime
+
+
+def _ts(t: dt.datetime) -> str:
+    # One fixed-width format, so text order is time order in SQL.
+    return utc(t).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse(text: str) -> dt.datetime:
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc)
+
+
+def _tenant(report_tenant: str | None) -> str:
+    return report_tenant or ""
+
+
+class HistoryStore:
+    """A drift history database at ``path`` (created on first use). Not shared across threads:
+    open one store per thread or process."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
+            )
+            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            with self._write():
+                version = self._db.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise HistoryError(
+                        f"history database {self.path} has schema version {version}, newer than "
+                        f"this teams-bridge reads ({SCHEMA_VERSION}): upgrade teams-bridge or "
+                        "use another --history file"
+                    )
+                if version < SCHEMA_VERSION:
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            self._db.execute(statement)
+                    self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except (sqlite3.Error, OSError) as exc:
+            raise HistoryError(
+                f"cannot open history database {self.path}: {exc}; check the path is a "
+                "writable file on a local disk (SQLite locking does not work on every network "
+                "share)"
+            ) from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> HistoryStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        # BEGIN IMMEDIATE takes the write lock up front: a second writer waits (busy timeout)
+        # instead of failing halfway when it tries to upgrade a read lock.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _fail(self, action: str, exc: sqlite3.Error) -> HistoryError:
+        return HistoryError(
+            f"cannot {action} history database {self.path}: {exc}; if another teams-bridge run "
+            "is writing to it, try again when it has finished"
+        )
+
+    # ------------------------------------------------------------------ writing
+
+    def annotate(self, report: DriftReport) -> DriftReport:
+        """Fill ``report.first_seen`` and ``report.resolved`` from the runs recorded before it.
+        Returns the same report."""
+        try:
+            previous = self._previous_items(_tenant(report.tenant_id), report.generated_at)
+        except sqlite3.Error as exc:
+            raise self._fail("read", exc) from exc
+        first_seen, resolved = _compare(report, previous)
+        report.first_seen = first_seen
+        report.resolved = resolved
+        return report
+
+    def record(self, report: DriftReport) -> int:
+        """Store ``report`` and its drift items; returns the run id. Also fills the report's
+        first-seen times and resolved items, as ``annotate`` does."""
+        tenant = _tenant(report.tenant_id)
+        summary = report.summary()["findings"]
+        items = report.drift_items()
+        try:
+            with self._write() as db:
+                previous = self._previous_items(tenant, report.generated_at)
+                first_seen, resolved = _compare(report, previous)
+                cur = db.execute(
+                    "INSERT INTO runs (tenant_id, generated_at, tool_version, desired_path, "
+                    "desired_sha256, drift_count, findings_error, findings_warning, "
+                    "findings_info, in_sync, exit_code) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        tenant,
+                        _ts(report.generated_at),
+                        report.tool_version,
+                        report.desired_path,
+                        report.desired_sha256,
+                        report.drift_count,
+                        summary["error"],
+                        summary["warning"],
+                        summary["info"],
+                        int(report.in_sync),
+                        report.exit_code,
+                    ),
+                )
+                run_id = int(cur.lastrowid or 0)
+                db.executemany(
+                    "INSERT INTO drift_items (run_id, key, kind, object, expected, actual, "
+                    "first_seen) VALUES (?,?,?,?,?,?,?)",
+                    (
+                        (
+                            run_id,
+                            i.key,
+                            i.kind,
+                            i.object,
+                            _json(i.expected),
+                            _json(i.actual),
+                            _ts(first_seen[i.key]),
+                        )
+                        for i in items
+                    ),
+                )
+                db.executemany(
+                    "INSERT INTO resolutions (run_id, key, first_seen, resolved_at) "
+                    "VALUES (?,?,?,?)",
+                    ((run_id, r.key, _ts(r.first_seen), _ts(r.resolved_at)) for r in resolved),
+                )
+        except sqlite3.Error as exc:
+            raise self._fail("write to", exc) from exc
+        report.first_seen, report.resolved = first_seen, resolved
+        log.info(
+            "recorded drift run %d (%d drift item(s), %d resolved) in %s",
+            run_id,
+            len(items),
+            len(resolved),
+            self.path,
+        )
+        return run_id
+
+    # ------------------------------------------------------------------ reading
+
+    def _previous_items(self, tenant: str, before: dt.datetime) -> dict[str, dt.datetime]:
+        row = self._db.execute(
+            "SELECT id FROM runs WHERE tenant_id = ? AND generated_at < ? "
+            "ORDER BY generated_at DESC, id DESC LIMIT 1",
+            (tenant, _ts(before)),
+        ).fetchone()
+        if row is None:
+            return {}
+        return {
+            key: _parse(seen)
+            for key, seen in self._db.execute(
+                "SELECT key, first_seen FROM drift_items WHERE run_id = ?", (row[0],)
+            )
+        }
+
+    def runs(self, limit: int = 20, tenant_id: str | None = None) -> list[RunRecord]:
+        """The latest runs, newest first (of one tenant when ``tenant_id`` is given)."""
+        where, args = ("WHERE tenant_id = ?", [tenant_id]) if tenant_id is not None else ("", [])
+        try:
+            rows = self._db.execute(
+                "SELECT id, tenant_id, generated_at, tool_version, desired_path, desired_sha256, "
+                "drift_count, findings_error, findings_warning, findings_info, in_sync, exit_code "
+                f"FROM runs {where} ORDER BY generated_at DESC, id DESC LIMIT ?",
+                [*args, limit],
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise self._fail("read", exc) from exc
+        return [
+            RunRecord(
+                r[0],
+                r[1] or None,
+                _parse(r[2]),
+                r[3],
+                r[4],
+                r[5],
+                r[6],
+                {"error": r[7], "warning": r[8], "info": r[9]},
+                bool(r[10]),
+                r[11],
+            )
+            for r in rows
+        ]
+
+    def open_drift(
+        self, tenant_id: str | None = None, now: dt.datetime | None = None
+    ) -> list[OpenDrift]:
+        """Drift items of each tenant's latest run, oldest first, with their age at ``now``."""
+        now = utc(now or dt.datetime.now(dt.timezone.utc))
+        tenant_filter, args = ("AND r.tenant_id = ?", [tenant_id]) if tenant_id else ("", [])
+        try:
+            rows = self._db.execute(
+                "SELECT d.key, r.tenant_id, d.object, d.expected, d.actual, d.first_seen "
+                "FROM drift_items d JOIN runs r ON r.id = d.run_id "
+                "WHERE r.id IN (SELECT (SELECT id FROM runs x WHERE x.tenant_id = t.tenant_id "
+                "ORDER BY generated_at DESC, id DESC LIMIT 1) FROM (SELECT DISTINCT tenant_id "
+                f"FROM runs) t) {tenant_filter} ORDER BY d.first_seen, d.key",
+                args,
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise self._fail("read", exc) from exc
+        return [
+            OpenDrift(
+                key,
+                tenant or None,
+                obj,
+                _unjson(exp),
+                _unjson(act),
+                _parse(seen),
+                now - _parse(seen),
+            )
+            for key, tenant, obj, exp, act, seen in rows
+        ]
+
+    def resolved(self, limit: int = 50, tenant_id: str | None = None) -> list[ResolvedRecord]:
+        """Drift items that went away, latest resolution first."""
+        tenant_filter, args = ("WHERE r.tenant_id = ?", [tenant_id]) if tenant_id else ("", [])
+        try:
+            rows = self._db.execute(
+                "SELECT s.key, r.tenant_id, s.first_seen, s.resolved_at FROM resolutions s "
+                f"JOIN runs r ON r.id = s.run_id {tenant_filter} "
+                "ORDER BY s.resolved_at DESC, s.key LIMIT ?",
+                [*args, limit],
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise self._fail("read", exc) from exc
+        return [ResolvedRecord(k, t or None, _parse(f), _parse(r)) for k, t, f, r in rows]
+
+    def first_seen(self, key: str, tenant_id: str | None = None) -> dt.datetime | None:
+        """When ``key`` was first seen, as of the latest run that showed it; None if never."""
+        tenant_filter, args = ("AND r.tenant_id = ?", [tenant_id]) if tenant_id else ("", [])
+        try:
+            row = self._db.execute(
+                "SELECT d.first_seen FROM drift_items d JOIN runs r ON r.id = d.run_id "
+                f"WHERE d.key = ? {tenant_filter} ORDER BY r.generated_at DESC, r.id DESC LIMIT 1",
+                [key, *args],
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise self._fail("read", exc) from exc
+        return _parse(row[0]) if row else None
+
+
+def _compare(
+    report: DriftReport, previous: dict[str, dt.datetime]
+) -> tuple[dict[str, dt.datetime], list[ResolvedItem]]:
+    now = utc(report.generated_at)
+    current = {i.key for i in report.drift_items()}
+    first_seen = {key: previous.get(key, now) for key in current}
+    resolved = [
+        ResolvedItem(key, seen, now) for key, seen in sorted(previous.items()) if key not in current
+    ]
+    return first_seen, resolved
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _unjson(text: str | None) -> Any:
+    return None if text is None else json.loads(text)

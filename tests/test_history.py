@@ -1,0 +1,174 @@
+"""Drift history: first-seen times across runs, resolutions, concurrent writers."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from test_report_model import in_sync_report, scenario
+
+from bridge.report.history import HistoryError, HistoryStore
+from bridge.report.model import DriftReport
+from bridge.report.render import render_html, render_text
+
+DAY1 = dt.datetime(2024, 5, 1, 8, 0, tzinfo=dt.timezone.utc)
+DAY2 = DAY1 + dt.timedelta(days=1)
+DAY3 = DAY1 + dt.timedelta(days=2)
+
+
+def at(report: DriftReport, when: dt.datetime) -> DriftReport:
+    return dataclasses.replace(report, generated_at=when, first_seen={}, resolved=[])
+
+
+def test_three_runs_drift_appears_persists_and_resolves(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path / "history.sqlite")
+    key = "policy:clinical:ReadReceiptsEnabledType"
+
+    first = store.annotate(at(scenario(), DAY1))
+    assert first.first_seen[key] == DAY1 and first.resolved == []
+    run1 = store.record(first)
+
+    second = store.annotate(at(scenario(), DAY2))
+    assert second.first_seen[key] == DAY1  # still the same drift: first seen on day 1
+    assert second.first_seen["user:u-locum"] == DAY1
+    run2 = store.record(second)
+    assert store.first_seen(key) == DAY1
+    # The renderers show it.
+    assert "first seen 2024-05-01 08:00Z" in render_text(second)
+    assert "2024-05-01 08:00 UTC" in render_html(second)
+
+    third = at(in_sync_report(), DAY3)
+    run3 = store.record(third)
+    assert third.first_seen == {}
+    resolved = {r.key: r for r in third.resolved}
+    assert resolved[key].first_seen == DAY1 and resolved[key].resolved_at == DAY3
+    assert {"policy:pharmacy", "group:g-clin", "user:u-new"} <= set(resolved)
+    assert "Resolved since the previous run" in render_text(third)
+
+    runs = store.runs(limit=10)
+    assert [r.id for r in runs] == [run3, run2, run1]
+    assert [r.exit_code for r in runs] == [0, 2, 2]
+    assert runs[1].drift_count == 10 and runs[1].desired_sha256 == "ab" * 32
+    assert runs[1].findings == {"error": 0, "warning": 2, "info": 1}
+    assert store.open_drift() == []
+    assert {r.key for r in store.resolved()} == set(resolved)
+    store.close()
+
+
+def test_drift_that_comes_back_gets_a_new_first_seen(tmp_path: Path) -> None:
+    with HistoryStore(tmp_path / "h.sqlite") as store:
+        store.record(at(scenario(), DAY1))
+        store.record(at(in_sync_report(), DAY2))
+        again = at(scenario(), DAY3)
+        store.record(again)
+        assert again.first_seen["policy:global:ReadReceiptsEnabledType"] == DAY3
+
+
+def test_open_drift_ages_and_values(tmp_path: Path) -> None:
+    with HistoryStore(tmp_path / "h.sqlite") as store:
+        store.record(at(scenario(), DAY1))
+        store.record(at(scenario(), DAY2))
+        items = {o.key: o for o in store.open_drift(now=DAY3)}
+        rr = items["policy:global:ReadReceiptsEnabledType"]
+        assert (rr.expected, rr.actual) == ("Everyone", "UserPreference")
+        assert rr.age == dt.timedelta(days=2) and rr.first_seen == DAY1
+        assert rr.tenant_id == scenario().tenant_id
+        assert items["group:g-clin"].expected == {"policy": "Clinical", "rank": 1}
+
+
+def test_annotate_ignores_later_runs_and_other_tenants(tmp_path: Path) -> None:
+    with HistoryStore(tmp_path / "h.sqlite") as store:
+        store.record(at(scenario(), DAY2))
+        other = dataclasses.replace(at(scenario(), DAY1), tenant_id="another-tenant")
+        store.record(other)
+        early = store.annotate(at(scenario(), DAY1))
+        # Day 2's run is later, the other tenant's is someone else's: both ignored.
+        assert set(early.first_seen.values()) == {DAY1}
+        assert [r.tenant_id for r in store.runs(tenant_id="another-tenant")] == ["another-tenant"]
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite"
+    HistoryStore(path).close()
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 99")
+    db.close()
+    with pytest.raises(HistoryError, match="schema version 99, newer"):
+        HistoryStore(path)
+
+
+def test_unwritable_path_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(HistoryError, match="cannot open history database"):
+        HistoryStore(blocker / "h.sqlite")
+
+
+_WRITER = """
+import dataclasses, datetime as dt, sys
+sys.path.insert(0, {tests!r})
+from test_report_model import scenario
+from bridge.report.history import HistoryStore
+store = HistoryStore({path!r})
+base = dt.datetime(2024, 5, 1, tzinfo=dt.timezone.utc)
+for i in range({n}):
+    when = base + dt.timedelta(minutes=2 * i + {offset})
+    store.record(dataclasses.replace(scenario(), generated_at=when))
+store.close()
+"""
+
+
+def test_two_processes_writing_at_once(tmp_path: Path) -> None:
+    path = str(tmp_path / "h.sqlite")
+    tests = str(Path(__file__).parent)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER.format(tests=tests, path=path, n=15, offset=offset)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for offset in (0, 1)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    with HistoryStore(path) as store:
+        runs = store.runs(limit=100)
+        assert len(runs) == 30
+        assert len({r.id for r in runs}) == 30
+        # Every run kept all of its items, and drift first seen in the earliest run stays so.
+        first = min(r.generated_at for r in runs)
+        assert store.first_seen("policy:global:ReadReceiptsEnabledType") == first
+        items = len(scenario().drift_items())
+        count = store._db.execute("SELECT COUNT(*) FROM drift_items").fetchone()[0]
+        assert count == 30 * items
+
+
+def test_threads_writing_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite"
+    HistoryStore(path).close()
+    errors: list[BaseException] = []
+
+    def write(offset: int) -> None:
+        try:
+            with HistoryStore(path) as store:
+                for i in range(10):
+                    when = DAY1 + dt.timedelta(minutes=2 * i + offset)
+                    store.record(at(scenario(), when))
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(o,)) for o in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with HistoryStore(path) as store:
+        assert len(store.runs(limit=100)) == 20
