@@ -57,11 +57,11 @@ def describe(change: Change) -> str:
     if isinstance(change, SetGroupAssignment):
         return f"assign {change.target} to {change.policy} (rank {change.rank})"
     if isinstance(change, RemoveGroupAssignment):
-        return f"remove {change.target}'s assignment to {change.policy}"
+        return f"unassign {change.target} from {change.policy}"
     if isinstance(change, SetUserAssignment):
         return f"assign {change.target} to {change.policy}"
     if isinstance(change, RemoveUserAssignment):
-        return f"remove {change.target}'s assignment to {change.policy}"
+        return f"unassign {change.target} from {change.policy}"
     raise TypeError(f"unknown change {change!r}")
 
 
@@ -187,6 +187,8 @@ def apply_plan(
     it is attempted) or a written policy does not read back; assignments that do not show within
     ``verify_timeout`` seconds are returned as ``pending``, not raised.
     """
+    if verify and poll_interval <= 0:
+        raise ValueError("poll_interval must be positive: verification would read in a busy loop")
     check_fresh(plan, current)
     run = _Run(plan, backend, journal, run_id, current.tenant_id, clock, on_progress)
     return run.execute(current, verify, verify_timeout, poll_interval, wanted, sleep)
@@ -413,6 +415,7 @@ class _Run:
                     f"all {len(r.done)} changes were accepted but reading the tenant back "
                     f"failed: {exc}; run plan to see where it stands"
                 )
+                r.applied = list(r.done)
                 self._finish()
                 raise ApplyFailed(message, r) from exc
             reads += 1
@@ -517,9 +520,9 @@ def _mismatch(c: Change, expected: TenantState, observed: TenantState) -> str | 
     if isinstance(c, SetUserAssignment | RemoveUserAssignment):
         got_u = observed.user_assignments.get(c.user_id)
         exp_u = expected.user_assignments.get(c.user_id)
-        if (got_u is None) == (exp_u is None) and (
-            got_u is None or exp_u is None or policy_key(got_u.policy) == policy_key(exp_u.policy)
-        ):
+        if exp_u is None:
+            return None if got_u is None else f"it still shows policy {got_u.policy}"
+        if got_u is not None and policy_key(got_u.policy) == policy_key(exp_u.policy):
             return None
         return f"it shows {f'policy {got_u.policy}' if got_u else 'no direct assignment'}"
     raise TypeError(f"unknown change {c!r}")

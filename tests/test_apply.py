@@ -12,7 +12,7 @@ import pytest
 from bridge.apply import ApplyFailed, apply_plan, check_fresh, describe
 from bridge.backends.base import BulkResult, UserFailure, Wanted
 from bridge.backends.snapshot import MemoryBackend
-from bridge.errors import ApplyError, ServerError, StalePlanError, TenantMismatchError
+from bridge.errors import ApplyError, ConfigError, ServerError, StalePlanError, TenantMismatchError
 from bridge.journal import Journal
 from bridge.plan import Plan, SetUserAssignment, UpdatePolicy, diff, state_checksum
 from bridge.state import (
@@ -355,8 +355,8 @@ def test_per_user_failures_named_by_upn_and_the_run_stops(tmp_path):
         "(user is not licensed for Teams); not attempted: 3; run apply again to converge"
     )
     assert [describe(c) for c in result.not_attempted] == [
-        "remove user user2@contoso.org's assignment to Kitchen",
-        "remove group Pilots's assignment to Old Pilot",
+        "unassign user user2@contoso.org from Kitchen",
+        "unassign group Pilots from Old Pilot",
         "delete policy Old Pilot",
     ]
     assert mem.writes[-1][0] == "assign_users"  # nothing after the failed step
@@ -652,3 +652,31 @@ def test_unexpected_exception_closes_the_journal_and_propagates(tmp_path):
     last = json.loads(path.read_text().splitlines()[-1])
     assert last["event"] == "run_finished" and last["result"] == "interrupted"
     assert last["applied"] == 2
+
+
+def test_unwritable_journal_stops_before_any_write(tmp_path):
+    mem, current, plan = fresh()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="cannot write the apply journal"):
+        run(plan, mem, current, journal=Journal(tmp_path / "file" / "j.jsonl"))
+    assert mem.writes == []
+
+
+def test_removal_that_does_not_show_is_pending_with_what_it_shows():
+    mem = MemoryBackend(hospital())
+    current = mem.read()
+    want = DesiredState(user_assignments=[DesiredUserAssignment("user2@contoso.org", None, True)])
+    t = FakeTime()
+    result = run(
+        diff(current, want), DelayedBackend(mem, t, 90), current, time=t, verify_timeout=30
+    )
+    assert [str(p) for p in result.pending] == [
+        "unassign user user2@contoso.org from Kitchen "
+        "(not visible after 30 s; it still shows policy Kitchen)"
+    ]
+
+
+def test_poll_interval_must_be_positive():
+    mem, current, plan = user_plan()
+    with pytest.raises(ValueError, match="poll_interval must be positive"):
+        run(plan, mem, current, poll_interval=0)
