@@ -188,11 +188,12 @@ def verify_client_assertion(
             400, "invalid_request", 50027, "JWT token is invalid or malformed."
         ) from exc
     thumbs = {
-        "x5t": _thumbprint(cert, hashes.SHA1()),  # noqa: S303 - the x5t header is SHA-1 by spec
+        "x5t": _thumbprint(cert, hashes.SHA1()),
         "x5t#S256": _thumbprint(cert, hashes.SHA256()),
     }
     for header_name, expected in thumbs.items():
-        if header_name in header and header[header_name] != expected:
+        # Compared without base64 padding: MSAL pads, RFC 7515 does not.
+        if header_name in header and str(header[header_name]).rstrip("=") != expected:
             raise IdentityError(
                 401,
                 "invalid_client",

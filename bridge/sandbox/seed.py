@@ -6,8 +6,10 @@ direct_share) always builds the same tenant, ids included.
 
 from __future__ import annotations
 
+import json
 import random
 import uuid
+from importlib import resources
 from typing import Any
 
 from .config import SandboxConfig
@@ -89,19 +91,6 @@ GROUPS: list[tuple[str, str, float, str | None]] = [
 # Departments whose people are in no group (they get Global).
 UNGROUPED = [("Administration", 0.11), ("Finance", 0.04), ("Information Technology", 0.02)]
 
-FIRST = (
-    "Aisha Alex Amara Ana Ben Carlos Chen Chloe Daniel David Elena Emma Farah Felix Grace Hana "
-    "Hugo Ines Isaac Ivan Jamal James Jin Julia Kai Karin Leila Liam Lucia Marco Maria Maya Mei "
-    "Nadia Noah Olga Omar Priya Rafael Rosa Sam Sara Sofia Tariq Tom Uma Victor Wei Yara Yusuf "
-    "Zoe Zara Nina Paul Ruth Simon Tessa Oscar Iris Leo"
-).split()
-LAST = (
-    "Abbott Adeyemi Alvarez Andersson Bauer Bianchi Brown Chen Costa Dubois Evans Fischer "
-    "Garcia Gonzalez Green Hansen Haddad Ito Jensen Johnson Kaur Kim Kowalski Larsen Lee Lopez "
-    "Martin Meyer Moreau Murphy Nakamura Nguyen Novak Okafor Olsen Patel Perez Popescu Quinn "
-    "Reyes Rossi Santos Schmidt Silva Singh Smith Sousa Tanaka Taylor Torres Varga Walker Wang "
-    "Weber Williams Wilson Wong Yilmaz Young Zhang Ziegler Moretti Ortiz Kovacs Berg Horvat"
-).split()
 
 # Guests (UPNs with #EXT#) and the index in GROUPS of the group they join.
 GUESTS = [
@@ -121,6 +110,7 @@ def client_id_for(seed: int) -> str:
 def build_hospital(cfg: SandboxConfig) -> Tenant:
     """The seeded tenant for ``cfg`` (policies, groups, users, memberships, assignments)."""
     rng = random.Random(cfg.seed)
+    names = json.loads(resources.files(__package__).joinpath("data/names.json").read_text())
 
     def new_id() -> str:
         return str(uuid.UUID(int=rng.getrandbits(128), version=4))
@@ -151,7 +141,7 @@ def build_hospital(cfg: SandboxConfig) -> Tenant:
     for name, *_ in GROUPS:
         group_ids.append(new_id())
         tenant.add_group(group_ids[-1], name)
-    assigned = [(gid, g[3]) for gid, g in zip(group_ids, GROUPS) if g[3]]
+    assigned = [(gid, g[3]) for gid, g in zip(group_ids, GROUPS, strict=False) if g[3]]
     wanted = cfg.group_assignments if cfg.group_assignments is not None else len(assigned)
     extra_groups: list[str] = []
     while len(assigned) + len(extra_groups) < wanted:
@@ -164,13 +154,10 @@ def build_hospital(cfg: SandboxConfig) -> Tenant:
     # Another policy type, so readers must keep only TeamsMessagingPolicy rows.
     tenant.add_group_assignment(group_ids[1], "TeamsMeetingPolicy", "AllOn")
 
-    _add_users(tenant, cfg, rng, new_id, group_ids, extra_groups)
+    _add_users(tenant, cfg, rng, new_id, group_ids, extra_groups, names["first"], names["last"])
 
     count = tenant.user_count
-    if cfg.direct_share is None:
-        direct = min(count, 5)
-    else:
-        direct = round(count * cfg.direct_share)
+    direct = min(count, 5) if cfg.direct_share is None else round(count * cfg.direct_share)
     direct_policies = ["Clinical", "Emergency Department", "Support Staff", *extra_policies]
     for i, pos in enumerate(sorted(rng.sample(range(count), direct))):
         tenant.grant(tenant.user_ids[pos], direct_policies[i % len(direct_policies)])
@@ -184,8 +171,12 @@ def _add_users(
     new_id: Any,
     group_ids: list[str],
     extra_groups: list[str],
+    first_names: list[str],
+    last_names: list[str],
 ) -> None:
-    slots = [(gid, dept) for gid, (_, dept, _, _) in zip(group_ids, GROUPS)]
+    slots: list[tuple[str | None, str]] = [
+        (gid, dept) for gid, (_, dept, _, _) in zip(group_ids, GROUPS, strict=False)
+    ]
     slots += [(None, dept) for dept, _ in UNGROUPED]
     weights = [g[2] for g in GROUPS] + [w for _, w in UNGROUPED]
     physicians = group_ids[1]
@@ -193,7 +184,7 @@ def _add_users(
     members = cfg.users - min(len(GUESTS), cfg.users)
     choices = rng.choices(range(len(slots)), weights, k=members)
     for n, slot in enumerate(choices):
-        first, last = rng.choice(FIRST), rng.choice(LAST)
+        first, last = rng.choice(first_names), rng.choice(last_names)
         base = f"{first}.{last}".lower()
         seen[base] = seen.get(base, 0) + 1
         local = base if seen[base] == 1 else f"{base}{seen[base]}"

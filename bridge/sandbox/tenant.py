@@ -314,7 +314,11 @@ class Tenant:
                 )
             if kind == "enum":
                 allowed = ENUM_VALUES[name]
-                match = [a for a in allowed if isinstance(value, str) and a.casefold() == value.casefold()]
+                match = [
+                    a
+                    for a in allowed
+                    if isinstance(value, str) and a.casefold() == value.casefold()
+                ]
                 if not match:
                     raise ServiceError(
                         400,
@@ -434,7 +438,9 @@ class Tenant:
         if not isinstance(policy_name, str) or not policy_name:
             raise ServiceError(400, "BadRequest", "The body needs a 'PolicyName'.")
         if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
-            raise ServiceError(400, "BadRequest", f"Rank must be a whole number >= 1, not {rank!r}.")
+            raise ServiceError(
+                400, "BadRequest", f"Rank must be a whole number >= 1, not {rank!r}."
+            )
         with self._lock:
             if group_id not in self._group_by_id:
                 raise ServiceError(404, "NotFound", f"Group '{group_id}' was not found.")
@@ -484,12 +490,17 @@ class Tenant:
     # ------------------------------------------------------------------ direct assignments
 
     def _set_direct(self, pos: int, name: str | None) -> None:
+        def apply() -> None:
+            if name is None:
+                self._direct_visible.pop(pos, None)
+            else:
+                self._direct_visible[pos] = name
+
         if name is None:
             self._direct_written.pop(pos, None)
-            self._later(lambda: self._direct_visible.pop(pos, None))
         else:
             self._direct_written[pos] = name
-            self._later(lambda: self._direct_visible.__setitem__(pos, name))
+        self._later(apply)
 
     def grant(self, user_ref: str, policy_name: str | None) -> None:
         """A direct assignment (``None`` removes it); ``user_ref`` is an object id or UPN."""
