@@ -1,0 +1,184 @@
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from bridge.errors import ConfigError
+from bridge.settings import CLOUDS, Settings, redact
+
+pytest_plugins = ["http_fixtures"]
+pytestmark = pytest.mark.usefixtures("clean_env")
+
+
+def test_defaults_are_the_commercial_cloud():
+    s = Settings.load()
+    assert s.cloud == "commercial"
+    assert s.authority_host == "https://login.microsoftonline.com"
+    assert s.graph_url == "https://graph.microsoft.com"
+    assert s.teams_url == "https://api.interfaces.records.teams.microsoft.com"
+    assert s.graph_policy_assignment is True
+    assert s.verify is True
+    assert (s.concurrency, s.retry_attempts) == (4, 5)
+
+
+@pytest.mark.parametrize(
+    ("cloud", "login", "graph", "teams"),
+    [
+        (
+            "gcc",
+            "login.microsoftonline.com",
+            "graph.microsoft.com",
+            "api.interfaces.records.teams.microsoft.com",
+        ),
+        (
+            "gcchigh",
+            "login.microsoftonline.us",
+            "graph.microsoft.us",
+            "api.interfaces.records.gov.teams.microsoft.us",
+        ),
+        (
+            "dod",
+            "login.microsoftonline.us",
+            "dod-graph.microsoft.us",
+            "api.interfaces.records.dod.teams.microsoft.us",
+        ),
+    ],
+)
+def test_sovereign_clouds(monkeypatch, cloud, login, graph, teams):
+    monkeypatch.setenv("BRIDGE_CLOUD", cloud)
+    s = Settings.load()
+    assert (s.authority_host, s.graph_url, s.teams_url) == (
+        f"https://{login}",
+        f"https://{graph}",
+        f"https://{teams}",
+    )
+    assert s.graph_policy_assignment is False
+    assert CLOUDS[cloud].graph_policy_assignment is False
+
+
+def test_overrides_win_over_environment_and_dotenv(monkeypatch, clean_env):
+    (clean_env / ".env").write_text(
+        "BRIDGE_CLOUD=gcchigh\nBRIDGE_CONCURRENCY=2\nAZURE_TENANT_ID=from-dotenv\n"
+    )
+    monkeypatch.setenv("BRIDGE_CONCURRENCY", "3")
+    monkeypatch.setenv("BRIDGE_TEAMS_URL", "https://teams.example.test/")
+    s = Settings.load(overrides={"BRIDGE_CLOUD": "dod", "retry_attempts": 7, "auth": None})
+    assert s.cloud == "dod"  # override over .env
+    assert s.concurrency == 3  # environment over .env
+    assert s.tenant_id == "from-dotenv"
+    assert s.retry_attempts == 7
+    assert s.auth == "auto"  # a None override leaves the default
+    assert s.teams_url == "https://teams.example.test"  # configured URL wins, slash dropped
+    assert s.graph_url == "https://dod-graph.microsoft.us"
+
+
+def test_no_env_file_when_asked(clean_env):
+    (clean_env / ".env").write_text("BRIDGE_CLOUD=gcchigh\n")
+    assert Settings.load(env_file=None).cloud == "commercial"
+
+
+def test_secrets_never_in_repr(monkeypatch):
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", "sup3r-s3cret-value")
+    s = Settings.load()
+    assert "sup3r-s3cret-value" not in repr(s)
+    assert "sup3r-s3cret-value" not in str(s.model_dump())
+    assert s.secrets() == ["sup3r-s3cret-value"]
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "needle"),
+    [
+        ("BRIDGE_CLOUD", "azurechina", "BRIDGE_CLOUD='azurechina'"),
+        ("BRIDGE_CONCURRENCY", "0", "BRIDGE_CONCURRENCY"),
+        ("BRIDGE_AUTH", "password", "BRIDGE_AUTH"),
+        (
+            "BRIDGE_TEAMS_URL",
+            "http://teams.test",
+            "BRIDGE_TEAMS_URL='http://teams.test' is not an https URL",
+        ),
+        ("AZURE_AUTHORITY_HOST", "https://login.test/tenant", "give scheme and host only"),
+        (
+            "REQUESTS_CA_BUNDLE",
+            "/nonexistent/ca.pem",
+            "REQUESTS_CA_BUNDLE='/nonexistent/ca.pem': no such file",
+        ),
+    ],
+)
+def test_invalid_values_name_the_variable(monkeypatch, env, value, needle):
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError) as err:
+        Settings.load()
+    assert needle in str(err.value)
+
+
+def test_unknown_override_is_rejected():
+    with pytest.raises(ConfigError, match="unknown setting 'colour'"):
+        Settings.load(overrides={"colour": "blue"})
+
+
+def test_no_credential_says_which_variables_to_set(monkeypatch):
+    monkeypatch.setenv("AZURE_TENANT_ID", "contoso.onmicrosoft.com")
+    monkeypatch.setenv("AZURE_CLIENT_ID", "app")
+    with pytest.raises(ConfigError) as err:
+        Settings.load().credential_kind()
+    for var in (
+        "AZURE_CLIENT_CERTIFICATE_PATH",
+        "AZURE_CLIENT_SECRET",
+        "AZURE_FEDERATED_TOKEN_FILE",
+        "BRIDGE_AUTH=device_code",
+    ):
+        assert var in str(err.value)
+
+
+def test_certificate_wins_over_secret_and_says_so(monkeypatch, clean_env, caplog):
+    cert = clean_env / "app.pem"
+    cert.write_text("placeholder")
+    monkeypatch.setenv("AZURE_TENANT_ID", "t")
+    monkeypatch.setenv("AZURE_CLIENT_ID", "c")
+    monkeypatch.setenv("AZURE_CLIENT_CERTIFICATE_PATH", str(cert))
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", "s3cret-value")
+    with caplog.at_level(logging.INFO, logger="bridge.settings"):
+        assert Settings.load().credential_kind() == "certificate"
+    assert "using the certificate" in caplog.text
+    assert "s3cret-value" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"BRIDGE_AUTH": "secret"}, "BRIDGE_AUTH=secret needs AZURE_CLIENT_SECRET"),
+        ({"AZURE_CLIENT_SECRET": "x"}, "AZURE_TENANT_ID and AZURE_CLIENT_ID not set"),
+        ({"AZURE_CLIENT_SECRET": "x", "AZURE_TENANT_ID": "t"}, "AZURE_CLIENT_ID not set"),
+    ],
+)
+def test_missing_credential_parts(monkeypatch, env, message):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=message):
+        Settings.load().credential_kind()
+
+
+def test_managed_identity_needs_no_tenant(monkeypatch):
+    monkeypatch.setenv("BRIDGE_AUTH", "managed_identity")
+    assert Settings.load().credential_kind() == "managed_identity"
+
+
+def test_password_without_certificate_is_contradictory(monkeypatch):
+    monkeypatch.setenv("AZURE_CLIENT_CERTIFICATE_PASSWORD", "pfx-pass-123")
+    with pytest.raises(ConfigError) as err:
+        Settings.load()
+    assert "AZURE_CLIENT_CERTIFICATE_PATH is not" in str(err.value)
+    assert "pfx-pass-123" not in str(err.value)
+
+
+def test_redact_removes_secrets_and_token_shapes():
+    jwt = "eyJhbGciOiJub25lIn0.eyJ0aWQiOiJ4In0.c2ln"
+    text = (
+        f"Authorization: Bearer abc.def-ghi client_secret=hunter22&x=1 {jwt} "
+        '{"access_token": "opaque123"} literal hunter22'
+    )
+    out = redact(text, ["hunter22"])
+    for leaked in ("abc.def-ghi", "hunter22", jwt, "opaque123"):
+        assert leaked not in out
+    assert "x=1" in out and "Bearer [redacted]" in out
