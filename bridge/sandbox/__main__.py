@@ -28,13 +28,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bridge.sandbox", description="Serve a simulated Teams tenant over HTTPS."
     )
+    defaults = SandboxConfig()
     for f in option_fields():
         flag = "--" + f.name.replace("_", "-")
-        kind: Any = {"int": int, "float": float, "str": str}.get(str(f.type).split(" |")[0], float)
+        default = getattr(defaults, f.name)
         if f.name == "roles":
-            parser.add_argument(flag, nargs="*", default=list(f.default), help=f.metadata["help"])
+            parser.add_argument(flag, nargs="*", default=list(default), help=f.metadata["help"])
         else:
-            parser.add_argument(flag, type=kind, default=f.default, help=f.metadata["help"])
+            kind = _ARG_TYPES[str(f.type)]
+            parser.add_argument(flag, type=kind, default=default, help=f.metadata["help"])
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
     return parser
 
