@@ -1,0 +1,181 @@
+"""Short drift notifications: a JSON summary for any webhook, and an Adaptive Card message for a
+Teams incoming webhook (``{"type": "message", "attachments": [...]}``, card version 1.4).
+
+Payloads carry the tenant id, counts and the top drift items: never secrets (a report holds none),
+and never the webhook URL itself (it is a credential: anyone holding it can post)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from .model import DriftReport, format_value, utc
+
+log = logging.getLogger(__name__)
+
+TOP_ITEMS = 10
+CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
+
+
+def build_notification(report: DriftReport, *, top: int = TOP_ITEMS) -> dict[str, Any]:
+    """A compact JSON summary: tenant, verdict, exact counts, the first ``top`` drift items and
+    the findings that count."""
+    items = report.drift_items()
+    objects = [i for i in items if i.kind != "rule"]
+    return {
+        "schema_version": 1,
+        "tenant_id": report.tenant_id,
+        "generated_at": utc(report.generated_at)
+        .isoformat(timespec="seconds")
+        .replace("+00:00", "Z"),
+        "tool_version": report.tool_version,
+        "desired": {"path": report.desired_path, "sha256": report.desired_sha256},
+        "in_sync": report.in_sync,
+        "exit_code": report.exit_code,
+        "drift_count": report.drift_count,
+        "summary": report.summary(),
+        "top_items": [
+            {
+                "key": i.key,
+                "object": i.object,
+                "setting": i.setting,
+                "status": i.status,
+                "expected": i.expected,
+                "actual": i.actual,
+            }
+            for i in objects[:top]
+        ],
+        "more_items": max(0, len(objects) - top),
+        "findings": [
+            {
+                "rule_id": f.rule_id,
+                "severity": f.severity,
+                "title": f.title,
+                "policies": list(f.policies),
+            }
+            for f in report.failing_findings
+        ],
+    }
+
+
+def build_teams_card(report: DriftReport, *, top: int = TOP_ITEMS) -> dict[str, Any]:
+    """An Adaptive Card 1.4 message for a Teams incoming webhook."""
+    s = report.summary()
+    items = [i for i in report.drift_items() if i.kind != "rule"]
+    title = "In sync" if report.in_sync else "Drift detected"
+    body: list[dict[str, Any]] = [
+        {
+            "type": "TextBlock",
+            "text": f"Teams messaging policies: {title}",
+            "weight": "Bolder",
+            "size": "Medium",
+            "color": "Good" if report.in_sync else "Attention",
+            "wrap": True,
+        },
+        {
+            "type": "TextBlock",
+            "text": f"Tenant {report.tenant_id or 'unknown'} · "
+            f"{utc(report.generated_at):%Y-%m-%d %H:%M} UTC",
+            "isSubtle": True,
+            "spacing": "None",
+            "wrap": True,
+        },
+        {
+            "type": "FactSet",
+            "facts": [
+                {"title": "Objects not in sync", "value": str(report.drift_count)},
+                *(
+                    {"title": label, "value": _counts(s[key])}
+                    for label, key in (
+                        ("Policies", "policies"),
+                        ("Group assignments", "group_assignments"),
+                        ("User assignments", "user_assignments"),
+                    )
+                ),
+                {
+                    "title": "Rule findings",
+                    "value": f"{s['findings']['error']} error, {s['findings']['warning']} "
+                    f"warning, {s['findings']['info']} info",
+                },
+                {
+                    "title": "Desired state",
+                    "value": f"{report.desired_path} ({report.desired_sha256[:12] or '-'})",
+                },
+            ],
+        },
+    ]
+    if items:
+        lines = [
+            f"- **{_plain(i.object)}**{' ' + _plain(i.setting) if i.setting else ''}: "
+            f"{_plain(_short(i.actual))} → {_plain(_short(i.expected))}"
+            for i in items[:top]
+        ]
+        if len(items) > top:
+            lines.append(f"- ... and {len(items) - top} more")
+        body.append(
+            {"type": "TextBlock", "text": "\n".join(lines), "wrap": True, "separator": True}
+        )
+    for f in report.failing_findings[:top]:
+        body.append(
+            {
+                "type": "TextBlock",
+                "text": f"**{f.severity.upper()}** {_plain(f.title)}",
+                "wrap": True,
+                "color": "Attention" if f.severity == "error" else "Warning",
+            }
+        )
+    return {
+        "type": "message",
+        "attachments": [
+            {
+                "contentType": CARD_CONTENT_TYPE,
+                "contentUrl": None,
+                "content": {
+                    "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                    "type": "AdaptiveCard",
+                    "version": "1.4",
+                    "msteams": {"width": "Full"},
+                    "body": body,
+                },
+            }
+        ],
+    }
+
+
+def notify(
+    url: str,
+    report: DriftReport,
+    post: Callable[[str, dict[str, Any]], None],
+) -> None:
+    """Post the Teams card for ``report`` to ``url`` through ``post`` (the CLI passes one built on
+    ``bridge.http``, which owns timeouts, retries and error mapping)."""
+    post(url, build_teams_card(report))
+    # The URL's path and query are the webhook's secret: log the host only.
+    log.info("posted drift notification to %s", urlsplit(url).hostname or "the webhook")
+
+
+def _counts(c: dict[str, int]) -> str:
+    return (
+        f"{c['drifted'] + c['missing'] + c['extra']} of {c['total']} not in sync "
+        f"({c['drifted']} drifted, {c['missing']} missing, {c['extra']} not wanted)"
+    )
+
+
+def _short(value: object) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, dict):
+        return f"{value.get('policy')} (rank {value.get('rank')})"
+    text = format_value(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _plain(text: object) -> str:
+    # Card TextBlocks render a Markdown subset: keep tenant text from turning into links or
+    # formatting.
+    out = str(text)
+    for ch in "\\*_[]`":
+        out = out.replace(ch, "\\" + ch)
+    return " ".join(out.split())
