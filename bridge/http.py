@@ -431,7 +431,7 @@ class HttpClient:
             hint = TEAMS_FORBIDDEN
         elif status == 403:
             hint = (
-                f"the app needs the Graph application permission {graph_permission(route)} "
+                f"the app needs the Graph application permission {graph_permission(route_of(url))} "
                 "with admin consent: Entra admin center > App registrations > API permissions"
             )
         elif status == 404:

@@ -1,5 +1,7 @@
-"""Shared fixtures for the cloud-access tests (import what you use: ``from http_fixtures import
-...``). HTTP is mocked with ``responses``; every registered call must fire."""
+"""Shared fixtures and helpers for the cloud-access tests. Fixtures are declared with
+``name=`` so a test module imports them once (``from http_fixtures import rsps_fixture  # noqa:
+F401``) and its tests take ``rsps``. HTTP is mocked with ``responses``; every registered call must
+fire."""
 
 from __future__ import annotations
 
@@ -63,19 +65,19 @@ class Sleeps:
         self.waits.append(seconds)
 
 
-@pytest.fixture
-def rsps() -> Iterator[responses.RequestsMock]:
+@pytest.fixture(name="rsps")
+def rsps_fixture() -> Iterator[responses.RequestsMock]:
     with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
         yield mock
 
 
-@pytest.fixture
-def sleeps() -> Sleeps:
+@pytest.fixture(name="sleeps")
+def sleeps_fixture() -> Sleeps:
     return Sleeps()
 
 
-@pytest.fixture
-def tokens() -> FakeTokens:
+@pytest.fixture(name="tokens")
+def tokens_fixture() -> FakeTokens:
     return FakeTokens()
 
 
@@ -98,13 +100,13 @@ def make_client(
     return HttpClient(tokens or FakeTokens(), options, sleep=sleeps or Sleeps())
 
 
-@pytest.fixture
-def client(tokens: FakeTokens, sleeps: Sleeps) -> HttpClient:
+@pytest.fixture(name="client")
+def client_fixture(tokens: FakeTokens, sleeps: Sleeps) -> HttpClient:
     return make_client(tokens, sleeps)
 
 
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Any:
+@pytest.fixture(name="clean_env")
+def clean_env_fixture(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Any:
     """No Azure/bridge variables from the machine, and no stray ``.env`` in the directory."""
     for name in ENV_NAMES.values():
         monkeypatch.delenv(name, raising=False)
@@ -136,12 +138,12 @@ __all__ = [
     "TENANT",
     "FakeTokens",
     "Sleeps",
-    "clean_env",
-    "client",
+    "clean_env_fixture",
+    "client_fixture",
     "make_client",
     "make_jwt",
     "policy_obj",
-    "rsps",
-    "sleeps",
-    "tokens",
+    "rsps_fixture",
+    "sleeps_fixture",
+    "tokens_fixture",
 ]

@@ -15,7 +15,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
-from http_fixtures import APP, GRAPH, LOGIN, TEAMS_RESOURCE, TENANT, make_jwt
+from http_fixtures import (  # noqa: F401  (fixtures)
+    APP,
+    GRAPH,
+    LOGIN,
+    TEAMS_RESOURCE,
+    TENANT,
+    clean_env_fixture,
+    make_jwt,
+    rsps_fixture,
+)
 
 from bridge.auth import (
     build_token_provider,
@@ -26,7 +35,6 @@ from bridge.auth import (
 from bridge.errors import AuthError, ConfigError, TenantMismatchError
 from bridge.settings import Settings
 
-pytest_plugins = ["http_fixtures"]
 pytestmark = pytest.mark.usefixtures("clean_env")
 
 AUTHORITY = f"{LOGIN}/{TENANT}"

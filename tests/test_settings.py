@@ -3,11 +3,11 @@ from __future__ import annotations
 import logging
 
 import pytest
+from http_fixtures import clean_env_fixture  # noqa: F401
 
 from bridge.errors import ConfigError
 from bridge.settings import CLOUDS, Settings, redact
 
-pytest_plugins = ["http_fixtures"]
 pytestmark = pytest.mark.usefixtures("clean_env")
 
 

@@ -1,0 +1,342 @@
+from __future__ import annotations
+
+import email.utils
+import gzip
+import json
+import logging
+import threading
+import time
+import uuid
+
+import pytest
+import requests
+import responses
+from http_fixtures import (  # noqa: F401  (fixtures)
+    GRAPH,
+    POLICIES,
+    TEAMS,
+    TEAMS_RESOURCE,
+    FakeTokens,
+    Sleeps,
+    client_fixture,
+    make_client,
+    rsps_fixture,
+    sleeps_fixture,
+    tokens_fixture,
+)
+from responses import matchers, registries
+
+from bridge.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidResponseError,
+    NotFoundError,
+    ServerError,
+    ThrottledError,
+    UnauthorizedError,
+)
+from bridge.http import HttpClient, retry_after_seconds, route_of
+
+USERS = f"{TEAMS}/Teams.User/users"
+
+
+@pytest.fixture
+def ordered():
+    with responses.RequestsMock(
+        assert_all_requests_are_fired=True, registry=registries.OrderedRegistry
+    ) as mock:
+        yield mock
+
+
+def test_headers_on_every_request(rsps, client, tokens):
+    rsps.get(POLICIES, json=[])
+    rsps.get(f"{GRAPH}/v1.0/organization", json={"value": []})
+    client.get_json(POLICIES, resource=TEAMS_RESOURCE)
+    client.get_json(f"{GRAPH}/v1.0/organization", resource=GRAPH)
+    teams, graph = (c.request.headers for c in rsps.calls)
+    assert teams["x-authz-scope"] == "tenant"
+    assert "x-authz-scope" not in graph
+    for headers in (teams, graph):
+        assert headers["Authorization"].startswith("Bearer ey")
+        assert headers["Accept"] == "application/json"
+        assert "gzip" in headers["Accept-Encoding"]
+        uuid.UUID(headers["x-ms-correlation-id"])
+    assert teams["x-ms-correlation-id"] != graph["x-ms-correlation-id"]
+    assert tokens.requests == [TEAMS_RESOURCE, GRAPH]
+
+
+def test_429_with_retry_after_then_200_waits_what_the_service_asked(ordered, client, sleeps):
+    ordered.get(POLICIES, status=429, headers={"Retry-After": "7"}, json={})
+    ordered.get(POLICIES, json=[{"Identity": "Global"}])
+    assert client.get_json(POLICIES, resource=TEAMS_RESOURCE) == [{"Identity": "Global"}]
+    assert sleeps.waits == [7.0]
+    stats = client.stats
+    assert (stats["total"], stats["retries"], stats["throttled"]) == (2, 1, 1)
+    assert stats["routes"] == {"GET /Skype.Policy/configurations/TeamsMessagingPolicy": 2}
+    # one logical request: the same correlation id on both attempts
+    first, second = (c.request.headers["x-ms-correlation-id"] for c in ordered.calls)
+    assert first == second
+
+
+def test_retry_after_as_http_date(ordered, client, sleeps):
+    when = email.utils.formatdate(time.time() + 30, usegmt=True)
+    ordered.get(POLICIES, status=503, headers={"Retry-After": when})
+    ordered.get(POLICIES, json=[])
+    client.get_json(POLICIES, resource=TEAMS_RESOURCE)
+    assert len(sleeps.waits) == 1 and 27 <= sleeps.waits[0] <= 31
+
+
+def test_retry_after_parsing():
+    assert retry_after_seconds("12") == 12.0
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
+    assert retry_after_seconds("soon") is None
+    assert retry_after_seconds(None) is None
+
+
+def test_503_until_retries_run_out_is_a_server_error(rsps, tokens, sleeps):
+    client = make_client(tokens, sleeps, attempts=4)
+    rsps.get(POLICIES, status=503, json={"error": {"code": "Unavailable", "message": "busy"}})
+    with pytest.raises(ServerError) as err:
+        client.get_json(POLICIES, resource=TEAMS_RESOURCE)
+    assert len(rsps.calls) == 4
+    assert len(sleeps.waits) == 3
+    assert all(0 <= w <= 30 for w in sleeps.waits)  # exponential backoff with jitter, capped
+    assert "503 from Teams admin API" in str(err.value)
+    assert "Unavailable: busy" in str(err.value)
+    assert err.value.correlation_id
+
+
+def test_throttling_beyond_the_time_budget_stops_without_waiting(rsps, tokens, sleeps):
+    client = make_client(tokens, sleeps, attempts=5, max_seconds=60)
+    rsps.get(POLICIES, status=429, headers={"Retry-After": "600"}, json={})
+    with pytest.raises(ThrottledError) as err:
+        client.get_json(POLICIES, resource=TEAMS_RESOURCE)
+    assert sleeps.waits == []
+    assert len(rsps.calls) == 1
+    assert "asked to wait 600s" in str(err.value)
+    assert "BRIDGE_RETRY_MAX_SECONDS" in str(err.value)
+
+
+def test_connection_error_is_retried(ordered, client, sleeps):
+    ordered.get(POLICIES, body=requests.ConnectionError("connection reset"))
+    ordered.get(POLICIES, json=[])
+    assert client.get_json(POLICIES, resource=TEAMS_RESOURCE) == []
+    assert len(sleeps.waits) == 1
+
+
+def test_connection_failing_every_time_is_a_server_error(rsps, client):
+    rsps.get(POLICIES, body=requests.ConnectionError("no route to host"))
+    with pytest.raises(ServerError, match=r"could not reach Teams admin API .* after 3"):
+        client.get_json(POLICIES, resource=TEAMS_RESOURCE)
+
+
+def test_read_timeout_after_post_is_not_repeated(rsps, client, sleeps):
+    rsps.post(POLICIES, body=requests.ReadTimeout("read timed out"))
+    with pytest.raises(ServerError):
+        client.request("POST", POLICIES, resource=TEAMS_RESOURCE, json={"Identity": "Tag:X"})
+    assert len(rsps.calls) == 1
+    assert sleeps.waits == []
+
+
+def test_4xx_is_never_retried(rsps, client, sleeps):
+    rsps.get(POLICIES, status=400, json={"error": {"code": "BadRequest", "message": "no"}})
+    with pytest.raises(Exception, match="400 from Teams admin API"):
+        client.get_json(POLICIES, resource=TEAMS_RESOURCE)
+    assert len(rsps.calls) == 1
+
+
+def test_three_pages_with_an_empty_one(rsps, client):
+    rsps.get(
+        USERS,
+        match=[matchers.query_param_matcher({"$top": "2"})],
+        json={
+            "users": [{"Identity": "u1"}, {"Identity": "u2"}],
+            "@odata.nextLink": f"{USERS}?page=2",
+        },
+    )
+    rsps.get(
+        USERS,
+        match=[matchers.query_param_matcher({"page": "2"})],
+        json={"users": [], "@odata.nextLink": f"{USERS}?page=3"},
+    )
+    rsps.get(
+        USERS,
+        match=[matchers.query_param_matcher({"page": "3"})],
+        json={"users": [{"Identity": "u3"}]},
+    )
+    items = list(
+        client.paged(USERS, resource=TEAMS_RESOURCE, items_key="users", params={"$top": "2"})
+    )
+    assert [i["Identity"] for i in items] == ["u1", "u2", "u3"]
+
+
+def test_teams_style_next_link_and_relative_links(rsps, client):
+    rsps.get(
+        USERS,
+        match=[matchers.query_param_matcher({})],
+        json={"users": [{"Identity": "a"}], "nextLink": "/Teams.User/users?skip=1"},
+    )
+    rsps.get(
+        USERS,
+        match=[matchers.query_param_matcher({"skip": "1"})],
+        json={"users": [{"Identity": "b"}]},
+    )
+    items = list(client.paged(USERS, resource=TEAMS_RESOURCE, items_key="users"))
+    assert [i["Identity"] for i in items] == ["a", "b"]
+
+
+def test_next_link_to_another_host_is_refused(rsps, client):
+    rsps.get(USERS, json={"users": [], "@odata.nextLink": "https://evil.test/steal"})
+    with pytest.raises(InvalidResponseError, match=r"not on https://teams\.test"):
+        list(client.paged(USERS, resource=TEAMS_RESOURCE, items_key="users"))
+
+
+def test_page_without_items_is_an_error_not_an_empty_result(rsps, client):
+    rsps.get(USERS, json={"error": "odd"})
+    with pytest.raises(InvalidResponseError, match="has no 'users' list"):
+        list(client.paged(USERS, resource=TEAMS_RESOURCE, items_key="users"))
+
+
+def test_gzip_body_is_decoded(rsps, client):
+    body = gzip.compress(json.dumps([{"Identity": "Global", "AllowGiphy": True}]).encode())
+    rsps.get(
+        POLICIES,
+        body=body,
+        headers={"Content-Encoding": "gzip"},
+        content_type="application/json",
+    )
+    assert client.get_json(POLICIES, resource=TEAMS_RESOURCE) == [
+        {"Identity": "Global", "AllowGiphy": True}
+    ]
+
+
+def test_invalid_json_is_an_invalid_response(rsps, client):
+    rsps.get(POLICIES, body="<html>gateway</html>", status=200)
+    with pytest.raises(InvalidResponseError, match="body is not JSON"):
+        client.get_json(POLICIES, resource=TEAMS_RESOURCE)
+
+
+def test_403_from_teams_names_the_directory_role(rsps, client):
+    rsps.get(POLICIES, status=403, json={"error": {"code": "Forbidden", "message": "denied"}})
+    with pytest.raises(ForbiddenError) as err:
+        client.get_json(POLICIES, resource=TEAMS_RESOURCE)
+    message = str(err.value)
+    assert message.startswith(
+        "403 from Teams admin API: the app's service principal needs the Teams Administrator "
+        "directory role (or Global Reader for read-only commands): Entra admin center > Roles "
+        "and administrators"
+    )
+    assert "Forbidden: denied" in message
+
+
+@pytest.mark.parametrize(
+    ("path", "permission"),
+    [
+        ("/v1.0/groups", "Group.Read.All"),
+        ("/v1.0/users/u1/memberOf", "GroupMember.Read.All"),
+        ("/v1.0/users/u1", "User.Read.All"),
+        ("/v1.0/admin/teams/policy/userAssignments/assign", "TeamsPolicyUserAssign.ReadWrite.All"),
+        ("/v1.0/organization", "Organization.Read.All"),
+    ],
+)
+def test_403_from_graph_names_the_permission(rsps, client, path, permission):
+    rsps.get(f"{GRAPH}{path}", status=403, json={"error": {"code": "Authorization_RequestDenied"}})
+    with pytest.raises(ForbiddenError) as err:
+        client.get_json(f"{GRAPH}{path}", resource=GRAPH)
+    assert f"403 from Graph: the app needs the Graph application permission {permission}" in str(
+        err.value
+    )
+
+
+def test_401_names_the_credential(rsps, client):
+    rsps.get(POLICIES, status=401, json={"error": {"code": "InvalidAuthenticationToken"}})
+    with pytest.raises(UnauthorizedError) as err:
+        client.get_json(POLICIES, resource=TEAMS_RESOURCE)
+    assert "secret credential (app" in str(err.value)
+    assert "BRIDGE_CLOUD" in str(err.value)
+
+
+def test_404_and_409_are_typed(rsps, client):
+    rsps.get(f"{POLICIES}/configuration/Tag:Nope", status=404, json={"error": {"code": "NotFound"}})
+    rsps.post(POLICIES, status=409, json={"Message": "Tag:X already exists"})
+    with pytest.raises(NotFoundError):
+        client.get_json(f"{POLICIES}/configuration/Tag:Nope", resource=TEAMS_RESOURCE)
+    with pytest.raises(ConflictError, match="Tag:X already exists"):
+        client.request("POST", POLICIES, resource=TEAMS_RESOURCE, json={})
+
+
+def test_tokens_and_secrets_never_reach_logs_or_errors(rsps, caplog):
+    tokens = FakeTokens()
+    secret = "client-secret-value-123"
+    client = make_client(tokens, Sleeps(), secrets=(secret,))
+    echoed = tokens.get_token(TEAMS_RESOURCE)
+    rsps.get(
+        POLICIES,
+        status=400,
+        json={
+            "error": {"code": "Bad", "message": f"got Bearer {echoed} and client_secret={secret}"}
+        },
+    )
+    with caplog.at_level(logging.DEBUG), pytest.raises(Exception) as err:
+        client.get_json(POLICIES, resource=TEAMS_RESOURCE)
+    sent_token = rsps.calls[0].request.headers["Authorization"].split()[1]
+    for text in (str(err.value), caplog.text):
+        assert sent_token not in text
+        assert echoed not in text
+        assert secret not in text
+        assert "Authorization" not in text
+    assert "[redacted]" in str(err.value)
+
+
+def test_route_of_groups_objects():
+    assert route_of(
+        f"{TEAMS}/Skype.Policy/users/0b7e6a52-3a3b-4c4d-9e9f-0a1b2c3d4e5f/policies/X"
+    ) == ("/Skype.Policy/users/{id}/policies/X")
+    assert route_of(f"{POLICIES}/configuration/Tag:Clinical") == (
+        "/Skype.Policy/configurations/TeamsMessagingPolicy/configuration/{identity}"
+    )
+    assert route_of(f"{GRAPH}/v1.0/users/a@b.org?$select=id") == "/v1.0/users/{id}"
+    assert route_of(f"{GRAPH}/v1.0/admin/teams/policy/getPolicyId(type='T',name='X')") == (
+        "/v1.0/admin/teams/policy/getPolicyId(...)"
+    )
+
+
+def test_map_concurrent_keeps_order_and_bounds_parallelism(tokens):
+    client = make_client(tokens, concurrency=3)
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def work(i: int) -> int:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.01)
+        with lock:
+            running[0] -= 1
+        return i * i
+
+    assert client.map_concurrent(work, range(10)) == [i * i for i in range(10)]
+    assert 1 < peak[0] <= 3
+
+
+def test_map_concurrent_raises_the_first_failure(tokens):
+    client = make_client(tokens, concurrency=2)
+
+    def work(i: int) -> int:
+        if i == 2:
+            raise NotFoundError("item 2 missing", status=404)
+        return i
+
+    with pytest.raises(NotFoundError, match="item 2"):
+        client.map_concurrent(work, range(4))
+
+
+def test_webhook_client_sends_no_token_and_hides_the_path(rsps, caplog):
+    hook = "https://hooks.test/webhookb2/SECRETPATH/IncomingWebhook/abc"
+    rsps.post(hook, status=500, json={})
+    client = HttpClient.for_webhooks(None)
+    client._sleep = Sleeps()
+    with caplog.at_level(logging.DEBUG), pytest.raises(ServerError) as err:
+        client.request("POST", hook, json={"text": "drift"})
+    assert "Authorization" not in rsps.calls[0].request.headers
+    assert "SECRETPATH" not in str(err.value) and "SECRETPATH" not in caplog.text
+    assert "SECRETPATH" not in (err.value.url or "")
