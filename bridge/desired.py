@@ -7,6 +7,7 @@ result and shown by the CLI, but do not fail the file.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import re
@@ -49,6 +50,9 @@ def is_guid(text: str) -> bool:
     return bool(_GUID.match(text))
 
 
+_new_location = tuple.__new__  # skips NamedTuple's Python-level __new__ on the hot path
+
+
 class _Checker:
     """Walks the loaded document, collecting problems with their positions."""
 
@@ -57,7 +61,7 @@ class _Checker:
         self.problems: list[Problem] = []
 
     def loc(self, pos: Pos) -> Location:
-        return Location(self.source, pos[0], pos[1])
+        return _new_location(Location, (self.source, *pos))
 
     def error(self, pos: Pos, message: str) -> None:
         self.problems.append(Problem(self.loc(pos), message))
@@ -121,6 +125,18 @@ def load_desired(path: str | os.PathLike[str]) -> DesiredState:
 
 
 def parse_desired(raw: bytes | str, source: str = "<desired>") -> DesiredState:
+    # A large file builds hundreds of thousands of small containers and none of them form
+    # cycles: the cyclic garbage collector would rescan them again and again for nothing.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _parse_desired(raw, source)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _parse_desired(raw: bytes | str, source: str) -> DesiredState:
     data = raw.encode("utf-8") if isinstance(raw, str) else raw
     sha = hashlib.sha256(data).hexdigest()
     try:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class BridgeError(Exception):
@@ -38,9 +39,9 @@ class ConfigError(BridgeError):
     pass
 
 
-@dataclass(frozen=True, order=True)
-class Location:
-    """Where something was written: ``file:line:column`` (1-based)."""
+class Location(NamedTuple):
+    """Where something was written: ``file:line:column`` (1-based). A tuple, because a large
+    desired file creates one per entry."""
 
     file: str
     line: int = 0

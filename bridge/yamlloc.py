@@ -57,119 +57,145 @@ _constructor = _Constructor()
 _STR_TAG = _SAFE_TAG_PREFIX + "str"
 
 
+_IMPLICIT_FIRST_CHARS = frozenset(
+    ch for ch in yaml.resolver.Resolver.yaml_implicit_resolvers if ch is not None
+)
+
+
 def _scalar(event: yaml.ScalarEvent) -> Any:
     tag = event.tag
     if tag is None or tag == "!":
-        if event.style:  # quoted: always a string
-            return event.value
-        tag = _resolver.resolve(yaml.ScalarNode, event.value, event.implicit)
+        value = event.value
+        if event.style or (value and value[0] not in _IMPLICIT_FIRST_CHARS):
+            return value  # quoted, or plain text no implicit type can start with
+        tag = _resolver.resolve(yaml.ScalarNode, value, event.implicit)
     if tag == _STR_TAG:
         return event.value
     node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
     return _constructor.construct_object(node, deep=True)
 
 
-def _pos(event: yaml.Event) -> Pos:
-    mark = event.start_mark
-    return (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
-
-
 def load(text: str) -> tuple[Any, list[YamlProblem]]:
     """Parse ``text``; returns the document (``None`` when empty) and the problems found (duplicate
-    keys, unsafe tags). Raises ``yaml.YAMLError`` (with a mark) for syntax errors."""
+    keys, unsafe tags). Raises ``yaml.YAMLError`` (with a mark) for syntax errors.
+
+    One tight loop over the events: this runs once per scalar of a file that can hold 100,000
+    user assignments, so it avoids helper calls on the common path.
+    """
     problems: list[YamlProblem] = []
     anchors: dict[str, Any] = {}
     stack: list[Any] = []  # containers being built
-    pending_key: list[Any] = []  # for maps: the key waiting for its value (or a sentinel)
+    keys: list[Any] = []  # per open mapping: the key waiting for its value, or _NO_KEY
     root: Any = None
-    _none = object()
+    implicit_first = _IMPLICIT_FIRST_CHARS
 
-    def attach(value: Any, pos: Pos) -> None:
-        nonlocal root
-        if not stack:
-            root = value
-            return
-        parent = stack[-1]
-        if isinstance(parent, LocList):
-            parent.append(value)
-            parent.item_pos.append(pos)
-            return
-        key = pending_key[-1]
-        if key is _none:
-            if isinstance(value, LocMap | LocList):
-                problems.append(YamlProblem(pos, "a mapping or list cannot be a key"))
-                value = repr(value)
-            try:
-                hash(value)
-            except TypeError:
-                value = repr(value)
-            if value in parent:
-                first = parent.key_pos[value]
-                problems.append(
-                    YamlProblem(
-                        pos,
-                        f"duplicate key {value!r} (first written at line {first[0]}); "
-                        "YAML would silently keep only the last one: remove or merge one",
-                    )
-                )
-            pending_key[-1] = (value, pos)
-        else:
-            k, kpos = key
-            parent[k] = value
-            parent.key_pos.setdefault(k, kpos)
-            parent.value_pos[k] = pos
-            pending_key[-1] = _none
+    loader = _Loader(text)
+    try:
+        while True:
+            event = loader.get_event()
+            kind = type(event)
+            mark = event.start_mark
+            pos = (mark.line + 1, mark.column + 1)
+            if kind is _ScalarEvent:
+                tag = event.tag
+                if tag is None and (event.style or (event.value and
+                                                    event.value[0] not in implicit_first)):
+                    value: Any = event.value
+                elif tag and tag != "!" and tag not in _SAFE_TAGS:
+                    problems.append(_refused(tag, pos))
+                    value = event.value
+                else:
+                    value = _scalar(event)
+                if event.anchor:
+                    anchors[event.anchor] = value
+            elif kind is _MappingStartEvent or kind is _SequenceStartEvent:
+                tag = event.tag
+                if tag and tag != "!" and tag not in _SAFE_TAGS:
+                    problems.append(_refused(tag, pos))
+                if kind is _MappingStartEvent:
+                    container: Any = LocMap()
+                    container.key_pos = {}
+                    container.value_pos = {}
+                else:
+                    container = LocList()
+                    container.item_pos = []
+                container.pos = pos
+                if event.anchor:
+                    anchors[event.anchor] = container
+                stack.append(container)
+                keys.append(_NO_KEY)
+                continue
+            elif kind is _MappingEndEvent or kind is _SequenceEndEvent:
+                value = stack.pop()
+                keys.pop()
+                pos = value.pos
+            elif kind is _AliasEvent:
+                if event.anchor in anchors:
+                    value = anchors[event.anchor]
+                else:
+                    problems.append(YamlProblem(pos, f"unknown alias *{event.anchor}"))
+                    value = None
+            elif event is None or kind is _StreamEndEvent:
+                break
+            else:  # stream and document start/end
+                continue
 
-    def check_tag(event: Any) -> None:
-        tag = getattr(event, "tag", None)
-        if tag and tag != "!" and tag not in _SAFE_TAGS:
-            problems.append(
-                YamlProblem(
-                    _pos(event),
-                    f"YAML tag {tag!r} is refused: desired-state files hold plain data only "
-                    "(no !!python/... or custom tags)",
-                )
-            )
-
-    for event in yaml.parse(text, Loader=_Loader):
-        if isinstance(event, yaml.ScalarEvent):
-            pos = _pos(event)
-            tag = event.tag
-            if tag and tag != "!" and tag not in _SAFE_TAGS:
-                check_tag(event)
-                value: Any = event.value
+            # Attach the finished value to its parent.
+            if not stack:
+                root = value
+                continue
+            parent = stack[-1]
+            if type(parent) is LocList:
+                parent.append(value)
+                parent.item_pos.append(pos)
+                continue
+            key = keys[-1]
+            if key is _NO_KEY:
+                keys[-1] = (_as_key(value, pos, parent, problems), pos)
             else:
-                value = _scalar(event)
-            if event.anchor:
-                anchors[event.anchor] = value
-            attach(value, pos)
-        elif isinstance(event, yaml.MappingStartEvent):
-            check_tag(event)
-            m = LocMap()
-            m.pos = _pos(event)
-            m.key_pos = {}
-            m.value_pos = {}
-            if event.anchor:
-                anchors[event.anchor] = m
-            stack.append(m)
-            pending_key.append(_none)
-        elif isinstance(event, yaml.SequenceStartEvent):
-            check_tag(event)
-            seq = LocList()
-            seq.pos = _pos(event)
-            seq.item_pos = []
-            if event.anchor:
-                anchors[event.anchor] = seq
-            stack.append(seq)
-            pending_key.append(_none)
-        elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
-            done = stack.pop()
-            pending_key.pop()
-            attach(done, done.pos)
-        elif isinstance(event, yaml.AliasEvent):
-            if event.anchor not in anchors:
-                problems.append(YamlProblem(_pos(event), f"unknown alias *{event.anchor}"))
-                attach(None, _pos(event))
-            else:
-                attach(anchors[event.anchor], _pos(event))
+                k, kpos = key
+                parent[k] = value
+                parent.key_pos.setdefault(k, kpos)
+                parent.value_pos[k] = pos
+                keys[-1] = _NO_KEY
+    finally:
+        loader.dispose()
     return root, problems
+
+
+_NO_KEY = object()
+_ScalarEvent = yaml.ScalarEvent
+_MappingStartEvent = yaml.MappingStartEvent
+_SequenceStartEvent = yaml.SequenceStartEvent
+_MappingEndEvent = yaml.MappingEndEvent
+_SequenceEndEvent = yaml.SequenceEndEvent
+_AliasEvent = yaml.AliasEvent
+_StreamEndEvent = yaml.StreamEndEvent
+
+
+def _refused(tag: str, pos: Pos) -> YamlProblem:
+    return YamlProblem(
+        pos,
+        f"YAML tag {tag!r} is refused: desired-state files hold plain data only "
+        "(no !!python/... or custom tags)",
+    )
+
+
+def _as_key(value: Any, pos: Pos, parent: LocMap, problems: list[YamlProblem]) -> Any:
+    if isinstance(value, LocMap | LocList):
+        problems.append(YamlProblem(pos, "a mapping or list cannot be a key"))
+        value = repr(value)
+    try:
+        hash(value)
+    except TypeError:
+        value = repr(value)
+    if value in parent:
+        first = parent.key_pos[value]
+        problems.append(
+            YamlProblem(
+                pos,
+                f"duplicate key {value!r} (first written at line {first[0]}); "
+                "YAML would silently keep only the last one: remove or merge one",
+            )
+        )
+    return value
