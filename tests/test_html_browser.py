@@ -1,0 +1,77 @@
+"""The HTML report opened in headless Chromium: it renders, the page text has the content, the
+injected script stays text, and a screenshot is produced (kept in the pytest tmp dir to look at).
+
+Skipped only on a developer machine without Chromium; CI (CI set) installs it and must run this.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from test_report_model import scenario
+
+from bridge.report.render import write_reports
+
+CHROMIUM = shutil.which("chromium")
+
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("CI"),
+    reason="chromium is not installed (apt-get install -y chromium); CI always runs this test",
+)
+
+
+def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    assert CHROMIUM is not None, "chromium must be installed in CI (see .ci/run)"
+    return subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1280,2000",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_html_report_in_headless_chromium(tmp_path: Path) -> None:
+    (html_path,) = write_reports(scenario(), tmp_path / "report", ["html"])
+    url = html_path.resolve().as_uri()
+
+    png = tmp_path / "drift.png"
+    shot = _chromium(tmp_path, f"--screenshot={png}", url)
+    assert shot.returncode == 0, shot.stderr[-2000:]
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000  # a real page, not blank
+
+    dom = _chromium(tmp_path, "--dump-dom", url)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    page = dom.stdout
+    assert "Drift detected" in page
+    assert "Teams messaging policy drift report" in page
+    for text in (
+        "Clinical",
+        "Pharmacy",
+        "ReadReceiptsEnabledType",
+        "UserPreference",
+        "locum.doctor@contoso.org",
+        "ranked below Facilities",
+    ):
+        assert text in page, text
+    # The tenant's Description is text in the page, never an element the browser created.
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<script" not in page.lower()

@@ -1,0 +1,101 @@
+"""Notifications: the JSON summary, the Teams Adaptive Card, and posting through an injected
+function (the CLI's goes through bridge.http)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from typing import Any
+
+import pytest
+from test_report_model import in_sync_report, scenario
+
+from bridge.report.model import UserAssignmentReport
+from bridge.report.notify import (
+    CARD_CONTENT_TYPE,
+    build_notification,
+    build_teams_card,
+    notify,
+)
+
+WEBHOOK = "https://contoso.webhook.office.com/webhookb2/abc@def/IncomingWebhook/SECRETPART/xyz"
+
+
+def test_notification_summary() -> None:
+    n = build_notification(scenario(), top=3)
+    assert n["tenant_id"] == "6f1c2d3e-0000-4000-8000-00000000c0de"
+    assert n["exit_code"] == 2 and n["in_sync"] is False and n["drift_count"] == 10
+    assert n["summary"]["policies"]["drifted"] == 3
+    assert [i["key"] for i in n["top_items"]] == [
+        "policy:global:ReadReceiptsEnabledType",
+        "policy:clinical:Description",
+        "policy:clinical:ReadReceiptsEnabledType",
+    ]
+    assert n["top_items"][0]["expected"] == "Everyone"
+    assert n["top_items"][0]["actual"] == "UserPreference"
+    assert n["more_items"] == 8
+    assert [f["rule_id"] for f in n["findings"]] == [
+        "clinical-read-receipts",
+        "read-receipts-consistency",
+    ]
+    json.dumps(n)  # serialisable as is
+    quiet = build_notification(in_sync_report())
+    assert quiet["exit_code"] == 0 and quiet["top_items"] == [] and quiet["findings"] == []
+
+
+def _texts(card: dict[str, Any]) -> str:
+    return json.dumps(card["attachments"][0]["content"]["body"], ensure_ascii=False)
+
+
+def test_teams_card_shape_and_content() -> None:
+    card = build_teams_card(scenario(), top=5)
+    assert card["type"] == "message"
+    (attachment,) = card["attachments"]
+    assert attachment["contentType"] == CARD_CONTENT_TYPE
+    content = attachment["content"]
+    assert content["type"] == "AdaptiveCard" and content["version"] == "1.4"
+    assert all(block["type"] in {"TextBlock", "FactSet"} for block in content["body"])
+    text = _texts(card)
+    assert "Drift detected" in text and "Objects not in sync" in text
+    assert "3 of 5 not in sync" not in text and "5 of 5 not in sync" in text
+    assert "ReadReceiptsEnabledType" in text and "... and 6 more" in text
+    assert "WARNING" in text
+    assert content["body"][0]["color"] == "Attention"
+    assert (
+        build_teams_card(in_sync_report())["attachments"][0]["content"]["body"][0]["color"]
+        == "Good"
+    )
+
+
+def test_card_neutralises_markdown_in_tenant_text() -> None:
+    evil = UserAssignmentReport(
+        "u-x", "[click](https://evil.example)*x*", "missing", "Clinical", None
+    )
+    report = dataclasses.replace(scenario(), users_listed=[evil])
+    body = build_teams_card(report)["attachments"][0]["content"]["body"]
+    listing = next(b["text"] for b in body if "user " in b.get("text", ""))
+    assert "[click](" not in listing and "\\[click\\](https://evil.example)\\*x\\*" in listing
+
+
+def test_notify_posts_the_card_and_keeps_the_url_out_of_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    posted: list[tuple[str, dict[str, Any]]] = []
+
+    def post(url: str, payload: dict[str, Any]) -> None:
+        posted.append((url, payload))
+
+    with caplog.at_level(logging.DEBUG):
+        notify(WEBHOOK, scenario(), post)
+    assert posted == [(WEBHOOK, build_teams_card(scenario()))]
+    assert "SECRETPART" not in caplog.text and "contoso.webhook.office.com" in caplog.text
+    assert "SECRETPART" not in json.dumps(posted[0][1])
+
+
+def test_notify_propagates_post_failures() -> None:
+    def post(url: str, payload: dict[str, Any]) -> None:
+        raise RuntimeError("webhook down")
+
+    with pytest.raises(RuntimeError, match="webhook down"):
+        notify(WEBHOOK, scenario(), post)

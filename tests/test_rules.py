@@ -1,0 +1,193 @@
+"""Healthcare rules: each has a case that trips it, one that does not, and its switch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bridge.errors import DesiredStateError
+from bridge.rules import RULE_IDS, run_rules
+from bridge.state import (
+    DesiredPolicy,
+    DesiredState,
+    GroupAssignment,
+    Policy,
+    RulesConfig,
+    TenantState,
+    UserAssignment,
+)
+
+OK = {"ReadReceiptsEnabledType": "Everyone", "AllowPriorityMessages": True}
+
+
+def tenant(
+    policies: dict[str, dict[str, Any]],
+    groups: dict[str, str] | None = None,
+    users: dict[str, str] | None = None,
+) -> TenantState:
+    return TenantState.build(
+        "t",
+        [Policy(name, settings) for name, settings in policies.items()],
+        [
+            GroupAssignment(gid, policy, i + 1, gid)
+            for i, (gid, policy) in enumerate((groups or {}).items())
+        ],
+        [UserAssignment(uid, policy, f"{uid}@x.org") for uid, policy in (users or {}).items()],
+    )
+
+
+def desired(enabled: dict[str, bool] | None = None, **rules: Any) -> DesiredState:
+    return DesiredState(rules=RulesConfig(enabled=enabled or {}, **rules))
+
+
+def found(current: TenantState, d: DesiredState | None = None, rule: str | None = None) -> list:
+    out = run_rules(current, d or desired())
+    return [f for f in out if rule is None or f.rule_id == rule]
+
+
+def test_rule_ids() -> None:
+    assert RULE_IDS == (
+        "read-receipts-consistency",
+        "clinical-read-receipts",
+        "clinical-priority",
+        "no-priority-anywhere",
+        "read-receipts-group-size",
+    )
+
+
+# ---------------------------------------------------------------- read-receipts-consistency
+
+RULE = "read-receipts-consistency"
+
+
+def test_consistency_trips_when_policies_in_use_differ() -> None:
+    current = tenant(
+        {"Global": OK, "Kitchen": {**OK, "ReadReceiptsEnabledType": "UserPreference"}},
+        groups={"g-kitchen": "Kitchen"},
+    )
+    (f,) = found(current, rule=RULE)
+    assert f.severity == "warning" and f.policies == ("Kitchen",)
+    assert "Kitchen: User controlled (UserPreference)" in f.explanation
+    assert "every messaging policy in use" in f.explanation
+
+
+def test_consistency_ignores_unassigned_policies_and_only_global() -> None:
+    unused = tenant({"Global": OK, "Kitchen": {**OK, "ReadReceiptsEnabledType": "None"}})
+    assert found(unused, rule=RULE) == []
+    assert found(tenant({"Global": OK}), rule=RULE) == []
+    # Nobody has "Everyone": the rule is about "On for everyone" not holding.
+    none_everyone = tenant(
+        {
+            "Global": {**OK, "ReadReceiptsEnabledType": "UserPreference"},
+            "K": {**OK, "ReadReceiptsEnabledType": "None"},
+        },
+        users={"u1": "K"},
+    )
+    assert found(none_everyone, rule=RULE) == []
+
+
+def test_consistency_switch() -> None:
+    current = tenant(
+        {"Global": OK, "K": {**OK, "ReadReceiptsEnabledType": "None"}}, users={"u1": "K"}
+    )
+    assert found(current, desired({RULE: False}), rule=RULE) == []
+
+
+# ---------------------------------------------------------------- clinical-read-receipts
+
+
+@pytest.mark.parametrize(("value", "severity"), [("None", "error"), ("UserPreference", "warning")])
+def test_clinical_read_receipts_trips(value: str, severity: str) -> None:
+    current = tenant({"Global": OK, "Nursing": {**OK, "ReadReceiptsEnabledType": value}})
+    (f,) = found(current, rule="clinical-read-receipts")
+    assert f.severity == severity and f.policies == ("Nursing",)
+    assert "matches rules.clinical_pattern" in f.explanation
+
+
+def test_clinical_by_name_list_and_not_clinical() -> None:
+    off = {**OK, "ReadReceiptsEnabledType": "None"}
+    current = tenant({"Global": OK, "Ward 7": off, "Kitchen": off})
+    assert found(current, rule="clinical-read-receipts") == []  # neither name looks clinical
+    named = desired(clinical_policies=("tag:ward 7",))
+    (f,) = found(current, named, rule="clinical-read-receipts")
+    assert f.policies == ("Ward 7",) and "listed in rules.clinical_policies" in f.explanation
+    assert found(tenant({"Global": OK, "Clinical": OK}), rule="clinical-read-receipts") == []
+
+
+def test_clinical_read_receipts_switch() -> None:
+    current = tenant({"Global": OK, "Nursing": {**OK, "ReadReceiptsEnabledType": "None"}})
+    assert (
+        found(current, desired({"clinical-read-receipts": False}), rule="clinical-read-receipts")
+        == []
+    )
+
+
+def test_invalid_clinical_pattern_is_a_desired_state_error() -> None:
+    with pytest.raises(DesiredStateError, match="clinical_pattern '\\(' is not a valid"):
+        run_rules(tenant({"Global": OK}), desired(clinical_pattern="("))
+
+
+# ---------------------------------------------------------------- clinical-priority
+
+
+def test_clinical_priority_trips_and_does_not() -> None:
+    current = tenant({"Global": OK, "ICU Doctors": {**OK, "AllowPriorityMessages": False}})
+    (f,) = found(current, rule="clinical-priority")
+    assert f.severity == "error" and f.policies == ("ICU Doctors",)
+    assert "every 2 minutes for up to 20 minutes" in f.explanation
+    unknown = tenant({"Global": OK, "Surgeons": {"ReadReceiptsEnabledType": "Everyone"}})
+    (g,) = found(unknown, rule="clinical-priority")
+    assert g.severity == "warning" and "not reported by the service" in g.explanation
+    assert found(tenant({"Global": OK, "Surgeons": OK}), rule="clinical-priority") == []
+    assert found(current, desired({"clinical-priority": False}), rule="clinical-priority") == []
+
+
+# ---------------------------------------------------------------- no-priority-anywhere
+
+
+def test_no_priority_anywhere() -> None:
+    off = {**OK, "AllowPriorityMessages": False}
+    current = tenant({"Global": off, "Kitchen": off, "Spare": OK}, users={"u": "Kitchen"})
+    (f,) = found(current, rule="no-priority-anywhere")  # Spare allows it but nobody has it
+    assert f.severity == "warning" and f.policies == ("Global", "Kitchen")
+    assert (
+        found(tenant({"Global": off, "K": OK}, users={"u": "K"}), rule="no-priority-anywhere") == []
+    )
+    assert (
+        found(current, desired({"no-priority-anywhere": False}), rule="no-priority-anywhere") == []
+    )
+
+
+# ---------------------------------------------------------------- read-receipts-group-size
+
+
+def test_group_size_info_when_read_receipts_enabled_or_managed() -> None:
+    (f,) = found(tenant({"Global": OK}), rule="read-receipts-group-size")
+    assert f.severity == "info" and "20 people or fewer" in f.title
+    off = tenant({"Global": {**OK, "ReadReceiptsEnabledType": "None"}})
+    assert found(off, rule="read-receipts-group-size") == []
+    managed = desired()
+    managed.policies["global"] = DesiredPolicy("Global", {"ReadReceiptsEnabledType": "None"})
+    assert len(found(off, managed, rule="read-receipts-group-size")) == 1
+    assert (
+        found(
+            tenant({"Global": OK}),
+            desired({"read-receipts-group-size": False}),
+            rule="read-receipts-group-size",
+        )
+        == []
+    )
+
+
+def test_all_rules_off_and_stable_order() -> None:
+    bad = tenant(
+        {
+            "Global": {"ReadReceiptsEnabledType": "Everyone", "AllowPriorityMessages": False},
+            "Nursing": {"ReadReceiptsEnabledType": "None", "AllowPriorityMessages": False},
+        },
+        groups={"g": "Nursing"},
+    )
+    ids = [f.rule_id for f in found(bad)]
+    assert ids == list(RULE_IDS)
+    assert found(bad, desired(dict.fromkeys(RULE_IDS, False))) == []
