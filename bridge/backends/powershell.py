@@ -450,7 +450,10 @@ class PowerShellBackend:
             {"Name": "MicrosoftTeams", "MinimumVersion": ".".join(map(str, MIN_MODULE_VERSION))},
         )
         self._session.call("Connect-MicrosoftTeams", {"AccessTokens": [graph_token, teams_token]})
-        self.tenant_id = _tenant_of(teams_token) or self.settings.tenant_id
+        configured = self.settings.tenant_id
+        self.tenant_id = _tenant_of(teams_token) or (
+            configured if configured and is_guid(configured) else None
+        )
         self._connected = True
 
     def close(self) -> None:
@@ -502,10 +505,11 @@ class PowerShellBackend:
         group_ids = [str(r["GroupId"]) for r in rows if _is_messaging(r)]
         refs = list(dict.fromkeys([*group_ids, *wanted.groups]))
         found = self.graph.resolve_groups(refs) if refs else {}
-        for matches in found.values():
+        for ref, matches in found.items():
+            if not matches:
+                directory.searched_groups.add(ref)
             for group in matches:
                 directory.add_group(group)
-        directory.searched_groups.update(r for r in wanted.groups if not found.get(r))
         groups = []
         for r in rows:
             if not _is_messaging(r):

@@ -110,6 +110,13 @@ class Tenant:
         self.connected = False
         observed = json.loads(OBSERVED.read_text(encoding="utf-8"))["policies"]
         self.global_defaults = next(p for p in observed if p["Identity"] == "Global")
+        # New policies start from the schema's defaults, which the built-in Default shows (this
+        # tenant's, when it has one: its schema may know settings the observed export lacks).
+        default = next(
+            (p for p in self.data["policies"] if _key(p["Identity"]) == "default"),
+            next(p for p in observed if p["Identity"] == "Tag:Default"),
+        )
+        self.new_defaults = {k: v for k, v in default.items() if catalogue.is_setting_field(k)}
 
     def save(self) -> None:
         self.data["user_assignments"] = [
@@ -264,11 +271,9 @@ class Tenant:
                 f"PolicyAlreadyExists,{cmdlet}",
             )
         settings = self._settings(cmdlet, params)
-        defaults = {k: v for k, v in self.global_defaults.items() if k != "Identity"}
         policy = {
             "Identity": identity,
-            **defaults,
-            "Description": None,
+            **self.new_defaults,
             **settings,
             "Key": {
                 "ScopeClass": "Tag",

@@ -1,0 +1,83 @@
+"""The contract suite's fixtures: the ``backend`` fixture gives the same cases the REST transport
+(against the sandbox over HTTPS) and the PowerShell transport (the fake pwsh, seeded with the
+sandbox's tenant as read through REST, so both start identical)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# tests/ holds the fake pwsh package; pytest puts only this directory on sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fake_pwsh import FakePwsh
+
+from bridge.auth import build_token_provider
+from bridge.backends import make_backend
+from bridge.backends.base import Backend, Wanted
+from bridge.backends.powershell import PowerShellBackend
+from bridge.sandbox import Sandbox, SandboxConfig
+from bridge.settings import Settings
+from bridge.state import TenantState
+
+TRANSPORTS = ("rest", "powershell")
+
+
+@dataclass
+class World:
+    """One sandbox tenant, and what both transports need to reach it."""
+
+    sandbox: Sandbox
+    settings: Settings
+    tokens: Any
+    wanted: Wanted
+    initial: TenantState  # read through REST before any test writes
+    tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch
+
+    def open(self, transport: str) -> Backend:
+        if transport == "rest":
+            return make_backend("rest", self.settings, self.tokens)
+        fake = FakePwsh.install(self.tmp_path / "pwsh")
+        fake.seed(self.initial)
+        for name, value in fake.env().items():
+            self.monkeypatch.setenv(name, value)
+        # Batches are polled at once: the fake completes them on the second poll.
+        return PowerShellBackend(self.settings, self.tokens, timeout=30.0, poll_interval=0.01)
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    with Sandbox(SandboxConfig(users=200, seed=1)) as sb:
+        env = sb.env()
+        # The process environment too: requests lets REQUESTS_CA_BUNDLE from the environment
+        # override a session's verify, and this machine's environment sets one.
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        settings = Settings.load(env_file=None, overrides=env)
+        tokens = build_token_provider(settings)
+        groups = sorted({g["displayName"] for g in sb.tenant.groups()})
+        wanted = Wanted(groups=groups)
+        rest = make_backend("rest", settings, tokens)
+        try:
+            initial = rest.read(wanted)
+        finally:
+            rest.close()
+        yield World(sb, settings, tokens, wanted, initial, tmp_path, monkeypatch)
+
+
+@pytest.fixture(params=TRANSPORTS)
+def backend(request: pytest.FixtureRequest, world: World) -> Iterator[Backend]:
+    b = world.open(request.param)
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def initial(world: World) -> TenantState:
+    return world.initial
