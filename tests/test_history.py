@@ -129,7 +129,7 @@ def test_two_processes_writing_at_once(tmp_path: Path) -> None:
     tests = str(Path(__file__).parent)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _WRITER.format(tests=tests, path=path, n=15, offset=offset)],
+            [sys.executable, "-c", _WRITER.format(tests=tests, path=path, n=40, offset=offset)],
             stderr=subprocess.PIPE,
             text=True,
         )
@@ -140,14 +140,14 @@ def test_two_processes_writing_at_once(tmp_path: Path) -> None:
         assert p.returncode == 0, err
     with HistoryStore(path) as store:
         runs = store.runs(limit=100)
-        assert len(runs) == 30
-        assert len({r.id for r in runs}) == 30
+        assert len(runs) == 80
+        assert len({r.id for r in runs}) == 80
         # Every run kept all of its items, and drift first seen in the earliest run stays so.
         first = min(r.generated_at for r in runs)
         assert store.first_seen("policy:global:ReadReceiptsEnabledType") == first
         items = len(scenario().drift_items())
         count = store._db.execute("SELECT COUNT(*) FROM drift_items").fetchone()[0]
-        assert count == 30 * items
+        assert count == 80 * items
 
 
 def test_threads_writing_at_once(tmp_path: Path) -> None:
