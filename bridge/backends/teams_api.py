@@ -317,14 +317,23 @@ class RestBackend:
             return result
         if not self.settings.graph_policy_assignment:
             return self._per_user(list(assignments), result)
+        # One getPolicyId per policy, even when it fails (then every user of it fails).
+        ids: dict[str, str | ApiError] = {}
         entries: list[tuple[str, str]] = []
         for user_id, policy in assignments:
-            try:
-                entries.append((user_id, self._policy_id(policy)))
-            except (UnauthorizedError, ForbiddenError):
-                raise
-            except ApiError as exc:
-                result.failures.append(UserFailure(user_id, str(exc)))
+            key = policy_key(policy)
+            if key not in ids:
+                try:
+                    ids[key] = self._policy_id(policy)
+                except (UnauthorizedError, ForbiddenError):
+                    raise
+                except ApiError as exc:
+                    ids[key] = exc
+            found = ids[key]
+            if isinstance(found, ApiError):
+                result.failures.append(UserFailure(user_id, str(found)))
+            else:
+                entries.append((user_id, found))
         for chunk in _chunks(entries, GRAPH_ASSIGN_CHUNK):
             self._bulk(lambda c=chunk: self.graph.assign(c), [uid for uid, _ in chunk], result)
         return result
