@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import sqlite3
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 from test_report_model import in_sync_report, scenario
 
-from bridge.report.history import HistoryError, HistoryStore
+from bridge.report.history import HistoryError, HistoryStore, render_history
 from bridge.report.model import DriftReport
 from bridge.report.render import render_html, render_text
 
@@ -172,3 +173,20 @@ def test_threads_writing_at_once(tmp_path: Path) -> None:
     assert errors == []
     with HistoryStore(path) as store:
         assert len(store.runs(limit=100)) == 20
+
+
+def test_render_history_text_and_data(tmp_path: Path) -> None:
+    with HistoryStore(tmp_path / "h.sqlite") as store:
+        store.record(at(scenario(), DAY1))
+        store.record(at(scenario(), DAY2))
+        text, data = render_history(store, limit=5, now=DAY3 + dt.timedelta(hours=3))
+    assert [r["generated_at"] for r in data["runs"]] == [
+        "2024-05-02T08:00:00Z",
+        "2024-05-01T08:00:00Z",
+    ]
+    assert data["runs"][0]["drift_count"] == 10 and data["runs"][0]["exit_code"] == 2
+    rr = next(o for o in data["open_drift"] if o["key"] == "policy:global:ReadReceiptsEnabledType")
+    assert rr["age_seconds"] == 2 * 86400 + 3 * 3600 and rr["first_seen"] == "2024-05-01T08:00:00Z"
+    assert text.endswith("\n") and "10 drifted" in text
+    assert "policy:global:ReadReceiptsEnabledType  first seen 2024-05-01 08:00Z, open 2d 3h" in text
+    json.dumps(data)

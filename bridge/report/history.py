@@ -384,3 +384,89 @@ def _json(value: Any) -> str:
 
 def _unjson(text: str | None) -> Any:
     return None if text is None else json.loads(text)
+
+
+def render_history(
+    store: HistoryStore, limit: int = 20, now: dt.datetime | None = None
+) -> tuple[str, dict[str, Any]]:
+    """What ``teams-bridge history`` shows: the latest runs, the drift still open with its age,
+    and recent resolutions, as terminal text (ending in a newline) and as JSON data."""
+    now = utc(now or dt.datetime.now(dt.timezone.utc))
+    runs = store.runs(limit)
+    open_items = store.open_drift(now=now)
+    resolved = store.resolved(limit)
+
+    def iso(t: dt.datetime) -> str:
+        return utc(t).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+    data: dict[str, Any] = {
+        "runs": [
+            {
+                "id": r.id,
+                "tenant_id": r.tenant_id,
+                "generated_at": iso(r.generated_at),
+                "tool_version": r.tool_version,
+                "desired_path": r.desired_path,
+                "desired_sha256": r.desired_sha256,
+                "drift_count": r.drift_count,
+                "findings": r.findings,
+                "in_sync": r.in_sync,
+                "exit_code": r.exit_code,
+            }
+            for r in runs
+        ],
+        "open_drift": [
+            {
+                "key": o.key,
+                "tenant_id": o.tenant_id,
+                "object": o.object,
+                "expected": o.expected,
+                "actual": o.actual,
+                "first_seen": iso(o.first_seen),
+                "age_seconds": int(o.age.total_seconds()),
+            }
+            for o in open_items
+        ],
+        "resolved": [
+            {
+                "key": r.key,
+                "tenant_id": r.tenant_id,
+                "first_seen": iso(r.first_seen),
+                "resolved_at": iso(r.resolved_at),
+            }
+            for r in resolved
+        ],
+    }
+    lines = [f"Runs (latest {limit}):"]
+    if not runs:
+        lines.append("  none recorded yet")
+    for r in runs:
+        verdict = "in sync" if r.in_sync else f"{r.drift_count} drifted"
+        lines.append(
+            f"  #{r.id:<5} {utc(r.generated_at):%Y-%m-%d %H:%M}Z  {r.tenant_id or '(unknown)'}  "
+            f"{verdict}, findings {r.findings['error']}E/{r.findings['warning']}W  "
+            f"exit {r.exit_code}  {r.desired_path} ({r.desired_sha256[:12] or '-'})"
+        )
+    lines.append("")
+    lines.append(f"Open drift ({len(open_items)}):")
+    for o in open_items:
+        lines.append(
+            f"  {o.key}  first seen {utc(o.first_seen):%Y-%m-%d %H:%M}Z, open {_age(o.age)}"
+        )
+    if resolved:
+        lines.append("")
+        lines.append(f"Recently resolved ({len(resolved)}):")
+        for done in resolved:
+            lines.append(
+                f"  {done.key}  first seen {utc(done.first_seen):%Y-%m-%d %H:%M}Z, "
+                f"resolved {utc(done.resolved_at):%Y-%m-%d %H:%M}Z"
+            )
+    return "\n".join(lines) + "\n", data
+
+
+def _age(age: dt.timedelta) -> str:
+    if age.days:
+        return f"{age.days}d {age.seconds // 3600}h"
+    if age.seconds >= 3600:
+        return f"{age.seconds // 3600}h {age.seconds % 3600 // 60}m"
+    return f"{age.seconds // 60}m"
