@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import pytest
+from http_fixtures import (  # noqa: F401  (fixtures)
+    APP,
+    GLOBAL_READER_WID,
+    GRAPH,
+    POLICIES,
+    TEAMS,
+    TEAMS_ADMIN_WID,
+    TEAMS_RESOURCE,
+    TENANT,
+    FakeTokens,
+    clean_env_fixture,
+    make_client,
+    policy_obj,
+    rsps_fixture,
+)
+
+from bridge.doctor import run_doctor
+from bridge.errors import AuthError
+from bridge.settings import Settings
+
+pytestmark = pytest.mark.usefixtures("clean_env")
+
+ALL_GRAPH = [
+    "Group.Read.All",
+    "User.Read.All",
+    "Organization.Read.All",
+    "TeamsPolicyUserAssign.ReadWrite.All",
+]
+
+
+def configured() -> Settings:
+    return Settings.load(
+        env_file=None,
+        overrides={
+            "AZURE_TENANT_ID": TENANT,
+            "AZURE_CLIENT_ID": APP,
+            "AZURE_CLIENT_SECRET": "doctor-secret-1",
+            "BRIDGE_TEAMS_URL": TEAMS,
+            "BRIDGE_GRAPH_URL": GRAPH,
+        },
+    )
+
+
+def mock_reads(rsps) -> None:
+    rsps.get(POLICIES, json=[policy_obj("Global"), policy_obj("Tag:Clinical")])
+    rsps.get(
+        f"{GRAPH}/v1.0/organization",
+        json={
+            "value": [
+                {
+                    "id": TENANT,
+                    "displayName": "Contoso Health",
+                    "verifiedDomains": [{"name": "contoso.org", "isDefault": True}],
+                }
+            ]
+        },
+    )
+
+
+def by_name(checks):
+    return {c.name: c for c in checks}
+
+
+def test_all_good(rsps):
+    tokens = FakeTokens({TEAMS_RESOURCE: {"wids": [TEAMS_ADMIN_WID]}, GRAPH: {"roles": ALL_GRAPH}})
+    mock_reads(rsps)
+    checks = run_doctor(configured(), token_provider=tokens, http=make_client(tokens))
+    assert all(c.ok for c in checks), [c for c in checks if not c.ok]
+    found = by_name(checks)
+    assert "secret credential" in found["configuration"].detail
+    assert "doctor-secret-1" not in " ".join(c.detail for c in checks)
+    assert "Teams Administrator" in found["directory role"].detail
+    assert found["read: Teams admin API"].detail == "2 messaging policies"
+    assert "Contoso Health" in found["read: Graph"].detail
+
+
+def test_missing_role_and_permissions_in_plain_words(rsps):
+    tokens = FakeTokens({TEAMS_RESOURCE: {"wids": []}, GRAPH: {"roles": ["User.Read.All"]}})
+    rsps.get(POLICIES, status=403, json={"error": {"code": "Forbidden", "message": "no role"}})
+    rsps.get(f"{GRAPH}/v1.0/organization", status=403, json={"error": {"code": "Denied"}})
+    found = by_name(run_doctor(configured(), token_provider=tokens, http=make_client(tokens)))
+    role = found["directory role"]
+    assert not role.ok
+    assert "the app has no directory role" in role.detail
+    assert "assign Teams Administrator" in role.detail
+    assert "Roles and administrators" in role.fix
+    perms = found["Graph permissions"]
+    assert not perms.ok
+    assert (
+        "Group.Read.All, Organization.Read.All, TeamsPolicyUserAssign.ReadWrite.All" in perms.detail
+    )
+    assert "Grant admin consent" in perms.fix
+    assert not found["read: Teams admin API"].ok
+    assert "Teams Administrator directory role" in found["read: Teams admin API"].detail
+    assert "Organization.Read.All" in found["read: Graph"].detail
+
+
+def test_reader_role_is_enough_to_read(rsps):
+    tokens = FakeTokens(
+        {
+            TEAMS_RESOURCE: {"wids": [GLOBAL_READER_WID]},
+            GRAPH: {"roles": ["Directory.Read.All", ALL_GRAPH[-1]]},
+        }
+    )
+    mock_reads(rsps)
+    found = by_name(run_doctor(configured(), token_provider=tokens, http=make_client(tokens)))
+    assert found["directory role"].ok
+    assert "Global Reader only" in found["directory role"].detail
+    assert "assign Teams Administrator" in found["directory role"].fix
+    assert found["Graph permissions"].ok
+
+
+def test_no_credential_stops_at_configuration():
+    (check,) = run_doctor(Settings.load(env_file=None))
+    assert not check.ok and check.name == "configuration"
+    assert "AZURE_CLIENT_SECRET" in check.detail
+
+
+class FailingTokens(FakeTokens):
+    def get_token(self, resource: str) -> str:
+        raise AuthError("could not get a token: invalid_client: AADSTS7000215")
+
+
+def test_token_failure_skips_dependent_checks():
+    found = by_name(run_doctor(configured(), token_provider=FailingTokens()))
+    assert found["configuration"].ok
+    assert not found["token: Teams admin API"].ok
+    assert "AADSTS7000215" in found["token: Teams admin API"].detail
+    assert not found["token: Graph"].ok
+    assert "directory role" not in found and "read: Graph" not in found
