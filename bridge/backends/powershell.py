@@ -54,10 +54,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..auth import TEAMS_RESOURCE, decode_claims, is_guid
+from ..doctor import Check
 from ..errors import (
     ApiError,
     BridgeError,
@@ -155,7 +155,8 @@ def describe(cmdlet: str, params: Mapping[str, Any] | None = None) -> str:
 
 
 class PwshSession:
-    """One pwsh process speaking the driver protocol. Not thread-safe: one request at a time."""
+    """One pwsh process speaking the driver protocol; one request at a time (callers on several
+    threads take turns)."""
 
     def __init__(self, pwsh: str = "pwsh", *, timeout: float = 120.0):
         self.pwsh = pwsh
@@ -167,6 +168,7 @@ class PwshSession:
         self._secrets: list[str] = []
         self._ids = itertools.count(1)
         self._dead: str | None = None
+        self._turn = threading.Lock()
 
     @property
     def started(self) -> bool:
@@ -224,8 +226,9 @@ class PwshSession:
         if select:
             request["select"] = list(select)
         started = time.monotonic()
-        self._send(json.dumps(request), what)
-        answer = self._wait(request["id"], what)
+        with self._turn:
+            self._send(json.dumps(request), what)
+            answer = self._wait(request["id"], what)
         log.debug(
             "%s: %s in %.2fs",
             what,
@@ -670,16 +673,9 @@ class PowerShellBackend:
 # --------------------------------------------------------------------------- doctor
 
 
-@dataclass(frozen=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str
-    fix: str = ""
-
-
 def doctor_checks(pwsh: str = "pwsh", *, timeout: float = 60.0) -> list[Check]:
-    """Is pwsh on PATH, which PowerShell, which MicrosoftTeams module (without signing in)."""
+    """Is pwsh on PATH, which PowerShell, which MicrosoftTeams module (without signing in): the
+    PowerShell transport's part of ``doctor``, as ``bridge.doctor.Check`` rows."""
     exe = shutil.which(pwsh)
     if exe is None:
         return [Check("pwsh on PATH", False, f"{pwsh!r} not found on PATH", PWSH_INSTALL_HINT)]
