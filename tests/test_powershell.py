@@ -310,9 +310,13 @@ def test_error_categories(category, fqid, expected):
 
 def test_missing_module_says_how_to_install_it(fake, seed, tokens, monkeypatch):
     monkeypatch.setenv("FAKE_PWSH_MODULE_VERSION", "none")
-    with make_backend(seed, tokens) as backend, pytest.raises(TransportError) as info:
-        backend.read()
-    assert "Install-Module MicrosoftTeams -Scope CurrentUser" in str(info.value)
+    with make_backend(seed, tokens) as backend:
+        with pytest.raises(TransportError) as info:
+            backend.read()
+        assert "Install-Module MicrosoftTeams -Scope CurrentUser" in str(info.value)
+        with pytest.raises(TransportError, match="failed to start earlier"):
+            backend.read()
+    assert len(fake.record["spawns"]) == 1
 
 
 def test_hung_pwsh_raises_transport_error_within_the_timeout(fake, seed, tokens, monkeypatch):

@@ -433,6 +433,10 @@ class PowerShellBackend:
         return self._session.call(cmdlet, params, select=select)
 
     def _connect(self) -> None:
+        if self._session.started:
+            # Started before but never connected: that start failed, and a second pwsh would
+            # fail the same way.
+            raise TransportError("the pwsh session failed to start earlier in this run")
         graph_token = self.token_provider.get_token(self.settings.graph_url)
         teams_token = self.token_provider.get_token(TEAMS_RESOURCE)
         self._session.add_secret(graph_token)
