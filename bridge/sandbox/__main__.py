@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import signal
 import sys
 import threading
 from collections.abc import Sequence
@@ -52,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    # SIGTERM (docker stop, kill) unwinds like Ctrl+C, so the temporary files are removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with Sandbox(cfg) as sb:
         for name, value in sb.env().items():
             print(f"export {name}={value}")

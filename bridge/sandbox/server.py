@@ -139,6 +139,9 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out as separate writes; with Nagle on, each answer waits ~40 ms for
+    # the client's delayed ACK.
+    disable_nagle_algorithm = True
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -231,7 +234,10 @@ class Sandbox:
         self.ca_path = str(cert_path)
         self.client_cert_path = str(client_path)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="teams-bridge-sandbox", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},  # stop() waits at most this long
+            name="teams-bridge-sandbox",
+            daemon=True,
         )
         self._thread.start()
         log.info("sandbox serving %s (%d users)", self.base_url, self.tenant.user_count)
