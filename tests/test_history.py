@@ -190,3 +190,13 @@ def test_render_history_text_and_data(tmp_path: Path) -> None:
     assert text.endswith("\n") and "10 drifted" in text
     assert "policy:global:ReadReceiptsEnabledType  first seen 2024-05-01 08:00Z, open 2d 3h" in text
     json.dumps(data)
+
+
+def test_out_of_order_recording_carries_first_seen_forward(tmp_path: Path) -> None:
+    key = "policy:global:ReadReceiptsEnabledType"
+    with HistoryStore(tmp_path / "h.sqlite") as store:
+        store.record(at(scenario(), DAY2))
+        assert store.first_seen(key) == DAY2
+        store.record(at(scenario(), DAY1))  # a slower writer finishing last
+        assert store.first_seen(key) == DAY1
+        assert {o.first_seen for o in store.open_drift(now=DAY3)} == {DAY1}

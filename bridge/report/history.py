@@ -10,7 +10,9 @@ was fixed since the previous run.
 - ``runs(limit)``, ``open_drift()``, ``resolved(limit)``, ``first_seen(key)`` read it back.
 
 "The previous run" is the latest run of the same tenant generated before this report. A drift that
-goes away and comes back starts a new first-seen time.
+goes away and comes back starts a new first-seen time. When two writers finish out of order (a
+report recorded after a later one), its first-seen times are carried forward into the later runs
+that continue the same drift; the later runs' resolved lists are not recomputed.
 
 Several processes may write at once (a cron job and a person): WAL journal, a busy timeout, and
 one short ``BEGIN IMMEDIATE`` transaction per ``record`` so the previous-run lookup and the
@@ -251,6 +253,7 @@ class HistoryStore:
                     "VALUES (?,?,?,?)",
                     ((run_id, r.key, _ts(r.first_seen), _ts(r.resolved_at)) for r in resolved),
                 )
+                self._carry_forward(tenant, report.generated_at, first_seen)
         except sqlite3.Error as exc:
             raise self._fail("write to", exc) from exc
         report.first_seen, report.resolved = first_seen, resolved
@@ -262,6 +265,40 @@ class HistoryStore:
             self.path,
         )
         return run_id
+
+    def _carry_forward(
+        self, tenant: str, when: dt.datetime, first_seen: dict[str, dt.datetime]
+    ) -> None:
+        """A run recorded after a later one (two writers finishing out of order): drift that
+        continues into the later runs was first seen no later than this run says."""
+        later = [
+            row[0]
+            for row in self._db.execute(
+                "SELECT id FROM runs WHERE tenant_id = ? AND generated_at > ? "
+                "ORDER BY generated_at, id",
+                (tenant, _ts(when)),
+            )
+        ]
+        streak = dict(first_seen)
+        for run_id in later:
+            if not streak:
+                return
+            present = {
+                key: _parse(seen)
+                for key, seen in self._db.execute(
+                    "SELECT key, first_seen FROM drift_items WHERE run_id = ?", (run_id,)
+                )
+                if key in streak
+            }
+            self._db.executemany(
+                "UPDATE drift_items SET first_seen = ? WHERE run_id = ? AND key = ?",
+                (
+                    (_ts(streak[key]), run_id, key)
+                    for key, seen in present.items()
+                    if streak[key] < seen
+                ),
+            )
+            streak = {key: min(streak[key], seen) for key, seen in present.items()}
 
     # ------------------------------------------------------------------ reading
 

@@ -39,8 +39,11 @@ def render_text(
         return c(_SYMBOL_COLOR[s], s)
 
     def first_seen(key: str) -> str:
+        # Only drift older than this run is worth a date; new drift would repeat the header's.
         t = report.first_seen.get(key)
-        return c("2", f"  (first seen {utc(t):%Y-%m-%d %H:%M}Z)") if t else ""
+        if t is None or utc(t) >= utc(report.generated_at):
+            return ""
+        return c("2", f"  (first seen {utc(t):%Y-%m-%d %H:%M}Z)")
 
     out: list[str] = []
     add = out.append
@@ -99,7 +102,11 @@ def render_text(
             if g.status == "in_sync":
                 line += c(_STATUS_COLOR["in_sync"], f"{printable(have)}  in sync")
             else:
-                line += f"{printable(have)} -> {printable(want)}"
+                same_policy = g.status == "drifted" and g.actual_policy == g.expected_policy
+                # Only the order differs: "#3 -> #3" would say nothing, the detail says it all.
+                line += (
+                    printable(have) if same_policy else f"{printable(have)} -> {printable(want)}"
+                )
                 if g.detail:
                     line += c("2", f"  ({printable(g.detail)})")
             add(line + first_seen(g.key))
