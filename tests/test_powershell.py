@@ -185,7 +185,7 @@ def test_a_token_echoed_by_pwsh_is_redacted_from_errors(backend, tokens):
 
 
 def test_description_with_quotes_and_subexpression_round_trips_as_data(backend, fake):
-    text = "Ward 7 \"quotes\" and $(Get-Date); `whoami` 'single'"
+    text = "Ärzte: Ward 7 \"quotes\" and $(Get-Date); `whoami` 'single' ✓"
     backend.create_policy("Night Shift", {"Description": text, "GiphyRatingType": "STRICT"})
     backend.update_policy("night shift", {"ReadReceiptsEnabledType": "everyone"})
 

@@ -194,6 +194,7 @@ class PwshSession:
                 stderr=subprocess.PIPE,
                 text=True,
                 encoding="utf-8",
+                errors="replace",  # answers are ASCII; host chatter in another code page is not
                 bufsize=1,
             )
         except OSError as exc:
@@ -218,6 +219,7 @@ class PwshSession:
     ) -> list[Any]:
         """Run one cmdlet; its output objects, or the mapped exception for its error record."""
         what = describe(cmdlet, params)
+        # json.dumps escapes non-ASCII: the request line survives any console code page.
         request: dict[str, Any] = {
             "id": str(next(self._ids)),
             "cmdlet": cmdlet,

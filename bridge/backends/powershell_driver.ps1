@@ -24,8 +24,10 @@ $allowed = @(
 )
 
 function Write-Answer([string] $Id, [hashtable] $Answer) {
-    # -Compress keeps the whole answer on one line; -EnumsAsStrings writes enum names, not numbers.
-    $json = ConvertTo-Json -InputObject $Answer -Depth 8 -Compress -EnumsAsStrings
+    # -Compress keeps the whole answer on one line; -EnumsAsStrings writes enum names, not
+    # numbers; EscapeNonAscii keeps it ASCII whatever the console's code page (Windows).
+    $json = ConvertTo-Json -InputObject $Answer -Depth 8 -Compress -EnumsAsStrings `
+        -EscapeHandling EscapeNonAscii
     [Console]::Out.WriteLine("<<<teams-bridge:begin:$Id>>>")
     [Console]::Out.WriteLine($json)
     [Console]::Out.WriteLine("<<<teams-bridge:end:$Id>>>")
