@@ -138,6 +138,24 @@ def _msal_computes_sha256() -> bool:
 # --------------------------------------------------------------------------- the provider
 
 
+class PinnedSession(requests.Session):
+    """A session whose ``verify`` and ``timeout`` hold for every request. ``requests`` lets the
+    process's REQUESTS_CA_BUNDLE override ``Session.verify``, and MSAL passes neither, so the
+    configured CA (e.g. the sandbox's, given as an override) would otherwise be ignored."""
+
+    def __init__(self, verify: str | bool, timeout: tuple[float, float]):
+        super().__init__()
+        self.verify = verify
+        self._timeout = timeout
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("verify") is None:
+            kwargs["verify"] = self.verify
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self._timeout
+        return super().request(method, url, *args, **kwargs)
+
+
 class MsalTokenProvider:
     """``get_token(resource)`` through one MSAL application; thread-safe."""
 
@@ -221,8 +239,7 @@ class MsalTokenProvider:
 
     def _build(self) -> Any:
         s = self.settings
-        session = self._session or requests.Session()
-        session.verify = s.verify
+        session = self._session or PinnedSession(s.verify, s.timeout)
         if self.kind == "managed_identity":
             identity: Any = (
                 msal.UserAssignedManagedIdentity(client_id=s.client_id)
@@ -237,7 +254,6 @@ class MsalTokenProvider:
             "authority": s.authority,
             "token_cache": self._cache,
             "http_client": session,
-            "timeout": s.timeout,
             "instance_discovery": host in MICROSOFT_LOGIN_HOSTS,
         }
         if self.kind == "device_code":

@@ -496,6 +496,7 @@ class HttpClient:
                 self._totals["retries"] += 1
         started = time.monotonic()
         try:
+            # verify per request: requests lets REQUESTS_CA_BUNDLE override Session.verify.
             response = self.session.request(
                 method,
                 url,
@@ -503,6 +504,7 @@ class HttpClient:
                 json=json,
                 headers=sent,
                 timeout=self.options.timeout,
+                verify=self.options.verify,
             )
         except requests.RequestException as exc:
             log.warning(

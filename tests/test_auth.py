@@ -278,3 +278,16 @@ def test_tenant_guard_by_id_and_by_domain():
         check_tenant_guard(claims, "fabrikam.com", ["contoso.onmicrosoft.com"])
     with pytest.raises(TenantMismatchError, match="verified domains were not read"):
         check_tenant_guard(claims, "fabrikam.com")
+
+
+def test_token_requests_use_the_configured_ca(rsps, monkeypatch, tmp_path):
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    ca = tmp_path / "ca.pem"
+    ca.write_text("placeholder")
+    mock_metadata(rsps)
+    rsps.post(TOKEN_URL, json=token_answer(GRAPH))
+    provider = build_token_provider(
+        settings(AZURE_CLIENT_SECRET=SECRET, REQUESTS_CA_BUNDLE=str(ca))
+    )
+    provider.get_token(GRAPH)
+    assert {c.request.req_kwargs["verify"] for c in rsps.calls} == {str(ca)}

@@ -35,7 +35,7 @@ from bridge.errors import (
     ThrottledError,
     UnauthorizedError,
 )
-from bridge.http import HttpClient, retry_after_seconds, route_of
+from bridge.http import HttpClient, HttpOptions, retry_after_seconds, route_of
 
 USERS = f"{TEAMS}/Teams.User/users"
 
@@ -340,3 +340,13 @@ def test_webhook_client_sends_no_token_and_hides_the_path(rsps, caplog):
     assert "Authorization" not in rsps.calls[0].request.headers
     assert "SECRETPATH" not in str(err.value) and "SECRETPATH" not in caplog.text
     assert "SECRETPATH" not in (err.value.url or "")
+
+
+def test_configured_ca_wins_over_the_process_environment(rsps, monkeypatch, tmp_path):
+    # requests would otherwise let REQUESTS_CA_BUNDLE from the environment replace it
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    ca = tmp_path / "sandbox-ca.pem"
+    client = HttpClient(FakeTokens(), HttpOptions(verify=str(ca)), sleep=Sleeps())
+    rsps.get(POLICIES, json=[])
+    client.get_json(POLICIES, resource=TEAMS_RESOURCE)
+    assert rsps.calls[0].request.req_kwargs["verify"] == str(ca)
