@@ -600,9 +600,17 @@ def _routes() -> list[Route]:
 ROUTES = _routes()
 
 
+# Graph's key form for a UPN that starts with "$": /users('$adm@x') == /users/$adm@x
+_USER_KEY = re.compile(r"(/v1\.0/users)\('((?:[^']|'')*)'\)", re.IGNORECASE)
+
+
+def _user_key_as_segment(m: re.Match[str]) -> str:
+    return m.group(1) + "/" + m.group(2).replace("''", "'")
+
+
 def match(method: str, path: str) -> tuple[Route | None, dict[str, str]]:
-    """The route for a request, or (None, {}); a path known with another method matches
-    nothing too (the server answers 405 for it)."""
+    """The route for a request and its path parameters, or (None, {})."""
+    path = _USER_KEY.sub(_user_key_as_segment, path, 1)
     for route in ROUTES:
         m = route.pattern.fullmatch(path)
         if m and route.method == method:

@@ -653,3 +653,14 @@ def test_env_points_everything_at_the_sandbox(sb):
     assert env["AZURE_AUTHORITY_HOST"] == sb.base_url
     assert env["REQUESTS_CA_BUNDLE"] == sb.ca_path
     assert env["AZURE_TENANT_ID"] == sb.tenant_id
+
+
+def test_user_key_form_for_upns_starting_with_dollar(small):
+    graph = Client(small, small.base_url)
+    uid = "d011a400-0000-4000-8000-000000000001"
+    small.tenant.add_user(uid, "$adm.o'neil@northwind-health.org", "Admin", "IT")
+    r = graph("GET", "/v1.0/users('$adm.o''neil@northwind-health.org')")
+    assert r.status_code == 200 and r.json()["id"] == uid
+    assert graph("GET", "/v1.0/users('$adm.o''neil@northwind-health.org')/memberOf").json() == {
+        "value": []
+    }
