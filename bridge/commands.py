@@ -191,9 +191,7 @@ def run_drift(session: Session, request: DriftRequest) -> DriftOutcome:
     if request.history_file:
         from .report.history import HistoryStore
 
-        store = HistoryStore(request.history_file)
-        store.annotate(report)
-        store.record(report)
+        HistoryStore(request.history_file).record(report)  # also fills in first-seen dates
     written: list[Path] = []
     if request.report_dir:
         written = write_reports(report, Path(request.report_dir), request.formats)

@@ -31,18 +31,11 @@ from .state import (
     is_global,
     policy_key,
 )
+from .rules import RULE_IDS
 from .yamlloc import LocList, LocMap, Pos, load
 
 TOP_KEYS = ("tenant", "policies", "assignments", "prune", "safety", "rules")
 POLICY_META_KEYS = ("ensure", "extra")
-# The healthcare checks a file can switch off (bridge/rules implements them).
-RULE_IDS = (
-    "read-receipts-consistency",
-    "clinical-read-receipts",
-    "clinical-priority",
-    "no-priority-anywhere",
-    "read-receipts-group-size",
-)
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 
 

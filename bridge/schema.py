@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import catalogue
-from .desired import RULE_IDS
+from .rules import RULE_IDS
 
 
 def desired_state_schema() -> dict[str, Any]:
