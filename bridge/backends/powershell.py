@@ -169,6 +169,7 @@ class PwshSession:
         self._ids = itertools.count(1)
         self._dead: str | None = None
         self._turn = threading.Lock()
+        self._stderr_reader: threading.Thread | None = None
 
     @property
     def started(self) -> bool:
@@ -201,7 +202,8 @@ class PwshSession:
             raise TransportError(f"cannot start {exe}: {exc.strerror or exc}") from exc
         log.debug("started pwsh (pid %s)", self._proc.pid)
         threading.Thread(target=self._read_stdout, daemon=True).start()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
+        self._stderr_reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._stderr_reader.start()
         self._send(_driver_bootstrap(), "starting the teams-bridge driver")
         answer = self._wait("hello", "starting the teams-bridge driver")
         result = answer.get("result")
@@ -314,7 +316,8 @@ class PwshSession:
         except subprocess.TimeoutExpired:
             self._kill()
             code = None
-        time.sleep(0.05)  # let the stderr reader catch the last lines
+        if self._stderr_reader is not None:
+            self._stderr_reader.join(timeout=2)  # the process is gone: stderr is at its end
         tail = self.redact(" | ".join(self._stderr)) or "(nothing on stderr)"
         self._dead = f"pwsh exited (exit code {code}) while running {what}"
         return TransportError(f"{self._dead}; its last words: {tail}")
