@@ -54,12 +54,7 @@ class World:
 @pytest.fixture
 def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     with Sandbox(SandboxConfig(users=200, seed=1)) as sb:
-        env = sb.env()
-        # The process environment too: requests lets REQUESTS_CA_BUNDLE from the environment
-        # override a session's verify, and this machine's environment sets one.
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        settings = Settings.load(env_file=None, overrides=env)
+        settings = Settings.load(env_file=None, overrides=sb.env())
         tokens = build_token_provider(settings)
         groups = sorted({g["displayName"] for g in sb.tenant.groups()})
         wanted = Wanted(groups=groups)
