@@ -436,7 +436,12 @@ class Sandbox:
     def _error(self, which: str, status: int, message: str, code: str | None = None) -> Response:
         code = code or _STATUS_CODES.get(status, "Error")
         if which == "identity":
+            if status < 429:
+                return Response(
+                    status, IdentityError(status, "invalid_request", 900144, message).body()
+                )
             error = "temporarily_unavailable" if status in (429, 503) else "server_error"
+            # AADSTS90033: "A transient error has occurred. Please try again."
             return Response(status, IdentityError(status, error, 90033, message).body())
         return Response(status, error_body(which, code, message))
 

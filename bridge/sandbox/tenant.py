@@ -409,10 +409,6 @@ class Tenant:
             while self._pending and self._pending[0][0] <= now:
                 self._pending.popleft()[1]()
 
-    def pending_writes(self) -> int:
-        with self._lock:
-            return len(self._pending)
-
     # ------------------------------------------------------------------ group assignments
 
     def list_group_assignments(self) -> list[dict[str, Any]]:
@@ -536,10 +532,6 @@ class Tenant:
                 resolved.append((pos, name))
             for pos, name in resolved:
                 self._set_direct(pos, name)
-
-    def direct_assignment(self, pos: int) -> str | None:
-        """The direct assignment reads show for a user position."""
-        return self._direct_visible.get(pos)
 
     def direct_assignments(self) -> dict[str, str]:
         """Visible direct assignments by user id."""

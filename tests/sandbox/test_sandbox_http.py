@@ -664,3 +664,34 @@ def test_user_key_form_for_upns_starting_with_dollar(small):
     assert graph("GET", "/v1.0/users('$adm.o''neil@northwind-health.org')/memberOf").json() == {
         "value": []
     }
+
+
+def test_identity_endpoints_take_scripted_faults_in_entras_shape(small):
+    small.inject(method="POST", path=r"/[^/]+/oauth2/v2\.0/token", status=503)
+    r = _token_request(small, client_secret=small.client_secret)
+    assert r.status_code == 503 and r.json()["error"] == "temporarily_unavailable"
+    assert _token_request(small, client_secret=small.client_secret).status_code == 200
+
+
+def test_latency_does_not_serialise_concurrent_clients(small):
+    from concurrent.futures import ThreadPoolExecutor
+
+    teams = Client(small, TEAMS)
+    small.configure(latency=0.3)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(4) as pool:
+        codes = list(
+            pool.map(
+                lambda _: (
+                    requests.get(
+                        small.base_url + CONF,
+                        verify=small.ca_path,
+                        headers=dict(teams.session.headers),
+                        timeout=10,
+                    ).status_code
+                ),
+                range(4),
+            )
+        )
+    assert codes == [200] * 4
+    assert time.perf_counter() - started < 1.0
