@@ -124,7 +124,10 @@ class GraphClient:
                         self.http.note_throttled()
                     headers = {str(k).lower(): v for k, v in (answer.get("headers") or {}).items()}
                     seconds = retry_after_seconds(headers.get("retry-after"))
-                    retry_wait = max(retry_wait, 2.0**attempt if seconds is None else seconds)
+                    # Retry-After is a floor; growing waits keep concurrent chunks from
+                    # exhausting the attempts while the service is still throttling.
+                    backoff = min(30.0, 2.0 ** (attempt - 1))
+                    retry_wait = max(retry_wait, backoff, seconds or 0.0)
                     continue
                 done[rid] = (status, answer.get("body"))
                 del pending[rid]
