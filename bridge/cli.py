@@ -50,7 +50,7 @@ class _Ctx:
         self.options = options
 
     def session(self) -> Session:
-        return Session(self.options)
+        return Session(self.options, prompt=_err)
 
 
 pass_ctx = click.make_pass_decorator(_Ctx)
@@ -58,20 +58,46 @@ pass_ctx = click.make_pass_decorator(_Ctx)
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="teams-bridge")
-@click.option("--sandbox", is_flag=True, help="Run against an in-process simulated tenant "
-              "(HTTPS, no credentials needed).")
-@click.option("--sandbox-users", type=click.IntRange(1, 200_000), default=2000, show_default=True,
-              help="Size of the sandbox hospital.")
-@click.option("--snapshot", "snapshot", metavar="FILE", type=click.Path(dir_okay=False),
-              help="Read current state from a saved snapshot instead of the tenant.")
-@click.option("--transport", type=click.Choice(["rest", "powershell"]), default="rest",
-              show_default=True, envvar="BRIDGE_TRANSPORT",
-              help="Teams admin API over HTTPS, or the MicrosoftTeams PowerShell module.")
-@click.option("--cloud", type=click.Choice(["commercial", "gcc", "gcchigh", "dod"]),
-              help="Microsoft cloud (default: BRIDGE_CLOUD or commercial).")
+@click.option(
+    "--sandbox",
+    is_flag=True,
+    help="Run against an in-process simulated tenant (HTTPS, no credentials needed).",
+)
+@click.option(
+    "--sandbox-users",
+    type=click.IntRange(1, 200_000),
+    default=2000,
+    show_default=True,
+    help="Size of the sandbox hospital.",
+)
+@click.option(
+    "--snapshot",
+    "snapshot",
+    metavar="FILE",
+    type=click.Path(dir_okay=False),
+    help="Read current state from a saved snapshot instead of the tenant.",
+)
+@click.option(
+    "--transport",
+    type=click.Choice(["rest", "powershell"]),
+    default="rest",
+    show_default=True,
+    envvar="BRIDGE_TRANSPORT",
+    help="Teams admin API over HTTPS, or the MicrosoftTeams PowerShell module.",
+)
+@click.option(
+    "--cloud",
+    type=click.Choice(["commercial", "gcc", "gcchigh", "dod"]),
+    help="Microsoft cloud (default: BRIDGE_CLOUD or commercial).",
+)
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
-@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, help="Log line format (stderr).")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Log line format (stderr).",
+)
 @click.pass_context
 def main_group(
     ctx: click.Context,
@@ -138,12 +164,17 @@ def schema(out: str | None) -> None:
 
 @main_group.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--out", metavar="PLAN", help="Save the plan (with a checksum of the tenant state "
-              "it was made from) for 'apply --plan'.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
-@click.option("--detailed-exitcode", is_flag=True,
-              help="Exit 2 when there are changes (0 none, 1 error).")
+@click.option(
+    "--out",
+    metavar="PLAN",
+    help="Save the plan (with a checksum of the tenant state it was made from) for 'apply --plan'.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.option(
+    "--detailed-exitcode", is_flag=True, help="Exit 2 when there are changes (0 none, 1 error)."
+)
 @pass_ctx
 def plan(ctx: _Ctx, file: str, out: str | None, fmt: str, detailed_exitcode: bool) -> None:
     """Show what apply would change to make the tenant match FILE."""
@@ -167,21 +198,53 @@ def plan(ctx: _Ctx, file: str, out: str | None, fmt: str, detailed_exitcode: boo
 
 @main_group.command()
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
-@click.option("--plan", "plan_file", metavar="PLAN", type=click.Path(dir_okay=False),
-              help="Apply a plan saved with 'plan --out' (refused if the tenant changed since).")
-@click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation (needed when "
-              "there is no terminal).")
-@click.option("--force", is_flag=True, help="Lift the safety limits (deletions, share of users "
-              "affected, clinical settings turned off).")
-@click.option("--journal", metavar="FILE", envvar="BRIDGE_JOURNAL",
-              default="teams-bridge-journal.jsonl", show_default=True,
-              help="JSON-lines audit trail of every change attempted.")
-@click.option("--lock-dir", metavar="DIR", envvar="BRIDGE_LOCK_DIR", default=None,
-              help="Where the one-writer-per-tenant lock lives (default: the system temp dir).")
-@click.option("--lock-timeout", type=float, default=60.0, show_default=True,
-              help="Seconds to wait for another apply on the same tenant.")
-@click.option("--verify-timeout", type=float, default=60.0, show_default=True,
-              help="Seconds to wait for accepted assignments to show on reads.")
+@click.option(
+    "--plan",
+    "plan_file",
+    metavar="PLAN",
+    type=click.Path(dir_okay=False),
+    help="Apply a plan saved with 'plan --out' (refused if the tenant changed since).",
+)
+@click.option(
+    "--auto-approve",
+    is_flag=True,
+    help="Do not ask for confirmation (needed when there is no terminal).",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Lift the safety limits (deletions, share of users "
+    "affected, clinical settings turned off).",
+)
+@click.option(
+    "--journal",
+    metavar="FILE",
+    envvar="BRIDGE_JOURNAL",
+    default="teams-bridge-journal.jsonl",
+    show_default=True,
+    help="JSON-lines audit trail of every change attempted.",
+)
+@click.option(
+    "--lock-dir",
+    metavar="DIR",
+    envvar="BRIDGE_LOCK_DIR",
+    default=None,
+    help="Where the one-writer-per-tenant lock lives (default: the system temp dir).",
+)
+@click.option(
+    "--lock-timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for another apply on the same tenant.",
+)
+@click.option(
+    "--verify-timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for accepted assignments to show on reads.",
+)
 @pass_ctx
 def apply(
     ctx: _Ctx,
@@ -194,7 +257,8 @@ def apply(
     lock_timeout: float,
     verify_timeout: float,
 ) -> None:
-    """Make the changes: 'apply FILE' plans and applies, 'apply --plan PLAN' applies a saved plan."""
+    """Make the changes: 'apply FILE' plans and applies; 'apply --plan PLAN' applies a saved
+    plan."""
     from .commands import ApplyRequest, run_apply
     from .plan_view import render_plan
 
@@ -233,16 +297,33 @@ def apply(
 @main_group.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--report-dir", metavar="DIR", help="Write report files here.")
-@click.option("--format", "formats", default="json,html,md,junit", show_default=True,
-              help="Report files to write with --report-dir (comma-separated: "
-              "json, html, md, junit).")
-@click.option("--output", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, help="What to print on stdout.")
-@click.option("--history", "history_file", metavar="FILE", envvar="BRIDGE_HISTORY",
-              help="Record this run in a SQLite history file; reports show when drift was "
-              "first seen.")
-@click.option("--notify", metavar="URL", envvar="BRIDGE_NOTIFY_URL",
-              help="POST a summary (Teams-webhook card) here when drift is found.")
+@click.option(
+    "--format",
+    "formats",
+    default="json,html,md,junit",
+    show_default=True,
+    help="Report files to write with --report-dir (comma-separated: json, html, md, junit).",
+)
+@click.option(
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="What to print on stdout.",
+)
+@click.option(
+    "--history",
+    "history_file",
+    metavar="FILE",
+    envvar="BRIDGE_HISTORY",
+    help="Record this run in a SQLite history file; reports show when drift was first seen.",
+)
+@click.option(
+    "--notify",
+    metavar="URL",
+    envvar="BRIDGE_NOTIFY_URL",
+    help="POST a summary (Teams-webhook card) here when drift is found.",
+)
 @pass_ctx
 def drift(
     ctx: _Ctx,
@@ -259,8 +340,9 @@ def drift(
     wanted = [f.strip() for f in formats.split(",") if f.strip()]
     bad = sorted(set(wanted) - {"json", "html", "md", "junit"})
     if bad:
-        raise click.UsageError(f"unknown report format(s) {', '.join(bad)}; "
-                               "choose from json, html, md, junit")
+        raise click.UsageError(
+            f"unknown report format(s) {', '.join(bad)}; choose from json, html, md, junit"
+        )
     request = DriftRequest(
         desired_file=file,
         report_dir=report_dir,
@@ -283,11 +365,18 @@ def drift(
 
 
 @main_group.command()
-@click.option("--history", "history_file", metavar="FILE", envvar="BRIDGE_HISTORY",
-              required=True, help="The SQLite history file drift --history writes.")
+@click.option(
+    "--history",
+    "history_file",
+    metavar="FILE",
+    envvar="BRIDGE_HISTORY",
+    required=True,
+    help="The SQLite history file drift --history writes.",
+)
 @click.option("--limit", type=int, default=20, show_default=True, help="How many runs to list.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
 def history(history_file: str, limit: int, fmt: str) -> None:
     """List recorded drift runs and the drift still open, with its age."""
     from .commands import history_view
@@ -316,8 +405,12 @@ def export(ctx: _Ctx, out: str | None) -> None:
 
 
 @main_group.command()
-@click.option("--out", metavar="FILE", default=None,
-              help="Write here (default: snapshot-<tenant>-<time>.json).")
+@click.option(
+    "--out",
+    metavar="FILE",
+    default=None,
+    help="Write here (default: snapshot-<tenant>-<time>.json).",
+)
 @pass_ctx
 def snapshot(ctx: _Ctx, out: str | None) -> None:
     """Save the tenant's current state as JSON, for offline review and --snapshot."""
@@ -327,14 +420,21 @@ def snapshot(ctx: _Ctx, out: str | None) -> None:
 
     with ctx.session() as session:
         state = session.read()
+        if not state.domains:
+            state.domains = session.tenant_domains()
+        if not session.is_offline:
+            # Group members make the snapshot enough for an offline 'explain'.
+            session.fill_group_members(state, state.directory.groups)
         source = session.source
     if not out:
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         out = f"snapshot-{state.tenant_id or 'tenant'}-{stamp}.json"
     write_snapshot(state, out, source)
-    click.echo(f"snapshot of {len(state.policies)} policies, {len(state.group_assignments)} "
-               f"group assignments, {len(state.user_assignments)} direct assignments "
-               f"written to {out}")
+    click.echo(
+        f"snapshot of {len(state.policies)} policies, {len(state.group_assignments)} "
+        f"group assignments, {len(state.user_assignments)} direct assignments "
+        f"written to {out}"
+    )
 
 
 # --------------------------------------------------------------------------- explain
@@ -342,8 +442,9 @@ def snapshot(ctx: _Ctx, out: str | None) -> None:
 
 @main_group.command()
 @click.argument("user")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
 @pass_ctx
 def explain(ctx: _Ctx, user: str, fmt: str) -> None:
     """Show USER's effective messaging policy and why (direct, group and rank, or Global)."""
@@ -357,10 +458,16 @@ def explain(ctx: _Ctx, user: str, fmt: str) -> None:
         return
     rr = result.read_receipts
     pm = result.priority_messages
-    src = {"direct": "direct assignment", "group": f"group {result.group.display_name if result.group else ''} (rank {result.rank})", "global": "the Global policy"}[result.source]
+    src = {
+        "direct": "direct assignment",
+        "group": f"group {result.group.display_name if result.group else ''} (rank {result.rank})",
+        "global": "the Global policy",
+    }[result.source]
     click.echo(f"{result.user.upn}: {result.policy}  (from {src})")
     click.echo(f"  Read receipts:          {READ_RECEIPT_WORDS.get(str(rr), rr)}")
-    click.echo(f"  Priority notifications: {'allowed' if pm else 'not allowed' if pm is False else pm}")
+    click.echo(
+        f"  Priority notifications: {'allowed' if pm else 'not allowed' if pm is False else pm}"
+    )
     click.echo("  Why:")
     for reason in result.reasons:
         click.echo(f"    - {reason}")
@@ -397,19 +504,36 @@ def doctor(ctx: _Ctx) -> None:
 @click.option("--latency", type=float, default=0.0, help="Seconds added to each request.")
 @click.option("--throttle-rps", type=float, default=None, help="Requests per second before 429.")
 @click.option("--fault-rate", type=float, default=0.0, help="Share of requests answered 5xx.")
-@click.option("--propagation-delay", type=float, default=0.0,
-              help="Seconds before assignment writes show on reads.")
+@click.option(
+    "--propagation-delay",
+    type=float,
+    default=0.0,
+    help="Seconds before assignment writes show on reads.",
+)
 @click.option("--no-roles", is_flag=True, help="The app holds no directory role (403s).")
-def sandbox(users: int, seed: int, port: int, latency: float, throttle_rps: float | None,
-            fault_rate: float, propagation_delay: float, no_roles: bool) -> None:
+def sandbox(
+    users: int,
+    seed: int,
+    port: int,
+    latency: float,
+    throttle_rps: float | None,
+    fault_rate: float,
+    propagation_delay: float,
+    no_roles: bool,
+) -> None:
     """Serve the simulated tenant until interrupted; prints the variables that point at it."""
     import time
 
     from .sandbox import Sandbox, SandboxConfig
 
     config = SandboxConfig(
-        users=users, seed=seed, port=port, latency=latency, throttle_rps=throttle_rps,
-        fault_rate=fault_rate, propagation_delay=propagation_delay,
+        users=users,
+        seed=seed,
+        port=port,
+        latency=latency,
+        throttle_rps=throttle_rps,
+        fault_rate=fault_rate,
+        propagation_delay=propagation_delay,
         roles=() if no_roles else ("teams_admin",),
     )
     with Sandbox(config) as sb:

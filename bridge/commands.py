@@ -1,5 +1,4 @@
-"""One function per command: read, decide, act, and return what the CLI prints. No printing here.
-"""
+"""One function per command: read, decide, act, and return what the CLI prints. No printing here."""
 
 from __future__ import annotations
 
@@ -13,19 +12,22 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .desired import load_desired
+from .desired import is_guid, load_desired
 from .errors import BridgeError, PlanError, TenantMismatchError
-from .plan import Plan, diff
+from .plan import Plan, RemoveGroupAssignment, SetGroupAssignment, diff
 from .session import Session, tenant_matches
 from .state import DesiredState, TenantState
 
 log = logging.getLogger(__name__)
 
 
-def check_tenant_guard(desired: DesiredState, current: TenantState) -> None:
-    """Refuse to act on a tenant other than the one the desired file names."""
+def check_tenant_guard(desired: DesiredState, current: TenantState, session: Session) -> None:
+    """Refuse to act on a tenant other than the one the desired file names (an id, compared with
+    the token's tenant, or a domain, compared with the tenant's verified domains)."""
     if not desired.tenant:
         return
+    if not is_guid(desired.tenant) and not current.domains:
+        current.domains = session.tenant_domains()
     if not tenant_matches(desired.tenant, current.tenant_id, list(current.domains)):
         known = current.tenant_id or "unknown"
         if current.domains:
@@ -56,7 +58,7 @@ class PlanResult:
 def make_plan(session: Session, desired_file: str) -> PlanResult:
     desired = load_desired(desired_file)
     current = session.read(desired)
-    check_tenant_guard(desired, current)
+    check_tenant_guard(desired, current, session)
     plan = diff(current, desired)
     _log_requests(session)
     return PlanResult(plan, current, desired, list(desired.notes))
@@ -111,7 +113,7 @@ def run_apply(
         desired = load_desired(request.desired_file)
     current = session.read(desired)
     if desired is not None:
-        check_tenant_guard(desired, current)
+        check_tenant_guard(desired, current, session)
         plan = diff(current, desired)
         limits = desired.safety
     else:
@@ -123,6 +125,15 @@ def run_apply(
         limits = SafetyLimits()
     if not plan:
         return ApplyOutcome(["No changes. The tenant matches the desired state."])
+    # The share-of-users limit needs the members of the groups whose assignment changes.
+    session.fill_group_members(
+        current,
+        (
+            c.group_id
+            for c in plan.changes
+            if isinstance(c, SetGroupAssignment | RemoveGroupAssignment)
+        ),
+    )
     plan.raise_if_unsafe(current, limits, request.force)
     if not confirm(plan):
         return ApplyOutcome(["Apply cancelled; nothing was changed."])
@@ -204,8 +215,9 @@ def run_drift(session: Session, request: DriftRequest) -> DriftOutcome:
         except BridgeError as exc:
             # The drift result stands; a webhook that is down must not hide it.
             warnings.append(f"warning: notification to the webhook failed: {exc}")
-    return DriftOutcome(report, render_text(report, color=request.color), report.exit_code,
-                        written, warnings)
+    return DriftOutcome(
+        report, render_text(report, color=request.color), report.exit_code, written, warnings
+    )
 
 
 def _webhook_poster(session: Session) -> Callable[[str, dict[str, Any]], None]:

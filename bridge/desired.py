@@ -19,6 +19,7 @@ import yaml
 
 from . import catalogue
 from .errors import DesiredStateError, Location, Problem
+from .rules import RULE_IDS
 from .state import (
     DesiredGroupAssignment,
     DesiredPolicy,
@@ -31,7 +32,6 @@ from .state import (
     is_global,
     policy_key,
 )
-from .rules import RULE_IDS
 from .yamlloc import LocList, LocMap, Pos, load
 
 TOP_KEYS = ("tenant", "policies", "assignments", "prune", "safety", "rules")
@@ -185,13 +185,15 @@ def _validate(c: _Checker, top: LocMap, state: DesiredState) -> None:
     if assignments is not None:
         c.only_keys(assignments, ("groups", "users"), "assignments")
         groups = c.sequence(
-            assignments.get("groups"), assignments.value_pos.get("groups", (0, 0)),
+            assignments.get("groups"),
+            assignments.value_pos.get("groups", (0, 0)),
             "assignments.groups",
         )
         if groups is not None:
             _validate_groups(c, groups, state)
         users = c.sequence(
-            assignments.get("users"), assignments.value_pos.get("users", (0, 0)),
+            assignments.get("users"),
+            assignments.value_pos.get("users", (0, 0)),
             "assignments.users",
         )
         if users is not None:
@@ -243,8 +245,9 @@ def _validate_policies(c: _Checker, policies: LocMap, state: DesiredState) -> No
             if extra is not None:
                 for setting, value in extra.items():
                     spos = extra.key_pos[setting]
-                    if not isinstance(setting, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*",
-                                                                         setting):
+                    if not isinstance(setting, str) or not re.fullmatch(
+                        r"[A-Za-z][A-Za-z0-9]*", setting
+                    ):
                         c.error(spos, f"extra setting name {setting!r} is not a setting name")
                         continue
                     known = catalogue.lookup_folded(setting)
@@ -256,13 +259,17 @@ def _validate_policies(c: _Checker, policies: LocMap, state: DesiredState) -> No
                         )
                         continue
                     if isinstance(value, LocMap | LocList):
-                        c.error(extra.value_pos[setting], f"extra setting {setting!r} takes a "
-                                "plain value (text, true/false, a number)")
+                        c.error(
+                            extra.value_pos[setting],
+                            f"extra setting {setting!r} takes a "
+                            "plain value (text, true/false, a number)",
+                        )
                         continue
                     c.note(
                         spos,
                         f"{setting!r} is not in teams-bridge's catalogue; it is compared and sent "
-                        "exactly as written (check the spelling against Get-CsTeamsMessagingPolicy)",
+                        "exactly as written (check the spelling against "
+                        "Get-CsTeamsMessagingPolicy)",
                     )
                     settings[setting] = value
             if absent:
@@ -307,7 +314,9 @@ def _ensure(c: _Checker, m: LocMap, what: str) -> bool:
     ensure = m.get("ensure", "present")
     if ensure in ("present", "absent"):
         return ensure == "absent"
-    c.error(m.value_pos["ensure"], f"ensure of {what} must be 'present' or 'absent', not {ensure!r}")
+    c.error(
+        m.value_pos["ensure"], f"ensure of {what} must be 'present' or 'absent', not {ensure!r}"
+    )
     return False
 
 
@@ -349,8 +358,10 @@ def _validate_groups(c: _Checker, groups: LocList, state: DesiredState) -> None:
         c.only_keys(m, ("group", "policy", "rank", "ensure"), "a group assignment")
         group = m.get("group")
         if not isinstance(group, str) or not group.strip():
-            c.error(m.value_pos.get("group", m.pos), "group assignment needs 'group: <display "
-                    "name or object id>'")
+            c.error(
+                m.value_pos.get("group", m.pos),
+                "group assignment needs 'group: <display name or object id>'",
+            )
             continue
         group = group.strip()
         folded = group.casefold()
@@ -390,15 +401,18 @@ def _validate_users(c: _Checker, users: LocList, state: DesiredState) -> None:
     for i, item in enumerate(users):
         ipos = users.item_pos[i]
         if not isinstance(item, LocMap):
-            c.error(ipos, "a user assignment is a mapping: '- user: <UPN or id>' and "
-                    "'policy: <name>'")
+            c.error(
+                ipos, "a user assignment is a mapping: '- user: <UPN or id>' and 'policy: <name>'"
+            )
             continue
         if len(item) != 2 or "user" not in item or "policy" not in item:
             c.only_keys(item, ("user", "policy", "ensure"), "a user assignment")
         user = item.get("user")
         if not isinstance(user, str) or not user.strip():
-            c.error(item.value_pos.get("user", item.pos), "user assignment needs 'user: <UPN "
-                    "or object id>'")
+            c.error(
+                item.value_pos.get("user", item.pos),
+                "user assignment needs 'user: <UPN or object id>'",
+            )
             continue
         folded = user.casefold()
         if folded in seen:
@@ -456,8 +470,9 @@ def _validate_safety(c: _Checker, top: LocMap) -> SafetyLimits:
     deletes = m.get("max_policy_deletes")
     if deletes is not None:
         if isinstance(deletes, bool) or not isinstance(deletes, int) or deletes < 0:
-            c.error(m.value_pos["max_policy_deletes"], "max_policy_deletes takes a whole number "
-                    "from 0")
+            c.error(
+                m.value_pos["max_policy_deletes"], "max_policy_deletes takes a whole number from 0"
+            )
         else:
             values["max_policy_deletes"] = deletes
     share = m.get("max_user_change_share")
@@ -468,8 +483,10 @@ def _validate_safety(c: _Checker, top: LocMap) -> SafetyLimits:
             except ValueError:
                 share = None
         if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
-            c.error(m.value_pos["max_user_change_share"], "max_user_change_share takes a share "
-                    "from 0 to 1 (or a percentage such as '10%')")
+            c.error(
+                m.value_pos["max_user_change_share"],
+                "max_user_change_share takes a share from 0 to 1 (or a percentage such as '10%')",
+            )
         else:
             values["max_user_change_share"] = float(share)
     protect = m.get("protect_clinical_settings")
@@ -477,8 +494,10 @@ def _validate_safety(c: _Checker, top: LocMap) -> SafetyLimits:
         if isinstance(protect, bool):
             values["protect_clinical_settings"] = protect
         else:
-            c.error(m.value_pos["protect_clinical_settings"], "protect_clinical_settings takes "
-                    "true or false")
+            c.error(
+                m.value_pos["protect_clinical_settings"],
+                "protect_clinical_settings takes true or false",
+            )
     return SafetyLimits(**values)
 
 
@@ -514,6 +533,9 @@ def _validate_rules(c: _Checker, top: LocMap) -> RulesConfig:
                 c.error(vpos, f"rules.{key} takes true (check on) or false (check off)")
         else:
             allowed = (*RULE_IDS, "clinical_policies", "clinical_pattern")
-            c.error(m.key_pos[key], f"unknown rule {key!r}{_did_you_mean(str(key), allowed)}; "
-                    f"known: {', '.join(allowed)}")
+            c.error(
+                m.key_pos[key],
+                f"unknown rule {key!r}{_did_you_mean(str(key), allowed)}; "
+                f"known: {', '.join(allowed)}",
+            )
     return RulesConfig(enabled=enabled, clinical_policies=clinical, clinical_pattern=pattern)

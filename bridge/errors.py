@@ -70,9 +70,7 @@ class DesiredStateError(BridgeError):
         self.problems = sorted(problems, key=lambda p: p.location)
         errors = [p for p in self.problems if p.severity == "error"]
         lines = [str(p) for p in self.problems]
-        super().__init__(
-            "\n".join(lines) + f"\n{len(errors)} error(s) in the desired-state file"
-        )
+        super().__init__("\n".join(lines) + f"\n{len(errors)} error(s) in the desired-state file")
 
 
 class SnapshotError(BridgeError):

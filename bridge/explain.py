@@ -58,13 +58,16 @@ def explain(state: TenantState, user: User, member_of: list[Group]) -> Explanati
     assigned = [g for g in state.ranked_groups() if g.group_id in member_ids]
     if direct is not None:
         policy, source, group, rank = direct.policy, "direct", None, None
-        reasons.append(f"{user.upn} has a direct assignment of {direct.policy}, which wins over "
-                       "group assignments")
+        reasons.append(
+            f"{user.upn} has a direct assignment of {direct.policy}, which wins over "
+            "group assignments"
+        )
         if assigned:
             reasons.append(
                 "group assignments that would apply otherwise: "
-                + ", ".join(f"{g.group_name or g.group_id} (rank {g.rank}: {g.policy})"
-                            for g in assigned)
+                + ", ".join(
+                    f"{g.group_name or g.group_id} (rank {g.rank}: {g.policy})" for g in assigned
+                )
             )
     elif assigned:
         best = assigned[0]
@@ -75,12 +78,16 @@ def explain(state: TenantState, user: User, member_of: list[Group]) -> Explanati
             f"whose assignment has the best rank ({best.rank}) among the user's groups"
         )
         for other in assigned[1:]:
-            reasons.append(f"outranked: {other.group_name or other.group_id} (rank {other.rank}: "
-                           f"{other.policy})")
+            reasons.append(
+                f"outranked: {other.group_name or other.group_id} (rank {other.rank}: "
+                f"{other.policy})"
+            )
     else:
         policy, source, group, rank = "Global", "global", None, None
-        reasons.append(f"no direct assignment and none of {user.upn}'s groups has a messaging "
-                       "policy assignment, so the org-wide Global policy applies")
+        reasons.append(
+            f"no direct assignment and none of {user.upn}'s groups has a messaging "
+            "policy assignment, so the org-wide Global policy applies"
+        )
     reasons.append("only direct group membership counts: nested groups do not pass policies on")
     effective = state.policy(policy)
     settings = effective.settings if effective else {}

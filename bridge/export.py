@@ -53,13 +53,13 @@ def export_document(state: TenantState) -> dict[str, Any]:
     groups = []
     for g in state.ranked_groups():
         ref = g.group_id
-        name = g.group_name or (
+        group_name = g.group_name or (
             state.directory.groups[g.group_id].display_name
             if g.group_id in state.directory.groups
             else None
         )
-        if name and len(state.directory.groups_by_ref(name)) == 1:
-            ref = name
+        if group_name and len(state.directory.groups_by_ref(group_name)) == 1:
+            ref = group_name
         groups.append({"group": ref, "policy": g.policy, "rank": g.rank})
 
     users = []

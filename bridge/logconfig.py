@@ -52,15 +52,23 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(verbosity: int, fmt: str = "text") -> None:
+    """Log to stderr through the redaction filter. Replaces only a handler this function
+    installed before, so other handlers on the root logger (a test's log capture) keep working."""
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactingFilter())
+    handler.set_name("teams-bridge")
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    for name in ("bridge", "msal", "urllib3"):
-        logger = logging.getLogger(name)
-        logger.handlers[:] = [handler]
-        logger.setLevel(level if name == "bridge" else max(level, logging.WARNING))
-        logger.propagate = False
+    handler.setLevel(level)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == "teams-bridge"]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(min(root.level or logging.WARNING, level))
+    logging.getLogger("bridge").setLevel(level)
+    # Libraries speak only when something is wrong.
+    for name in ("msal", "urllib3"):
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))

@@ -394,7 +394,8 @@ class Plan:
         reasons = self.unsafe_reasons(current, limits)
         if reasons and not force:
             raise UnsafePlanError(
-                "the plan is over a safety limit:\n  - " + "\n  - ".join(reasons)
+                "the plan is over a safety limit:\n  - "
+                + "\n  - ".join(reasons)
                 + "\nreview it, then re-run with --force (or change the limits in the file's "
                 "safety: block)"
             )
@@ -458,8 +459,14 @@ def diff(current: TenantState, desired: DesiredState) -> Plan:
     if problems:
         raise PlanError("cannot make a plan:\n  - " + "\n  - ".join(problems))
 
-    changes: list[Change] = [*policy_changes, *group_sets, *user_sets, *user_removes,
-                             *group_removes, *deletes]
+    changes: list[Change] = [
+        *policy_changes,
+        *group_sets,
+        *user_sets,
+        *user_removes,
+        *group_removes,
+        *deletes,
+    ]
     return Plan(
         changes=changes,
         tenant_id=current.tenant_id,
@@ -558,8 +565,9 @@ def _diff_groups(
             pos = min([*declared_at, first_rank.get(gid, 1) - 1, len(sim)])
         sim.insert(pos, gid)
         placed.append(gid)
-        sets.append(SetGroupAssignment(gid, name, _policy_name(current, desired, policy),
-                                       pos + 1, existing))
+        sets.append(
+            SetGroupAssignment(gid, name, _policy_name(current, desired, policy), pos + 1, existing)
+        )
 
     removes: list[RemoveGroupAssignment] = []
     for g in current.ranked_groups():

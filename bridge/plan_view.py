@@ -44,19 +44,24 @@ def _lines(change: Change) -> tuple[str, list[str]]:
             return "+", [f"group {name!r} will be assigned {change.policy!r} at rank {change.rank}"]
         old = change.existing
         if old.policy.casefold() != change.policy.casefold():
-            return "~", [f"group {name!r} assignment will be replaced: policy {old.policy!r} -> "
-                         f"{change.policy!r}, rank {old.rank} -> {change.rank}"]
-        return "~", [f"group {name!r} will be re-ranked: rank {old.rank} now, sent as rank "
-                     f"{change.rank} to restore the file's order (removed and re-added; the "
-                     "service renumbers the others)"]
+            return "~", [
+                f"group {name!r} assignment will be replaced: policy {old.policy!r} -> "
+                f"{change.policy!r}, rank {old.rank} -> {change.rank}"
+            ]
+        return "~", [
+            f"group {name!r} will be re-ranked: rank {old.rank} now, sent as rank "
+            f"{change.rank} to restore the file's order (removed and re-added; the "
+            "service renumbers the others)"
+        ]
     if isinstance(change, RemoveGroupAssignment):
         name = change.group_name or change.group_id
         return "-", [f"group {name!r} will lose its assignment of {change.policy!r}"]
     if isinstance(change, SetUserAssignment):
         user = change.upn or change.user_id
         if change.existing_policy:
-            return "~", [f"user {user} direct assignment: {change.existing_policy!r} -> "
-                         f"{change.policy!r}"]
+            return "~", [
+                f"user {user} direct assignment: {change.existing_policy!r} -> {change.policy!r}"
+            ]
         return "+", [f"user {user} will be assigned {change.policy!r} directly"]
     assert isinstance(change, RemoveUserAssignment)
     user = change.upn or change.user_id
@@ -82,8 +87,10 @@ def render_plan(plan: Plan, *, color: bool = False) -> str:
         out.append(head)
         out.extend(lines[1:])
     if hidden:
-        out.append(f"  ... and {hidden} more direct user assignment change(s) "
-                   "(plan --format json lists all)")
+        out.append(
+            f"  ... and {hidden} more direct user assignment change(s) "
+            "(plan --format json lists all)"
+        )
     s = plan.summary
     out += ["", f"Plan: {s['add']} to add, {s['change']} to change, {s['destroy']} to destroy."]
     return "\n".join(out) + "\n"

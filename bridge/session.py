@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ from .backends.base import Backend, Wanted
 from .backends.snapshot import MemoryBackend, load_snapshot
 from .desired import is_guid
 from .errors import ConfigError
-from .state import DesiredState, TenantState
+from .state import DesiredState, Group, TenantState
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +33,11 @@ class SessionOptions:
 
 
 class Session:
-    def __init__(self, options: SessionOptions):
+    def __init__(self, options: SessionOptions, prompt: Callable[[str], None] | None = None):
         if options.sandbox and options.snapshot:
             raise ConfigError("--sandbox and --snapshot both name a source of state: pick one")
         self.options = options
+        self.prompt = prompt  # shows device-code sign-in instructions (the CLI prints them)
         self._backend: Backend | None = None
         self._sandbox: Any = None
         self.settings: Any = None
@@ -101,7 +103,7 @@ class Session:
         from .backends import make_backend
 
         self.settings = self._load_settings(overrides)
-        self.token_provider = build_token_provider(self.settings)
+        self.token_provider = build_token_provider(self.settings, prompt=self.prompt)
         self._backend = make_backend(self.options.transport, self.settings, self.token_provider)
         return self._backend
 
@@ -114,6 +116,24 @@ class Session:
                 users=tuple(u for u in desired.user_refs()),
             )
         return self.backend().read(wanted)
+
+    def fill_group_members(self, state: TenantState, group_ids: Iterable[str]) -> None:
+        """Read the direct members of ``group_ids`` into ``state.directory`` (those not read
+        yet)."""
+        backend = self.backend()
+        for gid in sorted(set(group_ids)):
+            group = state.directory.groups.get(gid)
+            if group is not None and group.members is None:
+                members = tuple(backend.group_members(gid))
+                state.directory.add_group(Group(group.id, group.display_name, members))
+
+    def tenant_domains(self) -> tuple[str, ...]:
+        """The tenant's verified domains (for a domain ``tenant:`` guard); empty when the source
+        cannot tell (a snapshot without them)."""
+        graph = getattr(self.backend(), "graph", None)
+        if graph is None:
+            return ()
+        return tuple(graph.organization().verified_domains)
 
     def request_stats(self) -> dict[str, Any]:
         """Requests made so far by route, when the backend talks HTTP."""

@@ -15,6 +15,7 @@ from typing import Any
 from .errors import Location
 
 GLOBAL = "Global"
+NOWHERE = Location("<memory>")  # the location of objects built in code, not read from a file
 # Built-in custom instances seen in real tenants; pruning never touches them unless named.
 BUILTIN_POLICIES = frozenset({"global", "default", "edufaculty", "edustudent"})
 
@@ -163,7 +164,7 @@ class DesiredPolicy:
     name: str  # bare name as written (Tag: stripped)
     settings: Mapping[str, Any]  # managed settings, canonical values (catalogue and extra)
     absent: bool = False
-    location: Location = Location("<memory>")
+    location: Location = NOWHERE
 
     @property
     def key(self) -> str:
@@ -176,7 +177,7 @@ class DesiredGroupAssignment:
     policy: str
     rank: int
     absent: bool = False
-    location: Location = Location("<memory>")
+    location: Location = NOWHERE
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,7 @@ class DesiredUserAssignment:
     user: str  # UPN or object id, as written
     policy: str | None  # None with absent=True: remove the direct assignment
     absent: bool = False
-    location: Location = Location("<memory>")
+    location: Location = NOWHERE
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ _SAFE_TAGS = {
 }
 
 
-class LocMap(dict):  # type: ignore[type-arg]
+class LocMap(dict[Any, Any]):
     """A mapping that knows where it, each key and each value were written."""
 
     pos: Pos = (0, 0)
@@ -37,7 +37,7 @@ class LocMap(dict):  # type: ignore[type-arg]
     value_pos: dict[Any, Pos]
 
 
-class LocList(list):  # type: ignore[type-arg]
+class LocList(list[Any]):
     pos: Pos = (0, 0)
     item_pos: list[Pos]
 
@@ -71,7 +71,7 @@ def _scalar(event: yaml.ScalarEvent) -> Any:
         tag = _resolver.resolve(yaml.ScalarNode, value, event.implicit)
     if tag == _STR_TAG:
         return event.value
-    node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+    node = yaml.ScalarNode(tag, event.value, None, None, event.style)
     return _constructor.construct_object(node, deep=True)
 
 
@@ -98,8 +98,9 @@ def load(text: str) -> tuple[Any, list[YamlProblem]]:
             pos = (mark.line + 1, mark.column + 1)
             if kind is _ScalarEvent:
                 tag = event.tag
-                if tag is None and (event.style or (event.value and
-                                                    event.value[0] not in implicit_first)):
+                if tag is None and (
+                    event.style or (event.value and event.value[0] not in implicit_first)
+                ):
                     value: Any = event.value
                 elif tag and tag != "!" and tag not in _SAFE_TAGS:
                     problems.append(_refused(tag, pos))

@@ -52,7 +52,9 @@ def tenant(
         else:
             pols.append(Policy(name, settings))
     ga = [GroupAssignment(gid(g), p, i + 1, f"Group {g}") for i, (g, p) in enumerate(groups or [])]
-    ua = [UserAssignment(uid(u), p, f"user{u}@northwind-health.org") for u, p in (users or {}).items()]
+    ua = [
+        UserAssignment(uid(u), p, f"user{u}@northwind-health.org") for u, p in (users or {}).items()
+    ]
     return TenantState.build(TENANT, pols, ga, ua, directory)
 
 
@@ -69,7 +71,5 @@ def desired(
         else:
             state.policies[policy_key(name)] = DesiredPolicy(name, settings)
     state.group_assignments = [DesiredGroupAssignment(g, p, r) for g, p, r in groups or []]
-    state.user_assignments = [
-        DesiredUserAssignment(u, p, absent=p is None) for u, p in users or []
-    ]
+    state.user_assignments = [DesiredUserAssignment(u, p, absent=p is None) for u, p in users or []]
     return state

@@ -23,7 +23,7 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 
 def test_validate_ok_and_invalid(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "validate", DESIRED)
-    assert code == 0 and "is valid: 7 policies, 5 group assignments, 3 user assignments" in out
+    assert code == 0 and "is valid: 9 policies, 8 group assignments, 2 user assignments" in out
     bad = str(ROOT / "tests" / "fixtures" / "invalid" / "unknown_setting.yaml")
     code, _, err = run(capsys, "validate", bad)
     assert code == 1
@@ -33,21 +33,34 @@ def test_validate_ok_and_invalid(capsys: pytest.CaptureFixture[str]) -> None:
 def test_plan_text_shows_terraform_style(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "--snapshot", SNAP, "plan", DESIRED)
     assert code == 0
-    assert "~ policy 'Clinical' will be updated in place" in out
+    assert "~ policy 'Nursing' will be updated in place" in out
     assert 'ReadReceiptsEnabledType: "UserPreference" -> "Everyone"' in out
-    assert "+ policy 'Emergency Department' will be created" in out
-    assert "- policy 'Old Pilot' will be deleted" in out
-    assert out.rstrip().endswith("Plan: 3 to add, 6 to change, 2 to destroy.")
+    assert "+ policy 'Palliative Care' will be created" in out
+    assert "~ group 'Nursing' will be re-ranked: rank 4 now, sent as rank 3" in out
+    assert "+ user locum.cardio_gmail.com#EXT#@northwind-health.onmicrosoft.com" in out
+    assert out.rstrip().endswith("Plan: 3 to add, 5 to change, 0 to destroy.")
 
 
-def test_plan_detailed_exitcode_and_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_plan_detailed_exitcode_and_json(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     saved = tmp_path / "plan.json"
-    code, out, err = run(capsys, "--snapshot", SNAP, "plan", DESIRED, "--format", "json",
-                         "--detailed-exitcode", "--out", str(saved))
+    code, out, err = run(
+        capsys,
+        "--snapshot",
+        SNAP,
+        "plan",
+        DESIRED,
+        "--format",
+        "json",
+        "--detailed-exitcode",
+        "--out",
+        str(saved),
+    )
     assert code == 2
     data = json.loads(out)
     assert data["schema_version"] == 1
-    assert data["summary"] == {"add": 3, "change": 6, "destroy": 2}
+    assert data["summary"] == {"add": 3, "change": 5, "destroy": 0}
     assert data["state_checksum"] and data["desired_sha256"]
     assert json.loads(saved.read_text()) == data
     assert "apply --plan" in err
@@ -65,14 +78,26 @@ def test_export_plans_to_no_changes(capsys: pytest.CaptureFixture[str], tmp_path
 
 
 def test_explain_direct_group_and_global(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "--snapshot", SNAP, "explain", "dana.ruiz@northwind-health.org")
-    assert code == 0 and "Clinical  (from direct assignment)" in out
-    code, out, _ = run(capsys, "--snapshot", SNAP, "explain", "ben.hartley@northwind-health.org",
-                       "--format", "json")
+    code, out, _ = run(capsys, "--snapshot", SNAP, "explain", "lucia.kowalski@northwind-health.org")
+    assert code == 0 and "Emergency Department  (from direct assignment)" in out
+    code, out, _ = run(
+        capsys,
+        "--snapshot",
+        SNAP,
+        "explain",
+        "victor.gonzalez@northwind-health.org",
+        "--format",
+        "json",
+    )
     data = json.loads(out)
     assert (data["policy"], data["source"], data["group"], data["rank"]) == (
-        "Clinical", "group", "Physicians", 1)
-    code, out, _ = run(capsys, "--snapshot", SNAP, "explain", "rosa.delgado@northwind-health.org")
+        "Nursing",
+        "group",
+        "Nursing",
+        4,
+    )
+    assert data["ReadReceiptsEnabledType"] == "UserPreference"
+    code, out, _ = run(capsys, "--snapshot", SNAP, "explain", "zara.alvarez@northwind-health.org")
     assert "Global  (from the Global policy)" in out
     code, _, err = run(capsys, "--snapshot", SNAP, "explain", "nobody@northwind-health.org")
     assert code == 1 and "no user 'nobody@northwind-health.org'" in err
@@ -108,14 +133,22 @@ def test_tenant_guard(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     other.write_text("tenant: 00000000-0000-0000-0000-000000000001\npolicies: {}\n")
     code, _, err = run(capsys, "--snapshot", SNAP, "plan", str(other))
     assert code == 1 and "the file is for tenant" in err
+    by_domain = tmp_path / "domain.yaml"
+    by_domain.write_text("tenant: NORTHWIND-health.onmicrosoft.com\npolicies: {}\n")
+    code, _, err = run(capsys, "--snapshot", SNAP, "plan", str(by_domain))
+    assert code == 0, err
 
 
 def test_schema_lists_settings(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "schema")
+    assert code == 0
     schema = json.loads(out)
     policy = schema["properties"]["policies"]["additionalProperties"]
     assert policy["properties"]["ReadReceiptsEnabledType"]["enum"] == [
-        "UserPreference", "Everyone", "None"]
+        "UserPreference",
+        "Everyone",
+        "None",
+    ]
 
 
 def test_snapshot_round_trip(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -160,5 +160,5 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_example_file_is_valid() -> None:
     state = load_desired(Path(__file__).parents[1] / "examples" / "northwind.yaml")
-    assert state.tenant == "3f1c2b7e-8a4d-4e6f-9b21-5d7c0a9e4b12"
-    assert len(state.policies) == 7
+    assert state.tenant == "northwind-health.onmicrosoft.com"
+    assert len(state.policies) == 9

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from factories import desired, gid, tenant, uid
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bridge.desired import parse_desired
 from bridge.errors import PlanError
 from bridge.export import export_yaml
-from bridge.desired import parse_desired
 from bridge.plan import (
     CreatePolicy,
     DeletePolicy,
@@ -22,8 +23,6 @@ from bridge.plan import (
     state_checksum,
 )
 from bridge.state import Policy, Prune, TenantState
-
-from factories import desired, gid, tenant, uid
 
 
 def test_enum_case_and_tag_prefix_are_not_drift() -> None:
@@ -120,19 +119,23 @@ def test_unknown_and_ambiguous_groups_list_candidates() -> None:
     with pytest.raises(PlanError) as info:
         diff(current, want)
     text = str(info.value)
-    assert "group name 'Volunteers' matches 2 groups: Volunteers (dup-1), Volunteers (dup-2)" in text
+    assert (
+        "group name 'Volunteers' matches 2 groups: Volunteers (dup-1), Volunteers (dup-2)" in text
+    )
     assert "no group named or with id 'Nobody'" in text
 
 
 def test_unknown_users_fail_the_plan() -> None:
-    with pytest.raises(PlanError, match="1 user\\(s\\) not found in the tenant: ghost@x.org"):
+    with pytest.raises(PlanError, match=r"1 user\(s\) not found in the tenant: ghost@x.org"):
         diff(tenant({"A": {}}), desired({"A": {}}, users=[("ghost@x.org", "A")]))
 
 
 def test_user_changes_and_summary() -> None:
     current = tenant({"A": {}, "B": {}}, users={1: "A"})
-    plan = diff(current, desired({"A": {}, "B": {}}, users=[
-        ("user1@northwind-health.org", "b"), (uid(2), "A")]))
+    plan = diff(
+        current,
+        desired({"A": {}, "B": {}}, users=[("user1@northwind-health.org", "b"), (uid(2), "A")]),
+    )
     assert [type(c) for c in plan.changes] == [SetUserAssignment, SetUserAssignment]
     assert plan.summary == {"add": 1, "change": 1, "destroy": 0}
     assert plan.changes[0].policy == "B"  # type: ignore[attr-defined]
@@ -140,8 +143,10 @@ def test_user_changes_and_summary() -> None:
 
 def test_plan_data_round_trips() -> None:
     current = tenant({"Old": {}, "A": {"AllowGiphy": True}}, groups=[(1, "A"), (2, "Old")])
-    want = desired({"A": {"AllowGiphy": False}, "N": {"AllowMemes": False}, "Old": None},
-                   groups=[("Group 1", "A", 1), ("Group 2", "N", 2)])
+    want = desired(
+        {"A": {"AllowGiphy": False}, "N": {"AllowMemes": False}, "Old": None},
+        groups=[("Group 1", "A", 1), ("Group 2", "N", 2)],
+    )
     plan = diff(current, want)
     again = Plan.from_data(plan.data)
     assert again.data == plan.data
@@ -157,8 +162,10 @@ def test_checksum_follows_the_state() -> None:
 
 def test_group_removal_on_prune() -> None:
     current = tenant({"A": {}}, groups=[(1, "A"), (2, "A")])
-    plan = diff(current, desired({"A": {}}, groups=[("Group 1", "A", 1)],
-                                 prune=Prune(group_assignments=True)))
+    plan = diff(
+        current,
+        desired({"A": {}}, groups=[("Group 1", "A", 1)], prune=Prune(group_assignments=True)),
+    )
     assert [type(c) for c in plan.changes] == [RemoveGroupAssignment]
 
 
@@ -183,18 +190,25 @@ def states(draw: st.DrawFn) -> tuple[TenantState, object]:
     cur = tenant(
         cur_policies,
         groups=[(g, draw(st.sampled_from(cur_names))) for g in cur_groups] if cur_names else [],
-        users={u: draw(st.sampled_from(cur_names)) for u in
-               draw(st.lists(st.integers(0, 9), unique=True, max_size=5))} if cur_names else {},
+        users={
+            u: draw(st.sampled_from(cur_names))
+            for u in draw(st.lists(st.integers(0, 9), unique=True, max_size=5))
+        }
+        if cur_names
+        else {},
     )
     want_names = draw(st.lists(st.sampled_from(NAMES), unique=True, min_size=1))
     want_policies: dict[str, dict | None] = {n: draw(VALUES) for n in want_names}
     want_groups = draw(st.lists(st.integers(0, 7), unique=True, max_size=6))
-    ranks = draw(st.lists(st.integers(1, 20), min_size=len(want_groups),
-                          max_size=len(want_groups)))
-    groups = [(f"Group {g}", draw(st.sampled_from(want_names)), r)
-              for g, r in zip(want_groups, ranks)]
-    users = [(f"user{u}@northwind-health.org", draw(st.sampled_from([*want_names, None])))
-             for u in draw(st.lists(st.integers(0, 9), unique=True, max_size=6))]
+    ranks = draw(st.lists(st.integers(1, 20), min_size=len(want_groups), max_size=len(want_groups)))
+    groups = [
+        (f"Group {g}", draw(st.sampled_from(want_names)), r)
+        for g, r in zip(want_groups, ranks, strict=True)
+    ]
+    users = [
+        (f"user{u}@northwind-health.org", draw(st.sampled_from([*want_names, None])))
+        for u in draw(st.lists(st.integers(0, 9), unique=True, max_size=6))
+    ]
     prune = Prune(
         policies=draw(st.booleans()),
         group_assignments=draw(st.booleans()),

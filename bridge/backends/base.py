@@ -72,6 +72,11 @@ class Backend(Protocol):
 
     def unassign_users(self, user_ids: Sequence[str]) -> BulkResult: ...
 
+    def group_members(self, group_id: str) -> list[str]:
+        """The user ids of ``group_id``'s direct members (for snapshots and the safety limit on
+        the share of users a plan affects)."""
+        ...
+
     def user_groups(self, user_id: str) -> list[Group]:
         """The groups ``user_id`` is a direct member of (for ``explain``)."""
         ...

@@ -124,6 +124,8 @@ class GroupDirectory(Protocol):
 
     def member_of(self, user_id: str) -> list[Group]: ...
 
+    def group_members(self, group_id: str) -> list[str]: ...
+
 
 # --------------------------------------------------------------------------- the pwsh process
 
@@ -557,6 +559,9 @@ class PowerShellBackend:
             for row in rows:
                 directory.add_user(_user(row))
         directory.searched_users.update(r for r in missing if directory.user_by_ref(r) is None)
+
+    def group_members(self, group_id: str) -> list[str]:
+        return self.graph.group_members(group_id)
 
     def user_groups(self, user_id: str) -> list[Group]:
         return self.graph.member_of(user_id)

@@ -5,7 +5,8 @@ Snapshot format (version 1)::
 
     {
       "format": "teams-bridge-snapshot", "version": 1,
-      "tenant_id": "<guid>", "taken_at": "<ISO 8601>", "source": "rest",
+      "tenant_id": "<guid>", "domains": ["contoso.onmicrosoft.com"],
+      "taken_at": "<ISO 8601>", "source": "rest",
       "policies": [ <policy objects as the service returned them: Identity "Tag:X", settings...> ],
       "group_assignments": [ {"GroupId", "GroupName", "PolicyName", "Rank"} ],
       "user_assignments": [ {"UserId", "UserPrincipalName", "PolicyName"} ],
@@ -40,6 +41,7 @@ from ..state import (
 from .base import BulkResult, Wanted
 
 FORMAT = "teams-bridge-snapshot"
+_NOTHING = Wanted()
 VERSION = 1
 
 
@@ -63,12 +65,17 @@ def state_to_snapshot(state: TenantState, source: str, now: dt.datetime | None =
         "format": FORMAT,
         "version": VERSION,
         "tenant_id": state.tenant_id,
+        "domains": list(state.domains),
         "taken_at": now.isoformat(timespec="seconds"),
         "source": source,
         "policies": [policy_to_service(state.policies[k]) for k in sorted(state.policies)],
         "group_assignments": [
-            {"GroupId": g.group_id, "GroupName": g.group_name, "PolicyName": g.policy,
-             "Rank": g.rank}
+            {
+                "GroupId": g.group_id,
+                "GroupName": g.group_name,
+                "PolicyName": g.policy,
+                "Rank": g.rank,
+            }
             for g in state.ranked_groups()
         ],
         "user_assignments": [
@@ -76,13 +83,20 @@ def state_to_snapshot(state: TenantState, source: str, now: dt.datetime | None =
             for _, u in sorted(state.user_assignments.items())
         ],
         "groups": [
-            {"id": g.id, "displayName": g.display_name,
-             **({"members": list(g.members)} if g.members is not None else {})}
+            {
+                "id": g.id,
+                "displayName": g.display_name,
+                **({"members": list(g.members)} if g.members is not None else {}),
+            }
             for _, g in sorted(state.directory.groups.items())
         ],
         "users": [
-            {"id": u.id, "userPrincipalName": u.upn, "displayName": u.display_name,
-             "department": u.department}
+            {
+                "id": u.id,
+                "userPrincipalName": u.upn,
+                "displayName": u.display_name,
+                "department": u.department,
+            }
             for _, u in sorted(state.directory.users.items())
         ],
     }
@@ -91,7 +105,7 @@ def state_to_snapshot(state: TenantState, source: str, now: dt.datetime | None =
 def snapshot_to_state(data: Any, source: str = "<snapshot>") -> TenantState:
     """Parse a snapshot; every malformed entry is reported with its place in the file."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise SnapshotError(f"{source}: not a teams-bridge snapshot (no \"format\": \"{FORMAT}\")")
+        raise SnapshotError(f'{source}: not a teams-bridge snapshot (no "format": "{FORMAT}")')
     if data.get("version") != VERSION:
         raise SnapshotError(
             f"{source}: snapshot version {data.get('version')!r} is not supported "
@@ -111,7 +125,9 @@ def snapshot_to_state(data: Any, source: str = "<snapshot>") -> TenantState:
         policies = [policy_from_service(p) for p in data.get("policies", [])]
         groups = [
             GroupAssignment(
-                a["GroupId"], bare_name(a["PolicyName"]), int(a["Rank"]),
+                a["GroupId"],
+                bare_name(a["PolicyName"]),
+                int(a["Rank"]),
                 a.get("GroupName") or _group_name(directory, a["GroupId"]),
             )
             for a in data.get("group_assignments", [])
@@ -124,7 +140,9 @@ def snapshot_to_state(data: Any, source: str = "<snapshot>") -> TenantState:
             users.append(UserAssignment(a["UserId"], bare_name(a["PolicyName"]), upn))
     except (KeyError, TypeError, ValueError) as exc:
         raise SnapshotError(f"{source}: malformed snapshot entry ({exc!r})") from exc
-    return TenantState.build(data.get("tenant_id"), policies, groups, users, directory)
+    state = TenantState.build(data.get("tenant_id"), policies, groups, users, directory)
+    state.domains = tuple(data.get("domains", ()))
+    return state
 
 
 def _group_name(directory: Directory, group_id: str) -> str | None:
@@ -141,9 +159,7 @@ def load_snapshot(path: str | os.PathLike[str]) -> TenantState:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SnapshotError(
-            f"{p}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}"
-        ) from exc
+        raise SnapshotError(f"{p}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from exc
     return snapshot_to_state(data, str(p))
 
 
@@ -167,15 +183,17 @@ class MemoryBackend:
         self.source = source
         self.writes: list[tuple[str, tuple[Any, ...]]] = []
 
-    def read(self, wanted: Wanted = Wanted()) -> TenantState:
+    def read(self, wanted: Wanted = _NOTHING) -> TenantState:
         s = self.state
-        return TenantState.build(
+        state = TenantState.build(
             s.tenant_id,
             s.policies.values(),
             s.group_assignments.values(),
             s.user_assignments.values(),
             s.directory,
         )
+        state.domains = s.domains
+        return state
 
     # ------------------------------------------------------------------ writes
 
@@ -241,6 +259,14 @@ class MemoryBackend:
             self.state.user_assignments.pop(uid, None)
         n = len(user_ids)
         return BulkResult(requested=n, succeeded=n, write_requests=1 if n else 0)
+
+    def group_members(self, group_id: str) -> list[str]:
+        group = self.state.directory.groups.get(group_id)
+        if group is None or group.members is None:
+            raise SnapshotError(
+                f"{self.source}: the members of group {group_id} are not in this snapshot"
+            )
+        return list(group.members)
 
     def user_groups(self, user_id: str) -> list[Group]:
         groups = self.state.directory.groups.values()

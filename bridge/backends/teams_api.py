@@ -388,6 +388,9 @@ class RestBackend:
 
     # ------------------------------------------------------------------ other
 
+    def group_members(self, group_id: str) -> list[str]:
+        return self.graph.group_members(group_id)
+
     def user_groups(self, user_id: str) -> list[Group]:
         return self.graph.member_of(user_id)
 
