@@ -125,15 +125,13 @@ def run_apply(
         limits = SafetyLimits()
     if not plan:
         return ApplyOutcome(["No changes. The tenant matches the desired state."])
-    # The share-of-users limit needs the members of the groups whose assignment changes.
-    session.fill_group_members(
-        current,
-        (
-            c.group_id
-            for c in plan.changes
-            if isinstance(c, SetGroupAssignment | RemoveGroupAssignment)
-        ),
-    )
+    if any(isinstance(c, SetGroupAssignment | RemoveGroupAssignment) for c in plan.changes):
+        # Whose effective policy a group change moves depends on every assigned group a user is
+        # in, so the share-of-users limit needs their members.
+        session.fill_group_members(
+            current,
+            {*current.group_assignments, *(c.group_id for c in plan.of(SetGroupAssignment))},
+        )
     plan.raise_if_unsafe(current, limits, request.force)
     if not confirm(plan):
         return ApplyOutcome(["Apply cancelled; nothing was changed."])

@@ -14,7 +14,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from . import catalogue
 from .errors import PlanError, UnsafePlanError
@@ -31,6 +31,7 @@ from .state import (
 )
 
 PLAN_SCHEMA_VERSION = 1
+C = TypeVar("C", bound="Change")
 
 # --------------------------------------------------------------------------- change kinds
 
@@ -268,7 +269,7 @@ class Plan:
     def __len__(self) -> int:
         return len(self.changes)
 
-    def of(self, *kinds: type[Change]) -> list[Change]:
+    def of(self, *kinds: type[C]) -> list[C]:
         return [c for c in self.changes if isinstance(c, kinds)]
 
     @property
@@ -324,20 +325,36 @@ class Plan:
     # ---------------------------------------------------------------- safety
 
     def affected_users(self, current: TenantState) -> set[str]:
-        """User ids whose effective policy this plan could change: users whose direct assignment
-        changes, and the known members of groups whose assignment changes, except members who keep
-        a direct assignment (a direct assignment wins over every group)."""
-        direct: set[str] = set()
-        members: set[str] = set()
-        for c in self.changes:
-            if isinstance(c, SetUserAssignment | RemoveUserAssignment):
-                direct.add(c.user_id)
-            elif isinstance(c, SetGroupAssignment | RemoveGroupAssignment):
-                group = current.directory.groups.get(c.group_id)
-                if group and group.members:
-                    members.update(group.members)
-        shielded = set(current.user_assignments) - direct
-        return direct | (members - shielded)
+        """User ids whose *effective* policy this plan changes (a direct assignment wins; then the
+        best-ranked assigned group the user is a direct member of; then Global). A re-rank or a
+        reassignment counts only for members whose winning policy really changes. Membership comes
+        from the groups whose members were read (``Session.fill_group_members``)."""
+        direct = {
+            c.user_id
+            for c in self.changes
+            if isinstance(c, SetUserAssignment | RemoveUserAssignment)
+        }
+        changed_groups = {
+            c.group_id
+            for c in self.changes
+            if isinstance(c, SetGroupAssignment | RemoveGroupAssignment)
+        }
+        member_of: dict[str, list[str]] = {}
+        candidates = set(direct)
+        for group in current.directory.groups.values():
+            for uid in group.members or ():
+                member_of.setdefault(uid, []).append(group.id)
+                if group.id in changed_groups:
+                    candidates.add(uid)
+        if not candidates:
+            return set()
+        after = simulate(current, self)
+        return {
+            uid
+            for uid in candidates
+            if _effective_key(current, uid, member_of.get(uid, ()))
+            != _effective_key(after, uid, member_of.get(uid, ()))
+        }
 
     def unsafe_reasons(self, current: TenantState, limits: SafetyLimits) -> list[str]:
         """Every safety limit this plan is over, with the numbers. Exactly at a limit is allowed."""
@@ -407,6 +424,16 @@ CLINICAL_OFF: dict[str, Any] = {"ReadReceiptsEnabledType": "None", "AllowPriorit
 
 def _percent(share: float) -> str:
     return f"{share * 100:g}%"
+
+
+def _effective_key(state: TenantState, user_id: str, groups: Iterable[str]) -> str:
+    direct = state.user_assignments.get(user_id)
+    if direct is not None:
+        return policy_key(direct.policy)
+    ranked = [state.group_assignments[g] for g in groups if g in state.group_assignments]
+    if ranked:
+        return policy_key(min(ranked, key=lambda g: g.rank).policy)
+    return "global"
 
 
 def policies_in_use(state: TenantState) -> set[str]:
