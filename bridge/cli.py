@@ -497,54 +497,72 @@ def doctor(ctx: _Ctx) -> None:
         raise SystemExit(EXIT_ERROR)
 
 
+def _sandbox_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """One option per ``SandboxConfig`` knob, with the knob's own help text."""
+    from .sandbox.config import SandboxConfig, option_fields
+
+    defaults = SandboxConfig()
+    types = {"int": int, "float": float, "str": str}
+    for f in reversed(option_fields()):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        if f.name == "roles":
+            fn = click.option(
+                flag,
+                multiple=True,
+                default=default,
+                show_default=True,
+                type=click.Choice(["teams_admin", "global_admin", "global_reader"]),
+                help=f.metadata["help"] + " (repeat for several; see --no-roles)",
+            )(fn)
+            continue
+        kind = types[str(f.type).split(" |")[0]]
+        fn = click.option(
+            flag,
+            type=kind,
+            default=default,
+            show_default=default is not None,
+            help=f.metadata["help"],
+        )(fn)
+    return fn
+
+
 @main_group.command()
-@click.option("--users", type=click.IntRange(1, 200_000), default=2000, show_default=True)
-@click.option("--seed", type=int, default=7, show_default=True)
-@click.option("--port", type=int, default=0, help="0 = any free port.")
-@click.option("--latency", type=float, default=0.0, help="Seconds added to each request.")
-@click.option("--throttle-rps", type=float, default=None, help="Requests per second before 429.")
-@click.option("--fault-rate", type=float, default=0.0, help="Share of requests answered 5xx.")
+@_sandbox_options
 @click.option(
-    "--propagation-delay",
-    type=float,
-    default=0.0,
-    help="Seconds before assignment writes show on reads.",
+    "--no-roles",
+    is_flag=True,
+    help="The app holds no directory role (every API call answers 403), to see the role hint.",
 )
-@click.option("--no-roles", is_flag=True, help="The app holds no directory role (403s).")
-def sandbox(
-    users: int,
-    seed: int,
-    port: int,
-    latency: float,
-    throttle_rps: float | None,
-    fault_rate: float,
-    propagation_delay: float,
-    no_roles: bool,
-) -> None:
-    """Serve the simulated tenant until interrupted; prints the variables that point at it."""
-    import time
+def sandbox(no_roles: bool, **knobs: Any) -> None:
+    """Serve the simulated hospital tenant over HTTPS until interrupted, after printing the
+    variables that point a second shell at it."""
+    import signal
+    import threading
 
     from .sandbox import Sandbox, SandboxConfig
 
-    config = SandboxConfig(
-        users=users,
-        seed=seed,
-        port=port,
-        latency=latency,
-        throttle_rps=throttle_rps,
-        fault_rate=fault_rate,
-        propagation_delay=propagation_delay,
-        roles=() if no_roles else ("teams_admin",),
-    )
+    if no_roles:
+        knobs["roles"] = ()
+    try:
+        config = SandboxConfig(**knobs)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    # SIGTERM (kill, a container stopping) unwinds like Ctrl+C, so temporary files are removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with Sandbox(config) as sb:
-        click.echo(f"# sandbox tenant {sb.tenant_id} ({users} users) at {sb.base_url}")
+        click.echo(f"# sandbox tenant {sb.tenant_id} ({config.users} users) at {sb.base_url}")
         click.echo("# in another shell, run these lines, then e.g. teams-bridge plan FILE:")
         for key, value in sb.env().items():
             click.echo(f"export {key}={value}")
+        click.echo(
+            f"# certificate credential instead of the secret: "
+            f"export AZURE_CLIENT_CERTIFICATE_PATH={sb.client_cert_path}"
+        )
+        click.echo("# serving; press Ctrl+C to stop")
         sys.stdout.flush()
         try:
-            while True:
-                time.sleep(3600)
+            threading.Event().wait()
         except KeyboardInterrupt:
             click.echo("# sandbox stopped")
 
