@@ -259,6 +259,7 @@ def apply(
 ) -> None:
     """Make the changes: 'apply FILE' plans and applies; 'apply --plan PLAN' applies a saved
     plan."""
+    from .apply import ApplyFailed
     from .commands import ApplyRequest, run_apply
     from .plan_view import render_plan
 
@@ -286,7 +287,13 @@ def apply(
         verify_timeout=verify_timeout,
     )
     with ctx.session() as session:
-        outcome = run_apply(session, request, confirm=confirm, progress=_err)
+        try:
+            outcome = run_apply(session, request, confirm=confirm, progress=_err)
+        except ApplyFailed as exc:
+            # Say what was done and what was not before the error line.
+            for line in exc.result.summary_lines():
+                _err(line)
+            raise
     for line in outcome.lines:
         click.echo(line)
 

@@ -1,32 +1,13 @@
-"""Logging set-up for the CLI: text or JSON lines on stderr, every line passed through the
-redaction filter so a token or secret can never reach a log."""
+"""Logging set-up for the CLI: text or JSON lines on stderr, every line passed through
+``bridge.redact`` so a token or secret can never reach a log."""
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 
-# Bearer tokens, JWT-shaped strings, and key=value secrets in form bodies or URLs.
-_SECRET_PATTERNS = [
-    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9\-_.~+/=]+"), r"\1[redacted]"),
-    (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), "[redacted-jwt]"),
-    (
-        re.compile(
-            r"(?i)\b(client_secret|client_assertion|access_token|refresh_token|password|"
-            r"passphrase|secret)(\"?\s*[=:]\s*\"?)[^\s&\"',}]+"
-        ),
-        r"\1\2[redacted]",
-    ),
-]
-
-
-def redact(text: str) -> str:
-    """``text`` with anything that looks like a token or a secret replaced."""
-    for pattern, replacement in _SECRET_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
+from .redact import redact
 
 
 class RedactingFilter(logging.Filter):

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -24,6 +23,7 @@ from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
+from .redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -286,30 +286,3 @@ def _validation_message(exc: ValidationError) -> str:
         else:
             lines.append(f"{var}={err.get('input')!r}: {err['msg']}")
     return "invalid configuration: " + "; ".join(lines)
-
-
-# --------------------------------------------------------------------------- redaction
-
-_REDACTIONS = [
-    (re.compile(r"(?i)\b(bearer)\s+[\w\-.~+/=]+"), r"\1 [redacted]"),
-    # JWTs (access tokens, client assertions, federated tokens): header.payload.signature
-    (re.compile(r"\beyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]*"), "[redacted-jwt]"),
-    (
-        re.compile(
-            r"(?i)\b(client_secret|client_assertion|access_token|refresh_token|password|"
-            r"passphrase|assertion)([\"']?\s*[=:]\s*[\"']?)[^\s&\"',}]+"
-        ),
-        r"\1\2[redacted]",
-    ),
-]
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with the given secret values and anything shaped like a token or a
-    ``client_secret=...`` pair replaced by ``[redacted]``."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "[redacted]")
-    for pattern, replacement in _REDACTIONS:
-        text = pattern.sub(replacement, text)
-    return text

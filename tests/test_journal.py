@@ -92,8 +92,8 @@ def test_error_keeps_correlation_id_and_masks_tokens(tmp_path):
 
 
 def test_mask_secrets():
-    assert mask_secrets(f"token {JWT} end") == "token [masked] end"
-    assert mask_secrets("Authorization: Bearer abc.def-ghi") == "Authorization: [masked]"
+    assert mask_secrets(f"token {JWT} end") == "token [redacted-jwt] end"
+    assert mask_secrets("Authorization: Bearer abc.def-ghi") == "Authorization: Bearer [redacted]"
     assert mask_secrets("nothing to hide") == "nothing to hide"
 
 
