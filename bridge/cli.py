@@ -6,11 +6,14 @@ This is the only module that prints.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -45,12 +48,37 @@ def _write_text(path: str, text: str) -> None:
     os.replace(tmp, target)
 
 
+@contextlib.contextmanager
+def _ticker(what: str, count: Callable[[], int]) -> Iterator[None]:
+    """A one-line progress ticker on stderr while a long read runs (terminals only)."""
+    stop = threading.Event()
+
+    def tick() -> None:
+        started = time.monotonic()
+        while not stop.wait(0.25):
+            elapsed = time.monotonic() - started
+            if elapsed > 1.0:
+                sys.stderr.write(f"\r{what}... {count()} requests, {elapsed:.0f} s")
+                sys.stderr.flush()
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        sys.stderr.write("\r\033[K")
+        sys.stderr.flush()
+
+
 class _Ctx:
-    def __init__(self, options: SessionOptions):
+    def __init__(self, options: SessionOptions, progress: bool):
         self.options = options
+        self.progress = progress
 
     def session(self) -> Session:
-        return Session(self.options, prompt=_err)
+        return Session(self.options, prompt=_err, activity=_ticker if self.progress else None)
 
 
 pass_ctx = click.make_pass_decorator(_Ctx)
@@ -122,7 +150,9 @@ def main_group(
             snapshot=snapshot,
             transport=transport,
             cloud=cloud,
-        )
+        ),
+        # Progress only for a person at a terminal, and not mixed with log lines.
+        progress=sys.stderr.isatty() and verbose == 0 and not os.environ.get("CI"),
     )
 
 

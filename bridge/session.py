@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,12 +33,22 @@ class SessionOptions:
     cloud: str | None = None
 
 
+# Shows that a long step is under way: (what, a function counting requests so far) -> a context.
+Activity = Callable[[str, Callable[[], int]], AbstractContextManager[None]]
+
+
 class Session:
-    def __init__(self, options: SessionOptions, prompt: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        options: SessionOptions,
+        prompt: Callable[[str], None] | None = None,
+        activity: Activity | None = None,
+    ):
         if options.sandbox and options.snapshot:
             raise ConfigError("--sandbox and --snapshot both name a source of state: pick one")
         self.options = options
         self.prompt = prompt  # shows device-code sign-in instructions (the CLI prints them)
+        self.activity = activity
         self._backend: Backend | None = None
         self._sandbox: Any = None
         self.settings: Any = None
@@ -115,7 +126,14 @@ class Session:
                 groups=tuple(dict.fromkeys(desired.group_refs())),
                 users=tuple(u for u in desired.user_refs()),
             )
-        return self.backend().read(wanted)
+        backend = self.backend()
+        if self.activity is None:
+            return backend.read(wanted)
+        with self.activity("reading the tenant", self._request_count):
+            return backend.read(wanted)
+
+    def _request_count(self) -> int:
+        return int(self.request_stats().get("total", 0))
 
     def fill_group_members(self, state: TenantState, group_ids: Iterable[str]) -> None:
         """Read the direct members of ``group_ids`` into ``state.directory`` (those not read
