@@ -269,6 +269,18 @@ def plan(ctx: _Ctx, file: str, out: str | None, fmt: str, detailed_exitcode: boo
     help="Seconds to wait for another apply on the same tenant.",
 )
 @click.option(
+    "--max-policy-deletes",
+    type=click.IntRange(0),
+    default=None,
+    help="Override the file's safety.max_policy_deletes (default 3).",
+)
+@click.option(
+    "--max-user-change-share",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Override the file's safety.max_user_change_share, 0 to 1 (default 0.1).",
+)
+@click.option(
     "--verify-timeout",
     type=float,
     default=60.0,
@@ -285,6 +297,8 @@ def apply(
     journal: str,
     lock_dir: str | None,
     lock_timeout: float,
+    max_policy_deletes: int | None,
+    max_user_change_share: float | None,
     verify_timeout: float,
 ) -> None:
     """Make the changes: 'apply FILE' plans and applies; 'apply --plan PLAN' applies a saved
@@ -315,6 +329,8 @@ def apply(
         lock_dir=lock_dir,
         lock_timeout=lock_timeout,
         verify_timeout=verify_timeout,
+        max_policy_deletes=max_policy_deletes,
+        max_user_change_share=max_user_change_share,
     )
     with ctx.session() as session:
         try:

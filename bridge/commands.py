@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -76,6 +77,8 @@ class ApplyRequest:
     lock_dir: str | None = None
     lock_timeout: float = 60.0
     verify_timeout: float = 60.0
+    max_policy_deletes: int | None = None  # command-line overrides of the file's safety limits
+    max_user_change_share: float | None = None
 
 
 @dataclass
@@ -115,14 +118,15 @@ def run_apply(
     if desired is not None:
         check_tenant_guard(desired, current, session)
         plan = diff(current, desired)
-        limits = desired.safety
     else:
         assert request.plan_file
         plan = _load_plan_file(request.plan_file)
         check_fresh(plan, current)
-        from .state import SafetyLimits
-
-        limits = SafetyLimits()
+    limits = plan.safety
+    if request.max_policy_deletes is not None:
+        limits = dataclasses.replace(limits, max_policy_deletes=request.max_policy_deletes)
+    if request.max_user_change_share is not None:
+        limits = dataclasses.replace(limits, max_user_change_share=request.max_user_change_share)
     if not plan:
         return ApplyOutcome(["No changes. The tenant matches the desired state."])
     if any(isinstance(c, SetGroupAssignment | RemoveGroupAssignment) for c in plan.changes):

@@ -10,6 +10,7 @@ user assignments, remove group assignments, delete policies.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -262,6 +263,8 @@ class Plan:
     state_checksum: str = ""
     desired_sha256: str = ""
     notes: list[str] = field(default_factory=list)
+    # The desired file's safety limits, kept in a saved plan so 'apply --plan' honours them.
+    safety: SafetyLimits = field(default_factory=SafetyLimits)
 
     def __bool__(self) -> bool:
         return bool(self.changes)
@@ -305,6 +308,7 @@ class Plan:
             "summary": self.summary,
             "changes": [c.data() for c in self.changes],
             "notes": list(self.notes),
+            "safety": dataclasses.asdict(self.safety),
         }
 
     @classmethod
@@ -320,6 +324,7 @@ class Plan:
             state_checksum=d.get("state_checksum", ""),
             desired_sha256=d.get("desired_sha256", ""),
             notes=list(d.get("notes", [])),
+            safety=_safety_from_data(d.get("safety")),
         )
 
     # ---------------------------------------------------------------- safety
@@ -436,6 +441,16 @@ def _effective_key(state: TenantState, user_id: str, groups: Iterable[str]) -> s
     return "global"
 
 
+def _safety_from_data(data: Any) -> SafetyLimits:
+    if not isinstance(data, dict):
+        return SafetyLimits()
+    known = {f.name for f in dataclasses.fields(SafetyLimits)}
+    try:
+        return SafetyLimits(**{k: v for k, v in data.items() if k in known})
+    except TypeError as exc:
+        raise PlanError(f"saved plan has unreadable safety limits: {exc}") from exc
+
+
 def policies_in_use(state: TenantState) -> set[str]:
     """Keys of policies that apply to somebody: Global always, and every assigned one."""
     used = {"global"}
@@ -499,6 +514,7 @@ def diff(current: TenantState, desired: DesiredState) -> Plan:
         tenant_id=current.tenant_id,
         state_checksum=state_checksum(current),
         desired_sha256=desired.sha256,
+        safety=desired.safety,
     )
 
 
