@@ -241,3 +241,14 @@ def test_export_of_a_state_plans_to_nothing(pair: tuple[TenantState, object]) ->
 
 def test_policy_raw_is_not_compared() -> None:
     assert Policy("A", {"x": 1}, raw={"Identity": "Tag:A"}) == Policy("A", {"x": 1})
+
+
+def test_saved_plan_keeps_the_files_safety_limits() -> None:
+    from dataclasses import replace
+
+    want = desired({"A": {"AllowGiphy": False}})
+    want.safety = replace(want.safety, max_policy_deletes=0, max_user_change_share=0.5)
+    plan = diff(tenant({"A": {"AllowGiphy": True}}), want)
+    again = Plan.from_data(plan.data)
+    assert again.safety == want.safety
+    assert plan.data["safety"]["max_policy_deletes"] == 0
