@@ -5,6 +5,11 @@ Per API request, in this order: latency; a scripted fault (``inject``); a random
 the throttle (token bucket, 429 + Retry-After); the bearer token (401) and directory role (403);
 then the route. Identity endpoints get latency and scripted faults only. A Graph ``$batch`` is not
 throttled itself: each inner request is, and may answer 429 inside the batch.
+
+Every 429 is remembered with the time its Retry-After allows the retry; a retry that comes back
+sooner is counted in ``stats()["early_retries"]``. A retry is recognised by its
+``x-ms-correlation-id`` (a client keeps it across the attempts of one request), an inner ``$batch``
+request by its method and URL (the outer request, and so its correlation id, is new each time).
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from .tenant import ServiceError, Tenant
 
 log = logging.getLogger(__name__)
 
+_MAX_REMEMBERED = 10_000  # 429'd requests whose retry time is kept (see _check_retry)
 _DROP = object()  # a handler result meaning "close the connection without answering"
 _STATUS_CODES = {
     400: "BadRequest",
@@ -207,6 +213,8 @@ class Sandbox:
         self._lock = threading.Lock()
         self._bucket: TokenBucket | None = None
         self._injections: list[_Injection] = []
+        # retry key -> monotonic time before which a retry ignores the Retry-After it was given
+        self._not_before: dict[str, float] = {}
         self._stats: dict[str, Any] = {}
         self.reset_stats()
         self._set_bucket()
@@ -325,7 +333,8 @@ class Sandbox:
     def stats(self) -> dict[str, Any]:
         """Counters since the last reset: ``requests`` by route (e.g. "GET /Teams.User/users"),
         ``status`` by code, ``throttled`` (429s from the throttle), ``faults`` (injected and
-        random errors and drops), ``dropped``, ``writes`` (successful changes), ``total``."""
+        random errors and drops), ``dropped``, ``writes`` (successful changes), ``total``,
+        ``early_retries`` (retries of a 429'd request that came before its Retry-After)."""
         with self._lock:
             return {k: dict(v) if isinstance(v, Counter) else v for k, v in self._stats.items()}
 
@@ -339,6 +348,7 @@ class Sandbox:
                 "dropped": 0,
                 "writes": 0,
                 "total": 0,
+                "early_retries": 0,
             }
 
     # ------------------------------------------------------------------ identity
@@ -373,6 +383,8 @@ class Sandbox:
         """One request from the wire: every knob applies."""
         route, params = api.match(req.method, req.path)
         which = route.api if route else api.api_of(req.path)
+        retry_key = req.headers.get("x-ms-correlation-id", "")
+        self._check_retry(retry_key, req)
         with self._lock:
             self._stats["total"] += 1
             self._stats["requests"][route.name if route else f"{req.method} <unknown>"] += 1
@@ -390,6 +402,7 @@ class Sandbox:
                 early = self._throttled(which)
         result = early if early is not None else self._run(route, params, req, which)
         self._record(route, result)
+        self._remember_retry_after(retry_key, result)
         return result
 
     def handle_inner(self, inner: dict[str, Any], outer: Request) -> dict[str, Any]:
@@ -408,6 +421,8 @@ class Sandbox:
             body=json.dumps(body).encode() if body is not None else b"",
         )
         route, params = api.match(method, path)
+        retry_key = f"$batch {method} {inner.get('url', '')}"
+        self._check_retry(retry_key, req)
         with self._lock:
             self._stats["requests"][route.name if route else f"{method} <unknown>"] += 1
         result = self._injected(req, "graph")
@@ -420,11 +435,41 @@ class Sandbox:
                 result = self._throttled("graph") or self._run(route, params, req, "graph")
         assert isinstance(result, Response)
         self._record(route, result)
+        self._remember_retry_after(retry_key, result)
         headers = {"Content-Type": "application/json", **result.headers}
         answer: dict[str, Any] = {"id": inner["id"], "status": result.status, "headers": headers}
         if result.body is not None:
             answer["body"] = result.body
         return answer
+
+    def _check_retry(self, key: str, req: Request) -> None:
+        """Count a request that retries a 429 before the Retry-After it was given."""
+        if not key:
+            return
+        now = time.monotonic()
+        with self._lock:
+            not_before = self._not_before.pop(key, None)
+            if not_before is None or now >= not_before:
+                return
+            self._stats["early_retries"] += 1
+        log.warning(
+            "%s %s retried %.2fs before its Retry-After (%s)",
+            req.method,
+            req.path,
+            not_before - now,
+            key,
+        )
+
+    def _remember_retry_after(self, key: str, result: Response | object) -> None:
+        if not key or not isinstance(result, Response) or result.status != 429:
+            return
+        seconds = float(result.headers.get("Retry-After", 0))
+        now = time.monotonic()
+        with self._lock:
+            if len(self._not_before) >= _MAX_REMEMBERED:
+                # Clients that gave up never come back: forget the waits that are over.
+                self._not_before = {k: t for k, t in self._not_before.items() if t > now}
+            self._not_before[key] = now + seconds
 
     def _record(self, route: api.Route | None, result: Response | object) -> None:
         with self._lock:
