@@ -1,0 +1,219 @@
+"""plan -> apply -> plan, saved plans, a failure in the middle of an apply and the re-run that
+converges, and two applies at once on one tenant."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from e2e_support import (
+    NORTHWIND,
+    NORTHWIND_CHANGES,
+    NORTHWIND_PLAN_FOOTER,
+    NORTHWIND_WRITES,
+    RETRY_ATTEMPTS,
+    change_key,
+    journal_lines,
+)
+
+pytestmark = pytest.mark.e2e
+
+NO_CHANGES = "No changes. The tenant matches the desired state.\n"
+APPLY_OK = (
+    f"Apply ok: {NORTHWIND_CHANGES} applied (verified), 0 pending, 0 failed, 0 not attempted, "
+    f"of {NORTHWIND_CHANGES} ({NORTHWIND_WRITES} write requests"
+)
+
+
+def test_plan_apply_then_plan_shows_no_changes(fresh, cli_for, tmp_path):
+    cli = cli_for(fresh)
+    before = cli("plan", str(NORTHWIND), "--detailed-exitcode")
+    assert before.code == 2, before
+    assert before.out.rstrip().endswith(NORTHWIND_PLAN_FOOTER), before
+    assert fresh.stats()["writes"] == 0
+
+    applied = cli("apply", str(NORTHWIND), "--auto-approve", "--journal", "j.jsonl")
+    assert applied.code == 0, applied
+    assert APPLY_OK in applied.out, applied
+    assert fresh.stats()["writes"] == NORTHWIND_WRITES
+    assert fresh.tenant.get_policy("Tag:Palliative Care")["AllowMemes"] is False
+
+    after = cli("plan", str(NORTHWIND), "--detailed-exitcode")
+    assert (after.code, after.out) == (0, NO_CHANGES), after
+    again = cli("apply", str(NORTHWIND), "--auto-approve", "--journal", "j.jsonl")
+    assert (again.code, again.out) == (0, NO_CHANGES), again
+    assert fresh.stats()["writes"] == NORTHWIND_WRITES
+
+    # One run in the journal, every change in it once and ok.
+    lines = journal_lines(tmp_path / "j.jsonl")
+    assert [x["event"] for x in lines if x["event"] != "change"] == ["run_started", "run_finished"]
+    assert lines[-1]["result"] == "ok" and lines[-1]["applied"] == NORTHWIND_CHANGES
+    ok = [x for x in lines if x["event"] == "change" and x["result"] == "ok"]
+    assert len(ok) == NORTHWIND_CHANGES
+    assert {x["tenant"] for x in lines} == {fresh.tenant_id}
+
+
+def test_apply_refuses_without_a_terminal_or_auto_approve(fresh, cli_for):
+    result = cli_for(fresh)("apply", str(NORTHWIND))
+    assert result.code == 1, result
+    assert "there is no terminal" in result.err and "--auto-approve" in result.err, result
+    assert fresh.stats()["writes"] == 0
+
+
+def test_saved_plan_applies_and_a_stale_one_is_refused(fresh, cli_for, tmp_path):
+    cli = cli_for(fresh)
+    saved = cli("plan", str(NORTHWIND), "--out", "reviewed.plan", "--detailed-exitcode")
+    assert saved.code == 2, saved
+    assert "plan saved to reviewed.plan" in saved.err
+    data = json.loads((tmp_path / "reviewed.plan").read_text())
+    assert data["schema_version"] == 1 and len(data["changes"]) == NORTHWIND_CHANGES
+
+    # Someone changes the tenant after the review: the saved plan no longer describes it.
+    fresh.tenant.update_policy("Tag:Pharmacy", {"AllowGiphy": True})
+    stale = cli("apply", "--plan", "reviewed.plan", "--auto-approve", "--journal", "j.jsonl")
+    assert stale.code == 1, stale
+    assert "error: the tenant changed since this plan was made: run plan again" in stale.err
+    assert fresh.stats()["writes"] == 0
+    assert not (tmp_path / "j.jsonl").exists()
+
+    replanned = cli("plan", str(NORTHWIND), "--out", "reviewed.plan")
+    assert replanned.code == 0, replanned
+    applied = cli("apply", "--plan", "reviewed.plan", "--auto-approve", "--journal", "j.jsonl")
+    assert applied.code == 0, applied
+    assert APPLY_OK in applied.out, applied
+    assert cli("plan", str(NORTHWIND), "--detailed-exitcode").code == 0
+
+    # Applied once: the same saved plan is now stale too.
+    replay = cli("apply", "--plan", "reviewed.plan", "--auto-approve")
+    assert replay.code == 1 and "the tenant changed since this plan was made" in replay.err
+    assert fresh.stats()["writes"] == NORTHWIND_WRITES
+
+
+# The write that fails, how it is described, and how many changes the plan's order puts before it.
+FAULTS = {
+    "policy create": (
+        "POST",
+        "/Skype.Policy/configurations/TeamsMessagingPolicy",
+        "create policy Palliative Care",
+        3,
+    ),
+    "policy update": (
+        "PUT",
+        "/Skype.Policy/configurations/TeamsMessagingPolicy/configuration/Tag:Students",
+        "update policy Students",
+        4,
+    ),
+    "group assignment": (
+        "PATCH",
+        "/Skype.Policy/groupPolicyAssignments/[^/]+/policyTypes/TeamsMessagingPolicy",
+        "assign group Nursing to Nursing (rank 3)",
+        5,
+    ),
+    "bulk users": (
+        "POST",
+        "/v1.0/admin/teams/policy/userAssignments/assign",
+        "assign user locum.cardio_gmail.com#EXT#@northwind-health.onmicrosoft.com to Clinical",
+        6,
+    ),
+}
+
+
+@pytest.mark.parametrize("step", list(FAULTS))
+def test_failure_mid_apply_then_rerun_converges(step, fresh, cli_for, tmp_path):
+    method, path, described, before = FAULTS[step]
+    cli = cli_for(fresh)
+    fresh.inject(method, path, status=503, times=None)  # every attempt fails
+
+    failed = cli("apply", str(NORTHWIND), "--auto-approve", "--journal", "j.jsonl")
+    assert failed.code == 1, failed
+    assert f"error: {before} of {NORTHWIND_CHANGES} changes applied; failed: {described}" in (
+        failed.err
+    ), failed
+    not_attempted = NORTHWIND_CHANGES - before - (2 if step == "bulk users" else 1)
+    assert f"not attempted: {not_attempted}; run apply again to converge" in failed.err
+    assert fresh.stats()["status"][503] == RETRY_ATTEMPTS  # retried, then gave up
+    first_writes = fresh.stats()["writes"]
+
+    fresh.clear_injections()
+    force: list[str] = []
+    if step == "group assignment":
+        # The failed re-rank removed the group's old assignment, so its members are on Global
+        # now; putting them back moves more users than the default limit of 10%.
+        refused = cli("apply", str(NORTHWIND), "--auto-approve", "--journal", "j.jsonl")
+        assert refused.code == 1, refused
+        assert "82 of 300 users (27.3%) would get a different policy" in refused.err, refused
+        force = ["--force"]
+    resumed = cli("apply", str(NORTHWIND), "--auto-approve", "--journal", "j.jsonl", *force)
+    assert resumed.code == 0, resumed
+    assert "Apply ok:" in resumed.out and "0 failed, 0 not attempted" in resumed.out, resumed
+    assert cli("plan", str(NORTHWIND), "--detailed-exitcode").code == 0
+
+    # Nothing written twice: both runs together made exactly the writes one clean run makes.
+    assert fresh.stats()["writes"] == NORTHWIND_WRITES
+    assert first_writes < NORTHWIND_WRITES
+    lines = journal_lines(tmp_path / "j.jsonl")
+    runs = [x for x in lines if x["event"] == "run_finished"]
+    assert [r["result"] for r in runs] == ["failed", "ok"]
+    ok = Counter(
+        change_key(x["change"]) for x in lines if x["event"] == "change" and x["result"] == "ok"
+    )
+    assert len(ok) == NORTHWIND_CHANGES and set(ok.values()) == {1}, ok
+    # Nothing lost: what the file asks for is in the tenant.
+    direct = fresh.tenant.direct_assignments()
+    assert sorted(direct.values()).count("Nursing") == 1
+    assert [p for p in fresh.tenant.policy_names() if p.casefold() == "palliative care"] == [
+        "Palliative Care"
+    ]
+
+
+def _wait_for_holder(lock_dir: Path, pid: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in lock_dir.glob("teams-bridge-*.lock"):
+            if f'"pid": {pid}' in path.read_text():
+                return
+        time.sleep(0.02)
+    raise AssertionError(f"process {pid} never took the apply lock in {lock_dir}")
+
+
+def _apply_while_another_holds_the_lock(fresh, cli_for, tmp_path, lock_timeout):
+    """The first apply holds the lock about 2 s (its first write is answered 503 with
+    Retry-After: 2, which it honours); the second starts once the lock is taken."""
+    cli = cli_for(fresh)
+    lock_dir = tmp_path / "locks"
+    fresh.inject("PUT", ".*/configuration/Global", status=503, retry_after=2, times=1)
+    common = ["--auto-approve", "--lock-dir", str(lock_dir), "--journal", "j.jsonl"]
+    first = cli.start("apply", str(NORTHWIND), *common)
+    try:
+        _wait_for_holder(lock_dir, first.pid)
+        second = cli("apply", str(NORTHWIND), *common, "--lock-timeout", str(lock_timeout))
+    finally:
+        out, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err
+    assert APPLY_OK in out
+    return second
+
+
+def test_second_apply_gives_up_on_the_lock(fresh, cli_for, tmp_path):
+    second = _apply_while_another_holds_the_lock(fresh, cli_for, tmp_path, lock_timeout=0.5)
+    assert second.code == 1, second
+    assert f"error: another teams-bridge apply holds the lock for tenant {fresh.tenant_id}" in (
+        second.err
+    ), second
+    assert "wait for it or remove" in second.err
+    assert fresh.stats()["writes"] == NORTHWIND_WRITES  # only the first wrote
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bridge/commands.py refuses the waiting apply's plan as stale instead of re-planning "
+    "after the lock (patch in the e2e report)",
+)
+def test_second_apply_waits_for_the_lock_and_writes_nothing(fresh, cli_for, tmp_path):
+    second = _apply_while_another_holds_the_lock(fresh, cli_for, tmp_path, lock_timeout=30)
+    assert fresh.stats()["writes"] == NORTHWIND_WRITES  # only the first wrote
+    assert second.code == 0, second
+    assert "No changes. The tenant matches the desired state" in second.out, second
