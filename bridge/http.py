@@ -7,6 +7,11 @@ POST, where the request may have been applied), honouring ``Retry-After`` (secon
 HTTP date), otherwise exponential backoff with jitter; bounded by ``retry_attempts`` and
 ``retry_max_seconds``. Nothing is retried on 4xx other than 429.
 
+Pacing (``Pacer``): with ``max_rps`` set, requests from every thread together stay under that
+rate (a ``$batch`` counts as its inner requests, which is how the services count it); and after
+any 429 with ``Retry-After`` (a ``$batch`` inner one too), no thread sends until it has passed,
+so concurrent workers do not keep hammering a service that already said stop.
+
 Nothing here logs the ``Authorization`` header; every logged line and error message goes through
 ``redact`` (configured secrets, tokens this client obtained, anything JWT- or Bearer-shaped).
 """
@@ -83,6 +88,7 @@ class HttpOptions:
     concurrency: int = 4
     verify: str | bool = True
     secrets: tuple[str, ...] = ()
+    max_rps: float | None = None  # requests per second to all APIs together; None: no pacing
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HttpOptions:
@@ -93,7 +99,72 @@ class HttpOptions:
             concurrency=settings.concurrency,
             verify=settings.verify,
             secrets=tuple(settings.secrets()),
+            # BRIDGE_MAX_RPS, once Settings has the field (absent: no pacing).
+            max_rps=getattr(settings, "max_rps", None),
         )
+
+
+class Pacer:
+    """A token bucket shared by every thread of one client: ``rate`` requests a second, at most
+    ``burst`` at once (default: one second's worth), and a gate that a 429's ``Retry-After``
+    closes for everyone. ``rate=None`` paces nothing but still honours the gate."""
+
+    def __init__(
+        self,
+        rate: float | None,
+        burst: float | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        if rate is not None and rate <= 0:
+            raise ValueError("rate must be > 0 (or None for no pacing)")
+        self.rate = rate
+        self.burst = burst if burst is not None else max(1.0, rate or 0.0)
+        self._clock, self._sleep = clock, sleep
+        self._lock = threading.Lock()
+        # The time at which the bucket is full again (<= now: it is full).
+        self._full_at = clock()
+        self._gate = 0.0  # nobody sends before this (a Retry-After)
+        self._served = threading.local()  # per thread: gate time this thread already waited out
+        self.waited = 0.0  # seconds spent waiting, all threads together
+
+    def acquire(self, cost: int = 1) -> float:
+        """Wait until ``cost`` requests may go out; the seconds waited."""
+        with self._lock:
+            now = self._clock()
+            ready = now
+            if self.rate is not None:
+                full_at = max(self._full_at, now)
+                # Enough tokens once the bucket is within (burst - cost) of full; a cost over
+                # the burst waits for its surplus too.
+                ready = max(now, full_at - (self.burst - cost) / self.rate)
+                self._full_at = max(full_at, ready) + cost / self.rate
+        waited = 0.0
+        seen: float | None = None
+        while True:
+            with self._lock:
+                gate = self._gate if self._gate > getattr(self._served, "until", 0.0) else 0.0
+                # Sleep again only when another thread's 429 moved the gate meanwhile.
+                if seen is not None and gate <= seen:
+                    return waited
+                seen = gate
+                delay = max(ready, gate) - self._clock()
+                if delay > 0:
+                    self.waited += delay
+            if delay > 0:
+                self._sleep(delay)
+                waited += delay
+
+    def hold(self, seconds: float) -> None:
+        """A 429 asked to wait ``seconds``: nobody sends before then."""
+        with self._lock:
+            self._gate = max(self._gate, self._clock() + seconds)
+
+    def served(self, seconds: float) -> None:
+        """This thread waits ``seconds`` now (a Retry-After of its own): the gate it closed
+        itself is not waited out twice."""
+        self._served.until = self._clock() + seconds
 
 
 def api_name(resource: str | None) -> str:
@@ -191,6 +262,7 @@ class HttpClient:
         adapter = HTTPAdapter(pool_connections=pool, pool_maxsize=pool)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
+        self.pacer = Pacer(self.options.max_rps, sleep=sleep)
         self._lock = threading.Lock()
         self._routes: Counter[str] = Counter()
         self._totals: Counter[str] = Counter()
@@ -223,9 +295,11 @@ class HttpClient:
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         expected: Iterable[int] = (200, 201, 204),
+        cost: int = 1,
     ) -> requests.Response:
         """Send with retries; return the response if its status is ``expected``, else raise the
-        typed error for its status (after retries for 429 and 5xx)."""
+        typed error for its status (after retries for 429 and 5xx). ``cost`` is what the request
+        counts against the service's rate (a ``$batch``: its number of inner requests)."""
         method = method.upper()
         route = f"{method} {self._route(url)}"
         correlation_id = str(uuid.uuid4())
@@ -243,6 +317,7 @@ class HttpClient:
                 json=json,
                 params=params,
                 headers=headers,
+                cost=cost,
             )
 
         retrying = tenacity.Retrying(
@@ -250,7 +325,7 @@ class HttpClient:
             | tenacity.retry_if_exception(lambda e: self._retryable(method, e)),
             wait=self._wait,
             stop=self._stop,
-            sleep=self._sleep,
+            sleep=self.wait,
             before_sleep=lambda rs: self._before_sleep(route, correlation_id, rs),
             # Out of attempts: hand back the last response (or raise its exception) to map below.
             retry_error_callback=lambda rs: rs.outcome.result() if rs.outcome else None,
@@ -386,13 +461,18 @@ class HttpClient:
                 "routes": dict(sorted(self._routes.items())),
             }
 
-    def note_throttled(self) -> None:
-        """Count a throttle the caller saw inside a response (a ``$batch`` inner 429)."""
+    def note_throttled(self, retry_after: float | None = None) -> None:
+        """Count a throttle the caller saw inside a response (a ``$batch`` inner 429); with its
+        ``Retry-After``, every thread holds off until it has passed."""
         with self._lock:
             self._totals["throttled"] += 1
+        if retry_after is not None:
+            self.pacer.hold(retry_after)
 
     def wait(self, seconds: float) -> None:
-        """Sleep through the injected sleep (so tests and batch retries share it)."""
+        """Sleep through the injected sleep (so tests and batch retries share it); a retry's own
+        wait also serves the pacer's gate, so it is not waited out twice."""
+        self.pacer.served(seconds)
         self._sleep(seconds)
 
     def redact(self, text: str) -> str:
@@ -475,7 +555,11 @@ class HttpClient:
         json: Any,
         params: Mapping[str, Any] | None,
         headers: Mapping[str, str] | None,
+        cost: int = 1,
     ) -> requests.Response:
+        paced = self.pacer.acquire(cost)
+        if paced >= 1.0:
+            log.debug("%s waited %.1fs to stay under the request rate", route, paced)
         sent = {
             "Accept": "application/json",
             "Accept-Encoding": ACCEPT_ENCODING,
@@ -520,6 +604,9 @@ class HttpClient:
         if response.status_code == 429:
             with self._lock:
                 self._totals["throttled"] += 1
+            seconds = retry_after_seconds(response.headers.get("Retry-After"))
+            if seconds is not None:
+                self.pacer.hold(seconds)
         level = logging.DEBUG if response.status_code < 400 else logging.WARNING
         log.log(
             level,

@@ -97,8 +97,14 @@ class GraphClient:
                     {"id": r.id, "method": r.method, "url": r.url} for r in pending.values()
                 ]
             }
+            # The service counts each inner request against its rate, so the pacer does too.
             response = self.http.request(
-                "POST", self._url("/$batch"), resource=self.resource, json=body, expected=(200,)
+                "POST",
+                self._url("/$batch"),
+                resource=self.resource,
+                json=body,
+                expected=(200,),
+                cost=len(pending),
             )
             answers = self.http.json_of(response, self.resource)
             inner = answers.get("responses") if isinstance(answers, dict) else None
@@ -120,10 +126,10 @@ class GraphClient:
                 status = int(answer.get("status", 0))
                 if status in _INNER_RETRY:
                     last_status[rid] = status
-                    if status == 429:
-                        self.http.note_throttled()
                     headers = {str(k).lower(): v for k, v in (answer.get("headers") or {}).items()}
                     seconds = retry_after_seconds(headers.get("retry-after"))
+                    if status == 429:
+                        self.http.note_throttled(seconds)
                     # Retry-After is a floor; growing waits keep concurrent chunks from
                     # exhausting the attempts while the service is still throttling.
                     backoff = min(30.0, 2.0 ** (attempt - 1))

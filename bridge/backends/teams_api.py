@@ -223,21 +223,32 @@ class RestBackend:
     def read(self, wanted: Wanted = _NOTHING) -> TenantState:
         started = time.monotonic()
         before = self.http.stats["total"]
-        # Independent reads, run side by side: 1 policy list, 1 group assignment list, user pages.
+        # Three independent reads side by side: the policy list; the group assignments and the
+        # groups' names (Graph, while the users are still paging); the user pages, one after
+        # another (each page's link comes from the one before).
         results: list[Any] = self.http.map_concurrent(
             lambda read: read(),
-            [self.teams.list_policies, self.teams.list_group_assignments, self.teams.list_users],
+            [
+                self.teams.list_policies,
+                lambda: self._read_groups(wanted.groups),
+                self.teams.list_users,
+            ],
         )
         policies: list[Policy] = results[0]
-        assignments: list[GroupAssignment] = results[1]
+        assignments: list[GroupAssignment] = results[1][0]
+        found: dict[str, list[Group]] = results[1][1]
         users: list[User] = results[2][0]
         user_assignments: list[UserAssignment] = results[2][1]
         directory = Directory()
         for user in users:
             directory.add_user(user)
         self._resolve_users(directory, wanted.users)
-        refs = list(wanted.groups) + [a.group_id for a in assignments]
-        names = self._resolve_groups(directory, refs)
+        for ref, groups in found.items():
+            if not groups:
+                directory.searched_groups.add(ref)
+            for group in groups:
+                directory.add_group(group)
+        names = {gid: g.display_name for gid, g in directory.groups.items()}
         named = [
             GroupAssignment(a.group_id, a.policy, a.rank, names.get(a.group_id))
             for a in assignments
@@ -258,6 +269,23 @@ class RestBackend:
         )
         return state
 
+    def _read_groups(
+        self, refs: Sequence[str]
+    ) -> tuple[list[GroupAssignment], dict[str, list[Group]]]:
+        """The group assignments, and every group ``refs`` name or an assignment points at
+        (ref -> groups; empty: searched, none found). Assigned groups that the refs already
+        found are not looked up again: a file naming every assigned group costs one lookup per
+        group."""
+        assignments = self.teams.list_group_assignments()
+        found = self.graph.resolve_groups(refs) if refs else {}
+        known = {g.id for groups in found.values() for g in groups}
+        rest = [
+            a.group_id for a in assignments if a.group_id not in known and a.group_id not in found
+        ]
+        if rest:
+            found.update(self.graph.resolve_groups(rest))
+        return assignments, found
+
     def _resolve_users(self, directory: Directory, refs: Sequence[str]) -> None:
         missing = [r for r in dict.fromkeys(refs) if directory.user_by_ref(r) is None]
         if not missing:
@@ -267,17 +295,6 @@ class RestBackend:
                 directory.searched_users.add(ref)
             else:
                 directory.add_user(user)
-
-    def _resolve_groups(self, directory: Directory, refs: Sequence[str]) -> dict[str, str]:
-        """Adds every group the refs name; returns group id -> display name."""
-        if not refs:
-            return {}
-        for ref, groups in self.graph.resolve_groups(refs).items():
-            if not groups:
-                directory.searched_groups.add(ref)
-            for group in groups:
-                directory.add_group(group)
-        return {gid: g.display_name for gid, g in directory.groups.items()}
 
     def _tenant_id(self) -> str | None:
         provider = self.http.token_provider
