@@ -1,0 +1,81 @@
+"""scripts/bench.py at a tiny size: it runs drift and apply through the CLI against the sandbox
+and reports sane figures (the full run is documented in docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "bench.py"
+
+
+def load_bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench", SCRIPT)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_minimum_requests_per_route():
+    bench = load_bench()
+    minimum = bench.minimum_requests(100_000, 60)
+    assert minimum[bench.LIST_USERS] == 100
+    assert minimum[bench.GRAPH_BATCH] == 3
+    assert minimum[bench.TOKEN] == 2
+    assert sum(minimum.values()) == 108
+    assert bench.minimum_requests(1, 1)[bench.LIST_USERS] == 1
+    assert bench.minimum_requests(1001, 21)[bench.GRAPH_BATCH] == 2
+    assert bench.per_user_requests(100_000, 60) == 100_060
+
+
+def test_bench_runs_drift_and_apply_and_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--sizes",
+            "200",
+            "--apply-users",
+            "100",
+            "--latency",
+            "0",
+            "--throttle-rps",
+            "0",
+            "--json",
+            str(out),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "drift     wall s" in done.stdout
+    assert "PASS  apply 100: <= 1 write requests" in done.stdout
+
+    result = json.loads(out.read_text())
+    assert (result["format"], result["version"]) == ("teams-bridge-bench", 1)
+    (drift,) = result["drift"]
+    assert drift["users"] == 200
+    assert 0 < drift["wall_s"] < 30
+    assert 20 < drift["peak_rss_mb"] < 500
+    # No throttle: exactly the fewest requests the APIs allow, and no 429.
+    assert drift["requests"] == drift["minimum"]
+    assert drift["ratio_to_minimum"] == 1.0
+    assert drift["throttled"] == 0
+    assert drift["batched_requests"] == {"GET /v1.0/groups": 60}
+    assert drift["per_user_requests"] == 260
+
+    apply = result["apply"]
+    assert (apply["users"], apply["changes"]) == (200, 100)
+    assert apply["write_requests"] == {"POST /v1.0/admin/teams/policy/userAssignments/assign": 1}
+    assert apply["full_reads"] == 3  # plan, re-read under the lock, one verification read
+    assert all(result["targets"].values())
