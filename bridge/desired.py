@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import math
 import os
 import re
 from collections.abc import Callable
@@ -86,6 +87,13 @@ class _Checker:
                     m.key_pos[key],
                     f"unknown key {key!r} in {where}{hint}; allowed: {', '.join(allowed)}",
                 )
+
+
+def _plain_value(value: Any) -> bool:
+    """What a policy setting can hold on the wire: text, a boolean, a finite number, or null."""
+    if value is None or isinstance(value, str | bool | int):
+        return True
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def _kind(value: Any) -> str:
@@ -214,6 +222,9 @@ def _validate_policies(c: _Checker, policies: LocMap, state: DesiredState) -> No
             c.error(kpos, f"policy name must be text, not {_kind(raw_name)}")
             continue
         name = bare_name(raw_name.strip())
+        if not name.strip():
+            c.error(kpos, f"policy name {raw_name!r} is empty once the Tag: prefix is removed")
+            continue
         if name != raw_name and raw_name[:4].casefold() == "tag:":
             c.note(kpos, f"{raw_name!r}: the Tag: prefix is a wire detail; read as {name!r}")
         key = policy_key(name)
@@ -258,11 +269,12 @@ def _validate_policies(c: _Checker, policies: LocMap, state: DesiredState) -> No
                             "other settings, not under extra:",
                         )
                         continue
-                    if isinstance(value, LocMap | LocList):
+                    if not _plain_value(value):
                         c.error(
                             extra.value_pos[setting],
-                            f"extra setting {setting!r} takes a "
-                            "plain value (text, true/false, a number)",
+                            f"extra setting {setting!r} takes a plain value (text, true/false, "
+                            f"a whole or finite number), not {_kind(value)}; quote a date or "
+                            "other text",
                         )
                         continue
                     c.note(
@@ -293,6 +305,9 @@ def _check_setting(
     c: _Checker, name: str, value: Any, vpos: Pos, kpos: Pos, out: dict[str, Any]
 ) -> None:
     setting = catalogue.lookup(name)
+    if name == "<<":
+        c.error(kpos, "YAML merge keys (<<: *anchor) are not supported: write the settings out")
+        return
     if setting is None:
         suggestion = catalogue.suggest(name)
         hint = f" (did you mean {suggestion!r}?)" if suggestion else ""

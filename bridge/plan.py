@@ -21,7 +21,9 @@ from . import catalogue
 from .errors import PlanError, UnsafePlanError
 from .state import (
     BUILTIN_POLICIES,
+    DesiredGroupAssignment,
     DesiredState,
+    DesiredUserAssignment,
     GroupAssignment,
     Policy,
     SafetyLimits,
@@ -236,6 +238,11 @@ def change_from_data(d: Mapping[str, Any]) -> Change:
         frm = d["from"]
         return RemoveGroupAssignment(d["group_id"], d.get("group"), frm["policy"], frm["rank"])
     if kind == "delete_policy":
+        if is_global(d["policy"]):
+            raise PlanError(
+                "the saved plan deletes the Global policy, which teams-bridge never "
+                "plans: it was edited by hand; run plan again"
+            )
         return DeletePolicy(d["policy"])
     raise PlanError(f"unknown change kind {kind!r} in saved plan")
 
@@ -246,6 +253,7 @@ def change_from_data(d: Mapping[str, Any]) -> Change:
 def state_checksum(state: TenantState) -> str:
     """A checksum of everything a plan depends on, to refuse a saved plan that went stale."""
     h = hashlib.sha256()
+    h.update(f"t\0{(state.tenant_id or '').casefold()}\n".encode())
     for key in sorted(state.policies):
         p = state.policies[key]
         h.update(json.dumps([p.name, dict(p.settings)], sort_keys=True, default=str).encode())
@@ -539,11 +547,14 @@ def _diff_policies(
             else:
                 changes.append(CreatePolicy(want.name, dict(want.settings)))
             continue
-        delta = {
-            name: (have.settings.get(name), value)
-            for name, value in want.settings.items()
-            if not catalogue.values_equal(name, have.settings.get(name), value)
-        }
+        delta = {}
+        for name, value in want.settings.items():
+            # A setting under extra: is sent with the service's spelling when it has one, so a
+            # case difference neither drifts forever nor creates a second setting.
+            if name not in have.settings and catalogue.lookup(name) is None:
+                name = _service_spelling(have.settings, name)
+            if not catalogue.values_equal(name, have.settings.get(name), value):
+                delta[name] = (have.settings.get(name), value)
         if delta:
             changes.append(UpdatePolicy(have.name, delta))
     if desired.prune.policies:
@@ -553,12 +564,23 @@ def _diff_policies(
     return changes, deletes
 
 
+def _service_spelling(settings: Mapping[str, Any], name: str) -> str:
+    folded = name.casefold()
+    return next((k for k in settings if k.casefold() == folded), name)
+
+
 def _resolve_group(current: TenantState, ref: str, problems: list[str]) -> str | None:
     found = current.directory.groups_by_ref(ref)
     if len(found) == 1:
         return found[0].id
     if not found:
-        problems.append(f"no group named or with id {ref!r} in the tenant")
+        if ref in current.directory.searched_groups:
+            problems.append(f"no group named or with id {ref!r} in the tenant")
+        else:
+            problems.append(
+                f"group {ref!r} is not in the state that was read (a snapshot holds only the "
+                "groups it was taken with; against the tenant: no such group)"
+            )
     else:
         ids = ", ".join(f"{g.display_name} ({g.id})" for g in sorted(found, key=lambda g: g.id))
         problems.append(
@@ -573,17 +595,26 @@ def _diff_groups(
     # Desired precedence order: by rank as written, ties by declaration order.
     wanted: list[tuple[str, str, str]] = []  # (group id, name, policy) in precedence order
     absent: set[str] = set()
+    written_rank: dict[str, int] = {}
+    seen: dict[str, DesiredGroupAssignment] = {}
     ordered = sorted(enumerate(desired.group_assignments), key=lambda e: (e[1].rank, e[0]))
     for _, ga in ordered:
         gid = _resolve_group(current, ga.group, problems)
         if gid is None:
             continue
+        if gid in seen:
+            problems.append(
+                f"{ga.location}: group {ga.group!r} is the same group as {seen[gid].group!r} "
+                f"({seen[gid].location}); a group holds one messaging policy: keep one entry"
+            )
+            continue
+        seen[gid] = ga
+        written_rank[gid] = ga.rank
         name = current.directory.groups[gid].display_name
         if ga.absent:
             absent.add(gid)
         else:
             wanted.append((gid, name, ga.policy))
-    first_rank = {gid: ga.rank for gid, ga in _resolved_first_ranks(current, desired)}
 
     sim = [g.group_id for g in current.ranked_groups()]  # the service's order as it will evolve
     have = current.group_assignments
@@ -602,10 +633,11 @@ def _diff_groups(
         if placed:
             pos = sim.index(placed[-1]) + 1
         else:
-            # First in precedence: before every other declared group, and no lower than the
-            # rank written in the file.
+            # First in precedence. Ranks compare by order among the declared groups only, so any
+            # place above the other declared groups is right; when the group has to be (re)added
+            # anyway, the rank written in the file decides among the undeclared ones.
             declared_at = [i for i, g in enumerate(sim) if g in wanted_ids]
-            pos = min([*declared_at, first_rank.get(gid, 1) - 1, len(sim)])
+            pos = min([*declared_at, written_rank[gid] - 1, len(sim)])
         sim.insert(pos, gid)
         placed.append(gid)
         sets.append(
@@ -622,28 +654,24 @@ def _diff_groups(
     return sets, removes
 
 
-def _resolved_first_ranks(current: TenantState, desired: DesiredState) -> Iterable[Any]:
-    for ga in desired.group_assignments:
-        found = current.directory.groups_by_ref(ga.group)
-        if len(found) == 1:
-            yield found[0].id, ga
-
-
 def _longest_ordered_subset(wanted: list[str], current_order: list[str]) -> set[str]:
     """The largest set of ``wanted`` (desired order) already in the same relative order in
     ``current_order``: those need not move (longest increasing subsequence, O(n log n))."""
     pos = {gid: i for i, gid in enumerate(current_order)}
     seq = [pos[g] for g in wanted]
     tails: list[int] = []  # tails[k] = index into seq of the smallest tail of a run of length k+1
+    tail_values: list[int] = []  # seq[tails[k]], kept alongside for bisect
     prev = [-1] * len(seq)
     for i, value in enumerate(seq):
-        k = bisect.bisect_left([seq[t] for t in tails], value)
+        k = bisect.bisect_left(tail_values, value)
         if k > 0:
             prev[i] = tails[k - 1]
         if k == len(tails):
             tails.append(i)
+            tail_values.append(value)
         else:
             tails[k] = i
+            tail_values[k] = value
     keep: set[str] = set()
     i = tails[-1] if tails else -1
     while i >= 0:
@@ -668,13 +696,22 @@ def _diff_users(
     removes: list[RemoveUserAssignment] = []
     directory = current.directory
     declared: set[str] = set()
+    seen_users: dict[str, DesiredUserAssignment] = {}
     unknown: list[str] = []
     for ua in desired.user_assignments:
         user = directory.user_by_ref(ua.user)
         if user is None:
             unknown.append(ua.user)
             continue
+        if user.id in declared:
+            first = seen_users[user.id]
+            problems.append(
+                f"{ua.location}: user {ua.user!r} is the same user as {first.user!r} "
+                f"({first.location}): keep one entry"
+            )
+            continue
         declared.add(user.id)
+        seen_users[user.id] = ua
         existing = current.user_assignments.get(user.id)
         if ua.absent or ua.policy is None:
             if existing is not None:

@@ -141,9 +141,12 @@ class Session:
         backend = self.backend()
         for gid in sorted(set(group_ids)):
             group = state.directory.groups.get(gid)
-            if group is not None and group.members is None:
+            if group is None or group.members is None:
+                # A group first assigned by a saved plan was never looked up by name: its
+                # members must count all the same.
                 members = tuple(backend.group_members(gid))
-                state.directory.add_group(Group(group.id, group.display_name, members))
+                name = group.display_name if group else gid
+                state.directory.add_group(Group(gid, name, members))
 
     def tenant_domains(self) -> tuple[str, ...]:
         """The tenant's verified domains (for a domain ``tenant:`` guard); empty when the source

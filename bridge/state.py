@@ -94,6 +94,7 @@ class Directory:
     groups: dict[str, Group] = field(default_factory=dict)  # by id
     _upn_index: dict[str, str] = field(default_factory=dict, repr=False)
     _group_index: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    _group_ids: dict[str, str] = field(default_factory=dict, repr=False)
     # Names that were looked up and found nothing (so "unknown" is a fact, not a missing read).
     searched_groups: set[str] = field(default_factory=set)
     searched_users: set[str] = field(default_factory=set)
@@ -101,10 +102,12 @@ class Directory:
     def add_user(self, user: User) -> None:
         self.users[user.id] = user
         self._upn_index[user.upn.casefold()] = user.id
+        self._upn_index[user.id.casefold()] = user.id  # object ids in any case
 
     def add_group(self, group: Group) -> None:
         if group.id not in self.groups:
             self._group_index.setdefault(group.display_name.casefold(), []).append(group.id)
+            self._group_ids[group.id.casefold()] = group.id
         self.groups[group.id] = group
 
     def user_by_ref(self, ref: str) -> User | None:
@@ -118,6 +121,9 @@ class Directory:
         """Every group whose id is ``ref`` or whose display name is ``ref`` (case-insensitive)."""
         if ref in self.groups:
             return [self.groups[ref]]
+        by_id = self._group_ids.get(ref.casefold())
+        if by_id is not None:
+            return [self.groups[by_id]]
         return [self.groups[g] for g in self._group_index.get(ref.casefold(), [])]
 
 

@@ -55,6 +55,7 @@ class _Constructor(yaml.constructor.SafeConstructor):
 _resolver = yaml.resolver.Resolver()
 _constructor = _Constructor()
 _STR_TAG = _SAFE_TAG_PREFIX + "str"
+_MERGE_TAG = _SAFE_TAG_PREFIX + "merge"
 
 
 _IMPLICIT_FIRST_CHARS = frozenset(
@@ -70,6 +71,9 @@ def _scalar(event: yaml.ScalarEvent) -> Any:
             return value  # quoted, or plain text no implicit type can start with
         tag = _resolver.resolve(yaml.ScalarNode, value, event.implicit)
     if tag == _STR_TAG:
+        return event.value
+    if tag == _MERGE_TAG:
+        # Returned as text, so the key is reported as unknown with its position.
         return event.value
     node = yaml.ScalarNode(tag, event.value, None, None, event.style)
     return _constructor.construct_object(node, deep=True)

@@ -162,3 +162,23 @@ def test_example_file_is_valid() -> None:
     state = load_desired(Path(__file__).parents[1] / "examples" / "northwind.yaml")
     assert state.tenant == "northwind-health.onmicrosoft.com"
     assert len(state.policies) == 9
+
+
+def test_extra_values_must_be_plain_and_merge_keys_are_refused() -> None:
+    text = """\
+base: &base
+  AllowGiphy: false
+policies:
+  Clinical:
+    <<: *base
+  X:
+    extra:
+      AllowNew: 2024-01-01
+      AllowOther: .nan
+"""
+    with pytest.raises(DesiredStateError) as info:
+        parse_desired(text, "f.yaml")
+    message = str(info.value)
+    assert "f.yaml:5:5: error: YAML merge keys (<<: *anchor) are not supported" in message
+    assert "f.yaml:8:17: error: extra setting 'AllowNew' takes a plain value" in message
+    assert "f.yaml:9:19: error: extra setting 'AllowOther' takes a plain value" in message

@@ -122,7 +122,22 @@ def test_unknown_and_ambiguous_groups_list_candidates() -> None:
     assert (
         "group name 'Volunteers' matches 2 groups: Volunteers (dup-1), Volunteers (dup-2)" in text
     )
-    assert "no group named or with id 'Nobody'" in text
+    assert "group 'Nobody' is not in the state that was read" in text
+    current.directory.searched_groups.add("Nobody")  # a live read looked it up and found none
+    with pytest.raises(PlanError, match="no group named or with id 'Nobody' in the tenant"):
+        diff(current, want)
+
+
+def test_the_same_group_or_user_by_name_and_by_id_is_refused() -> None:
+    current = tenant({"A": {}, "B": {}}, users={1: "A"})
+    want = desired({"A": {}, "B": {}}, groups=[("Group 1", "A", 1), (gid(1), "B", 2)])
+    with pytest.raises(PlanError, match="is the same group as 'Group 1'"):
+        diff(current, want)
+    want = desired(
+        {"A": {}, "B": {}}, users=[("user1@northwind-health.org", "A"), (uid(1).upper(), "B")]
+    )
+    with pytest.raises(PlanError, match=r"is the same user as 'user1@northwind-health\.org'"):
+        diff(current, want)
 
 
 def test_unknown_users_fail_the_plan() -> None:
@@ -252,3 +267,18 @@ def test_saved_plan_keeps_the_files_safety_limits() -> None:
     again = Plan.from_data(plan.data)
     assert again.safety == want.safety
     assert plan.data["safety"]["max_policy_deletes"] == 0
+
+
+def test_extra_settings_match_the_services_spelling() -> None:
+    current = tenant({"A": {"AllowBrandNewThing": True}})
+    assert not diff(current, desired({"A": {"allowbrandnewthing": True}}))
+    (change,) = diff(current, desired({"A": {"ALLOWBRANDNEWTHING": False}})).changes
+    assert isinstance(change, UpdatePolicy)
+    assert dict(change.changes) == {"AllowBrandNewThing": (True, False)}
+
+
+def test_a_saved_plan_that_deletes_global_is_refused() -> None:
+    with pytest.raises(PlanError, match="deletes the Global policy"):
+        Plan.from_data(
+            {"schema_version": 1, "changes": [{"kind": "delete_policy", "policy": "global"}]}
+        )

@@ -111,6 +111,13 @@ def snapshot_to_state(data: Any, source: str = "<snapshot>") -> TenantState:
             f"{source}: snapshot version {data.get('version')!r} is not supported "
             f"(this teams-bridge reads version {VERSION})"
         )
+    missing = [k for k in ("policies", "group_assignments", "user_assignments") if k not in data]
+    if missing:
+        # A section left out must not read as "the tenant has none" (false drift).
+        raise SnapshotError(
+            f"{source}: the snapshot has no {', '.join(missing)} section(s); take it again with "
+            "teams-bridge snapshot"
+        )
     try:
         directory = Directory()
         for u in data.get("users", []):
@@ -122,7 +129,7 @@ def snapshot_to_state(data: Any, source: str = "<snapshot>") -> TenantState:
             directory.add_group(
                 Group(g["id"], g["displayName"], tuple(members) if members is not None else None)
             )
-        policies = [policy_from_service(p) for p in data.get("policies", [])]
+        policies = [policy_from_service(p) for p in data["policies"]]
         groups = [
             GroupAssignment(
                 a["GroupId"],
@@ -130,10 +137,10 @@ def snapshot_to_state(data: Any, source: str = "<snapshot>") -> TenantState:
                 int(a["Rank"]),
                 a.get("GroupName") or _group_name(directory, a["GroupId"]),
             )
-            for a in data.get("group_assignments", [])
+            for a in data["group_assignments"]
         ]
         users = []
-        for a in data.get("user_assignments", []):
+        for a in data["user_assignments"]:
             upn = a.get("UserPrincipalName")
             if not upn and a["UserId"] in directory.users:
                 upn = directory.users[a["UserId"]].upn
