@@ -215,6 +215,14 @@ def run_cli(args: Sequence[str], env: Mapping[str, str], cwd: Path) -> Run:
     )
 
 
+def fresh_throttle(sb: Sandbox, args: argparse.Namespace) -> None:
+    """A full token bucket, so a run does not inherit the previous run's spent requests (a
+    new process cannot know them; the Retry-After gate would cope, but the figures should not
+    depend on run order)."""
+    if args.throttle_rps:
+        sb.configure(throttle_rps=args.throttle_rps)
+
+
 def _check(run: Run, expected: int, what: str) -> None:
     if run.exit_code != expected:
         tail = "\n".join(run.stderr.strip().splitlines()[-15:])
@@ -250,6 +258,7 @@ def measure_drift(sb: Sandbox, users: int, args: argparse.Namespace, work: Path)
     runs = []
     stats: dict[str, Any] = {}
     for _ in range(args.repeat):
+        fresh_throttle(sb, args)
         sb.reset_stats()
         run = run_cli(["drift", str(desired)], env, work)
         _check(run, 2, f"drift on {users:,} users")  # the file drifts on purpose
@@ -287,6 +296,7 @@ def measure_apply(
     desired.write_text(desired_text(sb.tenant, drift=False, new_assignments=changes), "utf-8")
     before = len(sb.tenant.direct_assignments())
     env = child_env(sb, args.concurrency, args.client_rps)
+    fresh_throttle(sb, args)
     sb.reset_stats()
     run = run_cli(
         [
