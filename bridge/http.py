@@ -52,6 +52,10 @@ from .settings import Settings, redact
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Answers that say the request was not carried out, so even a create may be sent again.
+NOT_PROCESSED_STATUSES = frozenset({429, 503})
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+MIN_RETRY_WAIT = 0.5
 _ERRORS: dict[int, type[ApiError]] = {
     401: UnauthorizedError,
     403: ForbiddenError,
@@ -296,6 +300,7 @@ class HttpClient:
         headers: Mapping[str, str] | None = None,
         expected: Iterable[int] = (200, 201, 204),
         cost: int = 1,
+        idempotent: bool | None = None,
     ) -> requests.Response:
         """Send with retries; return the response if its status is ``expected``, else raise the
         typed error for its status (after retries for 429 and 5xx). ``cost`` is what the request
@@ -304,6 +309,12 @@ class HttpClient:
         route = f"{method} {self._route(url)}"
         correlation_id = str(uuid.uuid4())
         attempts = {"n": 0}
+        # Repeating a request the service may already have carried out must be harmless: a
+        # create (POST) or an add (PATCH) is retried only when it surely was not (429, 503, no
+        # connection); callers mark writes with set semantics (grants, $batch reads) idempotent.
+        if idempotent is None:
+            idempotent = method in IDEMPOTENT_METHODS
+        retry_statuses = RETRY_STATUSES if idempotent else NOT_PROCESSED_STATUSES
 
         def attempt() -> requests.Response:
             attempts["n"] += 1
@@ -321,8 +332,8 @@ class HttpClient:
             )
 
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_result(lambda r: r.status_code in RETRY_STATUSES)
-            | tenacity.retry_if_exception(lambda e: self._retryable(method, e)),
+            retry=tenacity.retry_if_result(lambda r: r.status_code in retry_statuses)
+            | tenacity.retry_if_exception(lambda e: self._retryable(idempotent, e)),
             wait=self._wait,
             stop=self._stop,
             sleep=self.wait,
@@ -354,6 +365,10 @@ class HttpClient:
                 url=self._safe_url(url),
             ) from None
         if response.status_code in tuple(expected):
+            return response
+        if method == "DELETE" and response.status_code == 404 and attempts["n"] > 1:
+            # An earlier attempt removed it and its answer was lost: gone is what was asked.
+            log.info("%s: 404 on attempt %d, taken as already deleted", route, attempts["n"])
             return response
         payload: Any
         try:
@@ -619,13 +634,18 @@ class HttpClient:
         )
         return response
 
-    def _retryable(self, method: str, exc: BaseException) -> bool:
+    def _retryable(self, idempotent: bool, exc: BaseException) -> bool:
         if isinstance(exc, requests.exceptions.SSLError):
             return False
-        if isinstance(exc, requests.ConnectionError):
-            return True
-        # A read timeout after a POST may mean the write happened: do not repeat it.
-        return isinstance(exc, requests.Timeout) and method != "POST"
+        if idempotent:
+            return isinstance(exc, requests.ConnectionError | requests.Timeout)
+        # A write that may have reached the service is not repeated: only a connection that was
+        # never made is safe to try again.
+        return isinstance(exc, requests.exceptions.ConnectTimeout) or (
+            isinstance(exc, requests.ConnectionError)
+            and not isinstance(exc, requests.exceptions.ReadTimeout)
+            and "NewConnectionError" in repr(exc)
+        )
 
     def _wait(self, rs: tenacity.RetryCallState) -> float:
         outcome = rs.outcome
@@ -633,7 +653,8 @@ class HttpClient:
             response = outcome.result()
             seconds = retry_after_seconds(response.headers.get("Retry-After"))
             if seconds is not None:
-                return seconds
+                # Never straight away, even when told "Retry-After: 0".
+                return max(seconds, MIN_RETRY_WAIT)
         return float(tenacity.wait_random_exponential(multiplier=0.5, max=30)(rs))
 
     def _stop(self, rs: tenacity.RetryCallState) -> bool:

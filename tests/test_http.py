@@ -350,3 +350,61 @@ def test_configured_ca_wins_over_the_process_environment(rsps, monkeypatch, tmp_
     rsps.get(POLICIES, json=[])
     client.get_json(POLICIES, resource=TEAMS_RESOURCE)
     assert rsps.calls[0].request.req_kwargs["verify"] == str(ca)
+
+
+# --------------------------------------------------------------------------- idempotency
+
+
+def _client_for_retries(sleeps: list[float]) -> HttpClient:
+    return HttpClient(
+        None, HttpOptions(retry_attempts=4, retry_max_seconds=60), sleep=sleeps.append
+    )
+
+
+def test_a_create_is_not_repeated_after_an_ambiguous_502() -> None:
+    sleeps: list[float] = []
+    client = _client_for_retries(sleeps)
+    with responses.RequestsMock(
+        assert_all_requests_are_fired=True, registry=registries.OrderedRegistry
+    ) as rsps:
+        rsps.post("https://api.example/create", status=502, json={"error": {"message": "bad"}})
+        with pytest.raises(ServerError):
+            client.request("POST", "https://api.example/create", json={"Identity": "Tag:X"})
+        assert len(rsps.calls) == 1 and sleeps == []
+
+
+def test_a_create_is_repeated_after_503_and_429_and_never_immediately() -> None:
+    sleeps: list[float] = []
+    client = _client_for_retries(sleeps)
+    with responses.RequestsMock(
+        assert_all_requests_are_fired=True, registry=registries.OrderedRegistry
+    ) as rsps:
+        rsps.post("https://api.example/create", status=503, headers={"Retry-After": "2"})
+        rsps.post("https://api.example/create", status=429, headers={"Retry-After": "0"})
+        rsps.post("https://api.example/create", status=201, json={"ok": True})
+        client.request("POST", "https://api.example/create", json={})
+    assert sleeps == [2.0, 0.5]
+
+
+def test_a_retried_delete_that_finds_nothing_is_done() -> None:
+    sleeps: list[float] = []
+    client = _client_for_retries(sleeps)
+    with responses.RequestsMock(
+        assert_all_requests_are_fired=True, registry=registries.OrderedRegistry
+    ) as rsps:
+        rsps.delete("https://api.example/thing", status=504)
+        rsps.delete("https://api.example/thing", status=404, json={"error": {"code": "NotFound"}})
+        response = client.request("DELETE", "https://api.example/thing", expected=(204,))
+    assert response.status_code == 404 and len(sleeps) == 1
+
+
+def test_an_idempotent_post_is_retried_after_500() -> None:
+    sleeps: list[float] = []
+    client = _client_for_retries(sleeps)
+    with responses.RequestsMock(
+        assert_all_requests_are_fired=True, registry=registries.OrderedRegistry
+    ) as rsps:
+        rsps.post("https://api.example/assign", status=500)
+        rsps.post("https://api.example/assign", status=204)
+        client.request("POST", "https://api.example/assign", json={}, idempotent=True)
+    assert len(sleeps) == 1

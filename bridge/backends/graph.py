@@ -105,6 +105,7 @@ class GraphClient:
                 json=body,
                 expected=(200,),
                 cost=len(pending),
+                idempotent=True,  # only reads inside
             )
             answers = self.http.json_of(response, self.resource)
             inner = answers.get("responses") if isinstance(answers, dict) else None
@@ -319,6 +320,7 @@ class GraphClient:
             resource=self.resource,
             json=body,
             expected=(200, 204),
+            idempotent=True,  # assigning the same policy again changes nothing
         )
 
     def unassign(self, user_ids: Sequence[str]) -> None:
@@ -329,4 +331,5 @@ class GraphClient:
             resource=self.resource,
             json=body,
             expected=(200, 204),
+            idempotent=True,
         )

@@ -174,7 +174,15 @@ class TeamsAdminClient:
         )
         body = {"PolicyName": bare_name(policy) if policy is not None else None}
         with _about(f"user {user_id}"):
-            self.http.request("PATCH", url, resource=TEAMS_RESOURCE, json=body, expected=(200, 204))
+            # A grant sets the user's policy: sending it twice changes nothing.
+            self.http.request(
+                "PATCH",
+                url,
+                resource=TEAMS_RESOURCE,
+                json=body,
+                expected=(200, 204),
+                idempotent=True,
+            )
 
     def list_users(self) -> tuple[list[User], list[UserAssignment]]:
         """Every user (the directory) and every direct messaging policy assignment, paged."""
