@@ -514,24 +514,22 @@ def test_policy_write_read_back_late_is_retried_then_applied():
     assert backend.reads == 3
 
 
-def test_policy_that_never_reads_back_fails_after_a_few_reads():
+def test_policy_that_never_reads_back_is_pending_not_failed():
+    # The service accepted the writes; slow propagation is not a failure (an unattended job
+    # must not page someone for it), and the run says how long it waited.
     mem, current, plan = fresh()
     t = FakeTime()
     backend = StalePolicyBackend(mem, stale_reads=99)
-    with pytest.raises(ApplyFailed) as err:
-        run(plan, backend, current, time=t, poll_interval=2)
-    assert backend.reads == 3
-    result = err.value.result
-    assert [describe(f.change) for f in result.failed] == [
+    result = run(plan, backend, current, time=t, poll_interval=2, verify_timeout=10)
+    assert backend.reads == 6  # at 0, 2, 4, 6, 8 and 10 s
+    assert result.outcome == "pending" and not result.failed
+    assert [describe(p.change) for p in result.pending] == [
         "update policy Global",
         "update policy Clinical",
         "create policy Support Staff",
         "delete policy Old Pilot",
     ]
-    assert result.failed[0].error == (
-        "the service shows AllowGiphy = True in policy Global, expected False after 3 reads"
-    )
-    assert str(err.value).startswith("6 of 10 changes applied; failed: update policy Global")
+    assert "AllowGiphy = True in policy Global, expected False" in str(result.pending[0])
 
 
 def test_verification_off_trusts_the_writes():
