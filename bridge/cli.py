@@ -259,7 +259,8 @@ def plan(ctx: _Ctx, file: str, out: str | None, fmt: str, detailed_exitcode: boo
     metavar="DIR",
     envvar="BRIDGE_LOCK_DIR",
     default=None,
-    help="Where the one-writer-per-tenant lock lives (default: the system temp dir).",
+    help="Where the one-writer-per-tenant lock lives; scheduled jobs of different users that "
+    "must exclude each other share one (default: ~/.local/state/teams-bridge).",
 )
 @click.option(
     "--lock-timeout",
@@ -372,6 +373,14 @@ def apply(
     help="Record this run in a SQLite history file; reports show when drift was first seen.",
 )
 @click.option(
+    "--fail-on",
+    type=click.Choice(["warning", "error", "never"]),
+    default="warning",
+    show_default=True,
+    help="Which healthcare findings count as drift for the exit code: warnings and errors, "
+    "errors only, or none (findings are reported either way).",
+)
+@click.option(
     "--notify",
     metavar="URL",
     envvar="BRIDGE_NOTIFY_URL",
@@ -385,6 +394,7 @@ def drift(
     formats: str,
     output: str,
     history_file: str | None,
+    fail_on: str,
     notify: str | None,
 ) -> None:
     """Report drift between the tenant and FILE (exit 0 in sync, 2 drift, 1 error)."""
@@ -403,6 +413,7 @@ def drift(
         history_file=history_file,
         notify_url=notify,
         color=_color(),
+        fail_on={"warning": ("warning", "error"), "error": ("error",), "never": ()}[fail_on],
     )
     with ctx.session() as session:
         outcome = run_drift(session, request)

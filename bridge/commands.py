@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -86,6 +87,17 @@ class ApplyOutcome:
     lines: list[str]
 
 
+def default_lock_dir() -> str:
+    """Per user (never the world-writable temp dir, where anyone could hold the lock):
+    ``$XDG_STATE_HOME/teams-bridge`` or ``~/.local/state/teams-bridge``."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    path = os.path.join(base, "teams-bridge")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
 def _load_plan_file(path: str) -> Plan:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -103,8 +115,6 @@ def run_apply(
     confirm: Callable[[Plan], bool],
     progress: Callable[[str], None] | None = None,
 ) -> ApplyOutcome:
-    import tempfile
-
     from .apply import apply_plan, check_fresh
     from .journal import Journal
     from .lock import TenantLock
@@ -140,7 +150,7 @@ def run_apply(
     if not confirm(plan):
         return ApplyOutcome(["Apply cancelled; nothing was changed."])
 
-    lock_dir = request.lock_dir or tempfile.gettempdir()
+    lock_dir = request.lock_dir or default_lock_dir()
     run_id = uuid.uuid4().hex[:12]
     journal = Journal(request.journal_path) if request.journal_path else None
     with TenantLock(lock_dir, current.tenant_id or "unknown", timeout=request.lock_timeout):
@@ -174,6 +184,7 @@ class DriftRequest:
     history_file: str | None = None
     notify_url: str | None = None
     color: bool = False
+    fail_on: tuple[str, ...] = ("warning", "error")  # finding severities that count as drift
 
 
 @dataclass
@@ -200,6 +211,7 @@ def run_drift(session: Session, request: DriftRequest) -> DriftOutcome:
         tool_version=__version__,
         desired_path=request.desired_file,
         now=dt.datetime.now(dt.timezone.utc),
+        fail_on=request.fail_on,
     )
     if request.history_file:
         from .report.history import HistoryStore

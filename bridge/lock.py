@@ -73,7 +73,8 @@ class TenantLock:
     def acquire(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            # O_NOFOLLOW: a link planted in a shared directory cannot redirect the write.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         except OSError as exc:
             raise ConfigError(
                 f"cannot create the apply lock {self.path}: {exc.strerror or exc}; "
@@ -96,7 +97,8 @@ class TenantLock:
                     f"another teams-bridge apply holds the lock for tenant {self.tenant_id} "
                     f"since {holder.get('started', 'an unknown time')} "
                     f"(pid {holder.get('pid', '?')} on host {holder.get('host', '?')}); "
-                    f"wait for it or remove {self.path} if that process is gone"
+                    "wait for it, or raise --lock-timeout (the lock is released by the "
+                    "system the moment that process ends: never delete the lock file)"
                 )
             self._sleep(min(self.poll_interval, remaining))
         holder = {

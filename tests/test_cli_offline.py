@@ -158,3 +158,17 @@ def test_snapshot_round_trip(capsys: pytest.CaptureFixture[str], tmp_path: Path)
     code, a, _ = run(capsys, "--snapshot", SNAP, "plan", DESIRED, "--format", "json")
     code, b, _ = run(capsys, "--snapshot", str(out_file), "plan", DESIRED, "--format", "json")
     assert json.loads(a)["changes"] == json.loads(b)["changes"]
+
+
+def test_drift_fail_on_decides_whether_findings_count(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    exported = tmp_path / "exported.yaml"
+    run(capsys, "--snapshot", SNAP, "export", "--out", str(exported))
+    # The tenant as it is: no object drifts, but the healthcare checks warn (read receipts).
+    code, out, _ = run(capsys, "--snapshot", SNAP, "drift", str(exported))
+    assert code == 2 and "0 objects not in sync" in out and "WARNING" in out
+    code, out, _ = run(capsys, "--snapshot", SNAP, "drift", str(exported), "--fail-on", "error")
+    assert code == 0, out
+    code, _, _ = run(capsys, "--snapshot", SNAP, "drift", str(exported), "--fail-on", "never")
+    assert code == 0
