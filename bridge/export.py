@@ -3,6 +3,7 @@ same state, gives no changes."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -50,17 +51,11 @@ def export_document(state: TenantState) -> dict[str, Any]:
             body["extra"] = extra
         policies[policy.name] = body
 
-    groups = []
-    for g in state.ranked_groups():
-        ref = g.group_id
-        group_name = g.group_name or (
-            state.directory.groups[g.group_id].display_name
-            if g.group_id in state.directory.groups
-            else None
-        )
-        if group_name and len(state.directory.groups_by_ref(group_name)) == 1:
-            ref = group_name
-        groups.append({"group": ref, "policy": g.policy, "rank": g.rank})
+    # Groups by object id: a display name that looks unique among the groups read may not be
+    # unique in the tenant (export_yaml writes the name as a comment).
+    groups = [
+        {"group": g.group_id, "policy": g.policy, "rank": g.rank} for g in state.ranked_groups()
+    ]
 
     users = []
     for uid in sorted(
@@ -84,8 +79,22 @@ def export_document(state: TenantState) -> dict[str, Any]:
     return doc
 
 
+def _group_name(state: TenantState, group_id: str) -> str | None:
+    assignment = state.group_assignments.get(group_id)
+    if assignment and assignment.group_name:
+        return assignment.group_name
+    group = state.directory.groups.get(group_id)
+    return group.display_name if group else None
+
+
 def export_yaml(state: TenantState) -> str:
     body = yaml.dump(
         export_document(state), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100
     )
+
+    def with_name(match: re.Match[str]) -> str:
+        name = _group_name(state, match.group(2))
+        return match.group(0) + (f"  # {' '.join(name.split())}" if name else "")
+
+    body = re.sub(r"^(\s*- group: )(\S+)$", with_name, body, flags=re.M)
     return _HEADER.format(tenant=state.tenant_id or "(unknown)") + body
