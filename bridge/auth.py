@@ -18,7 +18,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,8 +28,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from .errors import AuthError, ConfigError, TenantMismatchError
+from .errors import AuthError, ConfigError
 from .settings import Settings, redact
+from .state import is_guid as is_guid  # re-exported: backends import it from here
 
 log = logging.getLogger(__name__)
 
@@ -354,40 +355,3 @@ def decode_claims(token: str) -> dict[str, Any]:
     if not isinstance(claims, dict):
         raise AuthError("the access token's payload is not a JSON object")
     return claims
-
-
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-
-
-def is_guid(value: str) -> bool:
-    return bool(_GUID.match(value))
-
-
-def check_tenant_guard(
-    claims: Mapping[str, Any],
-    expected_tenant: str,
-    verified_domains: Iterable[str] | None = None,
-) -> None:
-    """Raise ``TenantMismatchError`` unless the token belongs to ``expected_tenant``: a tenant id
-    compared with the ``tid`` claim, or a domain that must be one of the tenant's verified domains
-    (``GraphClient.organization().verified_domains``)."""
-    tid = str(claims.get("tid") or "")
-    if is_guid(expected_tenant):
-        if tid.lower() != expected_tenant.lower():
-            raise TenantMismatchError(
-                f"the desired state is for tenant {expected_tenant}, but the credential signs in "
-                f"to tenant {tid or '(unknown)'}: check AZURE_TENANT_ID or the file's tenant:"
-            )
-        return
-    if verified_domains is None:
-        raise TenantMismatchError(
-            f"cannot check tenant {expected_tenant!r}: the tenant's verified domains were not "
-            "read; use the tenant id in the file's tenant:"
-        )
-    domains = sorted({d.lower() for d in verified_domains})
-    if expected_tenant.lower() not in domains:
-        raise TenantMismatchError(
-            f"the desired state is for {expected_tenant}, but tenant {tid or '(unknown)'} has "
-            f"the domains {', '.join(domains) or '(none)'}: check AZURE_TENANT_ID or the "
-            "file's tenant:"
-        )

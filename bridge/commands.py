@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .desired import is_guid, load_desired
+from .desired import load_desired
 from .errors import BridgeError, PlanError, TenantMismatchError
 from .plan import Plan, RemoveGroupAssignment, SetGroupAssignment, diff
 from .session import Session, tenant_matches
-from .state import DesiredState, TenantState
+from .state import DesiredState, TenantState, is_guid
 
 log = logging.getLogger(__name__)
 

@@ -37,13 +37,6 @@ from .yamlloc import LocList, LocMap, Pos, load
 
 TOP_KEYS = ("tenant", "policies", "assignments", "prune", "safety", "rules")
 POLICY_META_KEYS = ("ensure", "extra")
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
-
-
-def is_guid(text: str) -> bool:
-    return bool(_GUID.match(text))
-
-
 _new_location = tuple.__new__  # skips NamedTuple's Python-level __new__ on the hot path
 
 

@@ -16,9 +16,8 @@ from typing import Any
 
 from .backends.base import Backend, Wanted
 from .backends.snapshot import MemoryBackend, load_snapshot
-from .desired import is_guid
 from .errors import ConfigError
-from .state import DesiredState, Group, TenantState
+from .state import DesiredState, Group, TenantState, is_guid
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ Identities (as in octoDNS, one per object):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,14 @@ GLOBAL = "Global"
 NOWHERE = Location("<memory>")  # the location of objects built in code, not read from a file
 # Built-in custom instances seen in real tenants; pruning never touches them unless named.
 BUILTIN_POLICIES = frozenset({"global", "default", "edufaculty", "edustudent"})
+
+
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+
+
+def is_guid(text: str) -> bool:
+    """An object id (tenant, user, group), as opposed to a name."""
+    return bool(_GUID.match(text))
 
 
 def bare_name(identity: str) -> str:

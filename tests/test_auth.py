@@ -28,11 +28,10 @@ from http_fixtures import (  # noqa: F401  (fixtures)
 
 from bridge.auth import (
     build_token_provider,
-    check_tenant_guard,
     decode_claims,
     load_certificate,
 )
-from bridge.errors import AuthError, ConfigError, TenantMismatchError
+from bridge.errors import AuthError, ConfigError
 from bridge.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("clean_env")
@@ -266,18 +265,6 @@ def test_decode_claims_rejects_non_jwt():
     assert decode_claims(make_jwt(tid=TENANT, wids=["x"]))["wids"] == ["x"]
     with pytest.raises(AuthError, match="not a JWT"):
         decode_claims("opaque-token")
-
-
-def test_tenant_guard_by_id_and_by_domain():
-    claims = {"tid": TENANT}
-    check_tenant_guard(claims, TENANT.upper())
-    check_tenant_guard(claims, "Contoso.org", ["contoso.onmicrosoft.com", "contoso.org"])
-    with pytest.raises(TenantMismatchError, match=f"credential signs in to tenant {TENANT}"):
-        check_tenant_guard(claims, "99999999-2222-3333-4444-555555555555")
-    with pytest.raises(TenantMismatchError, match=r"has the domains contoso\.onmicrosoft\.com"):
-        check_tenant_guard(claims, "fabrikam.com", ["contoso.onmicrosoft.com"])
-    with pytest.raises(TenantMismatchError, match="verified domains were not read"):
-        check_tenant_guard(claims, "fabrikam.com")
 
 
 def test_token_requests_use_the_configured_ca(rsps, monkeypatch, tmp_path):
