@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from .errors import AuthError, ConfigError
+from .redact import register_secret
 from .settings import Settings, redact
 from .state import is_guid as is_guid  # re-exported: backends import it from here
 
@@ -203,7 +204,9 @@ class MsalTokenProvider:
             self._persist()
         if "access_token" not in result:
             raise AuthError(self._failure_message(resource, result))
-        return str(result["access_token"])
+        token = str(result["access_token"])
+        register_secret(token)
+        return token
 
     # ------------------------------------------------------------------ MSAL
 

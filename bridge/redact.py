@@ -24,10 +24,20 @@ _REDACTIONS = [
 ]
 
 
+_KNOWN: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret value (the configured secret, a token obtained) so that every later
+    ``redact`` replaces it, including in log lines whose code never saw it."""
+    if value and len(value) >= 4:
+        _KNOWN.add(value)
+
+
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with the given secret values and anything shaped like a token or a
-    ``client_secret=...`` pair replaced by ``[redacted]``."""
-    for secret in secrets:
+    """``text`` with the registered and the given secret values, and anything shaped like a token
+    or a ``client_secret=...`` pair, replaced by ``[redacted]``."""
+    for secret in (*_KNOWN, *secrets):
         if secret and len(secret) >= 4:
             text = text.replace(secret, "[redacted]")
     for pattern, replacement in _REDACTIONS:

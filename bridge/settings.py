@@ -23,7 +23,7 @@ from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
-from .redact import redact
+from .redact import redact, register_secret
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +160,8 @@ class Settings(BaseSettings):
             raise ConfigError(_validation_message(exc)) from None
         settings._resolve_endpoints()
         settings._check()
+        for secret in settings.secrets():
+            register_secret(secret)
         return settings
 
     # ------------------------------------------------------------------ derived values
