@@ -53,14 +53,14 @@ def find_user(state: TenantState, ref: str) -> User:
 
 def explain(state: TenantState, user: User, member_of: list[Group]) -> Explanation:
     reasons: list[str] = []
-    direct = state.user_assignments.get(user.id)
-    member_ids = {g.id for g in member_of}
-    assigned = [g for g in state.ranked_groups() if g.group_id in member_ids]
-    if direct is not None:
-        policy, source, group, rank = direct.policy, "direct", None, None
+    member_ids = [g.id for g in member_of]
+    assigned = [g for g in state.ranked_groups() if g.group_id in set(member_ids)]
+    policy, source, best = state.effective(user.id, member_ids)
+    group = next((g for g in member_of if best and g.id == best.group_id), None)
+    rank = best.rank if best else None
+    if source == "direct":
         reasons.append(
-            f"{user.upn} has a direct assignment of {direct.policy}, which wins over "
-            "group assignments"
+            f"{user.upn} has a direct assignment of {policy}, which wins over group assignments"
         )
         if assigned:
             reasons.append(
@@ -69,13 +69,11 @@ def explain(state: TenantState, user: User, member_of: list[Group]) -> Explanati
                     f"{g.group_name or g.group_id} (rank {g.rank}: {g.policy})" for g in assigned
                 )
             )
-    elif assigned:
-        best = assigned[0]
-        policy, source, rank = best.policy, "group", best.rank
-        group = next(g for g in member_of if g.id == best.group_id)
+    elif source == "group":
         reasons.append(
-            f"no direct assignment; {user.upn} is a direct member of {group.display_name}, "
-            f"whose assignment has the best rank ({best.rank}) among the user's groups"
+            f"no direct assignment; {user.upn} is a direct member of "
+            f"{group.display_name if group else best and best.group_id}, whose assignment has "
+            f"the best rank ({rank}) among the user's groups"
         )
         for other in assigned[1:]:
             reasons.append(
@@ -83,7 +81,6 @@ def explain(state: TenantState, user: User, member_of: list[Group]) -> Explanati
                 f"{other.policy})"
             )
     else:
-        policy, source, group, rank = "Global", "global", None, None
         reasons.append(
             f"no direct assignment and none of {user.upn}'s groups has a messaging "
             "policy assignment, so the org-wide Global policy applies"

@@ -440,13 +440,7 @@ def _percent(share: float) -> str:
 
 
 def _effective_key(state: TenantState, user_id: str, groups: Iterable[str]) -> str:
-    direct = state.user_assignments.get(user_id)
-    if direct is not None:
-        return policy_key(direct.policy)
-    ranked = [state.group_assignments[g] for g in groups if g in state.group_assignments]
-    if ranked:
-        return policy_key(min(ranked, key=lambda g: g.rank).policy)
-    return "global"
+    return policy_key(state.effective(user_id, groups)[0])
 
 
 def _safety_from_data(data: Any) -> SafetyLimits:

@@ -170,6 +170,21 @@ class TenantState:
     def policy(self, name: str) -> Policy | None:
         return self.policies.get(policy_key(name))
 
+    def effective(
+        self, user_id: str, member_of: Iterable[str]
+    ) -> tuple[str, str, GroupAssignment | None]:
+        """The policy a user gets and where it comes from: ``(policy, source, group assignment)``
+        with source ``direct`` (a direct assignment wins), ``group`` (the best-ranked assignment
+        among the groups ``member_of``, the user's *direct* memberships), or ``global``."""
+        direct = self.user_assignments.get(user_id)
+        if direct is not None:
+            return direct.policy, "direct", None
+        ranked = [self.group_assignments[g] for g in member_of if g in self.group_assignments]
+        if ranked:
+            best = min(ranked, key=lambda g: (g.rank, g.group_id))
+            return best.policy, "group", best
+        return GLOBAL, "global", None
+
 
 # --------------------------------------------------------------------------- desired side
 
