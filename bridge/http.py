@@ -104,7 +104,7 @@ class HttpOptions:
             verify=settings.verify,
             secrets=tuple(settings.secrets()),
             # BRIDGE_MAX_RPS, once Settings has the field (absent: no pacing).
-            max_rps=getattr(settings, "max_rps", None),
+            max_rps=settings.max_rps,
         )
 
 

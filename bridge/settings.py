@@ -93,6 +93,7 @@ ENV_NAMES: dict[str, str] = {
     "retry_attempts": "BRIDGE_RETRY_ATTEMPTS",
     "retry_max_seconds": "BRIDGE_RETRY_MAX_SECONDS",
     "concurrency": "BRIDGE_CONCURRENCY",
+    "max_rps": "BRIDGE_MAX_RPS",
     "token_cache": "BRIDGE_TOKEN_CACHE",
     "auth": "BRIDGE_AUTH",
 }
@@ -130,6 +131,7 @@ class Settings(BaseSettings):
     retry_attempts: int = Field(5, ge=1, le=20, validation_alias="BRIDGE_RETRY_ATTEMPTS")
     retry_max_seconds: float = Field(120.0, gt=0, validation_alias="BRIDGE_RETRY_MAX_SECONDS")
     concurrency: int = Field(4, ge=1, le=32, validation_alias="BRIDGE_CONCURRENCY")
+    max_rps: float | None = Field(None, gt=0, validation_alias="BRIDGE_MAX_RPS")
     token_cache: str | None = _env("token_cache")
     auth: AuthChoice = Field("auto", validation_alias="BRIDGE_AUTH")
 
