@@ -124,43 +124,45 @@ def run_apply(
     desired: DesiredState | None = None
     if request.desired_file:
         desired = load_desired(request.desired_file)
-    current = session.read(desired)
-    if desired is not None:
-        check_tenant_guard(desired, current, session)
-        plan = diff(current, desired)
-    else:
-        assert request.plan_file
-        plan = _load_plan_file(request.plan_file)
-        check_fresh(plan, current)
-    limits = plan.safety
-    if request.max_policy_deletes is not None:
-        limits = dataclasses.replace(limits, max_policy_deletes=request.max_policy_deletes)
-    if request.max_user_change_share is not None:
-        limits = dataclasses.replace(limits, max_user_change_share=request.max_user_change_share)
-    if not plan:
-        return ApplyOutcome(["No changes. The tenant matches the desired state."])
-    if any(isinstance(c, SetGroupAssignment | RemoveGroupAssignment) for c in plan.changes):
-        # Whose effective policy a group change moves depends on every assigned group a user is
-        # in, so the share-of-users limit needs their members.
-        session.fill_group_members(
-            current,
-            {*current.group_assignments, *(c.group_id for c in plan.of(SetGroupAssignment))},
-        )
-    plan.raise_if_unsafe(current, limits, request.force)
-    if not confirm(plan):
-        return ApplyOutcome(["Apply cancelled; nothing was changed."])
-
+    session.backend()  # credentials first: the lock is named after the configured tenant
+    tenant = (session.settings.tenant_id if session.settings else None) or "unknown"
     lock_dir = request.lock_dir or default_lock_dir()
     run_id = uuid.uuid4().hex[:12]
-    journal = Journal(request.journal_path) if request.journal_path else None
-    with TenantLock(lock_dir, current.tenant_id or "unknown", timeout=request.lock_timeout):
-        # Another writer may have changed the tenant while we waited for the lock.
-        fresh = session.read(desired)
-        check_fresh(plan, fresh)
+    # One writer per tenant from the read to the last verification (as Terraform locks its
+    # state for plan and apply): what was reviewed is what the tenant still is when written.
+    with TenantLock(lock_dir, tenant, timeout=request.lock_timeout):
+        current = session.read(desired)
+        if desired is not None:
+            check_tenant_guard(desired, current, session)
+            plan = diff(current, desired)
+        else:
+            assert request.plan_file
+            plan = _load_plan_file(request.plan_file)
+            check_fresh(plan, current)
+        if not plan:
+            return ApplyOutcome(["No changes. The tenant matches the desired state."])
+        limits = plan.safety
+        if request.max_policy_deletes is not None:
+            limits = dataclasses.replace(limits, max_policy_deletes=request.max_policy_deletes)
+        if request.max_user_change_share is not None:
+            limits = dataclasses.replace(
+                limits, max_user_change_share=request.max_user_change_share
+            )
+        if any(isinstance(c, SetGroupAssignment | RemoveGroupAssignment) for c in plan.changes):
+            # Whose effective policy a group change moves depends on every assigned group a
+            # user is in, so the share-of-users limit needs their members.
+            session.fill_group_members(
+                current,
+                {*current.group_assignments, *(c.group_id for c in plan.of(SetGroupAssignment))},
+            )
+        plan.raise_if_unsafe(current, limits, request.force)
+        if not confirm(plan):
+            return ApplyOutcome(["Apply cancelled; nothing was changed."])
+        journal = Journal(request.journal_path) if request.journal_path else None
         result = apply_plan(
             plan,
             session.backend(),
-            fresh,
+            current,
             journal=journal,
             run_id=run_id,
             verify_timeout=request.verify_timeout,
