@@ -159,6 +159,7 @@ def test_plan_reads_through_pwsh_and_writes_nothing(cli: Cli, fake: FakePwsh):
     cmdlets = {c["cmdlet"] for c in fake.calls()}
     assert {"Connect-MicrosoftTeams", "Get-CsTeamsMessagingPolicy"} <= cmdlets
     assert [s["argv"] for s in fake.record["spawns"]] == [list(PWSH_ARGS)]
+    assert fake.calls()[-1]["cmdlet"] == "Disconnect-MicrosoftTeams"
 
 
 def test_plan_through_rest_and_powershell_is_identical(cli: Cli):
@@ -188,6 +189,7 @@ def test_apply_writes_through_pwsh_then_plan_has_no_changes(
     )
     assert run.code == 0, run.text
     assert "Apply ok: 8 applied (verified), 0 pending, 0 failed" in run.out
+    assert len(fake.record["spawns"]) == 1  # reads, writes and verification in one pwsh
 
     after = fake.data
     policies = {p["Identity"]: p for p in after["policies"]}
@@ -301,6 +303,21 @@ def test_snapshot_saves_the_tenant_pwsh_reads(cli: Cli, world: World, tmp_path: 
     offline = cli.json("--snapshot", str(out), "explain", direct.upn, "--format", "json")
     online = cli.json("explain", direct.upn, "--format", "json")
     assert offline == online
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="transport parity bug: a snapshot through PowerShell lists only the users with a "
+    "direct assignment (REST lists every user), so an offline plan naming anyone else reports "
+    "them 'not found in the tenant'",
+)
+def test_a_pwsh_snapshot_plans_offline_like_the_tenant(cli: Cli, tmp_path: Path):
+    out = tmp_path / "snap.json"
+    assert cli("snapshot", "--out", str(out)).code == 0
+    offline = cli("--snapshot", str(out), "plan", str(NORTHWIND), "--format", "json")
+    assert offline.code == 0, offline.err
+    online = cli.json("plan", str(NORTHWIND), "--format", "json")
+    assert json.loads(offline.out)["changes"] == online["changes"]
 
 
 # --------------------------------------------------------------------------- explain
