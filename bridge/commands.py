@@ -16,11 +16,25 @@ from typing import Any
 from . import __version__
 from .desired import load_desired
 from .errors import BridgeError, PlanError, TenantMismatchError
-from .plan import Plan, RemoveGroupAssignment, SetGroupAssignment, diff
+from .plan import (
+    Plan,
+    RemoveGroupAssignment,
+    RemoveUserAssignment,
+    SetGroupAssignment,
+    SetUserAssignment,
+    diff,
+)
 from .session import Session, tenant_matches
 from .state import DesiredState, TenantState, is_guid
 
 log = logging.getLogger(__name__)
+
+_ASSIGNMENT_CHANGES = (
+    SetGroupAssignment,
+    RemoveGroupAssignment,
+    SetUserAssignment,
+    RemoveUserAssignment,
+)
 
 
 def check_tenant_guard(desired: DesiredState, current: TenantState, session: Session) -> None:
@@ -148,9 +162,10 @@ def run_apply(
             limits = dataclasses.replace(
                 limits, max_user_change_share=request.max_user_change_share
             )
-        if any(isinstance(c, SetGroupAssignment | RemoveGroupAssignment) for c in plan.changes):
-            # Whose effective policy a group change moves depends on every assigned group a
-            # user is in, so the share-of-users limit needs their members.
+        if any(isinstance(c, _ASSIGNMENT_CHANGES) for c in plan.changes):
+            # Whose effective policy an assignment change moves depends on every assigned group
+            # a user is in (a direct assignment may restate what a group gives), so the
+            # share-of-users limit needs their members.
             session.fill_group_members(
                 current,
                 {*current.group_assignments, *(c.group_id for c in plan.of(SetGroupAssignment))},
