@@ -91,7 +91,12 @@ class GraphClient:
         done: dict[str, tuple[int, Any]] = {}
         attempts = self.http.options.retry_attempts
         waited = 0.0
-        for attempt in range(1, attempts + 1):
+        # Attempts are counted as rounds that answered none of the pending requests: a
+        # throttled service answers a few per round (as many as its bucket holds), and a
+        # chunk that keeps getting answers is making progress, not failing.
+        stalled = rounds = 0
+        while True:
+            rounds += 1
             body = {
                 "requests": [
                     {"id": r.id, "method": r.method, "url": r.url} for r in pending.values()
@@ -120,8 +125,9 @@ class GraphClient:
                     f"Graph $batch answer lacks the responses to requests {', '.join(missing)}",
                     url=response.url,
                 )
-            retry_wait = 0.0
+            retry_after = 0.0
             last_status: dict[str, int] = {}
+            answered = 0
             for rid in list(pending):
                 answer = by_id[rid]
                 status = int(answer.get("status", 0))
@@ -131,23 +137,28 @@ class GraphClient:
                     seconds = retry_after_seconds(headers.get("retry-after"))
                     if status == 429:
                         self.http.note_throttled(seconds)
-                    # Retry-After is a floor; growing waits keep concurrent chunks from
-                    # exhausting the attempts while the service is still throttling.
-                    backoff = min(30.0, 2.0 ** (attempt - 1))
-                    retry_wait = max(retry_wait, backoff, seconds or 0.0)
+                    retry_after = max(retry_after, seconds or 0.0)
                     continue
                 done[rid] = (status, answer.get("body"))
                 del pending[rid]
+                answered += 1
             if not pending:
                 return done
-            if attempt == attempts or waited + retry_wait > self.http.options.retry_max_seconds:
+            stalled = 0 if answered else stalled + 1
+            # Retry-After is a floor; waits grow only over rounds without any answer, which
+            # keeps concurrent chunks from exhausting their attempts while the service is
+            # still throttling.
+            backoff = min(30.0, 2.0 ** max(stalled - 1, 0))
+            retry_wait = max(backoff, retry_after)
+            if stalled >= attempts or waited + retry_wait > self.http.options.retry_max_seconds:
                 break
             log.warning(
                 "Graph $batch: %d inner request(s) throttled or failing, retrying them in %.1fs "
-                "(attempt %d of %d)",
+                "(%d answered this round; %d of %d attempts without an answer)",
                 len(pending),
                 retry_wait,
-                attempt + 1,
+                answered,
+                stalled,
                 attempts,
             )
             self.http.wait(retry_wait)
@@ -157,7 +168,7 @@ class GraphClient:
         cls = ThrottledError if throttled else ServerError
         raise cls(
             f"Graph $batch: {len(pending)} inner request(s) still "
-            f"{'throttled' if throttled else 'failing with a server error'} after {attempt} "
+            f"{'throttled' if throttled else 'failing with a server error'} after {rounds} "
             f"attempt(s) (first: {first.method} {first.url}): run again later, or raise "
             "BRIDGE_RETRY_ATTEMPTS / BRIDGE_RETRY_MAX_SECONDS",
             status=429 if throttled else last_status[first.id],
