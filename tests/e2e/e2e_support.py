@@ -61,8 +61,13 @@ class Result:
         )
 
 
+def clean_environ() -> dict[str, str]:
+    """This process's environment without credentials or tuning of its own."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "BRIDGE_"))}
+
+
 def child_env(sb: Sandbox, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "BRIDGE_"))}
+    env = clean_environ()
     env.update(sb.env())
     env["BRIDGE_RETRY_ATTEMPTS"] = str(RETRY_ATTEMPTS)
     env.update(extra or {})
