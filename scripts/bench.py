@@ -7,7 +7,7 @@ direct assignment), a desired file managing all of it with a little drift is wri
 `python -m bridge drift FILE` runs as a child process: wall time (start-up included), HTTP
 requests by route as the sandbox counted them, 429s, and the child's peak RSS. Then, on one
 tenant, `apply --auto-approve --force` of N new direct assignments: wall time, write requests by
-route, and the reads around them (plan, the re-read under the lock, verification polls).
+route, and the reads around them (the plan, read under the lock, and verification polls).
 
 Requests are compared with the fewest the APIs allow for a full read (see ``minimum_requests``)
 and with a per-user reader (one request per user plus one per group, as peer tools do).
