@@ -13,7 +13,8 @@ from http_fixtures import (  # noqa: F401  (fixtures)
 from responses import matchers, registries
 
 from bridge.backends.graph import GraphClient, odata_string, user_path
-from bridge.errors import ForbiddenError, NotFoundError, ThrottledError
+from bridge.errors import ForbiddenError, InvalidResponseError, NotFoundError, ThrottledError
+from bridge.state import User
 
 BATCH = f"{GRAPH}/v1.0/$batch"
 CLIN_A = "0a0a0a0a-0000-0000-0000-00000000000a"
@@ -165,6 +166,54 @@ def test_resolve_users_by_upn_and_id(rsps, client):
     found = graph.resolve_users([guest, "gone@contoso.org"])
     assert found[guest] is not None and found[guest].id == "u-jane"
     assert found["gone@contoso.org"] is None
+
+
+def test_list_users_follows_every_next_link(ordered, client):
+    graph = GraphClient(client, GRAPH)
+    url = f"{GRAPH}/v1.0/users"
+    select = "id,userPrincipalName,displayName,department"
+    guest = "jane_fabrikam.com#EXT#@contoso.onmicrosoft.com"
+    ordered.get(
+        url,
+        match=[matchers.query_param_matcher({"$select": select, "$top": "999"})],
+        json={
+            "value": [
+                {"id": "u1", "userPrincipalName": "ann@contoso.org", "displayName": "Ann"},
+                {"id": "u2", "userPrincipalName": guest, "department": "Cardiology"},
+            ],
+            "@odata.nextLink": f"{url}?$select={select}&$top=999&$skiptoken=X2",
+        },
+    )
+    ordered.get(
+        url,
+        match=[
+            matchers.query_param_matcher({"$select": select, "$top": "999", "$skiptoken": "X2"})
+        ],
+        json={"value": [], "@odata.nextLink": f"{url}?$select={select}&$top=999&$skiptoken=X3"},
+    )
+    ordered.get(
+        url,
+        match=[
+            matchers.query_param_matcher({"$select": select, "$top": "999", "$skiptoken": "X3"})
+        ],
+        json={"value": [{"id": "u3", "userPrincipalName": "bob@contoso.org"}]},
+    )
+
+    assert graph.list_users() == [
+        User("u1", "ann@contoso.org", "Ann", None),
+        User("u2", guest, None, "Cardiology"),
+        User("u3", "bob@contoso.org", None, None),
+    ]
+
+
+def test_list_users_refuses_a_page_without_value_or_a_user_without_id(rsps, client):
+    graph = GraphClient(client, GRAPH)
+    rsps.get(f"{GRAPH}/v1.0/users", json={"error": "not a page"})
+    with pytest.raises(InvalidResponseError, match="'value'"):
+        graph.list_users()
+    rsps.replace(responses.GET, f"{GRAPH}/v1.0/users", json={"value": [{"displayName": "X"}]})
+    with pytest.raises(InvalidResponseError, match="without an id"):
+        graph.list_users()
 
 
 def test_member_of_pages_and_keeps_only_groups(rsps, client):

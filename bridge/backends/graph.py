@@ -22,6 +22,7 @@ from ..state import Group, User, bare_name, policy_key
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 20  # Graph's limit per $batch request
+USERS_PAGE_SIZE = 999  # Graph's largest $top for /users
 POLICY_TYPE = "TeamsMessagingPolicy"
 _USER_SELECT = "id,userPrincipalName,displayName,department"
 _INNER_RETRY = frozenset({429, 500, 502, 503, 504})
@@ -234,6 +235,21 @@ class GraphClient:
             self._url(user_path(ref)), resource=self.resource, params={"$select": _USER_SELECT}
         )
         return user_from_graph(body)
+
+    def list_users(self) -> list[User]:
+        """Every user in the directory (id, UPN, display name, department), 999 a page, every
+        ``@odata.nextLink`` followed; a page that fails raises (never a partial directory)."""
+        items = self.http.paged(
+            self._url("/users"),
+            resource=self.resource,
+            params={"$select": _USER_SELECT, "$top": str(USERS_PAGE_SIZE)},
+        )
+        users = []
+        for item in items:
+            if not isinstance(item, dict) or not item.get("id"):
+                raise InvalidResponseError(f"Graph listed a user without an id: {item!r}")
+            users.append(user_from_graph(item))
+        return users
 
     def group(self, group_id: str) -> Group:
         body = self.http.get_json(

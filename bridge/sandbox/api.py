@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 GRAPH_BATCH_LIMIT = 20
 GRAPH_BULK_ASSIGN_LIMIT = 1000
-GRAPH_MEMBERS_MAX_TOP = 999
+GRAPH_MAX_TOP = 999  # the largest $top Graph takes on /users and /groups/{id}/members
+GRAPH_DEFAULT_TOP = 100
 
 
 @dataclass
@@ -357,27 +358,59 @@ def get_group(sb: Sandbox, req: Request) -> Response:
     return Response(200, _select(group, req))
 
 
-def group_members(sb: Sandbox, req: Request) -> Response:
-    top = _int_param(req, "$top", 100)
-    if not 1 <= top <= GRAPH_MEMBERS_MAX_TOP:
+def _graph_top(req: Request) -> int:
+    top = _int_param(req, "$top", GRAPH_DEFAULT_TOP)
+    if not 1 <= top <= GRAPH_MAX_TOP:
         raise ServiceError(
             400,
             "Request_BadRequest",
-            f"Invalid page size specified: '{top}'. Must be between 1 and "
-            f"{GRAPH_MEMBERS_MAX_TOP} inclusive.",
+            f"Invalid page size specified: '{top}'. Must be between 1 and {GRAPH_MAX_TOP} "
+            "inclusive.",
         )
-    skip = _skip(req)
-    group_id = req.params["group"]
-    positions, more = sb.tenant.group_members(group_id, skip, top)
-    users = [_select(_graph_user(sb, p), req) for p in positions]
-    body: dict[str, Any] = {"value": users}
+    return top
+
+
+def _graph_page(
+    sb: Sandbox,
+    req: Request,
+    path: str,
+    items: list[dict[str, Any]],
+    *,
+    skip: int,
+    top: int,
+    more: bool,
+) -> Response:
+    """``{"value": items}`` (``$select`` applied), with an ``@odata.nextLink`` to ``path`` that
+    carries the next ``$skiptoken``, the same ``$top`` and ``$select``, when ``more``."""
+    body: dict[str, Any] = {"value": [_select(item, req) for item in items]}
     if more:
         query: dict[str, Any] = {"$top": top, "$skiptoken": skip + top}
         if "$select" in req.query:
             query["$select"] = req.query["$select"]
-        next_query = urlencode(query, safe="$,")
-        body["@odata.nextLink"] = f"{sb.base_url}/v1.0/groups/{group_id}/members?{next_query}"
+        body["@odata.nextLink"] = f"{sb.base_url}/v1.0{path}?{urlencode(query, safe='$,')}"
     return Response(200, body)
+
+
+def group_members(sb: Sandbox, req: Request) -> Response:
+    top = _graph_top(req)
+    skip = _skip(req)
+    group_id = req.params["group"]
+    positions, more = sb.tenant.group_members(group_id, skip, top)
+    users = [_graph_user(sb, p) for p in positions]
+    return _graph_page(sb, req, f"/groups/{group_id}/members", users, skip=skip, top=top, more=more)
+
+
+def list_graph_users(sb: Sandbox, req: Request) -> Response:
+    if "$filter" in req.query or "$search" in req.query:
+        raise ServiceError(
+            400,
+            "Request_UnsupportedQuery",
+            "The sandbox lists users with $select, $top and $skiptoken only.",
+        )
+    top = _graph_top(req)
+    skip = _skip(req)
+    users, more = sb.tenant.graph_users_page(skip, top)
+    return _graph_page(sb, req, "/users", users, skip=skip, top=top, more=more)
 
 
 def _graph_user(sb: Sandbox, pos: int) -> dict[str, Any]:
@@ -560,6 +593,7 @@ _GRAPH = [
     ("GET", r"/v1\.0/groups", list_groups),
     ("GET", r"/v1\.0/groups/(?P<group>[^/]+)", get_group),
     ("GET", r"/v1\.0/groups/(?P<group>[^/]+)/members", group_members),
+    ("GET", r"/v1\.0/users", list_graph_users),
     ("GET", r"/v1\.0/users/(?P<user>[^/]+)/memberOf", member_of),
     ("GET", r"/v1\.0/users/(?P<user>[^/]+)", get_user),
     ("POST", r"/v1\.0/\$batch", batch),

@@ -226,6 +226,12 @@ class Tenant:
             "department": self.department_names[self.departments[pos]],
         }
 
+    def graph_users_page(self, skip: int, top: int) -> tuple[list[dict[str, Any]], bool]:
+        """Graph's view of users ``skip`` .. ``skip+top``, and whether more follow."""
+        with self._lock:
+            end = min(skip + top, len(self.user_ids))
+            return [self.user(pos) for pos in range(skip, end)], end < len(self.user_ids)
+
     def group(self, group_id: str) -> dict[str, str] | None:
         with self._lock:
             g = self._group_by_id.get(group_id)

@@ -473,6 +473,31 @@ def test_guest_user_by_encoded_upn(sb, graph):
     assert graph("GET", "/v1.0/users/nobody@northwind-health.org").status_code == 404
 
 
+def test_users_listed_in_pages_with_select_and_next_links(sb, graph):
+    select = "id,userPrincipalName,displayName,department"
+    seen, url, pages = [], f"/v1.0/users?$select={select}&$top=70", 0
+    while url:
+        r = graph("GET", url)
+        assert r.status_code == 200, r.text
+        seen += r.json()["value"]
+        url = r.json().get("@odata.nextLink")
+        assert url is None or (
+            url.startswith(f"{sb.base_url}/v1.0/users?") and "$skiptoken=" in url
+        )
+        pages += 1
+    assert pages == 5 and len({u["id"] for u in seen}) == 300
+    assert {u["userPrincipalName"] for u in seen} == set(sb.tenant.upns)
+    assert all(set(u) == {"id", "userPrincipalName", "displayName", "department"} for u in seen)
+    assert set(graph("GET", "/v1.0/users?$top=1&$select=id").json()["value"][0]) == {"id"}
+    assert len(graph("GET", "/v1.0/users").json()["value"]) == 100  # Graph's default page size
+    assert len(graph("GET", "/v1.0/users?$top=999").json()["value"]) == 300
+    for top in (0, 1000):
+        r = graph("GET", f"/v1.0/users?$top={top}")
+        assert r.status_code == 400 and r.json()["error"]["code"] == "Request_BadRequest"
+    r = graph("GET", "/v1.0/users", params={"$filter": "department eq 'Nursing'"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "Request_UnsupportedQuery"
+
+
 def test_organization(sb, graph):
     org = graph("GET", "/v1.0/organization").json()["value"][0]
     assert org["id"] == sb.tenant_id
