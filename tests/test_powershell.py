@@ -126,15 +126,44 @@ def test_read_returns_the_tenant_with_bare_names_and_resolved_directory(backend,
     assert state.directory.searched_groups == {"Nobody"}
 
 
-def test_wanted_users_are_resolved_with_quoted_filters(backend, fake):
+def test_the_directory_is_every_user_graph_lists(backend, fake, seed):
+    unassigned_by_id = "00000020-1111-4222-8333-444455556666"
+    state = backend.read(Wanted(users=["USER005@northwind-health.org", unassigned_by_id]))
+
+    # The whole tenant, not only the three users with a direct assignment: the safety limit's
+    # share of users and a snapshot's directory count everyone, as through REST.
+    assert state.directory.users == seed.directory.users
+    assert state.user_assignments == seed.user_assignments
+    assert backend.graph.listings == 1
+    # Every name the file uses was in the listing: no per-name lookup through pwsh.
+    assert [c["params"] for c in fake.calls("Get-CsOnlineUser")] == [["Filter"]]
+    assert state.directory.searched_users == set()
+
+
+def test_wanted_users_missing_from_graph_are_looked_up_with_quoted_filters(backend, fake):
     state = backend.read(
         Wanted(users=["o'brien@northwind-health.org", "user005@northwind-health.org"])
     )
-    # One call for the assigned users, one filter for both names (a quote left undoubled would
-    # have been an error record from the fake's filter parser).
+    # One call for the assigned users, one filter for the name Graph did not list (a quote left
+    # undoubled would have been an error record from the fake's filter parser).
     assert len(fake.calls("Get-CsOnlineUser")) == 2
     assert state.directory.user_by_ref("user005@northwind-health.org") is not None
     assert state.directory.searched_users == {"o'brien@northwind-health.org"}
+
+
+def test_a_graph_listing_that_fails_fails_the_read(fake, seed, tokens):
+    class BrokenGraph(FakeGraph):
+        def list_users(self):
+            raise ThrottledError("Graph /users: still throttled", status=429)
+
+    backend = PowerShellBackend(
+        SimpleNamespace(graph_url=GRAPH_URL, tenant_id=None),
+        tokens,
+        graph=BrokenGraph(seed),
+        timeout=20.0,
+    )
+    with backend, pytest.raises(ThrottledError, match="still throttled"):
+        backend.read()
 
 
 def test_one_pwsh_process_serves_a_whole_read_and_apply(backend, fake):

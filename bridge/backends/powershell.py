@@ -29,9 +29,13 @@ from Microsoft Graph through the same ``GraphClient`` the REST transport uses, w
 already at hand. A ref that is a GUID is looked up by id, a name by ``displayName``; every match is
 kept, so an ambiguous name is reported by the plan, never resolved to the first match.
 
-Users. ``Get-CsOnlineUser -Filter "TeamsMessagingPolicy -ne $null"`` gives every direct
-assignment (with UPN and object id) in one call; the users ``Wanted`` names that are not among them
-are resolved with ``UserPrincipalName -eq`` / ``Identity -eq`` filters, a few dozen per call.
+Users. The directory (every user: id, UPN, display name, department) is paged from Graph
+``/users`` while pwsh reads the policies, as the REST transport pages ``/Teams.User/users``: the
+safety limit's share of users and a snapshot's directory count the whole tenant through either
+transport. ``Get-CsOnlineUser -Filter "TeamsMessagingPolicy -ne $null"`` gives every direct
+assignment (with UPN and object id) in one call; the users ``Wanted`` names that are in neither are
+looked up with ``UserPrincipalName -eq`` / ``Identity -eq`` filters, a few dozen per call, and what
+is still missing is recorded as searched-but-absent.
 
 Bulk. Up to ``GRANT_ONE_BY_ONE_MAX`` users of one policy are granted one by one
 (``Grant-CsTeamsMessagingPolicy``; ``-PolicyName $null`` removes); more go through
@@ -54,6 +58,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..auth import TEAMS_RESOURCE, decode_claims, is_guid
@@ -75,6 +80,7 @@ from ..state import (
     Directory,
     Group,
     GroupAssignment,
+    Policy,
     TenantState,
     User,
     UserAssignment,
@@ -120,6 +126,10 @@ class GroupDirectory(Protocol):
 
     def resolve_groups(self, refs: Iterable[str]) -> dict[str, list[Group]]:
         """Every group each ref names (GUID: by id; else by display name); [] when none."""
+        ...
+
+    def list_users(self) -> list[User]:
+        """Every user in the directory."""
         ...
 
     def member_of(self, user_id: str) -> list[Group]: ...
@@ -495,25 +505,20 @@ class PowerShellBackend:
     # ------------------------------------------------------------------ reads
 
     def read(self, wanted: Wanted = _NOTHING_WANTED) -> TenantState:
-        policies = []
-        for obj in self._call("Get-CsTeamsMessagingPolicy"):
-            try:
-                policies.append(policy_from_service(obj))
-            except (ValueError, AttributeError) as exc:
-                raise InvalidResponseError(
-                    f"Get-CsTeamsMessagingPolicy returned an object without an Identity: {exc}"
-                ) from exc
-        rows = self._call("Get-CsGroupPolicyAssignment", {"PolicyType": POLICY_TYPE})
+        graph = self.graph
+        # The directory pages from Graph (HTTP) while pwsh answers; pwsh is one process taking
+        # one request at a time, so the cmdlets stay in this thread.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bridge-graph-users") as pool:
+            listing = pool.submit(graph.list_users)
+            policies, rows, direct = self._read_pwsh()
+            users = listing.result()
         directory = Directory()
-        assignments: list[UserAssignment] = []
-        for row in self._call(
-            "Get-CsOnlineUser", {"Filter": f"{POLICY_TYPE} -ne $null"}, select=USER_FIELDS
-        ):
-            user = _user(row)
+        for user in users:
             directory.add_user(user)
-            policy = _policy_name(row.get(POLICY_TYPE))
-            if policy:
-                assignments.append(UserAssignment(user.id, policy, user.upn))
+        assignments: list[UserAssignment] = []
+        for user, policy in direct:
+            directory.add_user(user)
+            assignments.append(UserAssignment(user.id, policy, user.upn))
         self._resolve_users(wanted.users, directory)
 
         group_ids = [str(r["GroupId"]) for r in rows if _is_messaging(r)]
@@ -539,12 +544,35 @@ class PowerShellBackend:
                 )
             )
         log.info(
-            "read %d policies, %d group assignments, %d direct assignments through pwsh",
+            "read %d policies, %d group assignments, %d direct assignments through pwsh, "
+            "%d users from Graph",
             len(policies),
             len(groups),
             len(assignments),
+            len(users),
         )
         return TenantState.build(self.tenant_id, policies, groups, assignments, directory)
+
+    def _read_pwsh(self) -> tuple[list[Policy], list[Any], list[tuple[User, str]]]:
+        """The policies, the group assignment rows and the direct assignments (user, policy)."""
+        policies = []
+        for obj in self._call("Get-CsTeamsMessagingPolicy"):
+            try:
+                policies.append(policy_from_service(obj))
+            except (ValueError, AttributeError) as exc:
+                raise InvalidResponseError(
+                    f"Get-CsTeamsMessagingPolicy returned an object without an Identity: {exc}"
+                ) from exc
+        rows = self._call("Get-CsGroupPolicyAssignment", {"PolicyType": POLICY_TYPE})
+        direct = []
+        for row in self._call(
+            "Get-CsOnlineUser", {"Filter": f"{POLICY_TYPE} -ne $null"}, select=USER_FIELDS
+        ):
+            user = _user(row)
+            policy = _policy_name(row.get(POLICY_TYPE))
+            if policy:
+                direct.append((user, policy))
+        return policies, rows, direct
 
     def _resolve_users(self, refs: Sequence[str], directory: Directory) -> None:
         missing = [r for r in dict.fromkeys(refs) if directory.user_by_ref(r) is None]

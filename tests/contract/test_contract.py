@@ -41,6 +41,8 @@ def test_read_gives_bare_names_and_the_tenant_as_rest_reads_it(backend: Backend,
     assert state_checksum(state) == state_checksum(initial)
     assert state.ranked_groups() == initial.ranked_groups()
     assert state.user_assignments == initial.user_assignments
+    # Every user, not only those with a direct assignment (the safety limit counts them all).
+    assert state.directory.users == initial.directory.users
     volunteers = state.directory.groups_by_ref("Volunteers")
     assert len(volunteers) == 2  # an ambiguous name keeps every match
 

@@ -1,7 +1,7 @@
 """Every command through ``--transport powershell``, end to end: the installed CLI in a subprocess,
 the fake ``pwsh`` first on PATH (``tests/fake_pwsh``) holding the Teams side, and the sandbox over
-HTTPS issuing the tokens and answering Graph (group names, members, verified domains), as Graph
-does for the real module.
+HTTPS issuing the tokens and answering Graph (the directory's users, group names, members,
+verified domains), as Graph does for the real module.
 
 The fake is seeded with the sandbox's tenant as the REST transport reads it (plus every user of the
 directory, for ``explain``), so a plan through either transport starts from the same state.
@@ -305,12 +305,6 @@ def test_snapshot_saves_the_tenant_pwsh_reads(cli: Cli, world: World, tmp_path: 
     assert offline == online
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="transport parity bug: a snapshot through PowerShell lists only the users with a "
-    "direct assignment (REST lists every user), so an offline plan naming anyone else reports "
-    "them 'not found in the tenant'",
-)
 def test_a_pwsh_snapshot_plans_offline_like_the_tenant(cli: Cli, tmp_path: Path):
     out = tmp_path / "snap.json"
     assert cli("snapshot", "--out", str(out)).code == 0
@@ -434,13 +428,6 @@ def test_access_denied_by_the_module_names_the_directory_role(cli: Cli, fake: Fa
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="transport parity bug: the share-of-users safety limit divides by the users the "
-    "transport read; REST reads every user, PowerShell only those with a direct assignment or "
-    "named in the file, so 2 users moving is 2 of 200 (1%) through REST and 2 of 7 (28.6%, over "
-    "10%) through PowerShell",
-)
 def test_the_safety_share_is_the_same_through_both_transports(cli: Cli, world: World):
     tenant = world.sandbox.tenant
     ungrouped = [u for u in tenant.upns if not tenant.member_of(u)][:2]

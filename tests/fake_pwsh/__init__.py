@@ -145,11 +145,16 @@ class FakeGraph:
     def __init__(self, state: TenantState):
         self.directory = state.directory
         self.lookups: list[list[str]] = []
+        self.listings = 0  # list_users calls
 
     def resolve_groups(self, refs: Any) -> dict[str, list[Any]]:
         refs = list(dict.fromkeys(refs))
         self.lookups.append(refs)
         return {r: self.directory.groups_by_ref(r) for r in refs}
+
+    def list_users(self) -> list[Any]:
+        self.listings += 1
+        return list(self.directory.users.values())
 
     def member_of(self, user_id: str) -> list[Any]:
         return [g for g in self.directory.groups.values() if user_id in (g.members or ())]
