@@ -29,7 +29,9 @@ def big() -> Iterator[Sandbox]:
 def test_twelve_thousand_direct_assignments_in_a_dozen_requests(big, cli_for, tmp_path):
     upns = list(big.tenant.upns)
     assert len(upns) == USERS
-    already = {uid for uid, policy in big.tenant.direct_assignments().items() if policy == "Kitchen"}
+    already = {
+        uid for uid, policy in big.tenant.direct_assignments().items() if policy == "Kitchen"
+    }
     assert not already
     lines = [
         "policies:",
