@@ -206,13 +206,7 @@ def test_second_apply_gives_up_on_the_lock(fresh, cli_for, tmp_path):
     assert fresh.stats()["writes"] == NORTHWIND_WRITES  # only the first wrote
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bridge/commands.py refuses the waiting apply's plan as stale instead of re-planning "
-    "after the lock (patch in the e2e report)",
-)
 def test_second_apply_waits_for_the_lock_and_writes_nothing(fresh, cli_for, tmp_path):
     second = _apply_while_another_holds_the_lock(fresh, cli_for, tmp_path, lock_timeout=30)
     assert fresh.stats()["writes"] == NORTHWIND_WRITES  # only the first wrote
-    assert second.code == 0, second
-    assert "No changes. The tenant matches the desired state" in second.out, second
+    assert (second.code, second.out) == (0, NO_CHANGES), second
