@@ -45,14 +45,16 @@ def test_drift_through_a_storm_of_429s(ro, cli_for):
 def test_apply_through_a_storm_writes_each_change_once(fresh, cli_for, tmp_path):
     (tmp_path / "storm.yaml").write_text(STORM_FILE)
     cli = cli_for(fresh)
-    fresh.configure(throttle_rps=10, throttle_burst=2)
+    # A milder storm than drift's (4 at once): apply reads the tenant twice and the assigned
+    # groups' members once, and each 429 costs at least the 1 s of its Retry-After.
+    fresh.configure(throttle_rps=10, throttle_burst=4)
     result = cli("apply", "storm.yaml", "--auto-approve", "--journal", "j.jsonl")
     assert result.code == 0, result
     assert "Apply ok: 6 applied (verified), 0 pending, 0 failed, 0 not attempted, of 6" in (
         result.out
     ), result
     stats = fresh.stats()
-    assert stats["throttled"] >= 20, stats
+    assert stats["throttled"] >= 15, stats
     assert stats["early_retries"] == 0, stats
     # Three policy updates, one create, one bulk request for both guests: none sent twice
     # successfully, though writes were among the throttled.
