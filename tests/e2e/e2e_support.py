@@ -75,11 +75,15 @@ def child_env(sb: Sandbox, extra: Mapping[str, str] | None = None) -> dict[str, 
 
 
 class Cli:
-    """Runs ``teams-bridge`` in ``cwd`` against ``sb``."""
+    """Runs ``teams-bridge`` in ``cwd`` against ``sb``; per-user state (the default apply lock
+    directory) goes under ``cwd`` too, never into the home directory of whoever runs the tests."""
 
     def __init__(self, sb: Sandbox, cwd: Path):
         self.sb = sb
         self.cwd = cwd
+
+    def _env(self, extra: Mapping[str, str] | None) -> dict[str, str]:
+        return child_env(self.sb, {"XDG_STATE_HOME": str(self.cwd / "state"), **(extra or {})})
 
     def __call__(
         self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 60
@@ -87,7 +91,7 @@ class Cli:
         started = time.monotonic()
         proc = subprocess.run(
             [*BRIDGE, *args],
-            env=child_env(self.sb, env),
+            env=self._env(env),
             cwd=self.cwd,
             capture_output=True,
             text=True,
@@ -101,7 +105,7 @@ class Cli:
     def start(self, *args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [*BRIDGE, *args],
-            env=child_env(self.sb, env),
+            env=self._env(env),
             cwd=self.cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
