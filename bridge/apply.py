@@ -315,8 +315,8 @@ class _Run:
             self._write(first)
         except BridgeError as exc:
             error = str(exc)
-            if replaced:
-                error += "; its old assignment was removed, so the group has none now"
+            if replaced and isinstance(first, SetGroupAssignment):
+                error += self._restore(first)
             self.result.failed.append(
                 FailedChange(first, error, getattr(exc, "correlation_id", None))
             )
@@ -327,6 +327,35 @@ class _Run:
         self._journal([self._entry(first.data(), "ok")])
         log.info("%s: ok", describe(first))
         return True
+
+    def _restore(self, c: SetGroupAssignment) -> str:
+        """Put back the assignment a failed replacement removed, so its members are not left
+        on Global (and a re-run is again only the replacement, not a mass change)."""
+        old = c.existing
+        assert old is not None
+        self.result.write_requests += 1
+        try:
+            self.backend.add_group_assignment(c.group_id, old.policy, old.rank)
+        except BridgeError as exc:
+            log.error("restoring the assignment of group %s failed: %s", c.group_id, exc)
+            return (
+                f"; its old assignment ({old.policy}, rank {old.rank}) was removed and could not "
+                f"be put back ({exc}), so the group has none now"
+            )
+        self._journal(
+            [
+                self._entry(
+                    {
+                        "kind": "restore_group_assignment",
+                        "group_id": c.group_id,
+                        "policy": old.policy,
+                        "rank": old.rank,
+                    },
+                    "ok",
+                )
+            ]
+        )
+        return f"; its old assignment ({old.policy}, rank {old.rank}) was put back"
 
     def _write(self, c: Change) -> None:
         self.result.write_requests += 1

@@ -396,14 +396,16 @@ def test_fault_at_each_write_then_a_rerun_converges(fail_at, after, tmp_path):
     assert [e["result"] for e in lines if e["event"] == "run_finished"] == ["failed", "ok"]
 
 
-def test_replacement_whose_add_fails_says_the_group_has_none_now():
+def test_replacement_whose_add_fails_puts_the_old_assignment_back():
     mem, current, plan = fresh()
     with pytest.raises(ApplyFailed) as err:
-        run(plan, FaultyBackend(mem, 5), current)  # 4: remove g-fac, 5: add it back
+        run(plan, FaultyBackend(mem, 5), current)  # 4: remove g-fac, 5: add it (6: restore)
     assert "assign group Facilities to Support Staff (rank 2) (503 from Teams admin API" in str(
         err.value
     )
-    assert "its old assignment was removed, so the group has none now" in str(err.value)
+    assert "its old assignment (Kitchen, rank 2) was put back" in str(err.value)
+    restored = mem.state.group_assignments["g-fac"]
+    assert (restored.policy, restored.rank) == ("Kitchen", 2)
 
 
 def test_bulk_call_that_raises_fails_every_user_in_it():
@@ -678,3 +680,26 @@ def test_poll_interval_must_be_positive():
     mem, current, plan = user_plan()
     with pytest.raises(ValueError, match="poll_interval must be positive"):
         run(plan, mem, current, poll_interval=0)
+
+
+class FailingAddBackend(Wrapper):
+    """Every add of one group's assignment fails (the service is down for it)."""
+
+    def __init__(self, inner, group_id: str) -> None:
+        super().__init__(inner)
+        self.group_id = group_id
+
+    def _call(self, op, fn, *args):
+        if op == "add_group_assignment" and args[0] == self.group_id:
+            raise ServerError("503 from Teams admin API on add", status=503)
+        return fn(*args)
+
+
+def test_a_replacement_that_cannot_be_undone_says_the_group_has_none_now():
+    mem, current, plan = fresh()
+    with pytest.raises(ApplyFailed) as err:
+        run(plan, FailingAddBackend(mem, "g-fac"), current)
+    assert "its old assignment (Kitchen, rank 2) was removed and could not be put back" in str(
+        err.value
+    )
+    assert "g-fac" not in mem.state.group_assignments
