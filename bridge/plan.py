@@ -394,10 +394,13 @@ class Plan:
         return reasons
 
     def _clinical_reasons(self, current: TenantState) -> list[str]:
-        """Read receipts or priority notifications switched off in a policy that applies to
-        somebody before or after this plan (a new policy assigned in the same plan counts)."""
-        in_use = policies_in_use(current) | policies_in_use(simulate(current, self))
-        reasons = []
+        """Read receipts or priority notifications switched off for somebody: in a policy that
+        applies to somebody before or after this plan (a new policy assigned in the same plan
+        counts), or by moving a group or users from a policy that has them on to one that has
+        them off."""
+        after = simulate(current, self)
+        in_use = policies_in_use(current) | policies_in_use(after)
+        reasons = self._clinical_moves(current, after)
         for c in self.changes:
             if isinstance(c, CreatePolicy):
                 name, new = c.name, dict(c.settings)
@@ -418,6 +421,37 @@ class Plan:
                         reasons.append(
                             f"turns {setting} off ({off!r}) in policy {name}, which is in use"
                         )
+        return reasons
+
+    def _clinical_moves(self, current: TenantState, after: TenantState) -> list[str]:
+        def turned_off(old: str, new: str) -> list[str]:
+            before_p, after_p = current.policy(old), after.policy(new)
+            was = before_p.settings if before_p else {}
+            now = after_p.settings if after_p else {}
+            return [
+                setting
+                for setting, off in CLINICAL_OFF.items()
+                if catalogue.values_equal(setting, now.get(setting), off)
+                and not catalogue.values_equal(setting, was.get(setting), off)
+            ]
+
+        reasons = []
+        users: dict[str, int] = {}
+        for c in self.changes:
+            if isinstance(c, SetGroupAssignment) and c.existing is not None:
+                lost = turned_off(c.existing.policy, c.policy)
+                if lost:
+                    reasons.append(
+                        f"moves group {c.group_name or c.group_id} from {c.existing.policy} to "
+                        f"{c.policy}, which has {' and '.join(lost)} off"
+                    )
+            elif isinstance(c, SetUserAssignment) and c.existing_policy:
+                for setting in turned_off(c.existing_policy, c.policy):
+                    users[setting] = users.get(setting, 0) + 1
+        for setting, count in sorted(users.items()):
+            reasons.append(
+                f"moves {count} user(s) directly to a policy with {setting} off from one with it on"
+            )
         return reasons
 
     def raise_if_unsafe(self, current: TenantState, limits: SafetyLimits, force: bool) -> None:

@@ -228,3 +228,38 @@ def test_every_reason_is_listed_and_force_lifts_them_all():
         plan.raise_if_unsafe(tenant(), LIMITS, force=False)
     assert all(r in str(err.value) for r in reasons)
     plan.raise_if_unsafe(tenant(), LIMITS, force=True)
+
+
+def test_moving_a_group_or_users_to_a_policy_with_priority_off_needs_force():
+    from factories import desired as make_desired
+    from factories import tenant as make_tenant
+
+    from bridge.plan import diff
+    from bridge.state import SafetyLimits
+
+    on = {"AllowPriorityMessages": True, "ReadReceiptsEnabledType": "Everyone"}
+    off = {"AllowPriorityMessages": False, "ReadReceiptsEnabledType": "Everyone"}
+    current = make_tenant(
+        {"Clinical": on, "Kitchen": off},
+        groups=[(1, "Clinical")],
+        users={2: "Clinical", 3: "Clinical"},
+    )
+    want = make_desired(
+        {"Clinical": on, "Kitchen": off},
+        groups=[("Group 1", "Kitchen", 1)],
+        users=[
+            ("user2@northwind-health.org", "Kitchen"),
+            ("user3@northwind-health.org", "Kitchen"),
+        ],
+    )
+    plan = diff(current, want)
+    reasons = plan.unsafe_reasons(current, SafetyLimits(max_user_change_share=1.0))
+    assert "moves group Group 1 from Clinical to Kitchen, which has AllowPriorityMessages off" in (
+        reasons
+    )
+    assert (
+        "moves 2 user(s) directly to a policy with AllowPriorityMessages off from one with it on"
+        in reasons
+    )
+    limits = SafetyLimits(max_user_change_share=1.0, protect_clinical_settings=False)
+    assert plan.unsafe_reasons(current, limits) == []
