@@ -38,6 +38,7 @@ def test_twelve_thousand_direct_assignments_in_a_dozen_requests(big, cli_for, tm
         "  Kitchen: {AllowGiphy: false}  # as the tenant has it: only assignments change",
         "safety:",
         "  max_user_change_share: 100%",
+        "  protect_clinical_settings: false  # Kitchen has priority notifications off",
         "assignments:",
         "  users:",
         *(f"    - {{user: '{upn}', policy: Kitchen}}" for upn in upns),
