@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .model import DriftReport, format_value, utc
+from .render_markdown import escape_markdown
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,4 @@ def _short(value: object) -> str:
 def _plain(text: object) -> str:
     # Card TextBlocks render a Markdown subset: keep tenant text from turning into links or
     # formatting.
-    out = str(text)
-    for ch in "\\*_[]`":
-        out = out.replace(ch, "\\" + ch)
-    return " ".join(out.split())
+    return escape_markdown(text)

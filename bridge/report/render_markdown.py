@@ -9,9 +9,17 @@ DEFAULT_MAX_ITEMS = 30
 
 
 def md(text: object) -> str:
-    """``text`` safe inside a Markdown table cell: no HTML, no cell breaks, no code spans."""
+    """``text`` safe inside a Markdown table cell: no HTML, no cell breaks, no code spans, no
+    links or emphasis made of tenant text."""
     out = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    out = out.replace("|", "\\|").replace("`", "\\`").replace("*", "\\*").replace("_", "\\_")
+    return escape_markdown(out).replace("|", "\\|")
+
+
+def escape_markdown(text: object) -> str:
+    """Tenant text as literal Markdown (one line): links, emphasis and code spans escaped."""
+    out = str(text)
+    for ch in "\\*_[]`":
+        out = out.replace(ch, "\\" + ch)
     return " ".join(out.split())
 
 
