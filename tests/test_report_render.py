@@ -255,3 +255,11 @@ def test_write_reports_unwritable_directory(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(ConfigError, match="cannot write drift reports"):
         write_reports(scenario(), blocker / "sub", ["json"])
+
+
+def test_markdown_keeps_tenant_text_literal() -> None:
+    from bridge.report.render_markdown import md
+
+    assert md("[click](http://evil) <b>x</b> | a_b") == (
+        "\\[click\\](http://evil) &lt;b&gt;x&lt;/b&gt; \\| a\\_b"
+    )
