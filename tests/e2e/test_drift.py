@@ -165,3 +165,18 @@ def test_assignments_the_service_shows_late_are_pending_then_in_sync(fresh, cli_
     time.sleep(max(0.0, applied_at + 3.05 - time.monotonic()))
     late = cli("drift", str(NORTHWIND))
     assert late.code == 0, late
+
+
+@pytest.mark.parametrize(
+    "route",
+    [r"/Teams\.User/users", r"/Skype\.Policy/groupPolicyAssignments/", r"/v1\.0/\$batch"],
+)
+def test_a_read_that_keeps_failing_is_an_error_never_drift(ro, cli_for, tmp_path, route):
+    # 503 on every attempt: after the retries the run fails. Reading "no users", "no group
+    # assignments" or "no groups" instead would report everything as missing (false drift).
+    ro.inject(method=None, path=route, status=503, times=None)
+    drift = cli_for(ro)("drift", str(NORTHWIND), "--report-dir", "reports")
+    assert drift.code == 1, drift
+    assert "503" in drift.err and "after" in drift.err, drift
+    assert drift.out == ""
+    assert not (tmp_path / "reports").exists()
