@@ -13,6 +13,7 @@ import bisect
 import dataclasses
 import hashlib
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
@@ -40,17 +41,19 @@ C = TypeVar("C", bound="Change")
 
 
 @dataclass(frozen=True)
-class Change:
+class Change(ABC):
+    """One change to the tenant. ``data()`` is its stable JSON form (plans, journal)."""
+
     kind: ClassVar[str]
     symbol: ClassVar[str]  # Terraform's + ~ -
     order: ClassVar[int]
 
     @property
-    def target(self) -> str:
-        raise NotImplementedError  # pragma: no cover - every subclass defines it
+    @abstractmethod
+    def target(self) -> str: ...
 
-    def data(self) -> dict[str, Any]:
-        raise NotImplementedError  # pragma: no cover
+    @abstractmethod
+    def data(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
