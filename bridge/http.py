@@ -56,6 +56,7 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 NOT_PROCESSED_STATUSES = frozenset({429, 503})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 MIN_RETRY_WAIT = 0.5
+THROTTLED_ATTEMPTS_FACTOR = 4
 _ERRORS: dict[int, type[ApiError]] = {
     401: UnauthorizedError,
     403: ForbiddenError,
@@ -658,10 +659,18 @@ class HttpClient:
         return float(tenacity.wait_random_exponential(multiplier=0.5, max=30)(rs))
 
     def _stop(self, rs: tenacity.RetryCallState) -> bool:
-        if rs.attempt_number >= self.options.retry_attempts:
-            return True
         spent = max(rs.seconds_since_start or 0.0, rs.idle_for)
-        return spent + rs.upcoming_sleep > self.options.retry_max_seconds
+        if spent + rs.upcoming_sleep > self.options.retry_max_seconds:
+            return True
+        # A 429 is the service saying "later", not a fault: waiting it out is bounded by the time
+        # budget (and a generous count), so a storm shared by several threads does not use up
+        # the attempts meant for real failures.
+        outcome = rs.outcome
+        throttled = (
+            outcome is not None and not outcome.failed and outcome.result().status_code == 429
+        )
+        limit = self.options.retry_attempts * (THROTTLED_ATTEMPTS_FACTOR if throttled else 1)
+        return rs.attempt_number >= limit
 
     def _before_sleep(self, route: str, correlation_id: str, rs: tenacity.RetryCallState) -> None:
         outcome = rs.outcome

@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -345,6 +345,10 @@ class Plan:
         best-ranked assigned group the user is a direct member of; then Global). A re-rank or a
         reassignment counts only for members whose winning policy really changes. Membership comes
         from the groups whose members were read (``Session.fill_group_members``)."""
+        return set(self.policy_moves(current))
+
+    def policy_moves(self, current: TenantState) -> dict[str, tuple[str, str]]:
+        """user id -> (policy before, policy after), for every user whose policy changes."""
         direct = {
             c.user_id
             for c in self.changes
@@ -363,14 +367,16 @@ class Plan:
                 if group.id in changed_groups:
                     candidates.add(uid)
         if not candidates:
-            return set()
+            return {}
         after = simulate(current, self)
-        return {
-            uid
-            for uid in candidates
-            if _effective_key(current, uid, member_of.get(uid, ()))
-            != _effective_key(after, uid, member_of.get(uid, ()))
-        }
+        moves = {}
+        for uid in candidates:
+            groups = member_of.get(uid, ())
+            before_policy = current.effective(uid, groups)[0]
+            after_policy = after.effective(uid, groups)[0]
+            if policy_key(before_policy) != policy_key(after_policy):
+                moves[uid] = (before_policy, after_policy)
+        return moves
 
     def unsafe_reasons(self, current: TenantState, limits: SafetyLimits) -> list[str]:
         """Every safety limit this plan is over, with the numbers. Exactly at a limit is allowed."""
@@ -403,7 +409,7 @@ class Plan:
         them off."""
         after = simulate(current, self)
         in_use = policies_in_use(current) | policies_in_use(after)
-        reasons = self._clinical_moves(current, after)
+        reasons: list[str] = []
         for c in self.changes:
             if isinstance(c, CreatePolicy):
                 name, new = c.name, dict(c.settings)
@@ -424,10 +430,13 @@ class Plan:
                         reasons.append(
                             f"turns {setting} off ({off!r}) in policy {name}, which is in use"
                         )
-        return reasons
+        return reasons + self._clinical_moves(current, after)
 
     def _clinical_moves(self, current: TenantState, after: TenantState) -> list[str]:
-        def turned_off(old: str, new: str) -> list[str]:
+        """People who lose read receipts or priority notifications because they get another
+        policy: a group reassigned, a new or removed assignment, a re-rank."""
+
+        def lost(old: str, new: str) -> list[str]:
             before_p, after_p = current.policy(old), after.policy(new)
             was = before_p.settings if before_p else {}
             now = after_p.settings if after_p else {}
@@ -439,21 +448,23 @@ class Plan:
             ]
 
         reasons = []
-        users: dict[str, int] = {}
         for c in self.changes:
+            # Said per group as well, as it needs no member reads (plan shows it too).
             if isinstance(c, SetGroupAssignment) and c.existing is not None:
-                lost = turned_off(c.existing.policy, c.policy)
-                if lost:
+                settings = lost(c.existing.policy, c.policy)
+                if settings:
                     reasons.append(
                         f"moves group {c.group_name or c.group_id} from {c.existing.policy} to "
-                        f"{c.policy}, which has {' and '.join(lost)} off"
+                        f"{c.policy}, which has {' and '.join(settings)} off"
                     )
-            elif isinstance(c, SetUserAssignment) and c.existing_policy:
-                for setting in turned_off(c.existing_policy, c.policy):
-                    users[setting] = users.get(setting, 0) + 1
-        for setting, count in sorted(users.items()):
+        counts: dict[tuple[str, str, str], int] = {}
+        for before, after_policy in self.policy_moves(current).values():
+            for setting in lost(before, after_policy):
+                key = (setting, _spelled(current, before), _spelled(after, after_policy))
+                counts[key] = counts.get(key, 0) + 1
+        for (setting, before, after_policy), n in sorted(counts.items()):
             reasons.append(
-                f"moves {count} user(s) directly to a policy with {setting} off from one with it on"
+                f"{n} user(s) would lose {setting} (moving from {before} to {after_policy})"
             )
         return reasons
 
@@ -476,8 +487,9 @@ def _percent(share: float) -> str:
     return f"{share * 100:g}%"
 
 
-def _effective_key(state: TenantState, user_id: str, groups: Iterable[str]) -> str:
-    return policy_key(state.effective(user_id, groups)[0])
+def _spelled(state: TenantState, name: str) -> str:
+    policy = state.policy(name)
+    return policy.name if policy else name
 
 
 def _safety_from_data(data: Any) -> SafetyLimits:

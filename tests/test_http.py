@@ -408,3 +408,18 @@ def test_an_idempotent_post_is_retried_after_500() -> None:
         rsps.post("https://api.example/assign", status=204)
         client.request("POST", "https://api.example/assign", json={}, idempotent=True)
     assert len(sleeps) == 1
+
+
+def test_a_429_storm_is_bounded_by_time_not_by_the_fault_attempts() -> None:
+    sleeps: list[float] = []
+    client = HttpClient(
+        None, HttpOptions(retry_attempts=2, retry_max_seconds=60), sleep=sleeps.append
+    )
+    with responses.RequestsMock(
+        assert_all_requests_are_fired=True, registry=registries.OrderedRegistry
+    ) as rsps:
+        for _ in range(5):
+            rsps.get("https://api.example/x", status=429, headers={"Retry-After": "1"})
+        rsps.get("https://api.example/x", json={"ok": True})
+        assert client.get_json("https://api.example/x") == {"ok": True}
+    assert sleeps == [1.0] * 5  # five waits where two 503s would already have failed the call

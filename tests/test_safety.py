@@ -202,12 +202,13 @@ def test_new_policy_without_priority_assigned_in_the_same_plan_needs_force():
     create = CreatePolicy("Kitchen", {"AllowPriorityMessages": False})
     assert_allowed(Plan([create]), tenant(), LIMITS)
     plan = Plan([create, SetUserAssignment("u1", None, "kitchen")])
-    assert_refused(
-        plan,
-        tenant(),
-        LIMITS,
+    assert plan.unsafe_reasons(tenant(), LIMITS) == [
         "creates policy Kitchen with AllowPriorityMessages off (False) and assigns it in this plan",
-    )
+        "1 user(s) would lose AllowPriorityMessages (moving from Global to Kitchen)",
+    ]
+    with pytest.raises(UnsafePlanError):
+        plan.raise_if_unsafe(tenant(), LIMITS, force=False)
+    plan.raise_if_unsafe(tenant(), LIMITS, force=True)
 
 
 def test_protection_can_be_switched_off_in_the_file():
@@ -257,9 +258,29 @@ def test_moving_a_group_or_users_to_a_policy_with_priority_off_needs_force():
     assert "moves group Group 1 from Clinical to Kitchen, which has AllowPriorityMessages off" in (
         reasons
     )
-    assert (
-        "moves 2 user(s) directly to a policy with AllowPriorityMessages off from one with it on"
-        in reasons
+    assert "2 user(s) would lose AllowPriorityMessages (moving from Clinical to Kitchen)" in (
+        reasons
     )
     limits = SafetyLimits(max_user_change_share=1.0, protect_clinical_settings=False)
     assert plan.unsafe_reasons(current, limits) == []
+
+
+def test_a_new_assignment_that_takes_priority_away_needs_force():
+    from factories import desired as make_desired
+    from factories import tenant as make_tenant
+
+    from bridge.plan import diff
+    from bridge.state import SafetyLimits
+
+    on = {"AllowPriorityMessages": True}
+    off = {"AllowPriorityMessages": False}
+    # Users 1 and 2 get Global (priority on); a new group assignment and a new direct one move
+    # them to Kitchen, which has it off.
+    current = make_tenant({"Global": on, "Kitchen": off}, members={5: [1]})
+    want = make_desired(
+        {"Kitchen": off},
+        groups=[("Group 5", "Kitchen", 1)],
+        users=[("user2@northwind-health.org", "Kitchen")],
+    )
+    reasons = diff(current, want).unsafe_reasons(current, SafetyLimits(max_user_change_share=1.0))
+    assert reasons == ["2 user(s) would lose AllowPriorityMessages (moving from Global to Kitchen)"]

@@ -37,7 +37,7 @@ def test_drift_through_a_storm_of_429s(ro, cli_for):
     result = cli_for(ro)("drift", str(NORTHWIND), "--output", "json")
     assert result.code == 2, result
     stats = ro.stats()
-    assert stats["throttled"] > stats["status"][200], stats  # most requests were refused
+    assert stats["throttled"] >= 10, stats  # a storm: the service refused request after request
     assert stats["early_retries"] == 0, stats
     assert '"drift_count": 8' in result.out
 
