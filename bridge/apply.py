@@ -16,7 +16,7 @@ from typing import Any
 
 from . import catalogue
 from .backends.base import Backend, BulkResult, Wanted
-from .errors import ApplyError, BridgeError, StalePlanError, TenantMismatchError
+from .errors import ApplyError, BridgeError, ForbiddenError, StalePlanError, TenantMismatchError
 from .journal import Journal, change_entry
 from .plan import (
     Change,
@@ -69,6 +69,7 @@ class FailedChange:
     change: Change
     error: str
     correlation_id: str | None = None
+    forbidden: bool = False  # a 403: the app lacks a directory role
 
     def __str__(self) -> str:
         return f"{describe(self.change)} ({self.error})"
@@ -117,9 +118,17 @@ class ApplyResult:
         failed = ", ".join(str(f) for f in self.failed[:SHOWN])
         if len(self.failed) > SHOWN:
             failed += f" and {len(self.failed) - SHOWN} more (see the journal)"
+        # A missing directory role does not go away by running again.
+        forbidden = any(f.forbidden for f in self.failed)
+        then = (
+            "give the app's service principal the Teams Administrator directory role, wait a "
+            "few minutes, then run apply again"
+            if forbidden
+            else "run apply again to converge"
+        )
         return (
             f"{len(self.applied)} of {self.total} changes applied; failed: {failed}; "
-            f"not attempted: {len(self.not_attempted)}; run apply again to converge"
+            f"not attempted: {len(self.not_attempted)}; {then}"
         )
 
     def summary_lines(self) -> list[str]:
@@ -318,7 +327,12 @@ class _Run:
             if replaced and isinstance(first, SetGroupAssignment):
                 error += self._restore(first)
             self.result.failed.append(
-                FailedChange(first, error, getattr(exc, "correlation_id", None))
+                FailedChange(
+                    first,
+                    error,
+                    getattr(exc, "correlation_id", None),
+                    isinstance(exc, ForbiddenError),
+                )
             )
             self._journal([self._entry(first.data(), "failed", exc)])
             log.warning("%s failed: %s", describe(first), error)
@@ -333,28 +347,24 @@ class _Run:
         on Global (and a re-run is again only the replacement, not a mass change)."""
         old = c.existing
         assert old is not None
+        restore = {
+            "kind": "restore_group_assignment",
+            "group_id": c.group_id,
+            "group": c.group_name,
+            "policy": old.policy,
+            "rank": old.rank,
+        }
         self.result.write_requests += 1
         try:
             self.backend.add_group_assignment(c.group_id, old.policy, old.rank)
         except BridgeError as exc:
             log.error("restoring the assignment of group %s failed: %s", c.group_id, exc)
+            self._journal([self._entry(restore, "failed", exc)])
             return (
-                f"; its old assignment ({old.policy}, rank {old.rank}) was removed and could not "
-                f"be put back ({exc}), so the group has none now"
+                f"; putting its old assignment ({old.policy}, rank {old.rank}) back failed too "
+                f"({exc}): the group may have no messaging policy now, run plan to see"
             )
-        self._journal(
-            [
-                self._entry(
-                    {
-                        "kind": "restore_group_assignment",
-                        "group_id": c.group_id,
-                        "policy": old.policy,
-                        "rank": old.rank,
-                    },
-                    "ok",
-                )
-            ]
-        )
+        self._journal([self._entry(restore, "ok")])
         return f"; its old assignment ({old.policy}, rank {old.rank}) was put back"
 
     def _write(self, c: Change) -> None:

@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 import click
 
 from . import __version__
-from .errors import BridgeError
+from .errors import BridgeError, DesiredStateError
 from .logconfig import configure_logging
 from .session import Session, SessionOptions
 
@@ -215,8 +215,13 @@ def plan(ctx: _Ctx, file: str, out: str | None, fmt: str, detailed_exitcode: boo
         result = make_plan(session, file)
     for note in result.notes:
         _err(note)
+    if result.needs_force:
+        _err(
+            "warning: apply will refuse this plan without --force:\n  - "
+            + "\n  - ".join(result.needs_force)
+        )
     if fmt == "json":
-        click.echo(json.dumps(result.plan.data, indent=2))
+        click.echo(json.dumps({**result.plan.data, "needs_force": result.needs_force}, indent=2))
     else:
         click.echo(render_plan(result.plan, color=_color()), nl=False)
     if out:
@@ -400,6 +405,12 @@ def drift(
     """Report drift between the tenant and FILE (exit 0 in sync, 2 drift, 1 error)."""
     from .commands import DriftRequest, run_drift
 
+    source = click.get_current_context().get_parameter_source("formats")
+    if source is click.core.ParameterSource.COMMANDLINE and not report_dir:
+        raise click.UsageError(
+            "--format picks the report files --report-dir writes; for JSON on stdout use "
+            "--output json"
+        )
     wanted = [f.strip() for f in formats.split(",") if f.strip()]
     bad = sorted(set(wanted) - {"json", "html", "md", "junit"})
     if bad:
@@ -650,7 +661,8 @@ def _run(fn: Callable[[], Any]) -> NoReturn:
         raise SystemExit(EXIT_ERROR) from None
     except BridgeError as exc:
         logging.getLogger("bridge").debug("error", exc_info=True)
-        _err(f"error: {exc}")
+        # Validation problems already read "file:line:col: error: ...".
+        _err(str(exc) if isinstance(exc, DesiredStateError) else f"error: {exc}")
         raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:
         _err("interrupted")
@@ -658,7 +670,21 @@ def _run(fn: Callable[[], Any]) -> NoReturn:
     raise SystemExit(EXIT_OK)
 
 
+def _load_dotenv(path: str = ".env") -> None:
+    """``.env`` in the working directory feeds every setting, the command-line ones
+    (BRIDGE_JOURNAL, BRIDGE_HISTORY...) included; the real environment wins, and empty values
+    are skipped (as in ``.env.example``)."""
+    if not os.path.isfile(path):
+        return
+    from dotenv import dotenv_values
+
+    for key, value in dotenv_values(path).items():
+        if value and key not in os.environ:
+            os.environ[key] = value
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
+    _load_dotenv()
     _run(lambda: main_group.main(args=argv, prog_name="teams-bridge", standalone_mode=False))
 
 

@@ -69,6 +69,9 @@ class PlanResult:
     current: TenantState
     desired: DesiredState
     notes: list[str] = field(default_factory=list)
+    # Why apply would refuse this plan without --force, as far as plan can tell without reading
+    # group members (apply reads them and may find more users affected).
+    needs_force: list[str] = field(default_factory=list)
 
 
 def make_plan(session: Session, desired_file: str) -> PlanResult:
@@ -77,7 +80,8 @@ def make_plan(session: Session, desired_file: str) -> PlanResult:
     check_tenant_guard(desired, current, session)
     plan = diff(current, desired)
     _log_requests(session)
-    return PlanResult(plan, current, desired, list(desired.notes))
+    needs_force = plan.unsafe_reasons(current, plan.safety) if plan else []
+    return PlanResult(plan, current, desired, list(desired.notes), needs_force)
 
 
 # --------------------------------------------------------------------------- apply
@@ -138,8 +142,9 @@ def run_apply(
     desired: DesiredState | None = None
     if request.desired_file:
         desired = load_desired(request.desired_file)
-    session.backend()  # credentials first: the lock is named after the configured tenant
-    tenant = (session.settings.tenant_id if session.settings else None) or "unknown"
+    # The lock is named after the tenant the token is for: AZURE_TENANT_ID may be a domain in one
+    # job and the id in another, and both must take the same lock.
+    tenant = session.token_tenant_id() or "unknown"
     lock_dir = request.lock_dir or default_lock_dir()
     run_id = uuid.uuid4().hex[:12]
     # One writer per tenant from the read to the last verification (as Terraform locks its
@@ -284,6 +289,8 @@ def explain_user(session: Session, user_ref: str) -> Any:
 def run_doctor_checks(session: Session) -> list[Any]:
     from .doctor import run_doctor
 
+    if session.is_offline:
+        raise BridgeError("doctor checks credentials and a live tenant: drop --snapshot")
     session.backend()  # builds settings and credentials (and starts the sandbox if asked)
     checks = list(run_doctor(session.settings, token_provider=session.token_provider))
     if session.options.transport == "powershell":

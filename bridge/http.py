@@ -104,7 +104,7 @@ class HttpOptions:
             concurrency=settings.concurrency,
             verify=settings.verify,
             secrets=tuple(settings.secrets()),
-            # BRIDGE_MAX_RPS, once Settings has the field (absent: no pacing).
+            # BRIDGE_MAX_RPS (unset: no pacing, but every thread waits out a 429).
             max_rps=settings.max_rps,
         )
 

@@ -147,6 +147,16 @@ class Session:
                 name = group.display_name if group else gid
                 state.directory.add_group(Group(gid, name, members))
 
+    def token_tenant_id(self) -> str | None:
+        """The tenant id (``tid``) in the Teams admin API token: the tenant actually reached."""
+        from .auth import TEAMS_RESOURCE, decode_claims
+
+        self.backend()
+        if self.token_provider is None:
+            return None
+        tid = decode_claims(self.token_provider.get_token(TEAMS_RESOURCE)).get("tid")
+        return str(tid).casefold() if tid else None
+
     def tenant_domains(self) -> tuple[str, ...]:
         """The tenant's verified domains (for a domain ``tenant:`` guard); empty when the source
         cannot tell (a snapshot without them)."""

@@ -699,7 +699,22 @@ def test_a_replacement_that_cannot_be_undone_says_the_group_has_none_now():
     mem, current, plan = fresh()
     with pytest.raises(ApplyFailed) as err:
         run(plan, FailingAddBackend(mem, "g-fac"), current)
-    assert "its old assignment (Kitchen, rank 2) was removed and could not be put back" in str(
+    assert "putting its old assignment (Kitchen, rank 2) back failed too" in str(err.value)
+    assert "g-fac" not in mem.state.group_assignments
+
+
+class ForbiddenBackend(Wrapper):
+    def _call(self, op, fn, *args):
+        from bridge.errors import ForbiddenError
+
+        raise ForbiddenError("403 from Teams admin API: needs the Teams Administrator role")
+
+
+def test_a_403_says_to_assign_the_role_not_just_to_run_again():
+    mem, current, plan = fresh()
+    with pytest.raises(ApplyFailed) as err:
+        run(plan, ForbiddenBackend(mem), current)
+    assert "give the app's service principal the Teams Administrator directory role" in str(
         err.value
     )
-    assert "g-fac" not in mem.state.group_assignments
+    assert "run apply again to converge" not in str(err.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,7 @@ def test_plan_detailed_exitcode_and_json(
     assert data["schema_version"] == 1
     assert data["summary"] == {"add": 3, "change": 5, "destroy": 0}
     assert data["state_checksum"] and data["desired_sha256"]
+    assert data.pop("needs_force") == []  # shown by plan; not part of the saved plan
     assert json.loads(saved.read_text()) == data
     assert "apply --plan" in err
 
@@ -172,3 +174,44 @@ def test_drift_fail_on_decides_whether_findings_count(
     assert code == 0, out
     code, _, _ = run(capsys, "--snapshot", SNAP, "drift", str(exported), "--fail-on", "never")
     assert code == 0
+
+
+def test_plan_says_when_apply_would_refuse(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    risky = tmp_path / "risky.yaml"
+    risky.write_text("policies:\n  Global:\n    AllowPriorityMessages: false\n")
+    code, out, err = run(capsys, "--snapshot", SNAP, "plan", str(risky), "--format", "json")
+    assert code == 0
+    assert "warning: apply will refuse this plan without --force" in err
+    assert json.loads(out)["needs_force"] == [
+        "turns AllowPriorityMessages off (False) in policy Global, which is in use"
+    ]
+
+
+def test_dotenv_feeds_command_line_settings(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert "BRIDGE_HISTORY" not in os.environ
+    db = tmp_path / "from-dotenv.db"
+    (tmp_path / ".env").write_text(f"BRIDGE_HISTORY={db}\nBRIDGE_LOCK_DIR=\n")
+    try:
+        code, _, _ = run(capsys, "--snapshot", SNAP, "drift", DESIRED)
+        assert code == 2
+        assert db.exists()
+        assert "BRIDGE_LOCK_DIR" not in os.environ  # empty values are skipped
+    finally:
+        os.environ.pop("BRIDGE_HISTORY", None)
+
+
+def test_drift_format_without_report_dir_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, _, err = run(capsys, "--snapshot", SNAP, "drift", DESIRED, "--format", "json")
+    assert code == 1 and "use --output json" in err
+
+
+def test_doctor_refuses_a_snapshot(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "--snapshot", SNAP, "doctor")
+    assert code == 1 and "drop --snapshot" in err

@@ -138,7 +138,7 @@ def test_failure_mid_apply_then_rerun_converges(step, fresh, cli_for, tmp_path):
     attempts = RETRY_ATTEMPTS * (2 if step == "group assignment" else 1)
     assert fresh.stats()["status"][503] == attempts
     if step == "group assignment":
-        assert "was removed and could not be put back" in failed.err, failed
+        assert "back failed too" in failed.err, failed
     first_writes = fresh.stats()["writes"]
 
     fresh.clear_injections()
