@@ -272,6 +272,12 @@ class HttpClient:
         self._routes: Counter[str] = Counter()
         self._totals: Counter[str] = Counter()
         self._tokens: set[str] = set()
+        self._last = threading.local()  # per thread: the correlation id of the last request
+
+    @property
+    def last_correlation_id(self) -> str | None:
+        """The ``x-ms-correlation-id`` of this thread's last request (for the apply journal)."""
+        return getattr(self._last, "correlation_id", None)
 
     @classmethod
     def for_webhooks(cls, settings: Settings | None) -> HttpClient:
@@ -309,6 +315,7 @@ class HttpClient:
         method = method.upper()
         route = f"{method} {self._route(url)}"
         correlation_id = str(uuid.uuid4())
+        self._last.correlation_id = correlation_id
         attempts = {"n": 0}
         # Repeating a request the service may already have carried out must be harmless: a
         # create (POST) or an add (PATCH) is retried only when it surely was not (429, 503, no

@@ -45,6 +45,7 @@ def change_entry(
     *,
     error: BaseException | str | None = None,
     user_count: int | None = None,
+    correlation_id: str | None = None,
 ) -> dict[str, Any]:
     """One ``change`` line, for ``Journal.write_many``."""
     if result not in RESULTS:
@@ -56,7 +57,7 @@ def change_entry(
         "change": dict(change),
         "result": result,
         "error": mask_secrets(str(error)) if error is not None else None,
-        "correlation_id": getattr(error, "correlation_id", None),
+        "correlation_id": getattr(error, "correlation_id", None) or correlation_id,
         "user_count": user_count,
     }
 

@@ -54,6 +54,9 @@ def test_plan_apply_then_plan_shows_no_changes(fresh, cli_for, tmp_path):
     ok = [x for x in lines if x["event"] == "change" and x["result"] == "ok"]
     assert len(ok) == NORTHWIND_CHANGES
     assert {x["tenant"] for x in lines} == {fresh.tenant_id}
+    # Each single write carries the correlation id it was sent with, for Microsoft's logs.
+    single = [x for x in ok if x["change"]["kind"] != "set_user_assignment"]
+    assert single and all(len(x["correlation_id"] or "") == 36 for x in single), single
 
 
 def test_apply_refuses_without_a_terminal_or_auto_approve(fresh, cli_for):
