@@ -388,6 +388,8 @@ def _validate_groups(c: _Checker, groups: LocList, state: DesiredState) -> None:
                 m.value_pos.get("rank", m.pos),
                 f"rank of group {group!r} must be a whole number from 1 (highest), not {rank!r}",
             )
+            if not absent:
+                _policy_ref(c, m, state, f"group {group!r}", state.policies)  # report it too
             continue
         if absent:
             state.group_assignments.append(
