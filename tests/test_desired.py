@@ -65,8 +65,8 @@ assignments:
 """
     with pytest.raises(DesiredStateError) as info:
         parse_desired(text, "f.yaml")
-    assert len([p for p in info.value.problems if p.severity == "error"]) == 3
-    assert "3 error(s)" in str(info.value)
+    assert len([p for p in info.value.problems if p.severity == "error"]) == 4
+    assert "4 error(s)" in str(info.value)  # the bad rank does not hide the bad policy
 
 
 def test_enums_are_normalised_to_the_service_casing_and_b2b_accepts_enabled() -> None:
