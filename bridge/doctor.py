@@ -110,7 +110,17 @@ def _token_checks(
     try:
         token = provider.get_token(resource)
     except BridgeError as exc:
-        checks.append(Check(f"token: {label}", False, str(exc), "fix the credential named above"))
+        text = str(exc)
+        if "SSL" in text or "CERTIFICATE_VERIFY_FAILED" in text or "TLS" in text:
+            # Not the credential: the login host's certificate is not trusted.
+            fix = (
+                "the login host's TLS certificate is not trusted: point REQUESTS_CA_BUNDLE at a "
+                "bundle holding its CA (a proxy's or a simulator's); check that the variable is "
+                "not already set system-wide to another bundle"
+            )
+        else:
+            fix = "fix the credential named above"
+        checks.append(Check(f"token: {label}", False, text, fix))
         return None
     try:
         claims = decode_claims(token)
