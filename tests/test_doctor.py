@@ -131,3 +131,17 @@ def test_token_failure_skips_dependent_checks():
     assert "AADSTS7000215" in found["token: Teams admin API"].detail
     assert not found["token: Graph"].ok
     assert "directory role" not in found and "read: Graph" not in found
+
+
+class UntrustedTokens(FakeTokens):
+    def get_token(self, resource: str) -> str:
+        raise AuthError("could not get a token: SSLError(CERTIFICATE_VERIFY_FAILED)")
+
+
+def test_a_tls_failure_is_not_blamed_on_the_credential():
+    found = by_name(run_doctor(configured(), token_provider=UntrustedTokens()))
+    fix = found["token: Teams admin API"].fix
+    assert "REQUESTS_CA_BUNDLE" in fix and "credential" not in fix
+    assert "fix the credential" in by_name(
+        run_doctor(configured(), token_provider=FailingTokens())
+    )["token: Teams admin API"].fix
