@@ -154,6 +154,10 @@ def render_text(
     return "\n".join(out) + "\n"
 
 
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
 def _verdict(report: DriftReport, c: Callable[[str, str], str]) -> str:
     s = report.summary()
     findings = s["findings"]
@@ -161,11 +165,14 @@ def _verdict(report: DriftReport, c: Callable[[str, str], str]) -> str:
         f"findings: {findings['error']} error(s), {findings['warning']} warning(s), "
         f"{findings['info']} info"
     )
-    objects = (
-        f"{sum(s['policies'][k] for k in ('drifted', 'missing', 'extra'))} policies, "
-        f"{sum(s['group_assignments'][k] for k in ('drifted', 'missing', 'extra'))} group "
-        f"assignments, {sum(s['user_assignments'][k] for k in ('drifted', 'missing', 'extra'))} "
-        "user assignments"
+    not_in_sync = ("drifted", "missing", "extra")
+    objects = ", ".join(
+        _count(sum(s[key][k] for k in not_in_sync), one, many)
+        for key, one, many in (
+            ("policies", "policy", "policies"),
+            ("group_assignments", "group assignment", "group assignments"),
+            ("user_assignments", "user assignment", "user assignments"),
+        )
     )
     if report.in_sync:
         return c("32;1", "In sync.") + f" 0 objects drifted; {found}."

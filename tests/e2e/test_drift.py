@@ -13,7 +13,7 @@ from e2e_support import NORTHWIND, NORTHWIND_CHANGES
 pytestmark = pytest.mark.e2e
 
 DRIFT_FOOTER = (
-    "Drift: 8 objects not in sync (5 policies, 1 group assignments, 2 user assignments); "
+    "Drift: 8 objects not in sync (5 policies, 1 group assignment, 2 user assignments); "
     "findings: 0 error(s), 2 warning(s), 1 info. Exit code 2."
 )
 GUESTS = (
