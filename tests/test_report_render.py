@@ -11,7 +11,7 @@ import pytest
 from test_report_model import NOW, in_sync_report, make_report, scenario
 
 from bridge.errors import ConfigError
-from bridge.report.model import UserAssignmentReport
+from bridge.report.model import DriftReport, UserAssignmentReport
 from bridge.report.render import (
     parse_formats,
     render_html,
@@ -21,6 +21,7 @@ from bridge.report.render import (
     render_text,
     write_reports,
 )
+from bridge.rules import Finding
 
 SCRIPT = "<script>alert(1)</script>"
 
@@ -227,6 +228,46 @@ def test_junit_in_sync_has_no_failures() -> None:
     suite = _check_junit_schema(_junit(in_sync_report()))
     assert suite.get("failures") == "0"
     assert int(suite.get("tests", "0")) == len(suite.findall("testcase")) > 0
+
+
+HOSTILE = "Ward\x1b[31m\x00\x07 \ud800\ufffe end"
+
+
+def hostile_report() -> DriftReport:
+    """The scenario with control characters, a lone surrogate and a non-character in tenant text
+    (names, settings, findings) and in the desired path."""
+    r = scenario()
+    user = UserAssignmentReport("u-h", f"{HOSTILE}@contoso.org", "missing", "Clinical", None)
+    finding = Finding(
+        "clinical-priority", "error", f"title {HOSTILE}", f"why {HOSTILE}", (HOSTILE,)
+    )
+    policies = [dataclasses.replace(r.policies[0], name=HOSTILE), *r.policies[1:]]
+    return dataclasses.replace(
+        r,
+        policies=policies,
+        users_listed=[user, *r.users_listed],
+        findings=[finding, *r.findings],
+        desired_path=f"dir/{HOSTILE}.yaml",
+        tenant_id=f"t{HOSTILE}",
+    )
+
+
+def test_junit_is_well_formed_with_control_characters_in_tenant_text() -> None:
+    text = render_junit(hostile_report())
+    # expat (what ET and most CI tools use) refuses any character XML 1.0 forbids.
+    suite = _check_junit_schema(ET.fromstring(text.encode("utf-8")))
+    names = [c.get("name") or "" for c in suite.findall("testcase")]
+    assert "Ward\\x1b[31m\\x00\\x07 \\ud800\\ufffe end" in names
+    assert any(n.startswith("Ward\\x1b") and n.endswith("@contoso.org") for n in names)
+    rule = next(
+        c for c in suite.findall("testcase") if (c.get("name") or "").startswith("clinical-")
+    )
+    failure = rule.find("failure")
+    assert failure is not None and "\\x1b" in (failure.get("message") or "")
+    assert "\\ud800" in (failure.text or "")
+    props = {p.get("name"): p.get("value") for p in suite.iter("property")}
+    assert props["desired_path"] == "dir/Ward\\x1b[31m\\x00\\x07 \\ud800\\ufffe end.yaml"
+    assert suite.get("hostname", "").startswith("tWard\\x1b")
 
 
 # --------------------------------------------------------------------------- files

@@ -6,9 +6,33 @@ counts equal its children; every ``<failure>`` has a message and a type."""
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 
 from .model import DriftReport, format_value, utc
+
+# Characters XML 1.0 does not allow at all (even as character references): C0 controls other
+# than tab, newline and carriage return, lone surrogates, U+FFFE and U+FFFF.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_safe(text: str) -> str:
+    """``text`` with every character XML 1.0 forbids shown as a visible escape (``\\x1b``,
+    ``\\ud800``), so tenant text cannot make the file unreadable to a CI parser."""
+    return _NOT_XML.sub(lambda m: _escape(ord(m.group())), text)
+
+
+def _escape(code: int) -> str:
+    return f"\\x{code:02x}" if code < 256 else f"\\u{code:04x}"
+
+
+def _sanitize(root: ET.Element) -> None:
+    for el in root.iter():
+        el.attrib = {k: xml_safe(v) for k, v in el.attrib.items()}
+        if el.text:
+            el.text = xml_safe(el.text)
+        if el.tail:
+            el.tail = xml_safe(el.tail)
 
 
 def render_junit(report: DriftReport) -> str:
@@ -110,5 +134,6 @@ def render_junit(report: DriftReport) -> str:
         time="0",
     )
     root.append(suite)
+    _sanitize(root)
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
