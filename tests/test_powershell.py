@@ -318,6 +318,21 @@ def test_access_denied_raises_forbidden_with_the_role_hint(fake, seed, tokens, m
 
 
 @pytest.mark.parametrize(
+    "cmdlet", ["Get-CsTeamsMessagingPolicy", "Get-CsGroupPolicyAssignment", "Get-CsOnlineUser"]
+)
+def test_a_non_terminating_error_fails_the_read_never_reads_as_absent(
+    fake, seed, tokens, monkeypatch, cmdlet
+):
+    # The module's script functions ignore the driver's $ErrorActionPreference: the 403 is
+    # written, not thrown, and the cmdlet outputs nothing. That must not read as "no rows".
+    monkeypatch.setenv("FAKE_PWSH_SOFT_ERROR_ON", cmdlet)
+    with make_backend(seed, tokens) as backend, pytest.raises(ApiError) as info:
+        backend.read()
+    assert str(info.value).startswith(cmdlet)
+    assert "403 Forbidden" in str(info.value)
+
+
+@pytest.mark.parametrize(
     ("category", "fqid", "expected"),
     [
         ("ObjectNotFound", "NotFound,X", NotFoundError),

@@ -10,6 +10,12 @@
 #   <<<teams-bridge:end:ID>>>
 # Parameters are splatted into the cmdlet: request values never become script text, so a
 # Description such as "quotes" and $(Get-Date) stays data. Only the cmdlets below can be called.
+#
+# Errors. The MicrosoftTeams Cs* cmdlets are script-module functions, which do not inherit this
+# script's $ErrorActionPreference (PowerShell/PowerShell#4568): a 403 or a throttle they write as
+# a non-terminating error would otherwise come back as ok with an empty result, and an empty read
+# means "absent". So every call gets -ErrorAction Stop and -ErrorVariable, and any error record
+# it produced makes the answer ok:false, whatever it also output.
 
 $ErrorActionPreference = 'Stop'
 $ProgressPreference = 'SilentlyContinue'
@@ -34,6 +40,17 @@ function Write-Answer([string] $Id, [hashtable] $Answer) {
     [Console]::Out.Flush()
 }
 
+function Write-Failure([string] $Id, $Record) {
+    Write-Answer $Id @{
+        id = $Id; ok = $false
+        error = @{
+            category = [string] $Record.CategoryInfo.Category
+            message = [string] $Record.Exception.Message
+            fqid = [string] $Record.FullyQualifiedErrorId
+        }
+    }
+}
+
 $teams = @(Get-Module -Name MicrosoftTeams -ListAvailable | ForEach-Object { $_.Version.ToString() })
 Write-Answer 'hello' @{
     id = 'hello'; ok = $true
@@ -55,7 +72,18 @@ while ($true) {
         $params = $request.params
         if ($null -eq $params) { $params = @{} }
         $warnings = @()
-        $output = @(& $cmdlet @params -WarningVariable warnings -WarningAction SilentlyContinue)
+        $cmdErrors = @()
+        $output = @(& $cmdlet @params -ErrorAction Stop -ErrorVariable cmdErrors `
+            -WarningVariable warnings -WarningAction SilentlyContinue)
+        if ($cmdErrors.Count -gt 0) {
+            # Non-terminating, yet an error: the result is incomplete, never "nothing there".
+            $record = $cmdErrors[0]
+            if ($record -isnot [System.Management.Automation.ErrorRecord]) {
+                $record = $record.ErrorRecord
+            }
+            Write-Failure $id $record
+            continue
+        }
         if ($request.select) { $output = @($output | Select-Object -Property $request.select) }
         Write-Answer $id @{
             id = $id; ok = $true; result = $output
@@ -63,14 +91,6 @@ while ($true) {
         }
     }
     catch {
-        $record = $_
-        Write-Answer $id @{
-            id = $id; ok = $false
-            error = @{
-                category = [string] $record.CategoryInfo.Category
-                message = [string] $record.Exception.Message
-                fqid = [string] $record.FullyQualifiedErrorId
-            }
-        }
+        Write-Failure $id $_
     }
 }

@@ -263,6 +263,25 @@ def test_drift_reports_then_in_sync_after_apply(cli: Cli, tmp_path: Path):
     assert report["in_sync"] is True
 
 
+def test_a_read_with_a_non_terminating_error_fails_drift_never_reports_drift(
+    cli: Cli, fake: FakePwsh, tmp_path: Path
+):
+    # Get-CsGroupPolicyAssignment writes a 403 without throwing and outputs nothing: taken as
+    # "no group assignments", every assignment in the file would be reported as drift.
+    reports = tmp_path / "reports"
+    run = cli(
+        "drift",
+        str(NORTHWIND),
+        "--report-dir",
+        str(reports),
+        FAKE_PWSH_SOFT_ERROR_ON="Get-CsGroupPolicyAssignment",
+    )
+    assert run.code == 1, run.text
+    assert "Get-CsGroupPolicyAssignment" in run.err and "403 Forbidden" in run.err
+    assert not reports.exists() or not any(reports.iterdir())
+    assert _writes(fake) == []
+
+
 # --------------------------------------------------------------------------- export / snapshot
 
 

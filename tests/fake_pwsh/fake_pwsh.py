@@ -14,8 +14,16 @@ parameter *names*) and ``operations`` (batch operations).
 
 Knobs (environment): ``FAKE_PWSH_HANG_ON=<cmdlet>`` never answers that cmdlet;
 ``FAKE_PWSH_CRASH_ON=<cmdlet>`` exits without answering; ``FAKE_PWSH_DENY=<cmdlet>`` answers it
-with an access-denied record; ``FAKE_PWSH_MODULE_VERSION`` (default 7.9.0; ``none``: not
-installed).
+with an access-denied record; ``FAKE_PWSH_SOFT_ERROR_ON=<cmdlet>`` makes the module *write* a
+non-terminating 403 for that cmdlet (the shape the MicrosoftTeams AutoRest functions use:
+``InvalidOperation``, ``Forbidden,...`` error id) and output nothing; ``FAKE_PWSH_MODULE_VERSION``
+(default 7.9.0; ``none``: not installed).
+
+Driver semantics. The fake reads the driver it is sent and answers as pwsh running *that* text
+would (``DriverTraits``): a non-terminating error becomes an ``ok: false`` answer only when the
+driver invokes cmdlets with ``-ErrorAction Stop`` or ``-ErrorVariable`` (script-module functions
+ignore the driver's ``$ErrorActionPreference``, PowerShell/PowerShell#4568); otherwise the answer
+is ``ok`` with the (empty) output and the error goes to stderr, as pwsh prints it.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import re
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +162,13 @@ class Tenant:
                 "Access Denied. (403 Forbidden): the caller is not authorized to perform this "
                 "action",
                 f"Forbidden,{cmdlet}",
+            )
+        if cmdlet == os.environ.get("FAKE_PWSH_SOFT_ERROR_ON"):
+            raise SoftFail(
+                "InvalidOperation",
+                "Access Denied. (403 Forbidden) The caller is not authorized to perform this "
+                "operation.",
+                f"Forbidden,Microsoft.Teams.ConfigAPI.Cmdlets.{cmdlet.replace('-', '')}_Get",
             )
         if cmdlet == "Connect-MicrosoftTeams":
             return self.connect(params)
@@ -561,20 +577,44 @@ def _version(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in text.split("-")[0].split(".") if p.isdigit())
 
 
-def _is_driver(line: str) -> bool:
+class SoftFail(Fail):
+    """A non-terminating error record the module wrote (the cmdlet itself carried on)."""
+
+
+@dataclass(frozen=True)
+class DriverTraits:
+    """What the driver text makes pwsh do, where the fake has to choose."""
+
+    stops_on_errors: bool  # the cmdlet call has -ErrorAction Stop or -ErrorVariable
+
+    @classmethod
+    def of(cls, driver: str) -> DriverTraits:
+        code = "\n".join(line.split("#", 1)[0] for line in driver.splitlines())
+        # The cmdlet invocation may continue on the next line (backtick).
+        call = re.search(r"&\s*\$cmdlet\s+@params((?:[^\n]*`\n)*[^\n]*)", code)
+        args = call.group(1) if call else ""
+        return cls(
+            stops_on_errors=bool(re.search(r"-ErrorAction\s+'?Stop|-ErrorVariable\s+\w", args)),
+        )
+
+
+def _driver_text(line: str) -> str | None:
     m = re.search(r"FromBase64String\('([A-Za-z0-9+/=]+)'\)", line)
     if not m:
-        return False
-    return "teams-bridge PowerShell driver" in base64.b64decode(m.group(1)).decode("utf-8")
+        return None
+    text = base64.b64decode(m.group(1)).decode("utf-8")
+    return text if "teams-bridge PowerShell driver" in text else None
 
 
 def main() -> int:
     tenant = Tenant(os.environ["FAKE_PWSH_STATE"])
     tenant.fake["spawns"].append({"argv": sys.argv[1:], "pid": os.getpid()})
     tenant.save()
-    if not _is_driver(sys.stdin.readline()):
+    driver = _driver_text(sys.stdin.readline())
+    if driver is None:
         sys.stderr.write("fake pwsh: the first line on stdin was not the teams-bridge driver\n")
         return 64
+    traits = DriverTraits.of(driver)
     version = os.environ.get("FAKE_PWSH_MODULE_VERSION", "7.9.0")
     write(
         {
@@ -608,6 +648,14 @@ def main() -> int:
             if select:
                 result = [{k: o.get(k) for k in select} for o in result]
             answer.update(ok=True, result=result, warnings=[])
+        except SoftFail as exc:
+            if traits.stops_on_errors:
+                answer.update(ok=False, error=exc.record)
+            else:
+                # pwsh prints the record on stderr; the pipeline's output is what it was.
+                sys.stderr.write(f"{cmdlet}: {exc.record['message']}\n")
+                sys.stderr.flush()
+                answer.update(ok=True, result=[], warnings=[])
         except Fail as exc:
             answer.update(ok=False, error=exc.record)
         tenant.save()
