@@ -235,13 +235,21 @@ class SafetyLimits:
     protect_clinical_settings: bool = True
 
 
+DEFAULT_CLINICAL_PATTERN = (
+    r"(?i)\b(?:clinic\w*|physicians?|doctors?|nurs\w*|medic(?:al|ine|s)?|emergency|icu|surgeons?)\b"
+)
+
+
 @dataclass(frozen=True)
 class RulesConfig:
     """Healthcare secure-messaging checks; each can be switched off in the file's ``rules:``."""
 
     enabled: Mapping[str, bool] = field(default_factory=dict)
     clinical_policies: tuple[str, ...] = ()
-    clinical_pattern: str = r"(?i)clinic|physician|doctor|nurs|medic|emergency|icu|surgeon"
+    # Whole words only ("icu" is not in "Horticulture"); the rules ignore a match negated by a
+    # "non"/"not" before it ("Non-Clinical Staff"). Listing rules.clinical_policies replaces this
+    # default; an explicit rules.clinical_pattern is used together with the list.
+    clinical_pattern: str = DEFAULT_CLINICAL_PATTERN
 
     def is_enabled(self, rule_id: str) -> bool:
         return self.enabled.get(rule_id, True)

@@ -99,7 +99,9 @@ def test_consistency_switch() -> None:
 
 @pytest.mark.parametrize(("value", "severity"), [("None", "error"), ("UserPreference", "warning")])
 def test_clinical_read_receipts_trips(value: str, severity: str) -> None:
-    current = tenant({"Global": OK, "Nursing": {**OK, "ReadReceiptsEnabledType": value}})
+    current = tenant(
+        {"Global": OK, "Nursing": {**OK, "ReadReceiptsEnabledType": value}}, groups={"g": "Nursing"}
+    )
     (f,) = found(current, rule="clinical-read-receipts")
     assert f.severity == severity and f.policies == ("Nursing",)
     assert "matches rules.clinical_pattern" in f.explanation
@@ -107,12 +109,74 @@ def test_clinical_read_receipts_trips(value: str, severity: str) -> None:
 
 def test_clinical_by_name_list_and_not_clinical() -> None:
     off = {**OK, "ReadReceiptsEnabledType": "None"}
-    current = tenant({"Global": OK, "Ward 7": off, "Kitchen": off})
+    current = tenant({"Global": OK, "Ward 7": off, "Kitchen": off}, users={"u": "Ward 7"})
     assert found(current, rule="clinical-read-receipts") == []  # neither name looks clinical
     named = desired(clinical_policies=("tag:ward 7",))
     (f,) = found(current, named, rule="clinical-read-receipts")
     assert f.policies == ("Ward 7",) and "listed in rules.clinical_policies" in f.explanation
     assert found(tenant({"Global": OK, "Clinical": OK}), rule="clinical-read-receipts") == []
+
+
+OFF = {"ReadReceiptsEnabledType": "None", "AllowPriorityMessages": False}
+
+
+def _clinical(current: TenantState, d: DesiredState | None = None) -> set[str]:
+    return {
+        p
+        for f in found(current, d)
+        if f.rule_id in ("clinical-read-receipts", "clinical-priority")
+        for p in f.policies
+    }
+
+
+def test_default_pattern_matches_whole_words_and_skips_negations() -> None:
+    names = [
+        "Non-Clinical Staff",
+        "Non Clinical",
+        "nonclinical",
+        "Not clinical",
+        "Horticulture",
+        "ICU Doctors",
+        "Nursing",
+        "Medical Staff",
+        "Emergency Dept",
+        "Clinicians",
+        "Internal Medicine",
+        "Medication Safety Board",
+    ]
+    current = tenant(
+        {"Global": OK, **dict.fromkeys(names, OFF)}, users={f"u{i}": n for i, n in enumerate(names)}
+    )
+    assert _clinical(current) == {
+        "Internal Medicine",
+        "ICU Doctors",
+        "Nursing",
+        "Medical Staff",
+        "Emergency Dept",
+        "Clinicians",
+    }
+
+
+def test_clinical_policies_list_replaces_the_default_pattern() -> None:
+    current = tenant(
+        {"Global": OK, "Ward 7": OFF, "Nursing": OFF}, users={"a": "Ward 7", "b": "Nursing"}
+    )
+    assert _clinical(current, desired(clinical_policies=("Ward 7",))) == {"Ward 7"}
+    # A pattern the file sets itself is used together with the list.
+    both = desired(clinical_policies=("Ward 7",), clinical_pattern=r"(?i)\bnurs")
+    assert _clinical(current, both) == {"Ward 7", "Nursing"}
+
+
+def test_unused_clinical_policy_is_info_and_never_fails() -> None:
+    current = tenant({"Global": OK, "Nursing": OFF, "Nursing Pilot": OFF}, users={"u": "Nursing"})
+    by_policy = {
+        (f.rule_id, f.policies): f for f in found(current) if f.rule_id.startswith("clinical-")
+    }
+    used = by_policy[("clinical-read-receipts", ("Nursing",))]
+    unused = by_policy[("clinical-read-receipts", ("Nursing Pilot",))]
+    assert used.severity == "error"
+    assert unused.severity == "info" and "not assigned to anyone yet" in unused.explanation
+    assert by_policy[("clinical-priority", ("Nursing Pilot",))].severity == "info"
 
 
 def test_clinical_read_receipts_switch() -> None:
@@ -132,11 +196,17 @@ def test_invalid_clinical_pattern_is_a_desired_state_error() -> None:
 
 
 def test_clinical_priority_trips_and_does_not() -> None:
-    current = tenant({"Global": OK, "ICU Doctors": {**OK, "AllowPriorityMessages": False}})
+    current = tenant(
+        {"Global": OK, "ICU Doctors": {**OK, "AllowPriorityMessages": False}},
+        users={"u": "ICU Doctors"},
+    )
     (f,) = found(current, rule="clinical-priority")
     assert f.severity == "error" and f.policies == ("ICU Doctors",)
     assert "every 2 minutes for up to 20 minutes" in f.explanation
-    unknown = tenant({"Global": OK, "Surgeons": {"ReadReceiptsEnabledType": "Everyone"}})
+    unknown = tenant(
+        {"Global": OK, "Surgeons": {"ReadReceiptsEnabledType": "Everyone"}},
+        groups={"g": "Surgeons"},
+    )
     (g,) = found(unknown, rule="clinical-priority")
     assert g.severity == "warning" and "not reported by the service" in g.explanation
     assert found(tenant({"Global": OK, "Surgeons": OK}), rule="clinical-priority") == []

@@ -10,9 +10,19 @@ from typing import Any
 
 from ..errors import DesiredStateError, Location, Problem
 from ..plan import policies_in_use
-from ..state import DesiredState, Policy, TenantState, is_global, policy_key
+from ..state import (
+    DEFAULT_CLINICAL_PATTERN,
+    DesiredState,
+    Policy,
+    TenantState,
+    is_global,
+    policy_key,
+)
 
 SEVERITIES = ("info", "warning", "error")
+
+# "Non-Clinical Staff", "Not clinical", "non_clinical": a pattern match negated by the word before.
+_NEGATED = re.compile(r"(?i)\b(?:non|not)[\s_-]*$")
 
 
 @dataclass(frozen=True)
@@ -55,7 +65,11 @@ class RuleContext:
             (p for k, p in current.policies.items() if k in used),
             key=lambda p: (not is_global(p.name), p.key),
         )
-        pattern = desired.rules.clinical_pattern
+        rules = desired.rules
+        # A clinical_policies list says exactly which policies are clinical: the built-in
+        # guess would only add false findings. A pattern the file sets itself still applies.
+        explicit = rules.clinical_pattern != DEFAULT_CLINICAL_PATTERN
+        pattern = rules.clinical_pattern if explicit or not rules.clinical_policies else ""
         try:
             compiled = re.compile(pattern) if pattern else None
         except re.error as exc:
@@ -72,10 +86,17 @@ class RuleContext:
 
     def is_clinical(self, name: str) -> bool:
         """Named in ``rules.clinical_policies`` (any casing, ``Tag:`` optional) or matching
-        ``rules.clinical_pattern``."""
+        ``rules.clinical_pattern`` somewhere not negated by a "non"/"not" just before it. The
+        pattern is not used when the file lists ``clinical_policies`` and keeps the default
+        pattern."""
         if self.is_named_clinical(name):
             return True
-        return bool(self._clinical and self._clinical.search(name))
+        if self._clinical is None:
+            return False
+        return any(not _NEGATED.search(name[: m.start()]) for m in self._clinical.finditer(name))
+
+    def is_in_use(self, name: str) -> bool:
+        return any(p.key == policy_key(name) for p in self.in_use)
 
     def is_named_clinical(self, name: str) -> bool:
         return policy_key(name) in {policy_key(n) for n in self.desired.rules.clinical_policies}

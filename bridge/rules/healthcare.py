@@ -44,6 +44,17 @@ def _why_clinical(ctx: RuleContext, name: str) -> str:
     return "has a name that matches rules.clinical_pattern"
 
 
+def _unused(ctx: RuleContext, name: str, severity: str) -> tuple[str, str]:
+    """A clinical policy nobody has yet is worth knowing about, not worth failing a run for:
+    ``info``, and the explanation says why."""
+    if ctx.is_in_use(name):
+        return severity, ""
+    return "info", (
+        f" It is not assigned to anyone yet, so this is shown for information only (it becomes "
+        f"a{'n' if severity == 'error' else ''} {severity} once the policy is in use)."
+    )
+
+
 def read_receipts_consistency(ctx: RuleContext) -> list[Finding]:
     everyone = [p for p in ctx.in_use if _is(p.settings.get(READ_RECEIPTS), "Everyone")]
     others = [p for p in ctx.in_use if not _is(p.settings.get(READ_RECEIPTS), "Everyone")]
@@ -72,7 +83,8 @@ def clinical_read_receipts(ctx: RuleContext) -> list[Finding]:
         value = p.settings.get(READ_RECEIPTS)
         if _is(value, "Everyone"):
             continue
-        severity = "error" if _is(value, "None") else "warning"
+        off = _is(value, "None")
+        severity, unused = _unused(ctx, p.name, "error" if off else "warning")
         findings.append(
             Finding(
                 "clinical-read-receipts",
@@ -81,8 +93,9 @@ def clinical_read_receipts(ctx: RuleContext) -> list[Finding]:
                 f"Policy {p.name} is meant for clinicians (it {_why_clinical(ctx, p.name)}) and "
                 f"its read receipts are {_rr(value)}. The guidance for clinical messaging is "
                 "'On for everyone', so a sender knows an urgent message was read; with "
-                f"{'read receipts off' if severity == 'error' else 'user-controlled receipts'}, "
-                "a sender cannot tell. Set ReadReceiptsEnabledType: Everyone in this policy.",
+                f"{'read receipts off' if off else 'user-controlled receipts'}, "
+                "a sender cannot tell. Set ReadReceiptsEnabledType: Everyone in this policy."
+                + unused,
                 (p.name,),
             )
         )
@@ -95,7 +108,7 @@ def clinical_priority(ctx: RuleContext) -> list[Finding]:
         value = p.settings.get(PRIORITY)
         if value is True:
             continue
-        severity = "error" if value is False else "warning"
+        severity, unused = _unused(ctx, p.name, "error" if value is False else "warning")
         shown = "off" if value is False else f"not reported by the service ({value!r})"
         findings.append(
             Finding(
@@ -105,7 +118,8 @@ def clinical_priority(ctx: RuleContext) -> list[Finding]:
                 f"Policy {p.name} is meant for clinicians (it {_why_clinical(ctx, p.name)}) and "
                 f"priority notifications are {shown}. A priority message re-notifies the "
                 "recipient every 2 minutes for up to 20 minutes until it is read; clinicians "
-                "need it for urgent messages. Set AllowPriorityMessages: true in this policy.",
+                "need it for urgent messages. Set AllowPriorityMessages: true in this policy."
+                + unused,
                 (p.name,),
             )
         )
