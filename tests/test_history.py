@@ -200,3 +200,27 @@ def test_out_of_order_recording_carries_first_seen_forward(tmp_path: Path) -> No
         store.record(at(scenario(), DAY1))  # a slower writer finishing last
         assert store.first_seen(key) == DAY1
         assert {o.first_seen for o in store.open_drift(now=DAY3)} == {DAY1}
+
+
+def test_tenant_wide_finding_stays_open_while_its_policies_change(tmp_path: Path) -> None:
+    from bridge.rules import Finding
+
+    def with_finding(when: dt.datetime, *policies: str) -> DriftReport:
+        r = at(in_sync_report(), when)
+        consistency = Finding("read-receipts-consistency", "warning", "t", "e", policies)
+        clinical = Finding("clinical-priority", "error", "t", "e", (policies[0],), per_policy=True)
+        return dataclasses.replace(r, findings=[consistency, clinical])
+
+    with HistoryStore(tmp_path / "h.sqlite") as store:
+        store.record(with_finding(DAY1, "Kitchen"))
+        second = with_finding(DAY2, "Kitchen", "Facilities")
+        store.record(second)
+        # Another policy now disagrees: the same tenant-wide problem, still open since day 1.
+        assert second.first_seen["rule:read-receipts-consistency"] == DAY1
+        assert "rule:read-receipts-consistency" not in {r.key for r in second.resolved}
+        third = with_finding(DAY3, "Facilities")
+        store.record(third)
+        assert third.first_seen["rule:read-receipts-consistency"] == DAY1
+        # Per-policy findings keep their policy: Kitchen's is resolved, Facilities' is new.
+        assert {r.key for r in third.resolved} == {"rule:clinical-priority:kitchen"}
+        assert third.first_seen["rule:clinical-priority:facilities"] == DAY3

@@ -38,7 +38,8 @@ Statuses: ``in_sync``; ``drifted`` (exists, differs); ``missing`` (the file want
 does not have it); ``extra`` (the tenant has it, the file says ``ensure: absent`` or pruning is on).
 
 Drift keys (stable across runs, used by history): ``policy:<key>`` (missing/extra policy),
-``policy:<key>:<Setting>``, ``group:<group id>``, ``user:<user id>``, ``rule:<id>[:<policies>]``.
+``policy:<key>:<Setting>``, ``group:<group id>``, ``user:<user id>``, ``rule:<id>`` (a tenant-wide
+finding, whatever policies it lists) and ``rule:<id>:<policy key>`` (a per-policy finding).
 """
 
 from __future__ import annotations

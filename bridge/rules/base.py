@@ -32,11 +32,16 @@ class Finding:
     title: str
     explanation: str  # plain words for a compliance reviewer, citing the guidance
     policies: tuple[str, ...] = ()  # bare policy names concerned
+    # True when the finding is about one policy (``clinical-*``); False for a tenant-wide finding,
+    # whose policies are only the evidence of the moment.
+    per_policy: bool = False
 
     @property
     def key(self) -> str:
-        """A stable identity across runs (history uses it): the rule and the policies."""
-        if not self.policies:
+        """A stable identity across runs (history uses it). A tenant-wide finding is the rule
+        alone: its list of policies changes as the tenant does while the problem stays open.
+        A per-policy finding is the rule and its policy."""
+        if not self.per_policy or not self.policies:
             return f"rule:{self.rule_id}"
         return f"rule:{self.rule_id}:" + ",".join(sorted(policy_key(p) for p in self.policies))
 

@@ -97,6 +97,7 @@ def clinical_read_receipts(ctx: RuleContext) -> list[Finding]:
                 "a sender cannot tell. Set ReadReceiptsEnabledType: Everyone in this policy."
                 + unused,
                 (p.name,),
+                per_policy=True,
             )
         )
     return findings
@@ -121,6 +122,7 @@ def clinical_priority(ctx: RuleContext) -> list[Finding]:
                 "need it for urgent messages. Set AllowPriorityMessages: true in this policy."
                 + unused,
                 (p.name,),
+                per_policy=True,
             )
         )
     return findings
