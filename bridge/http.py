@@ -9,8 +9,12 @@ HTTP date), otherwise exponential backoff with jitter; bounded by ``retry_attemp
 
 Pacing (``Pacer``): with ``max_rps`` set, requests from every thread together stay under that
 rate (a ``$batch`` counts as its inner requests, which is how the services count it); and after
-any 429 with ``Retry-After`` (a ``$batch`` inner one too), no thread sends until it has passed,
-so concurrent workers do not keep hammering a service that already said stop.
+any 429 with ``Retry-After`` (a ``$batch`` inner one too) that the client is going to retry, no
+thread sends until it has passed, so concurrent workers do not keep hammering a service that
+already said stop. A Retry-After the client gives up on (longer than ``retry_max_seconds``, or
+out of attempts) closes nothing, and the gate never stays closed longer than that budget: a
+``Retry-After: 86400`` fails its own request, not the next unrelated one. Non-finite values
+(``inf``, ``nan``) are unreadable, like any other garbage.
 
 Nothing here logs the ``Authorization`` header; every logged line and error message goes through
 ``redact`` (configured secrets, tokens this client obtained, anything JWT- or Bearer-shaped).
@@ -21,6 +25,7 @@ from __future__ import annotations
 import email.utils
 import importlib.util
 import logging
+import math
 import re
 import threading
 import time
@@ -112,7 +117,8 @@ class HttpOptions:
 class Pacer:
     """A token bucket shared by every thread of one client: ``rate`` requests a second, at most
     ``burst`` at once (default: one second's worth), and a gate that a 429's ``Retry-After``
-    closes for everyone. ``rate=None`` paces nothing but still honours the gate."""
+    closes for everyone. ``rate=None`` paces nothing but still honours the gate, which stays
+    closed at most ``max_hold`` seconds."""
 
     def __init__(
         self,
@@ -121,10 +127,12 @@ class Pacer:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        max_hold: float = HttpOptions.retry_max_seconds,
     ):
         if rate is not None and rate <= 0:
             raise ValueError("rate must be > 0 (or None for no pacing)")
         self.rate = rate
+        self.max_hold = max_hold
         self.burst = burst if burst is not None else max(1.0, rate or 0.0)
         self._clock, self._sleep = clock, sleep
         self._lock = threading.Lock()
@@ -162,9 +170,11 @@ class Pacer:
                 waited += delay
 
     def hold(self, seconds: float) -> None:
-        """A 429 asked to wait ``seconds``: nobody sends before then."""
+        """A 429 asked to wait ``seconds``: nobody sends before then (at most ``max_hold``)."""
+        if not math.isfinite(seconds) or seconds <= 0:
+            return
         with self._lock:
-            self._gate = max(self._gate, self._clock() + seconds)
+            self._gate = max(self._gate, self._clock() + min(seconds, self.max_hold))
 
     def served(self, seconds: float) -> None:
         """This thread waits ``seconds`` now (a Retry-After of its own): the gate it closed
@@ -207,14 +217,17 @@ def graph_permission(route: str) -> str:
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """``Retry-After`` as seconds: a number, or an HTTP date (``None`` if absent/unreadable)."""
+    """``Retry-After`` as seconds: a number, or an HTTP date (``None`` if absent/unreadable;
+    ``inf`` and ``nan`` are unreadable too)."""
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -267,7 +280,9 @@ class HttpClient:
         adapter = HTTPAdapter(pool_connections=pool, pool_maxsize=pool)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
-        self.pacer = Pacer(self.options.max_rps, sleep=sleep)
+        self.pacer = Pacer(
+            self.options.max_rps, sleep=sleep, max_hold=self.options.retry_max_seconds
+        )
         self._lock = threading.Lock()
         self._routes: Counter[str] = Counter()
         self._totals: Counter[str] = Counter()
@@ -484,13 +499,15 @@ class HttpClient:
                 "routes": dict(sorted(self._routes.items())),
             }
 
-    def note_throttled(self, retry_after: float | None = None) -> None:
-        """Count a throttle the caller saw inside a response (a ``$batch`` inner 429); with its
-        ``Retry-After``, every thread holds off until it has passed."""
+    def note_throttled(self) -> None:
+        """Count a throttle the caller saw inside a response (a ``$batch`` inner 429)."""
         with self._lock:
             self._totals["throttled"] += 1
-        if retry_after is not None:
-            self.pacer.hold(retry_after)
+
+    def hold(self, seconds: float) -> None:
+        """Every thread holds off ``seconds`` (capped at ``retry_max_seconds``): call it only
+        for a Retry-After that the caller is about to wait out and retry."""
+        self.pacer.hold(seconds)
 
     def wait(self, seconds: float) -> None:
         """Sleep through the injected sleep (so tests and batch retries share it); a retry's own
@@ -627,9 +644,7 @@ class HttpClient:
         if response.status_code == 429:
             with self._lock:
                 self._totals["throttled"] += 1
-            seconds = retry_after_seconds(response.headers.get("Retry-After"))
-            if seconds is not None:
-                self.pacer.hold(seconds)
+            # The gate closes in _before_sleep, once it is known this request will be retried.
         level = logging.DEBUG if response.status_code < 400 else logging.WARNING
         log.log(
             level,
@@ -683,6 +698,11 @@ class HttpClient:
         outcome = rs.outcome
         if outcome is None:
             return
+        if not outcome.failed and outcome.result().status_code == 429:
+            seconds = retry_after_seconds(outcome.result().headers.get("Retry-After"))
+            if seconds is not None:
+                # Retrying after the service's Retry-After: nobody else sends meanwhile either.
+                self.pacer.hold(seconds)
         reason = (
             f"status {outcome.result().status_code}"
             if not outcome.failed

@@ -91,6 +91,23 @@ def test_group_batch_retries_inner_429_and_records_inner_404(ordered, client, sl
     assert client.stats["throttled"] == 1
 
 
+def test_an_inner_retry_after_given_up_on_does_not_hold_the_next_request(rsps, client, sleeps):
+    graph = GraphClient(client, GRAPH)
+    rsps.post(
+        BATCH,
+        match=[matchers.json_params_matcher(batch_body(("0", by_name("A"))))],
+        json={"responses": [{"id": "0", "status": 429, "headers": {"Retry-After": "7200"}}]},
+    )
+    rsps.get(
+        f"{GRAPH}/v1.0/organization",
+        json={"value": [{"id": "o", "displayName": "Org", "verifiedDomains": []}]},
+    )
+    with pytest.raises(ThrottledError, match="still throttled"):
+        graph.resolve_groups(["A"])
+    graph.organization()
+    assert sleeps.waits == []  # neither the abandoned retry nor the gate waited 7200 s
+
+
 def test_batches_hold_at_most_twenty_requests(rsps, client):
     graph = GraphClient(client, GRAPH)
     names = [f"Ward {i}" for i in range(25)]

@@ -117,6 +117,39 @@ def test_throttling_beyond_the_time_budget_stops_without_waiting(rsps, tokens, s
     assert "BRIDGE_RETRY_MAX_SECONDS" in str(err.value)
 
 
+def test_a_retry_after_given_up_on_does_not_hold_the_next_request(rsps, tokens, sleeps):
+    client = make_client(tokens, sleeps, attempts=5, max_seconds=120)
+    rsps.get(POLICIES, status=429, headers={"Retry-After": "86400"}, json={})
+    rsps.get(f"{GRAPH}/v1.0/organization", json={"value": []})
+    with pytest.raises(ThrottledError, match="asked to wait 86400s"):
+        client.get_json(POLICIES, resource=TEAMS_RESOURCE)
+    # The throttled request was abandoned: an unrelated one goes straight away.
+    assert client.get_json(f"{GRAPH}/v1.0/organization", resource=GRAPH) == {"value": []}
+    assert sleeps.waits == []
+    assert len(rsps.calls) == 2
+
+
+def test_the_last_429_before_giving_up_holds_nobody(ordered, tokens, sleeps):
+    client = make_client(tokens, sleeps, attempts=1, max_seconds=120)
+    for _ in range(4):  # a 429 gets attempts x 4
+        ordered.get(POLICIES, status=429, headers={"Retry-After": "2"}, json={})
+    ordered.get(f"{GRAPH}/v1.0/organization", json={"value": []})
+    with pytest.raises(ThrottledError):
+        client.get_json(POLICIES, resource=TEAMS_RESOURCE)
+    client.get_json(f"{GRAPH}/v1.0/organization", resource=GRAPH)
+    assert sleeps.waits == [2.0, 2.0, 2.0]  # the retries only, nothing at the gate after
+
+
+@pytest.mark.parametrize("value", ["inf", "Infinity", "-inf", "nan", "1e400"])
+def test_a_non_finite_retry_after_is_unreadable_not_a_crash(ordered, client, sleeps, value):
+    ordered.get(POLICIES, status=429, headers={"Retry-After": value}, json={})
+    ordered.get(POLICIES, json=[])
+    assert client.get_json(POLICIES, resource=TEAMS_RESOURCE) == []
+    [wait] = sleeps.waits
+    assert 0 <= wait <= 30  # backoff, as for no Retry-After at all
+    assert retry_after_seconds(value) is None
+
+
 def test_connection_error_is_retried(ordered, client, sleeps):
     ordered.get(POLICIES, body=requests.ConnectionError("connection reset"))
     ordered.get(POLICIES, json=[])

@@ -96,6 +96,16 @@ def test_the_thread_that_waited_out_its_own_retry_after_does_not_wait_again():
     assert other == [pytest.approx(3.0)]  # any other thread still does
 
 
+def test_the_gate_never_closes_longer_than_the_retry_budget():
+    clock = FakeClock()
+    p = Pacer(None, clock=clock, sleep=clock.sleep, max_hold=120.0)
+    p.hold(float("inf"))  # unreadable: ignored
+    p.hold(float("nan"))
+    assert p.acquire() == 0.0
+    p.hold(86400.0)
+    assert p.acquire() == 120.0
+
+
 def test_rate_must_be_positive():
     with pytest.raises(ValueError, match="rate must be > 0"):
         Pacer(0.0)

@@ -126,7 +126,7 @@ class GraphClient:
                     f"Graph $batch answer lacks the responses to requests {', '.join(missing)}",
                     url=response.url,
                 )
-            retry_after = 0.0
+            retry_after = throttle_wait = 0.0
             last_status: dict[str, int] = {}
             answered = 0
             for rid in list(pending):
@@ -137,7 +137,8 @@ class GraphClient:
                     headers = {str(k).lower(): v for k, v in (answer.get("headers") or {}).items()}
                     seconds = retry_after_seconds(headers.get("retry-after"))
                     if status == 429:
-                        self.http.note_throttled(seconds)
+                        self.http.note_throttled()
+                        throttle_wait = max(throttle_wait, seconds or 0.0)
                     retry_after = max(retry_after, seconds or 0.0)
                     continue
                 done[rid] = (status, answer.get("body"))
@@ -162,6 +163,9 @@ class GraphClient:
                 stalled,
                 attempts,
             )
+            if throttle_wait:
+                # Only now that these will be retried: a Retry-After given up on closes nothing.
+                self.http.hold(throttle_wait)
             self.http.wait(retry_wait)
             waited += retry_wait
         first = next(iter(pending.values()))
