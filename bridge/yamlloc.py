@@ -8,6 +8,7 @@ plain ``dict``/``list`` subclasses that carry ``(line, column)`` positions, 1-ba
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,8 @@ class _Constructor(yaml.constructor.SafeConstructor):
 _resolver = yaml.resolver.Resolver()
 _constructor = _Constructor()
 _STR_TAG = _SAFE_TAG_PREFIX + "str"
+_MAP_TAG = _SAFE_TAG_PREFIX + "map"
+_SEQ_TAG = _SAFE_TAG_PREFIX + "seq"
 _MERGE_TAG = _SAFE_TAG_PREFIX + "merge"
 
 
@@ -63,7 +66,10 @@ _IMPLICIT_FIRST_CHARS = frozenset(
 )
 
 
-def _scalar(event: yaml.ScalarEvent) -> Any:
+def _scalar(event: yaml.ScalarEvent, pos: Pos, problems: list[YamlProblem]) -> Any:
+    """The value of a scalar that needs resolving or has an explicit tag. A value its tag cannot
+    read (``!!int abc``, ``!!bool maybe``, ``!!map x``, ``2024-13-45``) is a problem at its
+    position; its text is kept, so the rest of the file is still checked."""
     tag = event.tag
     if tag is None or tag == "!":
         value = event.value
@@ -75,8 +81,52 @@ def _scalar(event: yaml.ScalarEvent) -> Any:
     if tag == _MERGE_TAG:
         # Returned as text, so the key is reported as unknown with its position.
         return event.value
+    if tag in _CONTAINER_TAGS:
+        problems.append(
+            YamlProblem(
+                pos,
+                f"value {shown(event.value)} is tagged {_short(tag)}, which needs "
+                f"{_CONTAINER_TAGS[tag]}: remove the tag",
+            )
+        )
+        return event.value
     node = yaml.ScalarNode(tag, event.value, None, None, event.style)
-    return _constructor.construct_object(node, deep=True)
+    try:
+        return _constructor.construct_object(node, deep=True)
+    except Exception:  # PyYAML's constructors fail on bad text with any of six exception types
+        problems.append(
+            YamlProblem(
+                pos,
+                f"value {shown(event.value)} is not a valid {_short(tag)}: correct it, or quote "
+                "it (without the tag) to keep it as text",
+            )
+        )
+        return event.value
+
+
+_CONTAINER_TAGS = {_SAFE_TAG_PREFIX + "map": "a mapping", _SAFE_TAG_PREFIX + "seq": "a list"}
+
+
+def _short(tag: str) -> str:
+    return "!!" + tag[len(_SAFE_TAG_PREFIX) :] if tag.startswith(_SAFE_TAG_PREFIX) else tag
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = 60
+_REPR.maxother = 60
+
+
+def shown(value: Any) -> str:
+    """A value as messages show it: short, never a Python class name, never a traceback for a
+    deeply nested or huge value."""
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    try:
+        return _REPR.repr(value)
+    except (ValueError, RecursionError):  # an int past Python's digit limit
+        return f"a {type(value).__name__}"
 
 
 def load(text: str) -> tuple[Any, list[YamlProblem]]:
@@ -110,13 +160,21 @@ def load(text: str) -> tuple[Any, list[YamlProblem]]:
                     problems.append(_refused(tag, pos))
                     value = event.value
                 else:
-                    value = _scalar(event)
+                    value = _scalar(event, pos, problems)
                 if event.anchor:
                     anchors[event.anchor] = value
             elif kind is _MappingStartEvent or kind is _SequenceStartEvent:
                 tag = event.tag
-                if tag and tag != "!" and tag not in _SAFE_TAGS:
-                    problems.append(_refused(tag, pos))
+                if tag and tag != "!":
+                    if tag not in _SAFE_TAGS:
+                        problems.append(_refused(tag, pos))
+                    elif tag != (_MAP_TAG if kind is _MappingStartEvent else _SEQ_TAG):
+                        what = "mapping" if kind is _MappingStartEvent else "list"
+                        problems.append(
+                            YamlProblem(
+                                pos, f"a {what} cannot be tagged {_short(tag)}: remove the tag"
+                            )
+                        )
                 if kind is _MappingStartEvent:
                     container: Any = LocMap()
                     container.key_pos = {}

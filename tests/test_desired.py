@@ -33,6 +33,13 @@ CASES = {
     "user_global": ("5:15", "Global cannot be assigned directly"),
     "bad_yaml": ("4:1", "not valid YAML"),
     "unknown_top_key": ("1:1", "unknown key 'policy' in the top level (did you mean 'policies'?)"),
+    "bad_int_tag": ("3:18", "value 'abc' is not a valid !!int: correct it, or quote it"),
+    "bad_bool_tag": ("3:17", "value 'maybe' is not a valid !!bool"),
+    "bad_timestamp_tag": ("3:18", "value 'notadate' is not a valid !!timestamp"),
+    "impossible_date": ("3:18", "value '2024-13-45' is not a valid !!timestamp"),
+    "map_tag_on_text": ("3:18", "value 'x' is tagged !!map, which needs a mapping"),
+    "bad_tag_on_key": ("2:3", "value 'X' is not a valid !!float"),
+    "str_tag_on_mapping": ("2:13", "a mapping cannot be tagged !!str: remove the tag"),
 }
 
 
