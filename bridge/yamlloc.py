@@ -141,6 +141,7 @@ def load(text: str) -> tuple[Any, list[YamlProblem]]:
     stack: list[Any] = []  # containers being built
     keys: list[Any] = []  # per open mapping: the key waiting for its value, or _NO_KEY
     root: Any = None
+    documents = 0
     implicit_first = _IMPLICIT_FIRST_CHARS
 
     loader = _Loader(text)
@@ -200,7 +201,21 @@ def load(text: str) -> tuple[Any, list[YamlProblem]]:
                     value = None
             elif event is None or kind is _StreamEndEvent:
                 break
-            else:  # stream and document start/end
+            elif kind is _DocumentStartEvent:
+                documents += 1
+                if documents > 1:
+                    # Keeping only one of several documents would silently drop the others (a
+                    # prune: in one and the policies in another would delete every policy).
+                    problems.append(
+                        YamlProblem(
+                            pos,
+                            "a second YAML document starts here ('---'): a desired-state file is "
+                            "one document; merge them into one or split them into separate files",
+                        )
+                    )
+                    break
+                continue
+            else:  # stream start, document end
                 continue
 
             # Attach the finished value to its parent.
@@ -233,6 +248,7 @@ _SequenceStartEvent = yaml.SequenceStartEvent
 _MappingEndEvent = yaml.MappingEndEvent
 _SequenceEndEvent = yaml.SequenceEndEvent
 _AliasEvent = yaml.AliasEvent
+_DocumentStartEvent = yaml.DocumentStartEvent
 _StreamEndEvent = yaml.StreamEndEvent
 
 

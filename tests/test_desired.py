@@ -40,6 +40,10 @@ CASES = {
     "map_tag_on_text": ("3:18", "value 'x' is tagged !!map, which needs a mapping"),
     "bad_tag_on_key": ("2:3", "value 'X' is not a valid !!float"),
     "str_tag_on_mapping": ("2:13", "a mapping cannot be tagged !!str: remove the tag"),
+    "second_document": (
+        "5:1",
+        "a second YAML document starts here ('---'): a desired-state file is one",
+    ),
 }
 
 
