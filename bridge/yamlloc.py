@@ -263,17 +263,29 @@ def _refused(tag: str, pos: Pos) -> YamlProblem:
 def _as_key(value: Any, pos: Pos, parent: LocMap, problems: list[YamlProblem]) -> Any:
     if isinstance(value, LocMap | LocList):
         problems.append(YamlProblem(pos, "a mapping or list cannot be a key"))
-        value = repr(value)
+        value = f"<{shown(value)} at line {pos[0]}>"
     try:
         hash(value)
     except TypeError:
-        value = repr(value)
+        value = f"<{shown(value)} at line {pos[0]}>"
     if value in parent:
         first = parent.key_pos[value]
+        existing = next(k for k in parent if k == value)
+        if type(existing) is not type(value):
+            # true, 1 and 1.0 are one key once loaded: say which two keys met, not "duplicate".
+            problems.append(
+                YamlProblem(
+                    pos,
+                    f"key {shown(value)} and key {shown(existing)} (line {first[0]}) are the same "
+                    "key once loaded (true equals 1, false equals 0): quote the keys to keep "
+                    "them as text",
+                )
+            )
+            return value
         problems.append(
             YamlProblem(
                 pos,
-                f"duplicate key {value!r} (first written at line {first[0]}); "
+                f"duplicate key {shown(value)} (first written at line {first[0]}); "
                 "YAML would silently keep only the last one: remove or merge one",
             )
         )

@@ -40,6 +40,7 @@ CASES = {
     "map_tag_on_text": ("3:18", "value 'x' is tagged !!map, which needs a mapping"),
     "bad_tag_on_key": ("2:3", "value 'X' is not a valid !!float"),
     "str_tag_on_mapping": ("2:13", "a mapping cannot be tagged !!str: remove the tag"),
+    "true_and_one_keys": ("3:3", "key True and key 1 (line 2) are the same key once loaded"),
     "second_document": (
         "5:1",
         "a second YAML document starts here ('---'): a desired-state file is one",
