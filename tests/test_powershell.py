@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 from fake_pwsh import TENANT_ID, FakeGraph, FakePwsh, hospital
 
+from bridge.auth import TEAMS_RESOURCE
 from bridge.backends.base import Wanted
 from bridge.backends.powershell import (
     PWSH_ARGS,
@@ -197,6 +198,44 @@ def test_tokens_go_through_stdin_never_argv_nor_logs(fake, seed, tokens, caplog)
     assert "AccessTokens" in fake.calls("Connect-MicrosoftTeams")[0]["params"]
     assert "SECRETsig" not in caplog.text
     assert caplog.text  # the session did log (so the assertion above looked at something)
+
+
+class ExpiringTokens(Tokens):
+    """Tokens valid for an hour from the test's clock, each one different."""
+
+    def __init__(self, clock: list[float]) -> None:
+        super().__init__()
+        self.clock = clock
+        self.count = 0
+
+    def get_token(self, resource: str) -> str:
+        self.count += 1
+        claims = {"tid": TENANT_ID, "aud": resource, "exp": int(self.clock[0]) + 3600}
+        token = _jwt(claims, f"sig{self.count}SECRET")
+        self.issued[resource] = token
+        return token
+
+
+def test_expiring_tokens_are_renewed_before_a_call(fake, seed):
+    now = [1_700_000_000.0]
+    tokens = ExpiringTokens(now)
+    with make_backend(seed, tokens, clock=lambda: now[0]) as backend:
+        backend.read()
+        first = list(fake.record["tokens"])
+        now[0] += 3600 - 301  # 301 s left: still fine
+        backend.delete_policy("Kitchen") if False else backend.read()
+        assert fake.record["tokens"] == first
+        assert len(fake.calls("Connect-MicrosoftTeams")) == 1
+        now[0] += 2  # 299 s left: connect again with fresh tokens, before the call
+        backend.update_policy("Kitchen", {"AllowGiphy": True})
+    connects = [c["cmdlet"] for c in fake.calls()]
+    assert connects.count("Connect-MicrosoftTeams") == 2
+    assert connects.index("Connect-MicrosoftTeams", 3) < connects.index(
+        "Set-CsTeamsMessagingPolicy"
+    )
+    renewed = fake.record["tokens"][2:]
+    assert len(renewed) == 2 and not set(renewed) & set(first)
+    assert renewed == [tokens.issued[GRAPH_URL], tokens.issued[TEAMS_RESOURCE]]
 
 
 def test_a_token_echoed_by_pwsh_is_redacted_from_errors(backend, tokens):

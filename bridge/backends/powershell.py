@@ -14,6 +14,9 @@ cmdlets; request values never become script text) and writes each answer as one 
 Tokens. ``Connect-MicrosoftTeams -AccessTokens @(graph, teams)`` gets both tokens from the
 ``TokenProvider`` inside a stdin request: never on a command line, never in a log line (request
 parameters are logged by name only, and every text pwsh sends back is redacted of them).
+Tokens last an hour or so and a run that polls batch operations can last hours: before each
+call, when either token has less than ``TOKEN_REFRESH_MARGIN`` seconds left (its ``exp``), the
+session is connected again with fresh tokens from the provider.
 
 Errors. Error records map to the REST transport's types by category: ``ObjectNotFound`` ->
 ``NotFoundError``, ``ResourceExists``/``ResourceBusy`` -> ``ConflictError``, ``PermissionDenied``
@@ -119,6 +122,8 @@ _BEGIN = "<<<teams-bridge:begin:"
 _END = "<<<teams-bridge:end:"
 # Parameters whose values may appear in logs and error messages (never AccessTokens).
 _SHOWN_PARAMS = ("Identity", "GroupId", "PolicyName", "Name", "Filter")
+# Reconnect when a token has less than this left; MSAL hands out a new token from 5 min before.
+TOKEN_REFRESH_MARGIN = 300.0
 
 
 class GroupDirectory(Protocol):
@@ -417,6 +422,7 @@ class PowerShellBackend:
         poll_interval: float = 10.0,
         batch_timeout: float = 4 * 3600.0,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
     ):
         self.settings = settings
         self.token_provider = token_provider
@@ -424,6 +430,8 @@ class PowerShellBackend:
         self.poll_interval = poll_interval
         self.batch_timeout = batch_timeout
         self._sleep = sleep
+        self._clock = clock  # wall-clock seconds, to compare with the tokens' exp
+        self._tokens_expire: float | None = None  # the earlier exp of the two tokens
         self._graph = graph
         self._http: HttpClient | None = None  # only when this backend made the Graph client
         self._session = PwshSession(pwsh, timeout=timeout)
@@ -447,17 +455,41 @@ class PowerShellBackend:
     ) -> list[Any]:
         if not self._connected:
             self._connect()
+        elif self._tokens_expiring():
+            self._reconnect()
         return self._session.call(cmdlet, params, select=select)
+
+    def _tokens_expiring(self) -> bool:
+        expire = self._tokens_expire
+        return expire is not None and expire - self._clock() < TOKEN_REFRESH_MARGIN
+
+    def _fresh_tokens(self) -> tuple[str, str]:
+        graph_token = self.token_provider.get_token(self.settings.graph_url)
+        teams_token = self.token_provider.get_token(TEAMS_RESOURCE)
+        self._session.add_secret(graph_token)
+        self._session.add_secret(teams_token)
+        expiries = [e for e in (_expiry_of(graph_token), _expiry_of(teams_token)) if e]
+        self._tokens_expire = min(expiries) if expiries else None
+        return graph_token, teams_token
+
+    def _reconnect(self) -> None:
+        """Connect the running session again with fresh tokens (the old ones are expiring)."""
+        left = (self._tokens_expire or 0.0) - self._clock()
+        log.info("the access tokens expire in %.0fs: connecting pwsh again with fresh ones", left)
+        graph_token, teams_token = self._fresh_tokens()
+        if self._tokens_expiring():
+            log.warning(
+                "the token provider handed out tokens that expire within %.0fs",
+                (self._tokens_expire or 0.0) - self._clock(),
+            )
+        self._session.call("Connect-MicrosoftTeams", {"AccessTokens": [graph_token, teams_token]})
 
     def _connect(self) -> None:
         if self._session.started:
             # Started before but never connected: that start failed, and a second pwsh would
             # fail the same way.
             raise TransportError("the pwsh session failed to start earlier in this run")
-        graph_token = self.token_provider.get_token(self.settings.graph_url)
-        teams_token = self.token_provider.get_token(TEAMS_RESOURCE)
-        self._session.add_secret(graph_token)
-        self._session.add_secret(teams_token)
+        graph_token, teams_token = self._fresh_tokens()
         hello = self._session.start()
         versions = [v for v in hello.get("MicrosoftTeams") or () if isinstance(v, str)]
         best = max(versions, key=version_tuple, default=None)
@@ -772,6 +804,15 @@ def _tenant_of(token: str) -> str | None:
     except BridgeError:
         return None
     return str(tid) if tid else None
+
+
+def _expiry_of(token: str) -> float | None:
+    """The token's ``exp`` (epoch seconds), or None when it cannot be read."""
+    try:
+        exp = decode_claims(token).get("exp")
+    except BridgeError:
+        return None
+    return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
 
 
 def _quote(value: str) -> str:
