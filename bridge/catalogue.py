@@ -17,8 +17,21 @@ from typing import Any
 NON_SETTING_FIELDS = frozenset({"Identity", "Key", "ConfigMetadata", "ConfigId", "DataSource"})
 
 
+_NON_SETTING_FOLDED = frozenset(n.casefold() for n in NON_SETTING_FIELDS)
+
+
 def is_setting_field(name: str) -> bool:
     return name not in NON_SETTING_FIELDS and not name.startswith("@odata") and name != "ensure"
+
+
+def is_service_field(name: str) -> bool:
+    """Whether ``name``, in any casing, is one of the fields the service puts on every policy
+    (Identity, Key, ...): never a setting a desired-state file can set."""
+    folded = name.casefold()
+    return folded in _NON_SETTING_FOLDED or folded.startswith("@odata")
+
+
+SERVICE_FIELDS_TEXT = ", ".join(sorted(NON_SETTING_FIELDS)) + " and @odata.*"
 
 
 @dataclass(frozen=True)

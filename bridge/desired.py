@@ -247,12 +247,31 @@ def _validate_policies(c: _Checker, policies: LocMap, state: DesiredState) -> No
                 _check_setting(c, setting, value, m.value_pos[setting], spos, settings)
             extra = c.mapping(m.get("extra"), m.value_pos.get("extra", m.pos), "extra")
             if extra is not None:
+                extra_seen: dict[str, str] = {}
                 for setting, value in extra.items():
                     spos = extra.key_pos[setting]
+                    if isinstance(setting, str) and catalogue.is_service_field(setting):
+                        c.error(spos, _service_field_message(setting, "under 'extra:'"))
+                        continue
+                    if isinstance(setting, str) and setting.casefold() in POLICY_META_KEYS:
+                        c.error(
+                            spos,
+                            f"{setting!r} is not a setting: write it on the policy itself, "
+                            "not under extra:",
+                        )
+                        continue
                     if not isinstance(setting, str) or not re.fullmatch(
                         r"[A-Za-z][A-Za-z0-9]*", setting
                     ):
                         c.error(spos, f"extra setting name {setting!r} is not a setting name")
+                        continue
+                    first = extra_seen.setdefault(setting.casefold(), setting)
+                    if first != setting:
+                        c.error(
+                            spos,
+                            f"extra setting {setting!r} differs from {first!r} only in case; "
+                            "setting names are one setting in any casing: keep one",
+                        )
                         continue
                     known = catalogue.lookup_folded(setting)
                     if known:
@@ -301,6 +320,9 @@ def _check_setting(
     if name == "<<":
         c.error(kpos, "YAML merge keys (<<: *anchor) are not supported: write the settings out")
         return
+    if setting is None and catalogue.is_service_field(name):
+        c.error(kpos, _service_field_message(name, "in a policy"))
+        return
     if setting is None:
         suggestion = catalogue.suggest(name)
         hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
@@ -316,6 +338,13 @@ def _check_setting(
         out[name] = setting.normalize(value)
     except ValueError as exc:
         c.error(vpos, str(exc))
+
+
+def _service_field_message(name: str, where: str) -> str:
+    return (
+        f"{name!r} cannot be set {where}: {catalogue.SERVICE_FIELDS_TEXT} are service fields, "
+        "not settings (the policy's name is its key under policies:): remove it"
+    )
 
 
 def _ensure(c: _Checker, m: LocMap, what: str) -> bool:

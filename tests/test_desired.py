@@ -41,6 +41,14 @@ CASES = {
     "bad_tag_on_key": ("2:3", "value 'X' is not a valid !!float"),
     "str_tag_on_mapping": ("2:13", "a mapping cannot be tagged !!str: remove the tag"),
     "true_and_one_keys": ("3:3", "key True and key 1 (line 2) are the same key once loaded"),
+    "extra_service_field": ("5:7", "'identity' cannot be set under 'extra:': ConfigId, "),
+    "extra_ensure": ("4:7", "'ensure' is not a setting: write it on the policy itself"),
+    "service_field_setting": (
+        "4:5",
+        "'Identity' cannot be set in a policy: ConfigId, ConfigMetadata, DataSource, Identity, "
+        "Key and @odata.* are service fields, not settings",
+    ),
+    "extra_case_duplicate": ("5:7", "extra setting 'allownewthing' differs from 'AllowNewThing'"),
     "second_document": (
         "5:1",
         "a second YAML document starts here ('---'): a desired-state file is one",
