@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_report_model import in_sync_report, scenario
@@ -224,3 +225,55 @@ def test_tenant_wide_finding_stays_open_while_its_policies_change(tmp_path: Path
         # Per-policy findings keep their policy: Kitchen's is resolved, Facilities' is new.
         assert {r.key for r in third.resolved} == {"rule:clinical-priority:kitchen"}
         assert third.first_seen["rule:clinical-priority:facilities"] == DAY3
+
+
+def test_previous_run_is_of_the_same_desired_file(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.chdir(tmp_path)
+    key = "policy:global:ReadReceiptsEnabledType"
+    with HistoryStore(tmp_path / "h.sqlite") as store:
+        store.record(at(scenario(), DAY1))
+        # Another file for the same tenant, in sync: its own history, nothing of the first
+        # file's drift is resolved by it.
+        pilot = dataclasses.replace(at(in_sync_report(), DAY2), desired_path="pilot.yaml")
+        store.record(pilot)
+        assert pilot.resolved == []
+        # The first file again, named from another directory: the same file, the same history.
+        (tmp_path / "sub").mkdir()
+        monkeypatch.chdir(tmp_path / "sub")
+        third = dataclasses.replace(at(scenario(), DAY3), desired_path="../desired.yaml")
+        store.record(third)
+        assert third.first_seen[key] == DAY1 and third.resolved == []
+        # Open drift: the latest run of each file (the pilot's has none).
+        assert {o.first_seen for o in store.open_drift(now=DAY3) if o.key == key} == {DAY1}
+
+
+def test_fail_on_does_not_change_what_history_stores(tmp_path: Path) -> None:
+    warning_key = "rule:read-receipts-consistency"
+    with HistoryStore(tmp_path / "h.sqlite") as store:
+        first = at(scenario(), DAY1)
+        store.record(first)
+        assert warning_key in first.first_seen
+        lax = dataclasses.replace(at(scenario(), DAY2), fail_on=frozenset({"error"}))
+        store.record(lax)
+        # Not counted by this run, but still there: open since day 1, not resolved.
+        assert lax.first_seen[warning_key] == DAY1
+        assert warning_key not in {r.key for r in lax.resolved}
+        assert "rule:read-receipts-group-size" not in lax.first_seen  # info is never drift
+
+
+def test_version_1_database_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite"
+    with HistoryStore(path) as store:
+        store.record(at(scenario(), DAY1))
+    db = sqlite3.connect(path)
+    # Back to version 1's shape: no desired_key column.
+    db.executescript(
+        "DROP INDEX runs_by_file; ALTER TABLE runs DROP COLUMN desired_key; "
+        "PRAGMA user_version = 1;"
+    )
+    db.close()
+    with HistoryStore(path) as store:
+        second = at(scenario(), DAY2)
+        store.record(second)
+        assert second.first_seen["policy:global:ReadReceiptsEnabledType"] == DAY1
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2

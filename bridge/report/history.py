@@ -9,8 +9,15 @@ was fixed since the previous run.
   each drift item with its first-seen time;
 - ``runs(limit)``, ``open_drift()``, ``resolved(limit)``, ``first_seen(key)`` read it back.
 
-"The previous run" is the latest run of the same tenant generated before this report. A drift that
-goes away and comes back starts a new first-seen time. When two writers finish out of order (a
+"The previous run" is the latest run of the same tenant *and the same desired file* generated
+before this report. The file is identified by its resolved path (``desired_key``), not its SHA-256:
+editing the file is the normal life of a desired state and must not restart every first-seen
+time, while a run of another file for the same tenant (a pilot file, a second job) is a different
+question and must not "resolve" the first file's drift. What is stored does not depend on
+``--fail-on``: every object not in sync and every ``warning`` or ``error`` finding is recorded
+(``info`` findings are explanations, never drift), so a run with a laxer ``--fail-on`` does not
+resolve findings it merely does not count. A drift that goes away and comes back starts a new
+first-seen time. When two writers finish out of order (a
 report recorded after a later one), its first-seen times are carried forward into the later runs
 that continue the same drift; the later runs' resolved lists are not recomputed.
 
@@ -38,7 +45,7 @@ from .model import DriftReport, ResolvedItem, utc
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 15_000
 
 _SCHEMA = """
@@ -57,6 +64,8 @@ CREATE TABLE IF NOT EXISTS runs (
     exit_code INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS runs_by_tenant ON runs (tenant_id, generated_at, id);
+ALTER TABLE runs ADD COLUMN desired_key TEXT NOT NULL DEFAULT '';
+CREATE INDEX IF NOT EXISTS runs_by_file ON runs (tenant_id, desired_key, generated_at, id);
 CREATE TABLE IF NOT EXISTS drift_items (
     run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
     key TEXT NOT NULL,
@@ -127,6 +136,11 @@ def _tenant(report_tenant: str | None) -> str:
     return report_tenant or ""
 
 
+def desired_key(path: str) -> str:
+    """Which desired file a run checked, the same from any working directory."""
+    return os.path.realpath(path) if path else ""
+
+
 def _use_wal(db: sqlite3.Connection, attempts: int = 50) -> None:
     """Switch to WAL. Two processes opening a new file at once can both try; SQLite answers the
     loser "database is locked" at once, without its busy handler, so wait and look again."""
@@ -166,16 +180,29 @@ class HistoryStore:
                         "use another --history file"
                     )
                 if version < SCHEMA_VERSION:
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            self._db.execute(statement)
-                    self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    self._migrate(version)
         except (sqlite3.Error, OSError) as exc:
             raise HistoryError(
                 f"cannot open history database {self.path}: {exc}; check the path is a "
                 "writable file on a local disk (SQLite locking does not work on every network "
                 "share)"
             ) from exc
+
+    def _migrate(self, version: int) -> None:
+        statements = [t for t in _SCHEMA.split(";") if t.strip()]
+        if version == 0:
+            for statement in statements:
+                self._db.execute(statement)
+        if version == 1:
+            # Version 1 knew runs by tenant only; the old runs' files are resolved from here.
+            for statement in statements:
+                if "desired_key" in statement:
+                    self._db.execute(statement)
+            for run_id, path in self._db.execute("SELECT id, desired_path FROM runs").fetchall():
+                self._db.execute(
+                    "UPDATE runs SET desired_key = ? WHERE id = ?", (desired_key(path), run_id)
+                )
+        self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         self._db.close()
@@ -211,7 +238,9 @@ class HistoryStore:
         """Fill ``report.first_seen`` and ``report.resolved`` from the runs recorded before it.
         Returns the same report."""
         try:
-            previous = self._previous_items(_tenant(report.tenant_id), report.generated_at)
+            previous = self._previous_items(
+                _tenant(report.tenant_id), desired_key(report.desired_path), report.generated_at
+            )
         except sqlite3.Error as exc:
             raise self._fail("read", exc) from exc
         first_seen, resolved = _compare(report, previous)
@@ -223,16 +252,18 @@ class HistoryStore:
         """Store ``report`` and its drift items; returns the run id. Also fills the report's
         first-seen times and resolved items, as ``annotate`` does."""
         tenant = _tenant(report.tenant_id)
+        file_key = desired_key(report.desired_path)
         summary = report.summary()["findings"]
-        items = report.drift_items()
+        items = report.history_items()
         try:
             with self._write() as db:
-                previous = self._previous_items(tenant, report.generated_at)
+                previous = self._previous_items(tenant, file_key, report.generated_at)
                 first_seen, resolved = _compare(report, previous)
                 cur = db.execute(
                     "INSERT INTO runs (tenant_id, generated_at, tool_version, desired_path, "
                     "desired_sha256, drift_count, findings_error, findings_warning, "
-                    "findings_info, in_sync, exit_code) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    "findings_info, in_sync, exit_code, desired_key) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         tenant,
                         _ts(report.generated_at),
@@ -245,6 +276,7 @@ class HistoryStore:
                         summary["info"],
                         int(report.in_sync),
                         report.exit_code,
+                        file_key,
                     ),
                 )
                 run_id = int(cur.lastrowid or 0)
@@ -269,7 +301,7 @@ class HistoryStore:
                     "VALUES (?,?,?,?)",
                     ((run_id, r.key, _ts(r.first_seen), _ts(r.resolved_at)) for r in resolved),
                 )
-                self._carry_forward(tenant, report.generated_at, first_seen)
+                self._carry_forward(tenant, file_key, report.generated_at, first_seen)
         except sqlite3.Error as exc:
             raise self._fail("write to", exc) from exc
         report.first_seen, report.resolved = first_seen, resolved
@@ -283,16 +315,16 @@ class HistoryStore:
         return run_id
 
     def _carry_forward(
-        self, tenant: str, when: dt.datetime, first_seen: dict[str, dt.datetime]
+        self, tenant: str, file_key: str, when: dt.datetime, first_seen: dict[str, dt.datetime]
     ) -> None:
         """A run recorded after a later one (two writers finishing out of order): drift that
         continues into the later runs was first seen no later than this run says."""
         later = [
             row[0]
             for row in self._db.execute(
-                "SELECT id FROM runs WHERE tenant_id = ? AND generated_at > ? "
+                "SELECT id FROM runs WHERE tenant_id = ? AND desired_key = ? AND generated_at > ? "
                 "ORDER BY generated_at, id",
-                (tenant, _ts(when)),
+                (tenant, file_key, _ts(when)),
             )
         ]
         streak = dict(first_seen)
@@ -318,11 +350,13 @@ class HistoryStore:
 
     # ------------------------------------------------------------------ reading
 
-    def _previous_items(self, tenant: str, before: dt.datetime) -> dict[str, dt.datetime]:
+    def _previous_items(
+        self, tenant: str, file_key: str, before: dt.datetime
+    ) -> dict[str, dt.datetime]:
         row = self._db.execute(
-            "SELECT id FROM runs WHERE tenant_id = ? AND generated_at < ? "
+            "SELECT id FROM runs WHERE tenant_id = ? AND desired_key = ? AND generated_at < ? "
             "ORDER BY generated_at DESC, id DESC LIMIT 1",
-            (tenant, _ts(before)),
+            (tenant, file_key, _ts(before)),
         ).fetchone()
         if row is None:
             return {}
@@ -364,7 +398,8 @@ class HistoryStore:
     def open_drift(
         self, tenant_id: str | None = None, now: dt.datetime | None = None
     ) -> list[OpenDrift]:
-        """Drift items of each tenant's latest run, oldest first, with their age at ``now``."""
+        """Drift items of the latest run of each tenant and desired file, oldest first, with their
+        age at ``now``."""
         now = utc(now or dt.datetime.now(dt.timezone.utc))
         tenant_filter, args = ("AND r.tenant_id = ?", [tenant_id]) if tenant_id else ("", [])
         try:
@@ -372,8 +407,9 @@ class HistoryStore:
                 "SELECT d.key, r.tenant_id, d.object, d.expected, d.actual, d.first_seen "
                 "FROM drift_items d JOIN runs r ON r.id = d.run_id "
                 "WHERE r.id IN (SELECT (SELECT id FROM runs x WHERE x.tenant_id = t.tenant_id "
-                "ORDER BY generated_at DESC, id DESC LIMIT 1) FROM (SELECT DISTINCT tenant_id "
-                f"FROM runs) t) {tenant_filter} ORDER BY d.first_seen, d.key",
+                "AND x.desired_key = t.desired_key ORDER BY generated_at DESC, id DESC LIMIT 1) "
+                "FROM (SELECT DISTINCT tenant_id, desired_key FROM runs) t) "
+                f"{tenant_filter} ORDER BY d.first_seen, d.key",
                 args,
             ).fetchall()
         except sqlite3.Error as exc:
@@ -423,7 +459,7 @@ def _compare(
     report: DriftReport, previous: dict[str, dt.datetime]
 ) -> tuple[dict[str, dt.datetime], list[ResolvedItem]]:
     now = utc(report.generated_at)
-    current = {i.key for i in report.drift_items()}
+    current = {i.key for i in report.history_items()}
     first_seen = {key: previous.get(key, now) for key in current}
     resolved = [
         ResolvedItem(key, seen, now) for key, seen in sorted(previous.items()) if key not in current

@@ -278,6 +278,17 @@ class DriftReport:
             )
         return items
 
+    def history_items(self) -> list[DriftItem]:
+        """What history records, whatever ``fail_on`` says: every object not in sync and every
+        ``warning`` or ``error`` finding (``info`` findings explain, they are never drift)."""
+        items = [i for i in self.drift_items() if i.kind != "rule"]
+        for f in self.findings:
+            if f.severity != "info":
+                items.append(
+                    DriftItem(f.key, "rule", f"rule {f.rule_id}", None, f.title, status=f.severity)
+                )
+        return items
+
     # ------------------------------------------------------------------ JSON
 
     def to_dict(self) -> dict[str, Any]:
