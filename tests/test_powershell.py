@@ -4,6 +4,7 @@ timeouts, crashes, bulk, doctor."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import logging
 import time
@@ -17,6 +18,7 @@ from bridge.backends.base import Wanted
 from bridge.backends.powershell import (
     PWSH_ARGS,
     PowerShellBackend,
+    PwshSession,
     doctor_checks,
     error_from_record,
 )
@@ -400,6 +402,28 @@ def test_missing_module_says_how_to_install_it(fake, seed, tokens, monkeypatch):
         with pytest.raises(TransportError, match="failed to start earlier"):
             backend.read()
     assert len(fake.record["spawns"]) == 1
+
+
+def test_host_output_without_a_newline_does_not_swallow_the_answer(fake, seed, tokens, monkeypatch):
+    monkeypatch.setenv("FAKE_PWSH_PARTIAL_ON", "Get-CsGroupPolicyAssignment")
+    started = time.monotonic()
+    with make_backend(seed, tokens, timeout=3.0) as backend:
+        state = backend.read()
+    assert len(state.group_assignments) == 2
+    assert time.monotonic() - started < 3  # answered, not timed out
+
+
+def test_the_reader_finds_a_begin_marker_after_partial_output():
+    session = PwshSession()
+    answer = json.dumps({"id": "7", "ok": True, "result": [1]})
+    session._proc = SimpleNamespace(  # type: ignore[assignment]
+        stdout=io.StringIO(
+            f"WARNING: no newline<<<teams-bridge:begin:7>>>\n{answer}\n<<<teams-bridge:end:7>>>\n"
+        )
+    )
+    session._read_stdout()
+    assert session._answers.get_nowait() == ("7", answer)
+    assert session._answers.get_nowait() is None  # EOF
 
 
 def test_hung_pwsh_raises_transport_error_within_the_timeout(fake, seed, tokens, monkeypatch):

@@ -7,7 +7,8 @@ the first call, not at construction). One line goes in on stdin: a bootstrap tha
 PowerShell and module versions, then reads one JSON request per line,
 ``{"id", "cmdlet", "params", "select"?}``, splats ``params`` into the cmdlet (an allow-list of
 cmdlets; request values never become script text) and writes each answer as one compressed
-``ConvertTo-Json`` line between ``<<<teams-bridge:begin:ID>>>`` and ``<<<teams-bridge:end:ID>>>``:
+``ConvertTo-Json`` line between ``<<<teams-bridge:begin:ID>>>`` (preceded by a newline, and found
+anywhere in its line: host output may lack one) and ``<<<teams-bridge:end:ID>>>``:
 ``{"ok": true, "result": [...], "warnings": [...]}`` or ``{"ok": false, "error": {"category",
 "message", "fqid"}}``. Anything else pwsh prints (banners, host output) is logged at debug level.
 
@@ -350,8 +351,12 @@ class PwshSession:
         body: list[str] = []
         for raw in self._proc.stdout:
             line = raw.rstrip("\r\n")
-            if current is None and line.startswith(_BEGIN) and line.endswith(">>>"):
-                current, body = line[len(_BEGIN) : -3], []
+            # The marker may follow host output that lacked a newline ("WARNING: ...<<<...").
+            start = line.find(_BEGIN) if current is None else -1
+            if start >= 0 and line.endswith(">>>"):
+                if line[:start].strip():
+                    log.debug("pwsh: %s", self.redact(line[:start]))
+                current, body = line[start + len(_BEGIN) : -3], []
             elif current is not None and line == f"{_END}{current}>>>":
                 self._answers.put((current, "".join(body)))
                 current = None

@@ -4,6 +4,7 @@
 #
 # First it answers the request id "hello" with the PowerShell and MicrosoftTeams versions. Then it
 # reads one JSON request per line, {"id", "cmdlet", "params", "select"?}, and answers each with
+#   (an empty line)
 #   <<<teams-bridge:begin:ID>>>
 #   {"id": ID, "ok": true, "result": [...], "warnings": [...]}
 #   or {"id": ID, "ok": false, "error": {"category", "message", "fqid"}}
@@ -34,6 +35,9 @@ function Write-Answer([string] $Id, [hashtable] $Answer) {
     # numbers; EscapeNonAscii keeps it ASCII whatever the console's code page (Windows).
     $json = ConvertTo-Json -InputObject $Answer -Depth 8 -Compress -EnumsAsStrings `
         -EscapeHandling EscapeNonAscii
+    # A newline first: host output that ended without one (a progress or warning text) would
+    # otherwise run into the begin marker.
+    [Console]::Out.WriteLine()
     [Console]::Out.WriteLine("<<<teams-bridge:begin:$Id>>>")
     [Console]::Out.WriteLine($json)
     [Console]::Out.WriteLine("<<<teams-bridge:end:$Id>>>")

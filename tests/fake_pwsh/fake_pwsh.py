@@ -14,8 +14,9 @@ parameter *names*) and ``operations`` (batch operations).
 
 Knobs (environment): ``FAKE_PWSH_HANG_ON=<cmdlet>`` never answers that cmdlet;
 ``FAKE_PWSH_CRASH_ON=<cmdlet>`` exits without answering; ``FAKE_PWSH_DENY=<cmdlet>`` answers it
-with an access-denied record; ``FAKE_PWSH_SOFT_ERROR_ON=<cmdlet>`` makes the module *write* a
-non-terminating 403 for that cmdlet (the shape the MicrosoftTeams AutoRest functions use:
+with an access-denied record; ``FAKE_PWSH_PARTIAL_ON=<cmdlet>`` prints host output without a
+newline just before that cmdlet's answer; ``FAKE_PWSH_SOFT_ERROR_ON=<cmdlet>`` makes the module
+*write* a non-terminating 403 for that cmdlet (the shape the MicrosoftTeams AutoRest functions use:
 ``InvalidOperation``, ``Forbidden,...`` error id) and output nothing; ``FAKE_PWSH_MODULE_VERSION``
 (default 7.9.0; ``none``: not installed).
 
@@ -23,7 +24,8 @@ Driver semantics. The fake reads the driver it is sent and answers as pwsh runni
 would (``DriverTraits``): a non-terminating error becomes an ``ok: false`` answer only when the
 driver invokes cmdlets with ``-ErrorAction Stop`` or ``-ErrorVariable`` (script-module functions
 ignore the driver's ``$ErrorActionPreference``, PowerShell/PowerShell#4568); otherwise the answer
-is ``ok`` with the (empty) output and the error goes to stderr, as pwsh prints it.
+is ``ok`` with the (empty) output and the error goes to stderr, as pwsh prints it. An answer
+starts with an empty line only when the driver's ``Write-Answer`` writes one.
 """
 
 from __future__ import annotations
@@ -80,8 +82,10 @@ def not_found(message: str, cmdlet: str) -> Fail:
     return Fail("ObjectNotFound", message, f"NotFound,{cmdlet}")
 
 
-def write(answer: dict[str, Any]) -> None:
+def write(answer: dict[str, Any], traits: DriverTraits | None = None) -> None:
     out = sys.stdout
+    if traits is not None and traits.newline_before_answer:
+        out.write("\n")
     out.write(f"<<<teams-bridge:begin:{answer['id']}>>>\n")
     out.write(json.dumps(answer, separators=(",", ":")) + "\n")
     out.write(f"<<<teams-bridge:end:{answer['id']}>>>\n")
@@ -586,6 +590,7 @@ class DriverTraits:
     """What the driver text makes pwsh do, where the fake has to choose."""
 
     stops_on_errors: bool  # the cmdlet call has -ErrorAction Stop or -ErrorVariable
+    newline_before_answer: bool = False  # Write-Answer writes an empty line before the marker
 
     @classmethod
     def of(cls, driver: str) -> DriverTraits:
@@ -595,6 +600,10 @@ class DriverTraits:
         args = call.group(1) if call else ""
         return cls(
             stops_on_errors=bool(re.search(r"-ErrorAction\s+'?Stop|-ErrorVariable\s+\w", args)),
+            newline_before_answer=bool(
+                re.search(r"WriteLine\(\)\s*\n\s*\[Console\]::Out\.WriteLine\(\"<<<", code)
+                or re.search(r"WriteLine\(\"`n<<<", code)
+            ),
         )
 
 
@@ -637,6 +646,10 @@ def main() -> int:
         tenant.save()
         if cmdlet == os.environ.get("FAKE_PWSH_HANG_ON"):
             time.sleep(3600)
+        if cmdlet == os.environ.get("FAKE_PWSH_PARTIAL_ON"):
+            # Host output that ends without a newline, just before the answer.
+            sys.stdout.write("WARNING: the module printed this without a newline")
+            sys.stdout.flush()
         if cmdlet == os.environ.get("FAKE_PWSH_CRASH_ON"):
             sys.stderr.write(f"Unhandled exception while running {cmdlet}: process is exiting\n")
             sys.stderr.flush()
@@ -659,7 +672,7 @@ def main() -> int:
         except Fail as exc:
             answer.update(ok=False, error=exc.record)
         tenant.save()
-        write(answer)
+        write(answer, traits)
     return 0
 
 
