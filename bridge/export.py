@@ -3,13 +3,15 @@ same state, gives no changes."""
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
 import yaml
 
 from . import catalogue
-from .state import TenantState, is_global
+from .state import TenantState, bare_name, is_global
+from .yamlloc import shown
 
 _HEADER = """\
 # Desired state exported by teams-bridge from tenant {tenant}.
@@ -30,21 +32,41 @@ def _str_presenter(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
 _Dumper.add_representer(str, _str_presenter)
 
 
-def export_document(state: TenantState) -> dict[str, Any]:
+def export_document(state: TenantState, left_out: list[str] | None = None) -> dict[str, Any]:
+    """The desired-state document for ``state``. What a desired-state file cannot hold (a null
+    for a boolean, an enum value newer than the catalogue, a direct Global assignment) is left
+    out, so the file still loads back and plans no changes; ``left_out`` receives one line of
+    explanation for each."""
+    skipped: list[str] = [] if left_out is None else left_out
     policies: dict[str, Any] = {}
     ordered = sorted(state.policies.values(), key=lambda p: (not is_global(p.name), p.key))
     for policy in ordered:
         known: dict[str, Any] = {}
         extra: dict[str, Any] = {}
+        where = f"policy {policy.name!r}"
         for name in sorted(policy.settings):
             value = policy.settings[name]
             setting = catalogue.lookup(name)
             if setting is not None:
                 if setting.deprecated:
                     continue
-                known[name] = value
-            elif isinstance(value, str | int | float | bool) or value is None:
+                try:
+                    known[name] = setting.normalize(value)
+                except ValueError:
+                    if setting.kind == "enum":
+                        known_values = ", ".join(setting.values)
+                        why = f"a value teams-bridge does not know (known: {known_values})"
+                    else:
+                        why = f"which teams-bridge cannot write (it takes {_takes(setting)})"
+                    skipped.append(f"{where}: {name} is {_show(value)} in the tenant, {why}")
+            elif not _EXTRA_NAME.fullmatch(name):
+                skipped.append(f"{where}: {name!r} is not a name extra: accepts")
+            elif isinstance(value, str | int | bool) or value is None or _finite(value):
                 extra[name] = value
+            else:
+                skipped.append(
+                    f"{where}: {name} holds {_show(value)}; extra: takes plain values only"
+                )
         # Description first: it reads like a title.
         body = {k: known[k] for k in sorted(known, key=lambda k: (k != "Description", k))}
         if extra:
@@ -62,6 +84,14 @@ def export_document(state: TenantState) -> dict[str, Any]:
         state.user_assignments, key=lambda u: (state.user_assignments[u].upn or u).casefold()
     ):
         ua = state.user_assignments[uid]
+        if is_global(bare_name(ua.policy)):
+            # A direct Global assignment is something a file cannot ask for; unmentioned, the
+            # user keeps it (without prune).
+            skipped.append(
+                f"user {ua.upn or uid}: directly assigned Global (write 'ensure: absent' for "
+                "this user to take the direct assignment away)"
+            )
+            continue
         users.append({"user": ua.upn or uid, "policy": ua.policy})
 
     doc: dict[str, Any] = {}
@@ -79,6 +109,21 @@ def export_document(state: TenantState) -> dict[str, Any]:
     return doc
 
 
+_EXTRA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def _takes(setting: catalogue.Setting) -> str:
+    return "true or false" if setting.kind == "bool" else "text"
+
+
+def _show(value: Any) -> str:
+    return "null" if value is None else shown(value)
+
+
 def _group_name(state: TenantState, group_id: str) -> str | None:
     assignment = state.group_assignments.get(group_id)
     if assignment and assignment.group_name:
@@ -88,8 +133,13 @@ def _group_name(state: TenantState, group_id: str) -> str | None:
 
 
 def export_yaml(state: TenantState) -> str:
+    left_out: list[str] = []
     body = yaml.dump(
-        export_document(state), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100
+        export_document(state, left_out),
+        Dumper=_Dumper,
+        sort_keys=False,
+        allow_unicode=True,
+        width=100,
     )
 
     def with_name(match: re.Match[str]) -> str:
@@ -97,4 +147,13 @@ def export_yaml(state: TenantState) -> str:
         return match.group(0) + (f"  # {' '.join(name.split())}" if name else "")
 
     body = re.sub(r"^(\s*- group: )(\S+)$", with_name, body, flags=re.M)
-    return _HEADER.format(tenant=state.tenant_id or "(unknown)") + body
+    header = _HEADER.format(tenant=state.tenant_id or "(unknown)")
+    if left_out:
+        header += _LEFT_OUT + "".join(f"#   - {' '.join(line.split())}\n" for line in left_out)
+    return header + body
+
+
+_LEFT_OUT = """\
+# Left out, so that this file loads back and plans no changes (manage these in the tenant, or
+# after upgrading teams-bridge):
+"""

@@ -29,6 +29,7 @@ from .state import (
     Policy,
     SafetyLimits,
     TenantState,
+    User,
     UserAssignment,
     is_global,
     policy_key,
@@ -617,6 +618,11 @@ def _resolve_group(current: TenantState, ref: str, problems: list[str]) -> str |
     if len(found) == 1:
         return found[0].id
     if not found:
+        # A group deleted from the directory can still hold an assignment (an orphan): its id
+        # is enough to remove or replace that assignment.
+        orphan = _orphan_group(current, ref)
+        if orphan is not None:
+            return orphan
         if ref in current.directory.searched_groups:
             problems.append(f"no group named or with id {ref!r} in the tenant")
         else:
@@ -630,6 +636,19 @@ def _resolve_group(current: TenantState, ref: str, problems: list[str]) -> str |
             f"group name {ref!r} matches {len(found)} groups: {ids}; use the object id instead"
         )
     return None
+
+
+def _orphan_group(current: TenantState, ref: str) -> str | None:
+    """The id of an assigned group missing from the directory that ``ref`` names by id."""
+    folded = ref.casefold()
+    return next(
+        (
+            gid
+            for gid in current.group_assignments
+            if gid.casefold() == folded and gid not in current.directory.groups
+        ),
+        None,
+    )
 
 
 def _diff_groups(
@@ -653,7 +672,8 @@ def _diff_groups(
             continue
         seen[gid] = ga
         written_rank[gid] = ga.rank
-        name = current.directory.groups[gid].display_name
+        group = current.directory.groups.get(gid)
+        name = group.display_name if group else current.group_assignments[gid].group_name or gid
         if ga.absent:
             absent.add(gid)
         else:
@@ -741,8 +761,22 @@ def _diff_users(
     declared: set[str] = set()
     seen_users: dict[str, DesiredUserAssignment] = {}
     unknown: list[str] = []
+    orphans: dict[str, str] | None = None  # ids and UPNs of assigned users not in the directory
     for ua in desired.user_assignments:
         user = directory.user_by_ref(ua.user)
+        if user is None:
+            # A user gone from the directory can still hold a direct assignment (an orphan):
+            # found by the id (or the UPN) that assignment carries.
+            if orphans is None:
+                orphans = {}
+                for a in current.user_assignments.values():
+                    if a.user_id not in directory.users:
+                        if a.upn:
+                            orphans[a.upn.casefold()] = a.user_id
+                        orphans[a.user_id.casefold()] = a.user_id
+            oid = orphans.get(ua.user.casefold())
+            if oid is not None:
+                user = User(oid, current.user_assignments[oid].upn or oid)
         if user is None:
             unknown.append(ua.user)
             continue

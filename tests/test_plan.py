@@ -282,3 +282,36 @@ def test_a_saved_plan_that_deletes_global_is_refused() -> None:
         Plan.from_data(
             {"schema_version": 1, "changes": [{"kind": "delete_policy", "policy": "global"}]}
         )
+
+
+def test_export_leaves_out_what_a_file_cannot_hold_and_says_so() -> None:
+    current = tenant(
+        {"Clinical": {"AllowGiphy": None, "GiphyRatingType": "Extreme", "AllowMemes": False}},
+        users={1: "Global", 2: "Clinical"},
+    )
+    text = export_yaml(current)
+    exported = parse_desired(text, "export.yaml")  # loads back
+    assert not diff(current, exported).changes
+    assert "AllowGiphy is null in the tenant, which teams-bridge cannot write" in text
+    assert "GiphyRatingType is 'Extreme' in the tenant, a value teams-bridge does not know" in text
+    assert "user user1@northwind-health.org: directly assigned Global" in text
+    clinical = exported.policy("Clinical")
+    assert clinical is not None and dict(clinical.settings) == {"AllowMemes": False}
+
+
+def test_assignments_of_principals_gone_from_the_directory_resolve_by_id() -> None:
+    # Group 20 and user 30 hold assignments but are not in the directory (deleted objects).
+    current = tenant({"Clinical": {}}, groups=[(20, "Clinical")], users={30: "Clinical"})
+    assert not diff(current, parse_desired(export_yaml(current), "export.yaml")).changes
+    plan = diff(
+        current,
+        desired(
+            {"Clinical": {}},
+            groups=[(gid(20).upper(), "Clinical", 1)],
+            users=[(uid(30), None)],
+        ),
+    )
+    assert [type(c).__name__ for c in plan.changes] == ["RemoveUserAssignment"]
+    plan = diff(current, desired({"Clinical": {}}, groups=[(gid(20), "Global", 1)]))
+    (change,) = plan.changes
+    assert isinstance(change, SetGroupAssignment) and change.group_id == gid(20)
