@@ -215,3 +215,18 @@ def test_drift_format_without_report_dir_is_a_usage_error(
 def test_doctor_refuses_a_snapshot(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "--snapshot", SNAP, "doctor")
     assert code == 1 and "drop --snapshot" in err
+
+
+def test_out_that_cannot_be_written_is_an_error_without_a_stray_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = run(capsys, "--snapshot", SNAP, "export", "--out", str(tmp_path))
+    assert code == 1 and f"cannot write {tmp_path}: it is a directory" in err
+    assert "Traceback" not in err
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    under_a_file = blocker / "export.yaml"
+    code, _, err = run(capsys, "--snapshot", SNAP, "export", "--out", str(under_a_file))
+    assert code == 1 and f"cannot write {under_a_file}: " in err
+    assert "choose a file path in a directory you can write to" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
