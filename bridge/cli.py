@@ -409,7 +409,16 @@ def apply(
     "--notify",
     metavar="URL",
     envvar="BRIDGE_NOTIFY_URL",
-    help="POST a summary (Teams-webhook card) here when drift is found.",
+    help="POST a notification here when drift is found (checked before anything is read; "
+    "a failed post makes the run exit 1 after the reports are written).",
+)
+@click.option(
+    "--notify-format",
+    type=click.Choice(["teams", "json"]),
+    default="teams",
+    show_default=True,
+    help="teams: a Teams incoming-webhook card carrying the JSON summary as its 'summary' "
+    "field; json: the JSON summary alone.",
 )
 @pass_ctx
 def drift(
@@ -421,6 +430,7 @@ def drift(
     history_file: str | None,
     fail_on: str,
     notify: str | None,
+    notify_format: str,
 ) -> None:
     """Report drift between the tenant and FILE (exit 0 in sync, 2 drift, 1 error)."""
     from .commands import DriftRequest, run_drift
@@ -443,6 +453,7 @@ def drift(
         formats=tuple(wanted),
         history_file=history_file,
         notify_url=notify,
+        notify_format=notify_format,
         color=_color(),
         fail_on={"warning": ("warning", "error"), "error": ("error",), "never": ()}[fail_on],
     )

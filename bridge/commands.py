@@ -205,6 +205,7 @@ class DriftRequest:
     formats: tuple[str, ...] = ("json", "html", "md", "junit")
     history_file: str | None = None
     notify_url: str | None = None
+    notify_format: str = "teams"  # teams: the card plus the JSON summary; json: the summary
     color: bool = False
     fail_on: tuple[str, ...] = ("warning", "error")  # finding severities that count as drift
 
@@ -219,7 +220,33 @@ class DriftOutcome:
 
 
 def run_drift(session: Session, request: DriftRequest) -> DriftOutcome:
+    """Read, compare, then in this order: first-seen dates from history, report files, the
+    notification, and last the history record with the run's real exit code (a run whose
+    reports could not be written is not in history; one whose notification failed is recorded
+    with exit 1).
+
+    The exit code is the report's (0 in sync, 2 drift), or 1 when drift was found and the
+    notification failed: a scheduled job must hear that nobody was told."""
+    from .report.notify import FORMATS, check_webhook_url
+
+    if request.notify_url:
+        # Before any read: a typo in the URL must not cost a tenant read to find.
+        check_webhook_url(request.notify_url)
+        if request.notify_format not in FORMATS:
+            raise BridgeError(
+                f"--notify-format {request.notify_format!r}: choose from {', '.join(FORMATS)}"
+            )
+    if not request.history_file:
+        return _drift(session, request, None)
+    from .report.history import HistoryStore
+
+    with HistoryStore(request.history_file) as store:  # opened first: a bad path fails early
+        return _drift(session, request, store)
+
+
+def _drift(session: Session, request: DriftRequest, store: Any) -> DriftOutcome:
     from .report.model import build_drift_report
+    from .report.notify import notify
     from .report.render import render_text, write_reports
     from .rules import run_rules
 
@@ -235,33 +262,49 @@ def run_drift(session: Session, request: DriftRequest) -> DriftOutcome:
         now=dt.datetime.now(dt.timezone.utc),
         fail_on=request.fail_on,
     )
-    if request.history_file:
-        from .report.history import HistoryStore
-
-        HistoryStore(request.history_file).record(report)  # also fills in first-seen dates
+    if store is not None:
+        store.annotate(report)  # first-seen dates for the reports; recorded below
     written: list[Path] = []
     if request.report_dir:
         written = write_reports(report, Path(request.report_dir), request.formats)
     warnings: list[str] = list(result.notes)
+    exit_code = report.exit_code
     if request.notify_url and not report.in_sync:
-        from .report.notify import notify
-
         try:
-            notify(request.notify_url, report, post=_webhook_poster(session))
+            notify(
+                request.notify_url,
+                report,
+                post=_webhook_poster(session),
+                fmt=request.notify_format,
+            )
+            report.notification = {"format": request.notify_format, "sent": True, "error": None}
         except BridgeError as exc:
-            # The drift result stands; a webhook that is down must not hide it.
-            warnings.append(f"warning: notification to the webhook failed: {exc}")
+            # The reports stand (written above); the job still fails, so someone hears of it.
+            report.notification = {
+                "format": request.notify_format,
+                "sent": False,
+                "error": str(exc),
+            }
+            warnings.append(
+                f"error: drift was found (exit {report.exit_code} otherwise) and the "
+                f"notification to the webhook failed: {exc}"
+            )
+            exit_code = 1
+    if store is not None:
+        store.record(report, exit_code=exit_code)
     return DriftOutcome(
-        report, render_text(report, color=request.color), report.exit_code, written, warnings
+        report, render_text(report, color=request.color), exit_code, written, warnings
     )
 
 
-def _webhook_poster(session: Session) -> Callable[[str, dict[str, Any]], None]:
+def _webhook_poster(session: Session) -> Callable[[str, dict[str, Any], dict[str, str]], None]:
     from .http import HttpClient
 
-    def post(url: str, payload: dict[str, Any]) -> None:
+    def post(url: str, payload: dict[str, Any], headers: dict[str, str]) -> None:
         client = HttpClient.for_webhooks(session.settings)
-        client.request("POST", url, json=payload, expected=(200, 201, 202, 204))
+        client.request(
+            "POST", url, json=payload, headers=headers or None, expected=(200, 201, 202, 204)
+        )
 
     return post
 

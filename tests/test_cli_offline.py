@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
+import responses
+from responses import matchers
 
 from bridge.cli import main
 
@@ -230,3 +232,84 @@ def test_out_that_cannot_be_written_is_an_error_without_a_stray_file(
     assert code == 1 and f"cannot write {under_a_file}: " in err
     assert "choose a file path in a directory you can write to" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+HOOK = "https://hooks.example.org/in/SECRETPART"
+
+
+def test_drift_notify_posts_card_with_summary(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        rsps.post(
+            HOOK,
+            status=200,
+            match=[
+                matchers.json_params_matcher({"type": "message"}, strict_match=False),
+                matchers.header_matcher({"Authorization": "Basic Ym90OnB3"}),
+            ],
+        )
+        code, out, err = run(
+            capsys,
+            "--snapshot",
+            SNAP,
+            "drift",
+            DESIRED,
+            "--notify",
+            "https://bot:pw@hooks.example.org/in/SECRETPART",
+            "--output",
+            "json",
+        )
+        body = json.loads(rsps.calls[0].request.body)
+    assert code == 2, err
+    assert body["attachments"][0]["contentType"] == "application/vnd.microsoft.card.adaptive"
+    assert body["summary"]["exit_code"] == 2 and body["summary"]["drift_count"] > 0
+    assert json.loads(out)["notification"] == {"format": "teams", "sent": True, "error": None}
+    assert "pw@" not in err and "SECRETPART" not in err
+
+
+def test_drift_notify_json_format_posts_only_the_summary(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        rsps.post(HOOK, status=204)
+        code, _, err = run(
+            capsys, "--snapshot", SNAP, "drift", DESIRED, "--notify", HOOK,
+            "--notify-format", "json",
+        )  # fmt: skip
+        body = json.loads(rsps.calls[0].request.body)
+    assert code == 2, err
+    assert "attachments" not in body and body["schema_version"] == 1 and body["in_sync"] is False
+
+
+def test_drift_failed_notification_exits_1_after_writing_reports(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    reports = tmp_path / "reports"
+    history = tmp_path / "h.db"
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        rsps.post(HOOK, status=400, json={"error": "bad card"})
+        code, out, err = run(
+            capsys, "--snapshot", SNAP, "drift", DESIRED, "--notify", HOOK, "--output", "json",
+            "--report-dir", str(reports), "--history", str(history),
+        )  # fmt: skip
+    assert code == 1
+    assert "drift was found (exit 2 otherwise) and the notification to the webhook failed" in err
+    assert "SECRETPART" not in err
+    assert sorted(p.name for p in reports.iterdir()) == [
+        "drift.html", "drift.json", "drift.junit.xml", "drift.md",
+    ]  # fmt: skip
+    outcome = json.loads(out)["notification"]
+    assert outcome["sent"] is False and "400" in outcome["error"]
+    from bridge.report.history import HistoryStore
+
+    with HistoryStore(history) as store:
+        assert [r.exit_code for r in store.runs()] == [1]  # what the job really exited with
+
+
+def test_drift_bad_notify_url_fails_before_reading(capsys: pytest.CaptureFixture[str]) -> None:
+    # The snapshot does not exist: a read would fail with another message.
+    code, _, err = run(
+        capsys, "--snapshot", "/nonexistent/snap.json", "drift", DESIRED, "--notify", "hooks/x"
+    )
+    assert code == 1 and "--notify: not a webhook URL" in err and "snap.json" not in err

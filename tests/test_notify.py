@@ -3,6 +3,7 @@ function (the CLI's goes through bridge.http)."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import logging
@@ -11,12 +12,16 @@ from typing import Any
 import pytest
 from test_report_model import in_sync_report, scenario
 
+from bridge.errors import ConfigError
 from bridge.report.model import UserAssignmentReport
 from bridge.report.notify import (
     CARD_CONTENT_TYPE,
     build_notification,
+    build_payload,
     build_teams_card,
+    check_webhook_url,
     notify,
+    split_credentials,
 )
 
 WEBHOOK = "https://contoso.webhook.office.com/webhookb2/abc@def/IncomingWebhook/SECRETPART/xyz"
@@ -78,23 +83,65 @@ def test_card_neutralises_markdown_in_tenant_text() -> None:
     assert "[click](" not in listing and "\\[click\\](https://evil.example)\\*x\\*" in listing
 
 
-def test_notify_posts_the_card_and_keeps_the_url_out_of_logs(
+def test_notify_posts_the_card_and_the_summary_and_keeps_the_url_out_of_logs(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    posted: list[tuple[str, dict[str, Any]]] = []
+    posted: list[tuple[str, dict[str, Any], dict[str, str]]] = []
 
-    def post(url: str, payload: dict[str, Any]) -> None:
-        posted.append((url, payload))
+    def post(url: str, payload: dict[str, Any], headers: dict[str, str]) -> None:
+        posted.append((url, payload, headers))
 
     with caplog.at_level(logging.DEBUG):
         notify(WEBHOOK, scenario(), post)
-    assert posted == [(WEBHOOK, build_teams_card(scenario()))]
+    # The default: one post a Teams webhook shows as a card and any receiver reads as JSON.
+    want = {**build_teams_card(scenario()), "summary": build_notification(scenario())}
+    assert posted == [(WEBHOOK, want, {})]
     assert "SECRETPART" not in caplog.text and "contoso.webhook.office.com" in caplog.text
     assert "SECRETPART" not in json.dumps(posted[0][1])
+    notify(WEBHOOK, scenario(), post, fmt="json")
+    assert posted[1] == (WEBHOOK, build_notification(scenario()), {})
+    assert build_payload(scenario(), "teams")["attachments"][0]["contentType"] == CARD_CONTENT_TYPE
+    with pytest.raises(ConfigError, match="choose from teams, json"):
+        build_payload(scenario(), "xml")
+
+
+def test_credentials_in_the_url_become_a_header() -> None:
+    posted: list[tuple[str, dict[str, str]]] = []
+    notify(
+        "https://bot:p%40ss@hooks.example.org:8443/in/SECRET?x=1",
+        scenario(),
+        lambda url, payload, headers: posted.append((url, headers)),
+    )
+    ((url, headers),) = posted
+    assert url == "https://hooks.example.org:8443/in/SECRET?x=1"
+    assert headers == {"Authorization": "Basic " + base64.b64encode(b"bot:p@ss").decode()}
+    assert split_credentials(WEBHOOK) == (WEBHOOK, {})
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("hooks.example.org/in", "needs https:// and a host"),
+        ("https://", "needs https:// and a host"),
+        ("ftp://hooks.example.org/in", "needs https:// and a host"),
+        ("http://hooks.example.org/in", "plain http would send the webhook URL"),
+        ("https://hooks.example.org:99999/in", "not a usable URL"),
+        ("https://[::1/in", "not a usable URL"),
+    ],
+)
+def test_bad_webhook_urls_are_refused_naming_the_option(url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=f"^--notify: .*{message}"):
+        check_webhook_url(url)
+
+
+def test_good_webhook_urls_pass() -> None:
+    check_webhook_url(WEBHOOK)
+    check_webhook_url("http://127.0.0.1:8080/hook")
+    check_webhook_url("http://localhost/hook")
 
 
 def test_notify_propagates_post_failures() -> None:
-    def post(url: str, payload: dict[str, Any]) -> None:
+    def post(url: str, payload: dict[str, Any], headers: dict[str, str]) -> None:
         raise RuntimeError("webhook down")
 
     with pytest.raises(RuntimeError, match="webhook down"):

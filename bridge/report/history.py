@@ -248,9 +248,10 @@ class HistoryStore:
         report.resolved = resolved
         return report
 
-    def record(self, report: DriftReport) -> int:
+    def record(self, report: DriftReport, *, exit_code: int | None = None) -> int:
         """Store ``report`` and its drift items; returns the run id. Also fills the report's
-        first-seen times and resolved items, as ``annotate`` does."""
+        first-seen times and resolved items, as ``annotate`` does. ``exit_code`` is what the run
+        really exited with when that is not the report's (a failed notification: 1)."""
         tenant = _tenant(report.tenant_id)
         file_key = desired_key(report.desired_path)
         summary = report.summary()["findings"]
@@ -275,7 +276,7 @@ class HistoryStore:
                         summary["warning"],
                         summary["info"],
                         int(report.in_sync),
-                        report.exit_code,
+                        report.exit_code if exit_code is None else exit_code,
                         file_key,
                     ),
                 )

@@ -33,6 +33,9 @@ JSON form (``DriftReport.to_dict()``, schema ``drift-report.schema.json`` beside
     findings[]            rule_id, severity, title, explanation, policies, counts, first_seen
     resolved[]            drift seen in the previous run and gone now: key, first_seen,
                           resolved_at (filled by ``HistoryStore.annotate``)
+    notification          null, or the outcome of ``--notify``: {format, sent, error}. Report
+                          files are written before the post, so only ``--output json`` shows
+                          it filled in
 
 Statuses: ``in_sync``; ``drifted`` (exists, differs); ``missing`` (the file wants it, the tenant
 does not have it); ``extra`` (the tenant has it, the file says ``ensure: absent`` or pruning is on).
@@ -184,6 +187,8 @@ class DriftReport:
     # Filled by HistoryStore.annotate: drift key -> when first seen; drift gone since last run.
     first_seen: dict[str, dt.datetime] = field(default_factory=dict)
     resolved: list[ResolvedItem] = field(default_factory=list)
+    # Set by run_drift after posting --notify: {format, sent, error}; None when not asked.
+    notification: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ verdict
 
@@ -367,6 +372,7 @@ class DriftReport:
                 {"key": r.key, "first_seen": _iso(r.first_seen), "resolved_at": _iso(r.resolved_at)}
                 for r in self.resolved
             ],
+            "notification": self.notification,
         }
 
 

@@ -1,16 +1,27 @@
 """Short drift notifications: a JSON summary for any webhook, and an Adaptive Card message for a
 Teams incoming webhook (``{"type": "message", "attachments": [...]}``, card version 1.4).
 
+What is posted (``--notify-format``):
+
+- ``teams`` (default): the Teams card message, with the JSON summary as its extra top-level
+  ``summary`` field. Teams shows the card and ignores the extra field; any other receiver (a
+  pipeline, a Power Automate flow, a chat-ops bot) reads ``summary`` from the same post;
+- ``json``: the JSON summary alone, for receivers that expect nothing else.
+
 Payloads carry the tenant id, counts and the top drift items: never secrets (a report holds none),
-and never the webhook URL itself (it is a credential: anyone holding it can post)."""
+and never the webhook URL itself (it is a credential: anyone holding it can post). Credentials in
+the URL's userinfo (``https://user:pass@host/...``) are taken out of the URL and sent as a Basic
+``Authorization`` header, so the URL that reaches the HTTP layer and its logs holds none."""
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
+from ..errors import ConfigError
 from .model import DriftReport, format_value, utc
 from .render_markdown import escape_markdown
 
@@ -18,6 +29,48 @@ log = logging.getLogger(__name__)
 
 TOP_ITEMS = 10
 CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
+FORMATS = ("teams", "json")
+_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+
+Poster = Callable[[str, dict[str, Any], dict[str, str]], None]
+
+
+def check_webhook_url(url: str, option: str = "--notify") -> None:
+    """Refuse a URL that cannot be posted to, before anything is read: ``ConfigError`` naming
+    ``option``. Plain ``http`` only to this machine: the URL is a credential."""
+    try:
+        parts = urlsplit(url)
+        host, _port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise ConfigError(
+            f"{option}: not a usable URL ({exc}); give the webhook's https URL"
+        ) from None
+    if parts.scheme not in ("https", "http") or not host:
+        raise ConfigError(
+            f"{option}: not a webhook URL (it needs https:// and a host); give the webhook's "
+            "https URL"
+        )
+    if parts.scheme == "http" and host not in _LOOPBACK:
+        raise ConfigError(
+            f"{option}: plain http would send the webhook URL (a credential) unencrypted; use "
+            "https (http is accepted for localhost only)"
+        )
+
+
+def split_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """``url`` without userinfo, and the headers that carry it instead (Basic auth, as requests
+    would send for a URL with userinfo)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, {}
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port is not None else "")
+    user, password = unquote(parts.username or ""), unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    bare = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return bare, {"Authorization": f"Basic {token}"}
 
 
 def build_notification(report: DriftReport, *, top: int = TOP_ITEMS) -> dict[str, Any]:
@@ -145,14 +198,21 @@ def build_teams_card(report: DriftReport, *, top: int = TOP_ITEMS) -> dict[str, 
     }
 
 
-def notify(
-    url: str,
-    report: DriftReport,
-    post: Callable[[str, dict[str, Any]], None],
-) -> None:
-    """Post the Teams card for ``report`` to ``url`` through ``post`` (the CLI passes one built on
-    ``bridge.http``, which owns timeouts, retries and error mapping)."""
-    post(url, build_teams_card(report))
+def build_payload(report: DriftReport, fmt: str = "teams") -> dict[str, Any]:
+    """What ``notify`` posts for ``fmt`` (see the module docstring)."""
+    if fmt == "json":
+        return build_notification(report)
+    if fmt == "teams":
+        return {**build_teams_card(report), "summary": build_notification(report)}
+    raise ConfigError(f"unknown notification format {fmt!r}: choose from {', '.join(FORMATS)}")
+
+
+def notify(url: str, report: DriftReport, post: Poster, fmt: str = "teams") -> None:
+    """Post ``report``'s notification to ``url`` through ``post(url, payload, headers)`` (the CLI
+    passes one built on ``bridge.http``, which owns timeouts, retries and error mapping)."""
+    payload = build_payload(report, fmt)
+    bare, headers = split_credentials(url)
+    post(bare, payload, headers)
     # The URL's path and query are the webhook's secret: log the host only.
     log.info("posted drift notification to %s", urlsplit(url).hostname or "the webhook")
 
