@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import json
 import math
 import os
 import re
@@ -33,7 +34,7 @@ from .state import (
     is_global,
     policy_key,
 )
-from .yamlloc import LocList, LocMap, Pos, load
+from .yamlloc import LocList, LocMap, Pos, load, load_json
 
 TOP_KEYS = ("tenant", "policies", "assignments", "prune", "safety", "rules")
 POLICY_META_KEYS = ("ensure", "extra")
@@ -139,8 +140,23 @@ def _parse_desired(raw: bytes | str, source: str) -> DesiredState:
         raise DesiredStateError(
             [Problem(Location(source), f"not UTF-8 text ({exc.reason} at byte {exc.start})")]
         ) from exc
+    doc: Any = None
+    parsed = False
+    is_json = source.casefold().endswith(".json")
+    if text.strip() and (is_json or text.lstrip()[:1] == "{"):
+        # JSON by JSON's rules (surrogate-pair escapes, 1e5 as a number). Text that merely
+        # starts like JSON but is YAML flow style ({policies: ...}) still reads as YAML.
+        try:
+            doc, yaml_problems = load_json(text)
+            parsed = True
+        except json.JSONDecodeError as exc:
+            if is_json:
+                raise DesiredStateError(
+                    [Problem(Location(source, exc.lineno, exc.colno), f"not valid JSON: {exc.msg}")]
+                ) from None
     try:
-        doc, yaml_problems = load(text)
+        if not parsed:
+            doc, yaml_problems = load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)

@@ -8,9 +8,11 @@ plain ``dict``/``list`` subclasses that carry ``(line, column)`` positions, 1-ba
 
 from __future__ import annotations
 
+import json
+import re
 import reprlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 import yaml.constructor
@@ -290,3 +292,123 @@ def _as_key(value: Any, pos: Pos, parent: LocMap, problems: list[YamlProblem]) -
             )
         )
     return value
+
+
+# --------------------------------------------------------------------------- JSON
+
+_JSON_WS = re.compile(r"[ \t\n\r]*")
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+_JSON_LITERALS = {"true": True, "false": False, "null": None}
+
+
+def load_json(text: str) -> tuple[Any, list[YamlProblem]]:
+    """Parse JSON ``text`` with JSON's own rules (``"\\ud83d\\ude00"`` is one emoji, ``1e5`` a
+    number), building the same positioned containers as ``load`` and reporting duplicate keys the
+    same way. Raises ``json.JSONDecodeError`` (with line and column) for text that is not JSON.
+
+    JSON is YAML 1.2 but not YAML 1.1, which PyYAML reads: it refuses surrogate-pair escapes and
+    reads 1e5 as text. An explicit stack instead of recursion keeps deep nesting from crashing.
+    """
+    problems: list[YamlProblem] = []
+    n = len(text)
+    line, line_start = 1, 0
+    stack: list[Any] = []
+    keys: list[Any] = []  # per open mapping: (key, pos) waiting for its value
+    scanstring = json.decoder.scanstring  # type: ignore[attr-defined]
+
+    def skip(i: int) -> int:
+        nonlocal line, line_start
+        end = _JSON_WS.match(text, i).end()  # type: ignore[union-attr]
+        newlines = text.count("\n", i, end)
+        if newlines:
+            line += newlines
+            line_start = text.rindex("\n", i, end) + 1
+        return end
+
+    def fail(message: str, i: int) -> NoReturn:
+        raise json.JSONDecodeError(message, text, i)
+
+    def key_at(i: int, parent: LocMap) -> int:
+        # A key, then ':' ; returns the index of the value.
+        if i >= n or text[i] != '"':
+            fail("expected a key in double quotes", i)
+        kpos = (line, i - line_start + 1)
+        key, i = scanstring(text, i + 1, True)
+        keys[-1] = (_as_key(key, kpos, parent, problems), kpos)
+        i = skip(i)
+        if i >= n or text[i] != ":":
+            fail("expected ':' after the key", i)
+        return skip(i + 1)
+
+    i = skip(0)
+    while True:
+        # A value starts at i.
+        if i >= n:
+            fail("expected a value", i)
+        pos = (line, i - line_start + 1)
+        ch = text[i]
+        value: Any
+        if ch == "{" or ch == "[":
+            if ch == "{":
+                container: Any = LocMap()
+                container.key_pos = {}
+                container.value_pos = {}
+            else:
+                container = LocList()
+                container.item_pos = []
+            container.pos = pos
+            i = skip(i + 1)
+            if i < n and text[i] == ("}" if ch == "{" else "]"):
+                value = container
+                i += 1
+            else:
+                stack.append(container)
+                keys.append(None)
+                if ch == "{":
+                    i = key_at(i, container)
+                continue
+        elif ch == '"':
+            value, i = scanstring(text, i + 1, True)
+        else:
+            m = _JSON_NUMBER.match(text, i)
+            if m:
+                value = float(m.group()) if m.group(1) or m.group(2) else int(m.group())
+                i = m.end()
+            else:
+                word = next((w for w in _JSON_LITERALS if text.startswith(w, i)), None)
+                if word is None:
+                    fail("expected a value", i)
+                value = _JSON_LITERALS[word]
+                i += len(word)
+
+        # Attach the finished value; close every container that ends here.
+        while True:
+            if not stack:
+                i = skip(i)
+                if i < n:
+                    fail("extra data after the JSON document", i)
+                return value, problems
+            parent = stack[-1]
+            if type(parent) is LocList:
+                parent.append(value)
+                parent.item_pos.append(pos)
+                close = "]"
+            else:
+                k, kpos = keys[-1]
+                parent[k] = value
+                parent.key_pos.setdefault(k, kpos)
+                parent.value_pos[k] = pos
+                close = "}"
+            i = skip(i)
+            if i < n and text[i] == ",":
+                i = skip(i + 1)
+                if close == "}":
+                    i = key_at(i, parent)
+                break
+            if i < n and text[i] == close:
+                i += 1
+                value = stack.pop()
+                keys.pop()
+                pos = value.pos
+                continue
+            fail(f"expected ',' or '{close}'", i)

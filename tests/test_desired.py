@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,7 @@ CASES = {
         "Key and @odata.* are service fields, not settings",
     ),
     "extra_case_duplicate": ("5:7", "extra setting 'allownewthing' differs from 'AllowNewThing'"),
+    "truncated_json": ("1:48", "not valid JSON: expected ',' or '}'"),
     "second_document": (
         "5:1",
         "a second YAML document starts here ('---'): a desired-state file is one",
@@ -58,7 +60,7 @@ CASES = {
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_each_invalid_fixture_names_file_line_and_fix(name: str) -> None:
-    path = INVALID / f"{name}.yaml"
+    (path,) = INVALID.glob(f"{name}.*")  # .yaml, or .json for JSON's own errors
     where, message = CASES[name]
     with pytest.raises(DesiredStateError) as info:
         load_desired(path)
@@ -68,7 +70,7 @@ def test_each_invalid_fixture_names_file_line_and_fix(name: str) -> None:
 
 
 def test_every_fixture_has_a_case() -> None:
-    assert {p.stem for p in INVALID.glob("*.yaml")} == set(CASES)
+    assert {p.stem for p in INVALID.iterdir()} == set(CASES)
 
 
 def test_all_problems_are_reported_in_one_run() -> None:
@@ -147,6 +149,27 @@ assignments:
 def test_json_is_accepted() -> None:
     state = parse_desired('{"policies": {"Global": {"AllowPriorityMessages": true}}}', "f.json")
     assert state.policy("global") is not None
+
+
+def test_json_is_read_by_jsons_rules_with_positions() -> None:
+    # json.dumps writes an emoji as a surrogate pair; 1e5 is a number in JSON, text in YAML 1.1.
+    text = json.dumps(
+        {"policies": {"Clinical": {"Description": "caf\u00e9 \U0001f600", "extra": {"N": 1e5}}}},
+        indent=1,
+    )
+    assert "\\ud83d\\ude00" in text
+    for source in ("f.json", "f.yaml"):  # a .yaml file holding JSON is read the same way
+        state = parse_desired("\ufeff \n" + text, source)
+        clinical = state.policy("Clinical")
+        assert clinical is not None
+        assert clinical.settings == {"Description": "caf\u00e9 \U0001f600", "N": 100000.0}
+    with pytest.raises(DesiredStateError) as info:
+        parse_desired('{\n "policies": {"A": {"AllowGiphy": 1,\n  "AllowGiphy": true}}}', "f.json")
+    assert "f.json:3:3: error: duplicate key 'AllowGiphy' (first written at line 2)" in str(
+        info.value
+    )
+    # YAML flow style that only looks like JSON is still YAML.
+    assert parse_desired("{policies: {A: {AllowGiphy: yes}}}", "f.yaml").policy("A") is not None
 
 
 def test_safety_and_rules_blocks() -> None:
