@@ -562,6 +562,9 @@ def explain(ctx: _Ctx, user: str, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(result.data(), indent=2))
         return
+    from .report.render_text import printable
+
+    # Names, groups and reasons are tenant text: no control characters reach the terminal.
     rr = result.read_receipts
     pm = result.priority_messages
     src = {
@@ -569,14 +572,13 @@ def explain(ctx: _Ctx, user: str, fmt: str) -> None:
         "group": f"group {result.group.display_name if result.group else ''} (rank {result.rank})",
         "global": "the Global policy",
     }[result.source]
-    click.echo(f"{result.user.upn}: {result.policy}  (from {src})")
-    click.echo(f"  Read receipts:          {READ_RECEIPT_WORDS.get(str(rr), rr)}")
-    click.echo(
-        f"  Priority notifications: {'allowed' if pm else 'not allowed' if pm is False else pm}"
-    )
+    click.echo(printable(f"{result.user.upn}: {result.policy}  (from {src})"))
+    click.echo(f"  Read receipts:          {printable(READ_RECEIPT_WORDS.get(str(rr), rr))}")
+    shown = "allowed" if pm else "not allowed" if pm is False else pm
+    click.echo(f"  Priority notifications: {printable(shown)}")
     click.echo("  Why:")
     for reason in result.reasons:
-        click.echo(f"    - {reason}")
+        click.echo(f"    - {printable(reason)}")
 
 
 # --------------------------------------------------------------------------- doctor / sandbox

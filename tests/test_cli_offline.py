@@ -313,3 +313,24 @@ def test_drift_bad_notify_url_fails_before_reading(capsys: pytest.CaptureFixture
         capsys, "--snapshot", "/nonexistent/snap.json", "drift", DESIRED, "--notify", "hooks/x"
     )
     assert code == 1 and "--notify: not a webhook URL" in err and "snap.json" not in err
+
+
+def test_explain_keeps_control_characters_off_the_terminal(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    data = json.loads(Path(SNAP).read_text())
+    evil = "\x1b]0;owned\x07\x1b[2J"
+    for u in data["users"]:
+        if u["userPrincipalName"] == "victor.gonzalez@northwind-health.org":
+            u["userPrincipalName"] = f"victor{evil}@northwind-health.org"
+    for g in data["groups"]:
+        if g["displayName"] == "Nursing":
+            g["displayName"] = f"Nursing{evil}"
+    snap = tmp_path / "evil.json"
+    snap.write_text(json.dumps(data))
+    user = f"victor{evil}@northwind-health.org"
+    code, out, err = run(capsys, "--snapshot", str(snap), "explain", user)
+    assert code == 0, err
+    assert "\x1b" not in out and "\x07" not in out
+    assert "victor\\x1b]0;owned\\x07\\x1b[2J@northwind-health.org: Nursing" in out
+    assert "group Nursing\\x1b]0;owned" in out

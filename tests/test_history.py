@@ -277,3 +277,11 @@ def test_version_1_database_is_upgraded(tmp_path: Path) -> None:
         store.record(second)
         assert second.first_seen["policy:global:ReadReceiptsEnabledType"] == DAY1
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_render_history_text_has_no_control_characters(tmp_path: Path) -> None:
+    with HistoryStore(tmp_path / "h.sqlite") as store:
+        store.record(dataclasses.replace(at(scenario(), DAY1), desired_path="x\x1b[2J.yaml"))
+        text, data = render_history(store, now=DAY2)
+    assert "\x1b" not in text and "x\\x1b[2J.yaml" in text
+    assert data["runs"][0]["desired_path"] == "x\x1b[2J.yaml"  # JSON keeps the real value

@@ -304,3 +304,13 @@ def test_markdown_keeps_tenant_text_literal() -> None:
     assert md("[click](http://evil) <b>x</b> | a_b") == (
         "\\[click\\](http://evil) &lt;b&gt;x&lt;/b&gt; \\| a\\_b"
     )
+
+
+def test_text_escapes_unknown_setting_names_and_values() -> None:
+    r = scenario()
+    clinical = next(p for p in r.policies if p.unknown)
+    row = dataclasses.replace(clinical.unknown[0], name="Allow\x1b[2JThing")
+    hostile = dataclasses.replace(clinical, unknown=(row,))
+    r = dataclasses.replace(r, policies=[hostile if p is clinical else p for p in r.policies])
+    out = render_text(r)
+    assert "\x1b" not in out and "Allow\\x1b[2JThing=true" in out

@@ -42,6 +42,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .model import DriftReport, ResolvedItem, utc
+from .render_text import printable
 
 log = logging.getLogger(__name__)
 
@@ -551,7 +552,8 @@ def render_history(
                 f"  {done.key}  first seen {utc(done.first_seen):%Y-%m-%d %H:%M}Z, "
                 f"resolved {utc(done.resolved_at):%Y-%m-%d %H:%M}Z"
             )
-    return "\n".join(lines) + "\n", data
+    # Keys, tenant ids and paths are tenant or user text: nothing in them may drive a terminal.
+    return "\n".join(printable(line) for line in lines) + "\n", data
 
 
 def _age(age: dt.timedelta) -> str:

@@ -77,14 +77,20 @@ def render_text(
         )
         for r in p.managed:
             if p.status == "missing":
-                add(f"      {sym('missing')} {r.name} = {printable(format_value(r.expected))}")
+                add(
+                    f"      {sym('missing')} {printable(r.name)} = "
+                    f"{printable(format_value(r.expected))}"
+                )
             elif not r.in_sync:
                 add(
-                    f"      {sym('drifted')} {r.name}: {printable(format_value(r.actual))} -> "
+                    f"      {sym('drifted')} {printable(r.name)}: "
+                    f"{printable(format_value(r.actual))} -> "
                     f"{printable(format_value(r.expected))}" + first_seen(p.setting_key(r.name))
                 )
         if p.unknown:
-            shown = ", ".join(f"{r.name}={printable(format_value(r.actual))}" for r in p.unknown)
+            shown = ", ".join(
+                f"{printable(r.name)}={printable(format_value(r.actual))}" for r in p.unknown
+            )
             add(c("2", f"      settings unknown to teams-bridge (kept, not managed): {shown}"))
     if not report.policies:
         add("  (the file manages no policies)")
@@ -135,7 +141,7 @@ def render_text(
         add(c("1", "Findings") + c("2", " (healthcare secure-messaging rules)"))
         for f in report.findings:
             label = c(_SEVERITY_COLOR[f.severity], f"{f.severity.upper():<7}")
-            add(f"  {label} {f.rule_id}: {printable(f.title)}" + first_seen(f.key))
+            add(f"  {label} {printable(f.rule_id)}: {printable(f.title)}" + first_seen(f.key))
             for line in textwrap.wrap(printable(f.explanation), width=92):
                 add(f"          {c('2', line)}")
 
