@@ -23,6 +23,7 @@ from . import catalogue
 from .errors import DesiredStateError, Location, Problem
 from .rules import RULE_IDS
 from .state import (
+    MAX_GROUP_ASSIGNMENTS,
     DesiredGroupAssignment,
     DesiredPolicy,
     DesiredState,
@@ -401,6 +402,7 @@ def _policy_ref(
 
 def _validate_groups(c: _Checker, groups: LocList, state: DesiredState) -> None:
     seen: dict[str, Pos] = {}
+    assigned = 0  # entries that assign a policy (not 'ensure: absent')
     for i, item in enumerate(groups):
         ipos = groups.item_pos[i]
         m = c.mapping(item, ipos, f"group assignment #{i + 1}")
@@ -442,6 +444,14 @@ def _validate_groups(c: _Checker, groups: LocList, state: DesiredState) -> None:
             )
             continue
         policy = _policy_ref(c, m, state, f"group {group!r}", state.policies)
+        assigned += 1
+        if assigned == MAX_GROUP_ASSIGNMENTS + 1:
+            c.error(
+                m.pos,
+                f"group {group!r} is assignment #{assigned}: the service holds at most "
+                f"{MAX_GROUP_ASSIGNMENTS} group assignments of messaging policies; assign "
+                "policies to fewer, larger groups (or to users directly)",
+            )
         if policy is not None:
             state.group_assignments.append(
                 DesiredGroupAssignment(group, policy, rank, False, c.loc(m.pos))

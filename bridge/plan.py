@@ -22,6 +22,7 @@ from . import catalogue
 from .errors import PlanError, UnsafePlanError
 from .state import (
     BUILTIN_POLICIES,
+    MAX_GROUP_ASSIGNMENTS,
     DesiredGroupAssignment,
     DesiredState,
     DesiredUserAssignment,
@@ -714,6 +715,14 @@ def _diff_groups(
         )
         if gone and g.group_id not in wanted_ids:
             removes.append(RemoveGroupAssignment(g.group_id, g.group_name, g.policy, g.rank))
+    held = len(sim) - len(removes)
+    if held > MAX_GROUP_ASSIGNMENTS and sets:
+        # Apply would fail midway, at the first assignment past the limit.
+        problems.append(
+            f"after this plan the tenant would hold {held} group assignments of messaging "
+            f"policies, over the service's limit of {MAX_GROUP_ASSIGNMENTS}: remove some "
+            "(ensure: absent, or prune: group_assignments)"
+        )
     return sets, removes
 
 

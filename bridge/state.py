@@ -19,6 +19,8 @@ GLOBAL = "Global"
 NOWHERE = Location("<memory>")  # the location of objects built in code, not read from a file
 # Built-in custom instances seen in real tenants; pruning never touches them unless named.
 BUILTIN_POLICIES = frozenset({"global", "default", "edufaculty", "edustudent"})
+# The service holds at most this many group assignments per policy type.
+MAX_GROUP_ASSIGNMENTS = 64
 
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")

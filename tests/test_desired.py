@@ -50,6 +50,10 @@ CASES = {
         "Key and @odata.* are service fields, not settings",
     ),
     "extra_case_duplicate": ("5:7", "extra setting 'allownewthing' differs from 'AllowNewThing'"),
+    "too_many_groups": (
+        "69:7",
+        "group 'Group 65' is assignment #65: the service holds at most 64 group assignments",
+    ),
     "truncated_json": ("1:48", "not valid JSON: expected ',' or '}'"),
     "second_document": (
         "5:1",

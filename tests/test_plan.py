@@ -315,3 +315,15 @@ def test_assignments_of_principals_gone_from_the_directory_resolve_by_id() -> No
     plan = diff(current, desired({"Clinical": {}}, groups=[(gid(20), "Global", 1)]))
     (change,) = plan.changes
     assert isinstance(change, SetGroupAssignment) and change.group_id == gid(20)
+
+
+def test_a_plan_past_the_services_64_group_assignments_is_refused() -> None:
+    policies = {f"P{i}": {} for i in range(70)}
+    current = tenant(policies, groups=[(i, f"P{i}") for i in range(60)], n_groups=70)
+    at_limit = [(f"Group {i}", f"P{i}", i + 1) for i in range(60, 64)]
+    assert len(diff(current, desired(policies, groups=at_limit)).changes) == 4
+    with pytest.raises(PlanError, match="would hold 65 group assignments of messaging policies"):
+        diff(current, desired(policies, groups=[*at_limit, ("Group 64", "P64", 65)]))
+    # Pruning the undeclared ones makes room.
+    pruned = desired(policies, groups=at_limit, prune=Prune(group_assignments=True))
+    assert diff(current, pruned).changes
