@@ -266,6 +266,13 @@ def test_description_with_quotes_and_subexpression_round_trips_as_data(backend, 
     assert policy.raw["Identity"] == "Tag:Night Shift"
 
 
+@pytest.mark.parametrize("text", ["2024-05-01T08:00:00Z", "2024-05-01T08:00:00.5+02:00"])
+def test_a_date_looking_description_reaches_the_cmdlet_unchanged(backend, fake, text):
+    # ConvertFrom-Json on PowerShell 6+ would make "05/01/2024 08:00:00" of it.
+    backend.create_policy("Rota", {"Description": text})
+    assert backend.read().policy("Rota").settings["Description"] == text
+
+
 def test_delete_policy_and_global_reset(backend, fake):
     backend.update_policy("Global", {"AllowGiphy": False})
     backend.delete_policy("Global")  # resets, as the service does

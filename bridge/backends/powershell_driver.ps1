@@ -44,6 +44,43 @@ function Write-Answer([string] $Id, [hashtable] $Answer) {
     [Console]::Out.Flush()
 }
 
+# Requests are parsed with System.Text.Json, not ConvertFrom-Json: on PowerShell 6+ that turns
+# every ISO-8601-looking string into a DateTime (a Description "2024-05-01T08:00:00Z" would reach
+# the cmdlet as "05/01/2024 08:00:00"), and its -DateKind String exists only from 7.5 on. Strings
+# stay strings, integers become Int64 (as ConvertFrom-Json makes them), objects hashtables.
+Add-Type -AssemblyName System.Text.Json
+
+function ConvertFrom-JsonElement([System.Text.Json.JsonElement] $Element) {
+    $kind = $Element.ValueKind
+    if ($kind -eq [System.Text.Json.JsonValueKind]::Object) {
+        $table = @{}
+        foreach ($property in $Element.EnumerateObject()) {
+            $table[$property.Name] = ConvertFrom-JsonElement $property.Value
+        }
+        return $table
+    }
+    if ($kind -eq [System.Text.Json.JsonValueKind]::Array) {
+        $items = [System.Collections.Generic.List[object]]::new()
+        foreach ($item in $Element.EnumerateArray()) { $items.Add((ConvertFrom-JsonElement $item)) }
+        return , $items.ToArray()
+    }
+    if ($kind -eq [System.Text.Json.JsonValueKind]::String) { return $Element.GetString() }
+    if ($kind -eq [System.Text.Json.JsonValueKind]::Number) {
+        [long] $integer = 0
+        if ($Element.TryGetInt64([ref] $integer)) { return $integer }
+        return $Element.GetDouble()
+    }
+    if ($kind -eq [System.Text.Json.JsonValueKind]::True) { return $true }
+    if ($kind -eq [System.Text.Json.JsonValueKind]::False) { return $false }
+    return $null
+}
+
+function ConvertFrom-Request([string] $Text) {
+    $document = [System.Text.Json.JsonDocument]::Parse($Text)
+    try { return ConvertFrom-JsonElement $document.RootElement }
+    finally { $document.Dispose() }
+}
+
 function Write-Failure([string] $Id, $Record) {
     Write-Answer $Id @{
         id = $Id; ok = $false
@@ -67,7 +104,7 @@ while ($true) {
     if ($line.Trim() -eq '') { continue }
     $id = ''
     try {
-        $request = ConvertFrom-Json -InputObject $line -AsHashtable
+        $request = ConvertFrom-Request $line
         $id = [string] $request.id
         $cmdlet = [string] $request.cmdlet
         if ($cmdlet -notin $allowed) {

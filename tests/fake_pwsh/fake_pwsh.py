@@ -25,7 +25,9 @@ would (``DriverTraits``): a non-terminating error becomes an ``ok: false`` answe
 driver invokes cmdlets with ``-ErrorAction Stop`` or ``-ErrorVariable`` (script-module functions
 ignore the driver's ``$ErrorActionPreference``, PowerShell/PowerShell#4568); otherwise the answer
 is ``ok`` with the (empty) output and the error goes to stderr, as pwsh prints it. An answer
-starts with an empty line only when the driver's ``Write-Answer`` writes one.
+starts with an empty line only when the driver's ``Write-Answer`` writes one. A driver that
+parses requests with ``ConvertFrom-Json`` gets ISO-8601-looking strings turned into dates, as
+PowerShell 6+ does (the parameter then sees ``05/01/2024 08:00:00``).
 """
 
 from __future__ import annotations
@@ -591,6 +593,7 @@ class DriverTraits:
 
     stops_on_errors: bool  # the cmdlet call has -ErrorAction Stop or -ErrorVariable
     newline_before_answer: bool = False  # Write-Answer writes an empty line before the marker
+    keeps_date_strings: bool = True  # requests are not parsed by a date-guessing ConvertFrom-Json
 
     @classmethod
     def of(cls, driver: str) -> DriverTraits:
@@ -600,11 +603,35 @@ class DriverTraits:
         args = call.group(1) if call else ""
         return cls(
             stops_on_errors=bool(re.search(r"-ErrorAction\s+'?Stop|-ErrorVariable\s+\w", args)),
+            # ConvertFrom-Json (PowerShell 6+) turns ISO-8601 strings into DateTime unless told
+            # -DateKind String, which this fake's PowerShell (7.4) does not have.
+            keeps_date_strings=re.search(r"\bConvertFrom-Json\b", code) is None,
             newline_before_answer=bool(
                 re.search(r"WriteLine\(\)\s*\n\s*\[Console\]::Out\.WriteLine\(\"<<<", code)
                 or re.search(r"WriteLine\(\"`n<<<", code)
             ),
         )
+
+
+_ISO_DATE = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})?$"
+)
+
+
+def as_datetime_parameter(value: Any) -> Any:
+    """What a string parameter receives after ConvertFrom-Json made a DateTime of it: the
+    invariant culture's rendering (``05/01/2024 08:00:00``); lists and tables recursively."""
+    if isinstance(value, str):
+        m = _ISO_DATE.match(value)
+        if m is None:
+            return value
+        year, month, day, hour, minute, second = (m.group(i) for i in range(1, 7))
+        return f"{month}/{day}/{year} {hour}:{minute}:{second}"
+    if isinstance(value, list):
+        return [as_datetime_parameter(v) for v in value]
+    if isinstance(value, dict):
+        return {k: as_datetime_parameter(v) for k, v in value.items()}
+    return value
 
 
 def _driver_text(line: str) -> str | None:
@@ -642,6 +669,8 @@ def main() -> int:
             continue
         request = json.loads(line)
         cmdlet, params = request["cmdlet"], copy.deepcopy(request.get("params") or {})
+        if not traits.keeps_date_strings:
+            params = as_datetime_parameter(params)
         tenant.fake["calls"].append({"cmdlet": cmdlet, "params": sorted(params)})
         tenant.save()
         if cmdlet == os.environ.get("FAKE_PWSH_HANG_ON"):
