@@ -314,3 +314,34 @@ def test_text_escapes_unknown_setting_names_and_values() -> None:
     r = dataclasses.replace(r, policies=[hostile if p is clinical else p for p in r.policies])
     out = render_text(r)
     assert "\x1b" not in out and "Allow\\x1b[2JThing=true" in out
+
+
+def test_reports_with_a_lone_surrogate_are_written_readable(tmp_path: Path) -> None:
+    paths = write_reports(hostile_report(), tmp_path, ["json", "html", "md", "junit"])
+    assert json.loads(paths[0].read_text(encoding="utf-8"))["tenant_id"].startswith("tWard\x1b")
+    assert "\\ud800" in paths[1].read_text(encoding="utf-8")
+    paths[2].read_text(encoding="utf-8")
+    ET.parse(paths[3])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)
+
+
+def test_a_failing_write_leaves_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridge.report import render
+
+    def broken(report: object) -> str:
+        raise ValueError("cannot render this")
+
+    monkeypatch.setitem(render.RENDERERS, "md", broken)
+    with pytest.raises(ConfigError, match=r"cannot render the drift reports.*cannot render this"):
+        write_reports(scenario(), tmp_path, ["json", "md"])
+    assert [p.name for p in tmp_path.iterdir()] == ["drift.json"]
+
+    def no_rename(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(render.os, "replace", no_rename)
+    with pytest.raises(ConfigError, match="No space left on device"):
+        write_reports(scenario(), tmp_path, ["html"])
+    assert [p.name for p in tmp_path.iterdir()] == ["drift.json"]

@@ -65,14 +65,19 @@ def write_reports(
             f"unknown report format(s) {', '.join(unknown)}: choose from {', '.join(RENDERERS)}"
         )
     out_dir = Path(directory)
+    paths = []
+    tmp: Path | None = None
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        paths = []
         for fmt in wanted:
             path = out_dir / FILE_NAMES[fmt]
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(RENDERERS[fmt](report), encoding="utf-8")
+            # Tenant text can hold what UTF-8 cannot encode (a lone surrogate read back from a
+            # snapshot): it is written as a visible \udXXX escape (in JSON, a valid escape).
+            data = RENDERERS[fmt](report).encode("utf-8", errors="backslashreplace")
+            tmp.write_bytes(data)
             os.replace(tmp, path)
+            tmp = None
             log.info("wrote %s report to %s", fmt, path)
             paths.append(path)
     except OSError as exc:
@@ -80,6 +85,11 @@ def write_reports(
             f"cannot write drift reports to {out_dir}: {exc.strerror or exc}; "
             "choose a writable --report-dir"
         ) from exc
+    except (UnicodeError, ValueError) as exc:
+        raise ConfigError(f"cannot render the drift reports for {out_dir}: {exc}") from exc
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)  # never leave half a report behind
     return paths
 
 
