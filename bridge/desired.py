@@ -403,6 +403,20 @@ def _policy_ref(
 def _validate_groups(c: _Checker, groups: LocList, state: DesiredState) -> None:
     seen: dict[str, Pos] = {}
     assigned = 0  # entries that assign a policy (not 'ensure: absent')
+    # No rank means lowest, as with the service: after every ranked entry, in file order. (A
+    # rank from the list position could put Kitchen above a 'rank: 5' Physicians entry.)
+    lowest = max(
+        (
+            r
+            for item in groups
+            if isinstance(item, LocMap)
+            and isinstance(r := _whole(item.get("rank")), int)
+            and not isinstance(r, bool)
+            and r >= 1
+        ),
+        default=0,
+    )
+    unranked = 0
     for i, item in enumerate(groups):
         ipos = groups.item_pos[i]
         m = c.mapping(item, ipos, f"group assignment #{i + 1}")
@@ -429,7 +443,11 @@ def _validate_groups(c: _Checker, groups: LocList, state: DesiredState) -> None:
             continue
         seen[folded] = m.value_pos["group"]
         absent = _ensure(c, m, f"group {group!r}")
-        rank = m.get("rank", i + 1)
+        if "rank" in m:
+            rank = _whole(m["rank"])
+        else:
+            unranked += 1
+            rank = lowest + unranked
         if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
             c.error(
                 m.value_pos.get("rank", m.pos),
@@ -456,6 +474,13 @@ def _validate_groups(c: _Checker, groups: LocList, state: DesiredState) -> None:
             state.group_assignments.append(
                 DesiredGroupAssignment(group, policy, rank, False, c.loc(m.pos))
             )
+
+
+def _whole(value: Any) -> Any:
+    """A whole number written as 1.0 (JSON's 1E0) is the whole number 1."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _validate_users(c: _Checker, users: LocList, state: DesiredState) -> None:

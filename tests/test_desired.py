@@ -150,6 +150,30 @@ assignments:
     assert state.user_assignments[0].absent and state.user_assignments[0].policy is None
 
 
+def test_a_missing_rank_means_lowest_not_the_list_position() -> None:
+    # Kitchen has no rank: it must not outrank Physicians (rank 5) for people in both groups.
+    state = parse_desired(
+        """\
+policies:
+  Clinical: {}
+  Kitchen: {}
+assignments:
+  groups:
+    - {group: Kitchen staff, policy: Kitchen}
+    - {group: Physicians, policy: Clinical, rank: 5}
+    - {group: Porters, policy: Kitchen}
+    - {group: Nurses, policy: Clinical, rank: 2.0}
+""",
+        "f.yaml",
+    )
+    assert [(g.group, g.rank) for g in state.group_assignments] == [
+        ("Kitchen staff", 6),
+        ("Physicians", 5),
+        ("Porters", 7),
+        ("Nurses", 2),
+    ]
+
+
 def test_json_is_accepted() -> None:
     state = parse_desired('{"policies": {"Global": {"AllowPriorityMessages": true}}}', "f.json")
     assert state.policy("global") is not None
