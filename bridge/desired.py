@@ -249,6 +249,8 @@ def _validate_policies(c: _Checker, policies: LocMap, state: DesiredState) -> No
         vpos = policies.value_pos[raw_name]
         m = c.mapping(body, vpos, f"policy {name!r}")
         if body is not None and m is None:
+            # Still declared: assignments to it are not errors of their own.
+            state.policies[key] = DesiredPolicy(name, {}, False, c.loc(kpos))
             continue
         settings: dict[str, Any] = {}
         absent = False

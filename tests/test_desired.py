@@ -174,6 +174,22 @@ assignments:
     ]
 
 
+def test_a_policy_with_a_malformed_body_is_one_error_not_one_per_assignment() -> None:
+    text = """\
+policies:
+  Pharmacy: "text"
+assignments:
+  groups:
+    - {group: Pharmacy, policy: Pharmacy, rank: 1}
+  users:
+    - {user: a@x.org, policy: Pharmacy}
+"""
+    with pytest.raises(DesiredStateError) as info:
+        parse_desired(text, "f.yaml")
+    (problem,) = info.value.problems
+    assert str(problem) == "f.yaml:2:13: error: policy 'Pharmacy' must be a mapping, not str 'text'"
+
+
 def test_json_is_accepted() -> None:
     state = parse_desired('{"policies": {"Global": {"AllowPriorityMessages": true}}}', "f.json")
     assert state.policy("global") is not None
