@@ -100,14 +100,14 @@ def load_certificate(path: str, password: str | None = None) -> tuple[str, str, 
                 "if the key is encrypted)"
             ) from None
         try:
-            cert = x509.load_pem_x509_certificate(data)
+            certs = x509.load_pem_x509_certificates(data)
         except ValueError:
             raise ConfigError(
                 f"{env}={path!r}: no certificate in the PEM: append the certificate to the key"
             ) from None
     else:
         try:
-            pfx_key, pfx_cert, _ = pkcs12.load_key_and_certificates(data, secret)
+            pfx_key, pfx_cert, extra = pkcs12.load_key_and_certificates(data, secret)
         except (ValueError, TypeError):
             raise ConfigError(
                 f"{env}={path!r}: not a readable PFX: wrong or missing "
@@ -115,7 +115,15 @@ def load_certificate(path: str, password: str | None = None) -> tuple[str, str, 
             ) from None
         if pfx_key is None or pfx_cert is None:
             raise ConfigError(f"{env}={path!r}: the PFX must contain the key and the certificate")
-        key, cert = pfx_key, pfx_cert
+        key, certs = pfx_key, [pfx_cert, *extra]
+    # A chain may list the CA first: the app's certificate is the one of the private key.
+    cert = _certificate_of(key, certs)
+    if cert is None:
+        raise ConfigError(
+            f"{env}={path!r}: none of the {len(certs)} certificate(s) in the file belongs to its "
+            "private key: put the app's certificate (the one uploaded to the app registration) "
+            "in the file with its key"
+        )
     key_pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -125,6 +133,20 @@ def load_certificate(path: str, password: str | None = None) -> tuple[str, str, 
     sha256 = cert.fingerprint(hashes.SHA256()).hex().upper()
     sha1 = cert.fingerprint(hashes.SHA1()).hex().upper()  # MSAL < 1.35 needs SHA-1
     return key_pem, cert_pem, sha256, sha1
+
+
+def _public_der(public_key: Any) -> bytes:
+    return bytes(
+        public_key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+
+
+def _certificate_of(key: Any, certs: list[x509.Certificate]) -> x509.Certificate | None:
+    """The certificate whose public key is ``key``'s, or None."""
+    wanted = _public_der(key.public_key())
+    return next((c for c in certs if _public_der(c.public_key()) == wanted), None)
 
 
 def _short(exc: Exception) -> str:

@@ -171,6 +171,55 @@ def test_pem_without_certificate_is_a_config_error(tmp_path):
         build_token_provider(settings(AZURE_CLIENT_CERTIFICATE_PATH=str(path)))
 
 
+def _self_signed(key: Any, name: str) -> x509.Certificate:
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.timezone.utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+
+
+def _pem(*items: Any) -> bytes:
+    out = b""
+    for item in items:
+        if isinstance(item, x509.Certificate):
+            out += item.public_bytes(serialization.Encoding.PEM)
+        else:
+            out += item.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+    return out
+
+
+def test_a_pem_chain_with_the_ca_first_gives_the_apps_thumbprint(tmp_path):
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    app, ca = _self_signed(key, "app"), _self_signed(ca_key, "ca")
+    path = tmp_path / "chain.pem"
+    path.write_bytes(_pem(ca, app, key))
+    _, cert_pem, sha256, _ = load_certificate(str(path))
+    assert sha256 == app.fingerprint(hashes.SHA256()).hex().upper()
+    assert cert_pem == app.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def test_a_pem_whose_certificates_do_not_match_the_key_is_a_config_error(tmp_path):
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = tmp_path / "mismatch.pem"
+    path.write_bytes(_pem(key, _self_signed(other, "someone else")))
+    with pytest.raises(ConfigError, match=r"AZURE_CLIENT_CERTIFICATE_PATH=.*belongs to its"):
+        load_certificate(str(path))
+
+
 def test_federated_token_file_is_read_on_every_acquisition(rsps, tmp_path):
     token_file = tmp_path / "token"
     token_file.write_text("federated-assertion-one\n")
