@@ -138,9 +138,7 @@ def _parse_desired(raw: bytes | str, source: str) -> DesiredState:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DesiredStateError(
-            [Problem(Location(source), f"not UTF-8 text ({exc.reason} at byte {exc.start})")]
-        ) from exc
+        raise DesiredStateError([_not_utf8(data, exc, source)]) from None
     doc: Any = None
     parsed = False
     is_json = source.casefold().endswith(".json")
@@ -164,6 +162,19 @@ def _parse_desired(raw: bytes | str, source: str) -> DesiredState:
         raise DesiredStateError(
             [Problem(Location(source, line, col), f"not valid YAML: {exc.problem or exc}")]
         ) from exc
+    except yaml.reader.ReaderError as exc:
+        # A character YAML does not allow (a control character, NUL): say where it is.
+        index = text.find(chr(exc.character)) if isinstance(exc.character, int) else -1
+        line, col = _line_col(text, index) if index >= 0 else (0, 0)
+        raise DesiredStateError(
+            [
+                Problem(
+                    Location(source, line, col),
+                    f"character U+{exc.character:04X} is not allowed in YAML ({exc.reason}): "
+                    f"remove it, or write it inside double quotes as \\u{exc.character:04X}",
+                )
+            ]
+        ) from None
     except yaml.YAMLError as exc:
         raise DesiredStateError([Problem(Location(source), f"not valid YAML: {exc}")]) from exc
 
@@ -182,6 +193,23 @@ def _parse_desired(raw: bytes | str, source: str) -> DesiredState:
         raise DesiredStateError(c.problems)
     state.notes = [str(p) for p in c.problems]
     return state
+
+
+def _line_col(text: str, index: int) -> tuple[int, int]:
+    line_start = text.rfind("\n", 0, index) + 1
+    return text.count("\n", 0, index) + 1, index - line_start + 1
+
+
+def _not_utf8(data: bytes, exc: UnicodeDecodeError, source: str) -> Problem:
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return Problem(Location(source, 1, 1), "the file is UTF-16 text: save it as UTF-8")
+    start = exc.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)  # offsets skip the BOM
+    before = data[:start].decode("utf-8", "replace")
+    line, col = _line_col(before, len(before))
+    return Problem(
+        Location(source, line, col),
+        f"not UTF-8 text (byte 0x{data[start]:02x}: {exc.reason}): save the file as UTF-8",
+    )
 
 
 def _validate(c: _Checker, top: LocMap, state: DesiredState) -> None:

@@ -54,6 +54,12 @@ CASES = {
         "69:7",
         "group 'Group 65' is assignment #65: the service holds at most 64 group assignments",
     ),
+    "control_character": (
+        "3:20",
+        "character U+0007 is not allowed in YAML (control characters are not allowed): remove "
+        "it, or write it inside double quotes as \\u0007",
+    ),
+    "not_utf8": ("3:21", "not UTF-8 text (byte 0xe9: invalid continuation byte): save the file"),
     "truncated_json": ("1:48", "not valid JSON: expected ',' or '}'"),
     "second_document": (
         "5:1",
