@@ -12,6 +12,7 @@ from test_report_model import NOW, in_sync_report, make_report, scenario
 
 from bridge.errors import ConfigError
 from bridge.report.model import DriftReport, UserAssignmentReport
+from bridge.report.notify import build_teams_card
 from bridge.report.render import (
     parse_formats,
     render_html,
@@ -171,7 +172,40 @@ def test_markdown_tables() -> None:
 def test_markdown_cells_cannot_break_the_table() -> None:
     r = dataclasses.replace(scenario(), desired_path="a|b`c.yaml")
     out = render_markdown(r)
-    assert "a\\|b\\`c.yaml" in out
+    # A code span is written raw, fenced by more backticks than it holds (no table here).
+    assert "desired ``a|b`c.yaml`` (sha256" in out
+    user = UserAssignmentReport("u-p", "pipe|user@x.org", "missing", "Clinical", None)
+    cells = render_markdown(dataclasses.replace(scenario(), users_listed=[user]))
+    row = next(line for line in cells.splitlines() if "pipe" in line)
+    assert "pipe\\|user" in row and row.count(" | ") == 4
+
+
+def test_markdown_code_spans_show_text_as_typed() -> None:
+    r = dataclasses.replace(
+        scenario(), desired_path="C:\\policies\\north_prod_v2.yaml", tenant_id="``t``"
+    )
+    out = render_markdown(r)
+    assert "desired `C:\\policies\\north_prod_v2.yaml` (sha256" in out
+    assert "Tenant ``` ``t`` ``` ·" in out
+
+
+def test_markdown_defuses_mentions_autolinks_and_control_characters() -> None:
+    from bridge.report.render_markdown import code, md
+
+    z = "\u200b"
+    assert md("@channel ping") == f"@{z}channel ping"
+    assert md("night.charge@contoso.org") == f"night.charge@{z}contoso.org"
+    assert md("see https://evil.example and www.evil.example") == (
+        f"see https:{z}//evil.example and www{z}.evil.example"
+    )
+    assert md("a\x1b[2J\x07b\nc") == "a\\\\x1b\\[2J\\\\x07b c"
+    assert md("~~gone~~") == "\\~\\~gone\\~\\~"
+    assert code("a\x1b`b") == "``a\\x1b`b``"
+    # The Teams card uses the same escape.
+    user = UserAssignmentReport("u-m", "@team https://x.example", "missing", "Clinical", None)
+    card = build_teams_card(dataclasses.replace(scenario(), users_listed=[user]))
+    text = json.dumps(card, ensure_ascii=False)
+    assert f"@{z}team https:{z}//x.example" in text
 
 
 # --------------------------------------------------------------------------- JUnit
@@ -302,7 +336,7 @@ def test_markdown_keeps_tenant_text_literal() -> None:
     from bridge.report.render_markdown import md
 
     assert md("[click](http://evil) <b>x</b> | a_b") == (
-        "\\[click\\](http://evil) &lt;b&gt;x&lt;/b&gt; \\| a\\_b"
+        "\\[click\\](http:\u200b//evil) &lt;b&gt;x&lt;/b&gt; \\| a\\_b"
     )
 
 

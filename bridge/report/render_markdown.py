@@ -3,24 +3,48 @@ one table of what differs, the findings. Short by design; the HTML report has th
 
 from __future__ import annotations
 
+import re
+
 from .model import DriftReport, format_value, utc
+from .render_text import printable
 
 DEFAULT_MAX_ITEMS = 30
 
 
 def md(text: object) -> str:
     """``text`` safe inside a Markdown table cell: no HTML, no cell breaks, no code spans, no
-    links or emphasis made of tenant text."""
+    links, mentions or emphasis made of tenant text."""
     out = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return escape_markdown(out).replace("|", "\\|")
 
 
 def escape_markdown(text: object) -> str:
-    """Tenant text as literal Markdown (one line): links, emphasis and code spans escaped."""
-    out = str(text)
-    for ch in "\\*_[]`":
+    """Tenant text as literal Markdown on one line, shared by the Markdown report and the Teams
+    card: whitespace runs become one space, control characters a visible ``\\xNN``, Markdown
+    punctuation is backslash-escaped, and what renderers turn into links or notifications after
+    escapes are resolved (``@mention``, ``name@host`` mail links, ``https://`` and ``www.``
+    autolinks) is broken with an invisible zero-width space."""
+    out = printable(" ".join(str(text).split()))
+    for ch in "\\*_[]`~":
         out = out.replace(ch, "\\" + ch)
-    return " ".join(out.split())
+    return _ZWSP_AFTER.sub(lambda m: m.group() + "\u200b", out)
+
+
+# "@" (mentions, mail autolinks), "https:" before "//" and "www" before "." (GFM autolinks).
+_ZWSP_AFTER = re.compile(r"@|(?<=:)(?=//)|(?i:\bwww)(?=\.)")
+
+
+def code(text: object, *, cell: bool = False) -> str:
+    """``text`` as a code span, written raw (backslashes show as typed): one line, no control
+    characters, a fence longer than any backtick run inside; in a table ``cell``, ``|`` is
+    escaped (GitHub reads ``\\|`` inside a code span in a table as ``|``)."""
+    raw = printable(" ".join(str(text).split()))
+    if cell:
+        raw = raw.replace("|", "\\|")
+    longest = max((len(run) for run in re.findall(r"`+", raw)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if raw.startswith("`") or raw.endswith("`") else ""
+    return f"{fence}{pad}{raw}{pad}{fence}"
 
 
 def render_markdown(report: DriftReport, *, max_items: int = DEFAULT_MAX_ITEMS) -> str:
@@ -31,9 +55,10 @@ def render_markdown(report: DriftReport, *, max_items: int = DEFAULT_MAX_ITEMS) 
     add(f"### Teams messaging policies: {verdict}")
     add("")
     add(
-        f"Tenant `{md(report.tenant_id or 'unknown')}` · "
-        f"{utc(report.generated_at):%Y-%m-%d %H:%M} UTC · desired `{md(report.desired_path)}` "
-        f"(sha256 `{report.desired_sha256[:12] or '-'}`) · teams-bridge {md(report.tool_version)}"
+        f"Tenant {code(report.tenant_id or 'unknown')} · "
+        f"{utc(report.generated_at):%Y-%m-%d %H:%M} UTC · desired {code(report.desired_path)} "
+        f"(sha256 {code(report.desired_sha256[:12] or '-')}) · teams-bridge "
+        f"{md(report.tool_version)}"
     )
     add("")
     add("| | Not in sync | Drifted | Missing | Not wanted | In sync |")
@@ -74,8 +99,8 @@ def render_markdown(report: DriftReport, *, max_items: int = DEFAULT_MAX_ITEMS) 
         add("|---|---|---|---|")
         for finding in report.findings:
             add(
-                f"| {finding.severity} | `{finding.rule_id}` | {md(finding.title)} | "
-                f"{md(', '.join(finding.policies))} |"
+                f"| {finding.severity} | {code(finding.rule_id, cell=True)} | "
+                f"{md(finding.title)} | {md(', '.join(finding.policies))} |"
             )
     if report.resolved:
         add("")
