@@ -160,6 +160,7 @@ class Settings(BaseSettings):
             settings = cls(_env_file=env_file, **given)  # type: ignore[call-arg]
         except ValidationError as exc:
             raise ConfigError(_validation_message(exc)) from None
+        settings._strip_ids()
         settings._resolve_endpoints()
         settings._check()
         for secret in settings.secrets():
@@ -261,12 +262,23 @@ class Settings(BaseSettings):
                     f"{ENV_NAMES[field]}={value!r} is not an https URL: give scheme and host, "
                     f"e.g. {default}"
                 )
-            if field == "authority_host" and parts.path:
+            var = ENV_NAMES[field]
+            if parts.query or parts.fragment or value.endswith(("?", "#")):
                 raise ConfigError(
-                    f"AZURE_AUTHORITY_HOST={value!r} has a path: give scheme and host only "
-                    f"(e.g. {default}); the tenant comes from AZURE_TENANT_ID"
+                    f"{var}={value!r} has a query string or fragment: give scheme and host only, "
+                    f"e.g. {default}"
                 )
+            if parts.path:
+                raise ConfigError(f"{var}={value!r} has a path: {_path_hint(field, default)}")
+            _warn_other_cloud(var, parts.netloc, field, self.cloud)
             setattr(self, field, value)
+
+    def _strip_ids(self) -> None:
+        # " <guid> " pasted from a portal would otherwise end up in the authority URL.
+        for field in ("tenant_id", "client_id"):
+            value = getattr(self, field)
+            if value is not None:
+                setattr(self, field, value.strip() or None)
 
     def _check(self) -> None:
         if self.client_certificate_password and not self.client_certificate_path:
@@ -278,6 +290,36 @@ class Settings(BaseSettings):
             path = getattr(self, field)
             if path and not os.path.isfile(path):
                 raise ConfigError(f"{ENV_NAMES[field]}={path!r}: no such file")
+
+
+def _path_hint(field: str, default: str) -> str:
+    if field == "authority_host":
+        return f"give scheme and host only (e.g. {default}); the tenant comes from AZURE_TENANT_ID"
+    if field == "graph_url":
+        return (
+            f"give scheme and host only, without /v1.0 (e.g. {default}): the client appends "
+            "/v1.0/..., and the token's audience is the base URL"
+        )
+    return f"give scheme and host only (e.g. {default}): the client appends /Skype.Policy/..."
+
+
+def _warn_other_cloud(var: str, host: str, field: str, cloud: str) -> None:
+    """Log when ``host`` is another cloud's endpoint (a simulator's host is nobody's)."""
+    owners = {
+        name
+        for name, c in CLOUDS.items()
+        if urlsplit(getattr(c, "login_host" if field == "authority_host" else field)).netloc
+        == host.lower()
+    }
+    if owners and cloud not in owners:
+        log.warning(
+            "%s points at %s, which belongs to the %s cloud, but BRIDGE_CLOUD=%s: check "
+            "BRIDGE_CLOUD",
+            var,
+            host,
+            "/".join(sorted(owners)),
+            cloud,
+        )
 
 
 def _validation_message(exc: ValidationError) -> str:

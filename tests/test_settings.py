@@ -9,6 +9,7 @@ from bridge.errors import ConfigError
 from bridge.settings import CLOUDS, Settings, redact
 
 pytestmark = pytest.mark.usefixtures("clean_env")
+GRAPH_COMMERCIAL = "https://graph.microsoft.com"
 
 
 def test_defaults_are_the_commercial_cloud():
@@ -98,6 +99,13 @@ def test_secrets_never_in_repr(monkeypatch):
             "BRIDGE_TEAMS_URL='http://teams.test' is not an https URL",
         ),
         ("AZURE_AUTHORITY_HOST", "https://login.test/tenant", "give scheme and host only"),
+        ("AZURE_AUTHORITY_HOST", "https://login.test?x=1", "AZURE_AUTHORITY_HOST='https://login"),
+        ("AZURE_AUTHORITY_HOST", "https://login.test#frag", "query string or fragment"),
+        ("BRIDGE_GRAPH_URL", "https://graph.microsoft.com/v1.0", "without /v1.0"),
+        ("BRIDGE_GRAPH_URL", "https://graph.test/beta/", "BRIDGE_GRAPH_URL='https://graph.test/"),
+        ("BRIDGE_GRAPH_URL", "https://graph.test?$top=5", "query string or fragment"),
+        ("BRIDGE_TEAMS_URL", "https://teams.test/Skype.Policy", "appends /Skype.Policy"),
+        ("BRIDGE_TEAMS_URL", "https://teams.test/?a=b", "BRIDGE_TEAMS_URL='https://teams.test"),
         (
             "REQUESTS_CA_BUNDLE",
             "/nonexistent/ca.pem",
@@ -110,6 +118,26 @@ def test_invalid_values_name_the_variable(monkeypatch, env, value, needle):
     with pytest.raises(ConfigError) as err:
         Settings.load()
     assert needle in str(err.value)
+
+
+def test_whitespace_around_tenant_and_client_ids_is_stripped():
+    tenant = "11111111-2222-3333-4444-555555555555"
+    s = Settings.load(overrides={"AZURE_TENANT_ID": f" {tenant}\t", "AZURE_CLIENT_ID": " app \n"})
+    assert (s.tenant_id, s.client_id) == (tenant, "app")
+    assert s.authority == f"https://login.microsoftonline.com/{tenant}"
+    assert Settings.load(overrides={"AZURE_TENANT_ID": "  "}).tenant_id is None
+
+
+def test_an_endpoint_of_another_cloud_is_warned_about(caplog):
+    with caplog.at_level(logging.WARNING, logger="bridge.settings"):
+        Settings.load(overrides={"BRIDGE_CLOUD": "gcchigh", "BRIDGE_GRAPH_URL": GRAPH_COMMERCIAL})
+    assert "BRIDGE_GRAPH_URL points at graph.microsoft.com" in caplog.text
+    assert "BRIDGE_CLOUD=gcchigh" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="bridge.settings"):
+        Settings.load(overrides={"BRIDGE_CLOUD": "gcc", "BRIDGE_GRAPH_URL": GRAPH_COMMERCIAL})
+        Settings.load(overrides={"BRIDGE_GRAPH_URL": "https://127.0.0.1:8443"})
+    assert caplog.text == ""
 
 
 def test_unknown_override_is_rejected():
