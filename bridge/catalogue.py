@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .yamlloc import shown
+
 # Fields the service returns on every policy that are not settings; never drift.
 NON_SETTING_FIELDS = frozenset({"Identity", "Key", "ConfigMetadata", "ConfigId", "DataSource"})
 
@@ -54,18 +56,21 @@ class Setting:
             accepted = "true or false"
             if self.aliases:
                 accepted += " (or " + ", ".join(sorted({k.title() for k in self.aliases})) + ")"
-            raise ValueError(f"{self.name} takes {accepted}, not {value!r}")
+            raise ValueError(f"{self.name} takes {accepted}, not {shown(value)}")
         if self.kind == "enum":
             if isinstance(value, str):
                 for allowed in self.values:
                     if allowed.casefold() == value.casefold():
                         return allowed
             raise ValueError(
-                f"{value!r} is not allowed for {self.name}; allowed: {', '.join(self.values)}"
+                f"{shown(value)} is not allowed for {self.name}; allowed: {', '.join(self.values)}"
             )
         if value is None or isinstance(value, str):
             return value
-        raise ValueError(f"{self.name} takes text, not {type(value).__name__} {value!r}")
+        what = shown(value)
+        if not isinstance(value, dict | list):
+            what = f"{type(value).__name__} {what}"
+        raise ValueError(f"{self.name} takes text, not {what}")
 
     def json_schema(self) -> dict[str, Any]:
         if self.kind == "bool":

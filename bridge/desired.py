@@ -35,7 +35,7 @@ from .state import (
     is_global,
     policy_key,
 )
-from .yamlloc import LocList, LocMap, Pos, load, load_json
+from .yamlloc import LocList, LocMap, Pos, load, load_json, shown
 
 TOP_KEYS = ("tenant", "policies", "assignments", "prune", "safety", "rules")
 POLICY_META_KEYS = ("ensure", "extra")
@@ -98,7 +98,7 @@ def _kind(value: Any) -> str:
         return "a list"
     if value is None:
         return "empty"
-    return f"{type(value).__name__} {value!r}"
+    return f"{type(value).__name__} {shown(value)}"
 
 
 def _did_you_mean(name: str, choices: Any) -> str:
@@ -399,7 +399,8 @@ def _ensure(c: _Checker, m: LocMap, what: str) -> bool:
     if ensure in ("present", "absent"):
         return ensure == "absent"
     c.error(
-        m.value_pos["ensure"], f"ensure of {what} must be 'present' or 'absent', not {ensure!r}"
+        m.value_pos["ensure"],
+        f"ensure of {what} must be 'present' or 'absent', not {shown(ensure)}",
     )
     return False
 
@@ -481,7 +482,7 @@ def _validate_groups(c: _Checker, groups: LocList, state: DesiredState) -> None:
         if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
             c.error(
                 m.value_pos.get("rank", m.pos),
-                f"rank of group {group!r} must be a whole number from 1 (highest), not {rank!r}",
+                f"rank of group {group!r} must be a whole number from 1 (highest), not {shown(rank)}",
             )
             if not absent:
                 _policy_ref(c, m, state, f"group {group!r}", state.policies)  # report it too
@@ -576,7 +577,9 @@ def _validate_flags(
             if isinstance(m[name], bool):
                 values[name] = m[name]
             else:
-                c.error(m.value_pos[name], f"{key}.{name} takes true or false, not {m[name]!r}")
+                c.error(
+                    m.value_pos[name], f"{key}.{name} takes true or false, not {shown(m[name])}"
+                )
     return factory(**values)
 
 

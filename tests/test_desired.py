@@ -196,6 +196,20 @@ assignments:
     assert str(problem) == "f.yaml:2:13: error: policy 'Pharmacy' must be a mapping, not str 'text'"
 
 
+def test_values_in_messages_are_short_and_never_crash() -> None:
+    deep = "[" * 995 + "]" * 995  # nested past Python's repr recursion limit
+    long = "x" * 5000
+    text = f"policies:\n  A:\n    AllowGiphy: {deep}\n    Description: {{a: 1}}\n"
+    text += f"    AllowMemes: {long}\n"
+    with pytest.raises(DesiredStateError) as info:
+        parse_desired(text, "f.yaml")
+    messages = [p.message for p in info.value.problems]
+    assert messages[0] == "AllowGiphy takes true or false, not a list"
+    assert messages[1] == "Description takes text, not a mapping"
+    assert messages[2].startswith("AllowMemes takes true or false, not 'xxx")
+    assert len(messages[2]) < 120
+
+
 def test_json_is_accepted() -> None:
     state = parse_desired('{"policies": {"Global": {"AllowPriorityMessages": true}}}', "f.json")
     assert state.policy("global") is not None
