@@ -285,3 +285,21 @@ def test_render_history_text_has_no_control_characters(tmp_path: Path) -> None:
         text, data = render_history(store, now=DAY2)
     assert "\x1b" not in text and "x\\x1b[2J.yaml" in text
     assert data["runs"][0]["desired_path"] == "x\x1b[2J.yaml"  # JSON keeps the real value
+
+
+def test_out_of_order_fix_keeps_history_consistent(tmp_path: Path) -> None:
+    key = "policy:global:ReadReceiptsEnabledType"
+    t0 = DAY1
+    t5, t10 = t0 + dt.timedelta(minutes=5), t0 + dt.timedelta(minutes=10)
+    with HistoryStore(tmp_path / "h.sqlite") as store:
+        store.record(at(scenario(), t0))
+        store.record(at(scenario(), t10))
+        store.record(at(in_sync_report(), t5))  # the 08:05 run (fixed) finishes last
+        # Resolved at 08:05, so the drift open at 08:10 started at 08:10, not 08:00.
+        assert {(r.key, r.resolved_at) for r in store.resolved() if r.key == key} == {(key, t5)}
+        assert store.first_seen(key) == t10
+        assert {o.first_seen for o in store.open_drift(now=t10)} == {t10}
+        # And a later recording of a drifting run in between mends the streak again.
+        store.record(at(scenario(), t0 + dt.timedelta(minutes=7)))
+        assert store.first_seen(key) == t0 + dt.timedelta(minutes=7)
+        assert [r.resolved_at for r in store.resolved() if r.key == key] == [t5]

@@ -17,9 +17,11 @@ question and must not "resolve" the first file's drift. What is stored does not 
 ``--fail-on``: every object not in sync and every ``warning`` or ``error`` finding is recorded
 (``info`` findings are explanations, never drift), so a run with a laxer ``--fail-on`` does not
 resolve findings it merely does not count. A drift that goes away and comes back starts a new
-first-seen time. When two writers finish out of order (a
-report recorded after a later one), its first-seen times are carried forward into the later runs
-that continue the same drift; the later runs' resolved lists are not recomputed.
+first-seen time. History is ordered by the runs' times,
+not by the order they were recorded: when two writers finish out of order (a report recorded
+after a later one), the later runs of the same file are compared again with their new
+predecessors, and their first-seen times and resolutions rewritten to match (a drift the late
+run shows fixed starts a new first-seen time after it).
 
 Several processes may write at once (a cron job and a person): WAL journal, a busy timeout, and
 one short ``BEGIN IMMEDIATE`` transaction per ``record`` so the previous-run lookup and the
@@ -303,7 +305,7 @@ class HistoryStore:
                     "VALUES (?,?,?,?)",
                     ((run_id, r.key, _ts(r.first_seen), _ts(r.resolved_at)) for r in resolved),
                 )
-                self._carry_forward(tenant, file_key, report.generated_at, first_seen)
+                self._recompute_later(tenant, file_key, report.generated_at, first_seen)
         except sqlite3.Error as exc:
             raise self._fail("write to", exc) from exc
         report.first_seen, report.resolved = first_seen, resolved
@@ -316,39 +318,46 @@ class HistoryStore:
         )
         return run_id
 
-    def _carry_forward(
+    def _recompute_later(
         self, tenant: str, file_key: str, when: dt.datetime, first_seen: dict[str, dt.datetime]
     ) -> None:
-        """A run recorded after a later one (two writers finishing out of order): drift that
-        continues into the later runs was first seen no later than this run says."""
-        later = [
-            row[0]
-            for row in self._db.execute(
-                "SELECT id FROM runs WHERE tenant_id = ? AND desired_key = ? AND generated_at > ? "
-                "ORDER BY generated_at, id",
-                (tenant, file_key, _ts(when)),
-            )
-        ]
-        streak = dict(first_seen)
-        for run_id in later:
-            if not streak:
-                return
-            present = {
+        """A run recorded after later ones (two writers finishing out of order): history is
+        ordered by time, not by recording, so each later run of the same file is compared
+        again with its new predecessor. Its first-seen times and resolutions are rewritten,
+        so no key is shown resolved at one time and open since before it at a later one."""
+        later = self._db.execute(
+            "SELECT id, generated_at FROM runs WHERE tenant_id = ? AND desired_key = ? "
+            "AND generated_at > ? ORDER BY generated_at, id",
+            (tenant, file_key, _ts(when)),
+        ).fetchall()
+        previous = dict(first_seen)
+        for run_id, generated in later:
+            at = _parse(generated)
+            stored = {
                 key: _parse(seen)
                 for key, seen in self._db.execute(
                     "SELECT key, first_seen FROM drift_items WHERE run_id = ?", (run_id,)
                 )
-                if key in streak
             }
+            recomputed = {key: previous.get(key, at) for key in stored}
             self._db.executemany(
                 "UPDATE drift_items SET first_seen = ? WHERE run_id = ? AND key = ?",
                 (
-                    (_ts(streak[key]), run_id, key)
-                    for key, seen in present.items()
-                    if streak[key] < seen
+                    (_ts(seen), run_id, key)
+                    for key, seen in recomputed.items()
+                    if seen != stored[key]
                 ),
             )
-            streak = {key: min(streak[key], seen) for key, seen in present.items()}
+            self._db.execute("DELETE FROM resolutions WHERE run_id = ?", (run_id,))
+            self._db.executemany(
+                "INSERT INTO resolutions (run_id, key, first_seen, resolved_at) VALUES (?,?,?,?)",
+                (
+                    (run_id, key, _ts(seen), generated)
+                    for key, seen in sorted(previous.items())
+                    if key not in stored
+                ),
+            )
+            previous = recomputed
 
     # ------------------------------------------------------------------ reading
 
