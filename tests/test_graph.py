@@ -108,6 +108,17 @@ def test_an_inner_retry_after_given_up_on_does_not_hold_the_next_request(rsps, c
     assert sleeps.waits == []  # neither the abandoned retry nor the gate waited 7200 s
 
 
+@pytest.mark.parametrize("status", ["OK", None, "200", True])
+def test_an_inner_status_that_is_not_a_number_is_an_invalid_response(rsps, client, status):
+    rsps.post(
+        BATCH,
+        match=[matchers.json_params_matcher(batch_body(("0", by_name("A"))))],
+        json={"responses": [{"id": "0", "status": status, "body": {}}]},
+    )
+    with pytest.raises(InvalidResponseError, match=r"\$batch answered request 0 .*not an HTTP"):
+        GraphClient(client, GRAPH).resolve_groups(["A"])
+
+
 def test_batches_hold_at_most_twenty_requests(rsps, client):
     graph = GraphClient(client, GRAPH)
     names = [f"Ward {i}" for i in range(25)]

@@ -26,6 +26,7 @@ from bridge.errors import (
     ApiError,
     ConflictError,
     ForbiddenError,
+    InvalidResponseError,
     NotFoundError,
     ThrottledError,
     TransportError,
@@ -431,6 +432,15 @@ def test_the_reader_finds_a_begin_marker_after_partial_output():
     session._read_stdout()
     assert session._answers.get_nowait() == ("7", answer)
     assert session._answers.get_nowait() is None  # EOF
+
+
+def test_a_group_assignment_row_without_group_id_is_an_invalid_response(
+    fake, seed, tokens, monkeypatch
+):
+    monkeypatch.setenv("FAKE_PWSH_DROP_FIELD", "Get-CsGroupPolicyAssignment:GroupId")
+    with make_backend(seed, tokens) as backend, pytest.raises(InvalidResponseError) as info:
+        backend.read()
+    assert "Get-CsGroupPolicyAssignment returned a row that cannot be read" in str(info.value)
 
 
 def test_hung_pwsh_raises_transport_error_within_the_timeout(fake, seed, tokens, monkeypatch):

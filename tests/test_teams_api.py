@@ -21,7 +21,14 @@ from bridge.backends import make_backend
 from bridge.backends.base import Backend, Wanted
 from bridge.backends.graph import GraphClient, odata_string
 from bridge.backends.teams_api import RestBackend, TeamsAdminClient
-from bridge.errors import ConfigError, ConflictError, ForbiddenError, NotFoundError, ServerError
+from bridge.errors import (
+    ConfigError,
+    ConflictError,
+    ForbiddenError,
+    InvalidResponseError,
+    NotFoundError,
+    ServerError,
+)
 from bridge.settings import Settings
 
 GA = f"{TEAMS}/Skype.Policy/groupPolicyAssignments"
@@ -47,6 +54,15 @@ def backend_for(client, cloud: str = "commercial") -> RestBackend:
 
 
 # --------------------------------------------------------------------------- policies
+
+
+@pytest.mark.parametrize("entry", ["oops", None, ["GroupId"]])
+def test_a_group_assignment_entry_that_is_not_an_object_is_an_invalid_response(rsps, teams, entry):
+    rsps.get(f"{GA}/", json=[entry])
+    with pytest.raises(InvalidResponseError) as info:
+        teams.list_group_assignments()
+    assert "GET /Skype.Policy/groupPolicyAssignments/" in str(info.value)
+    assert "not an object" in str(info.value)
 
 
 def test_list_policies_strips_tag_and_keeps_unknown_fields(rsps, teams):

@@ -131,7 +131,14 @@ class GraphClient:
             answered = 0
             for rid in list(pending):
                 answer = by_id[rid]
-                status = int(answer.get("status", 0))
+                status = answer.get("status")
+                if not isinstance(status, int) or isinstance(status, bool):
+                    raise InvalidResponseError(
+                        f"Graph POST /v1.0/$batch answered request {rid} "
+                        f"({pending[rid].method} {pending[rid].url}) with status {status!r}, "
+                        "not an HTTP status code",
+                        url=response.url,
+                    )
                 if status in _INNER_RETRY:
                     last_status[rid] = status
                     headers = {str(k).lower(): v for k, v in (answer.get("headers") or {}).items()}

@@ -558,7 +558,8 @@ class PowerShellBackend:
             assignments.append(UserAssignment(user.id, policy, user.upn))
         self._resolve_users(wanted.users, directory)
 
-        group_ids = [str(r["GroupId"]) for r in rows if _is_messaging(r)]
+        rows = [_group_row(r) for r in rows if _is_messaging(r)]
+        group_ids = [str(r["GroupId"]) for r in rows]
         refs = list(dict.fromkeys([*group_ids, *wanted.groups]))
         found = self.graph.resolve_groups(refs) if refs else {}
         for ref, matches in found.items():
@@ -568,8 +569,6 @@ class PowerShellBackend:
                 directory.add_group(group)
         groups = []
         for r in rows:
-            if not _is_messaging(r):
-                continue
             gid = str(r["GroupId"])
             known = directory.groups.get(gid)
             groups.append(
@@ -832,6 +831,20 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
 
 def _is_messaging(row: Any) -> bool:
     return isinstance(row, dict) and str(row.get("PolicyType", POLICY_TYPE)) == POLICY_TYPE
+
+
+def _group_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A Get-CsGroupPolicyAssignment row with its GroupId, PolicyName and integer Rank."""
+    try:
+        int(row["Rank"])
+        if not row["GroupId"] or not row["PolicyName"]:
+            raise ValueError("empty GroupId or PolicyName")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidResponseError(
+            f"Get-CsGroupPolicyAssignment returned a row that cannot be read ({exc!r}): "
+            f"{str(row)[:120]}"
+        ) from None
+    return row
 
 
 def _policy_name(value: Any) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -48,6 +48,21 @@ POLICY_TYPE = "TeamsMessagingPolicy"
 USERS_PAGE_SIZE = 1000  # the service's maximum $top for /Teams.User/users
 GRAPH_ASSIGN_CHUNK = 1000
 _NOTHING = Wanted()
+
+
+def _entry(route: str, url: str) -> Callable[[Any], Mapping[str, Any]]:
+    """A check that a list entry is a JSON object (InvalidResponseError naming the route)."""
+
+    def check(entry: Any) -> Mapping[str, Any]:
+        if not isinstance(entry, Mapping):
+            raise InvalidResponseError(
+                f"Teams admin API answered {route} with an entry that is not an object: "
+                f"{str(entry)[:80]!r}",
+                url=url,
+            )
+        return entry
+
+    return check
 
 
 @contextlib.contextmanager
@@ -135,15 +150,17 @@ class TeamsAdminClient:
             raise InvalidResponseError(
                 "Teams admin API group assignment list is not a JSON array", url=url
             )
+        route = "GET /Skype.Policy/groupPolicyAssignments/"
         try:
             return [
                 GroupAssignment(str(a["GroupId"]), bare_name(str(a["PolicyName"])), int(a["Rank"]))
-                for a in body
+                for a in map(_entry(route, url), body)
                 if str(a.get("PolicyType", "")).casefold() == POLICY_TYPE.casefold()
             ]
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidResponseError(
-                f"Teams admin API group assignment entry cannot be read ({exc!r})", url=url
+                f"Teams admin API group assignment entry from {route} cannot be read ({exc!r})",
+                url=url,
             ) from None
 
     def add_group_assignment(self, group_id: str, policy: str, rank: int | None = None) -> None:

@@ -15,10 +15,11 @@ parameter *names*) and ``operations`` (batch operations).
 Knobs (environment): ``FAKE_PWSH_HANG_ON=<cmdlet>`` never answers that cmdlet;
 ``FAKE_PWSH_CRASH_ON=<cmdlet>`` exits without answering; ``FAKE_PWSH_DENY=<cmdlet>`` answers it
 with an access-denied record; ``FAKE_PWSH_PARTIAL_ON=<cmdlet>`` prints host output without a
-newline just before that cmdlet's answer; ``FAKE_PWSH_SOFT_ERROR_ON=<cmdlet>`` makes the module
-*write* a non-terminating 403 for that cmdlet (the shape the MicrosoftTeams AutoRest functions use:
-``InvalidOperation``, ``Forbidden,...`` error id) and output nothing; ``FAKE_PWSH_MODULE_VERSION``
-(default 7.9.0; ``none``: not installed).
+newline just before that cmdlet's answer; ``FAKE_PWSH_DROP_FIELD=<cmdlet>:<property>`` leaves
+that property out of the cmdlet's output objects; ``FAKE_PWSH_SOFT_ERROR_ON=<cmdlet>`` makes
+the module *write* a non-terminating 403 for that cmdlet (the shape the MicrosoftTeams AutoRest
+functions use: ``InvalidOperation``, ``Forbidden,...`` error id) and output nothing;
+``FAKE_PWSH_MODULE_VERSION`` (default 7.9.0; ``none``: not installed).
 
 Driver semantics. The fake reads the driver it is sent and answers as pwsh running *that* text
 would (``DriverTraits``): a non-terminating error becomes an ``ok: false`` answer only when the
@@ -686,6 +687,9 @@ def main() -> int:
         answer: dict[str, Any] = {"id": request["id"]}
         try:
             result = tenant.run(cmdlet, params)
+            dropped = os.environ.get("FAKE_PWSH_DROP_FIELD", "").partition(":")
+            if dropped[0] == cmdlet:
+                result = [{k: v for k, v in o.items() if k != dropped[2]} for o in result]
             select = request.get("select")
             if select:
                 result = [{k: o.get(k) for k in select} for o in result]
