@@ -334,3 +334,12 @@ def test_explain_keeps_control_characters_off_the_terminal(
     assert "\x1b" not in out and "\x07" not in out
     assert "victor\\x1b]0;owned\\x07\\x1b[2J@northwind-health.org: Nursing" in out
     assert "group Nursing\\x1b]0;owned" in out
+
+
+def test_drift_report_says_when_the_snapshot_was_taken(capsys: pytest.CaptureFixture[str]) -> None:
+    taken = json.loads(Path(SNAP).read_text())["taken_at"]
+    code, out, _ = run(capsys, "--snapshot", SNAP, "drift", DESIRED, "--output", "json")
+    assert code == 2
+    data = json.loads(out)
+    assert data["observed_at"] == taken.replace("+00:00", "Z")
+    assert data["generated_at"] != data["observed_at"]

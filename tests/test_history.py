@@ -269,7 +269,7 @@ def test_version_1_database_is_upgraded(tmp_path: Path) -> None:
     # Back to version 1's shape: no desired_key column.
     db.executescript(
         "DROP INDEX runs_by_file; ALTER TABLE runs DROP COLUMN desired_key; "
-        "PRAGMA user_version = 1;"
+        "ALTER TABLE runs DROP COLUMN observed_at; PRAGMA user_version = 1;"
     )
     db.close()
     with HistoryStore(path) as store:
@@ -303,3 +303,16 @@ def test_out_of_order_fix_keeps_history_consistent(tmp_path: Path) -> None:
         store.record(at(scenario(), t0 + dt.timedelta(minutes=7)))
         assert store.first_seen(key) == t0 + dt.timedelta(minutes=7)
         assert [r.resolved_at for r in store.resolved() if r.key == key] == [t5]
+
+
+def test_runs_are_ordered_by_when_the_tenant_was_observed(tmp_path: Path) -> None:
+    key = "policy:global:ReadReceiptsEnabledType"
+    with HistoryStore(tmp_path / "h.sqlite") as store:
+        store.record(at(in_sync_report(), DAY2))  # a live run on day 2: in sync
+        # Day 1's snapshot, reviewed on day 3: it is the older state, not the newest run.
+        old = dataclasses.replace(at(scenario(), DAY3), observed_at=DAY1)
+        store.record(old)
+        assert old.first_seen[key] == DAY1
+        assert [r.observed_at for r in store.runs()] == [DAY2, DAY1]
+        assert store.open_drift(now=DAY3) == []  # the latest state (day 2) is in sync
+        assert {r.key: r.resolved_at for r in store.resolved()}[key] == DAY2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -379,3 +380,18 @@ def test_a_failing_write_leaves_no_temporary_file(
     with pytest.raises(ConfigError, match="No space left on device"):
         write_reports(scenario(), tmp_path, ["html"])
     assert [p.name for p in tmp_path.iterdir()] == ["drift.json"]
+
+
+def test_reports_carry_when_the_tenant_state_was_observed() -> None:
+    taken = NOW - dt.timedelta(days=3)
+    r = dataclasses.replace(scenario(), observed_at=taken)
+    assert r.to_dict()["observed_at"] == "2024-04-28T08:00:00Z"
+    assert "observed   2024-04-28 08:00:00Z (the tenant state shown)" in render_text(r)
+    assert "(tenant state of 2024-04-28 08:00 UTC)" in render_markdown(r)
+    assert "Tenant state of 2024-04-28 08:00:00 UTC" in render_html(r)
+    props = {p.get("name"): p.get("value") for p in _junit(r).iter("property")}
+    assert props["observed_at"] == "2024-04-28T08:00:00Z"
+    # A live read: observed when generated, and the headers say nothing more.
+    live = scenario()
+    assert live.to_dict()["observed_at"] == live.to_dict()["generated_at"]
+    assert "observed " not in render_text(live) and "tenant state of" not in render_markdown(live)

@@ -4,12 +4,13 @@ was fixed since the previous run.
 ``HistoryStore(path)``:
 - ``annotate(report)`` fills ``report.first_seen`` (drift key -> when first seen, in the unbroken
   run of reports that showed it) and ``report.resolved`` (drift in the previous run, gone now), from
-  the runs recorded *before* ``report.generated_at``; call it before rendering;
+  the runs observed *before* ``report.observed`` (a snapshot's taken_at, else the report's
+  time: runs are ordered by when the tenant was read); call it before rendering;
 - ``record(report) -> run_id`` stores the run (time, tenant, desired sha, counts, exit code) and
   each drift item with its first-seen time;
 - ``runs(limit)``, ``open_drift()``, ``resolved(limit)``, ``first_seen(key)`` read it back.
 
-"The previous run" is the latest run of the same tenant *and the same desired file* generated
+"The previous run" is the latest run of the same tenant *and the same desired file* observed
 before this report. The file is identified by its resolved path (``desired_key``), not its SHA-256:
 editing the file is the normal life of a desired state and must not restart every first-seen
 time, while a run of another file for the same tenant (a pilot file, a second job) is a different
@@ -68,7 +69,8 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_by_tenant ON runs (tenant_id, generated_at, id);
 ALTER TABLE runs ADD COLUMN desired_key TEXT NOT NULL DEFAULT '';
-CREATE INDEX IF NOT EXISTS runs_by_file ON runs (tenant_id, desired_key, generated_at, id);
+ALTER TABLE runs ADD COLUMN observed_at TEXT NOT NULL DEFAULT '';
+CREATE INDEX IF NOT EXISTS runs_by_file ON runs (tenant_id, desired_key, observed_at, id);
 CREATE TABLE IF NOT EXISTS drift_items (
     run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
     key TEXT NOT NULL,
@@ -105,6 +107,7 @@ class RunRecord:
     findings: dict[str, int]
     in_sync: bool
     exit_code: int
+    observed_at: dt.datetime  # when the tenant state was read; history's order
 
 
 @dataclass(frozen=True)
@@ -199,11 +202,13 @@ class HistoryStore:
         if version == 1:
             # Version 1 knew runs by tenant only; the old runs' files are resolved from here.
             for statement in statements:
-                if "desired_key" in statement:
+                if "desired_key" in statement or "observed_at" in statement:
                     self._db.execute(statement)
-            for run_id, path in self._db.execute("SELECT id, desired_path FROM runs").fetchall():
+            rows = self._db.execute("SELECT id, desired_path FROM runs").fetchall()
+            for run_id, path in rows:
                 self._db.execute(
-                    "UPDATE runs SET desired_key = ? WHERE id = ?", (desired_key(path), run_id)
+                    "UPDATE runs SET desired_key = ?, observed_at = generated_at WHERE id = ?",
+                    (desired_key(path), run_id),
                 )
         self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -242,7 +247,7 @@ class HistoryStore:
         Returns the same report."""
         try:
             previous = self._previous_items(
-                _tenant(report.tenant_id), desired_key(report.desired_path), report.generated_at
+                _tenant(report.tenant_id), desired_key(report.desired_path), report.observed
             )
         except sqlite3.Error as exc:
             raise self._fail("read", exc) from exc
@@ -261,13 +266,13 @@ class HistoryStore:
         items = report.history_items()
         try:
             with self._write() as db:
-                previous = self._previous_items(tenant, file_key, report.generated_at)
+                previous = self._previous_items(tenant, file_key, report.observed)
                 first_seen, resolved = _compare(report, previous)
                 cur = db.execute(
                     "INSERT INTO runs (tenant_id, generated_at, tool_version, desired_path, "
                     "desired_sha256, drift_count, findings_error, findings_warning, "
-                    "findings_info, in_sync, exit_code, desired_key) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "findings_info, in_sync, exit_code, desired_key, observed_at) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         tenant,
                         _ts(report.generated_at),
@@ -281,6 +286,7 @@ class HistoryStore:
                         int(report.in_sync),
                         report.exit_code if exit_code is None else exit_code,
                         file_key,
+                        _ts(report.observed),
                     ),
                 )
                 run_id = int(cur.lastrowid or 0)
@@ -305,7 +311,7 @@ class HistoryStore:
                     "VALUES (?,?,?,?)",
                     ((run_id, r.key, _ts(r.first_seen), _ts(r.resolved_at)) for r in resolved),
                 )
-                self._recompute_later(tenant, file_key, report.generated_at, first_seen)
+                self._recompute_later(tenant, file_key, report.observed, first_seen)
         except sqlite3.Error as exc:
             raise self._fail("write to", exc) from exc
         report.first_seen, report.resolved = first_seen, resolved
@@ -326,8 +332,8 @@ class HistoryStore:
         again with its new predecessor. Its first-seen times and resolutions are rewritten,
         so no key is shown resolved at one time and open since before it at a later one."""
         later = self._db.execute(
-            "SELECT id, generated_at FROM runs WHERE tenant_id = ? AND desired_key = ? "
-            "AND generated_at > ? ORDER BY generated_at, id",
+            "SELECT id, observed_at FROM runs WHERE tenant_id = ? AND desired_key = ? "
+            "AND observed_at > ? ORDER BY observed_at, id",
             (tenant, file_key, _ts(when)),
         ).fetchall()
         previous = dict(first_seen)
@@ -365,8 +371,8 @@ class HistoryStore:
         self, tenant: str, file_key: str, before: dt.datetime
     ) -> dict[str, dt.datetime]:
         row = self._db.execute(
-            "SELECT id FROM runs WHERE tenant_id = ? AND desired_key = ? AND generated_at < ? "
-            "ORDER BY generated_at DESC, id DESC LIMIT 1",
+            "SELECT id FROM runs WHERE tenant_id = ? AND desired_key = ? AND observed_at < ? "
+            "ORDER BY observed_at DESC, id DESC LIMIT 1",
             (tenant, file_key, _ts(before)),
         ).fetchone()
         if row is None:
@@ -384,8 +390,8 @@ class HistoryStore:
         try:
             rows = self._db.execute(
                 "SELECT id, tenant_id, generated_at, tool_version, desired_path, desired_sha256, "
-                "drift_count, findings_error, findings_warning, findings_info, in_sync, exit_code "
-                f"FROM runs {where} ORDER BY generated_at DESC, id DESC LIMIT ?",
+                "drift_count, findings_error, findings_warning, findings_info, in_sync, exit_code, "
+                f"observed_at FROM runs {where} ORDER BY observed_at DESC, id DESC LIMIT ?",
                 [*args, limit],
             ).fetchall()
         except sqlite3.Error as exc:
@@ -402,6 +408,7 @@ class HistoryStore:
                 {"error": r[7], "warning": r[8], "info": r[9]},
                 bool(r[10]),
                 r[11],
+                _parse(r[12]),
             )
             for r in rows
         ]
@@ -418,7 +425,7 @@ class HistoryStore:
                 "SELECT d.key, r.tenant_id, d.object, d.expected, d.actual, d.first_seen "
                 "FROM drift_items d JOIN runs r ON r.id = d.run_id "
                 "WHERE r.id IN (SELECT (SELECT id FROM runs x WHERE x.tenant_id = t.tenant_id "
-                "AND x.desired_key = t.desired_key ORDER BY generated_at DESC, id DESC LIMIT 1) "
+                "AND x.desired_key = t.desired_key ORDER BY observed_at DESC, id DESC LIMIT 1) "
                 "FROM (SELECT DISTINCT tenant_id, desired_key FROM runs) t) "
                 f"{tenant_filter} ORDER BY d.first_seen, d.key",
                 args,
@@ -458,7 +465,7 @@ class HistoryStore:
         try:
             row = self._db.execute(
                 "SELECT d.first_seen FROM drift_items d JOIN runs r ON r.id = d.run_id "
-                f"WHERE d.key = ? {tenant_filter} ORDER BY r.generated_at DESC, r.id DESC LIMIT 1",
+                f"WHERE d.key = ? {tenant_filter} ORDER BY r.observed_at DESC, r.id DESC LIMIT 1",
                 [key, *args],
             ).fetchone()
         except sqlite3.Error as exc:
@@ -469,7 +476,7 @@ class HistoryStore:
 def _compare(
     report: DriftReport, previous: dict[str, dt.datetime]
 ) -> tuple[dict[str, dt.datetime], list[ResolvedItem]]:
-    now = utc(report.generated_at)
+    now = report.observed
     current = {i.key for i in report.history_items()}
     first_seen = {key: previous.get(key, now) for key in current}
     resolved = [
@@ -505,6 +512,7 @@ def render_history(
                 "id": r.id,
                 "tenant_id": r.tenant_id,
                 "generated_at": iso(r.generated_at),
+                "observed_at": iso(r.observed_at),
                 "tool_version": r.tool_version,
                 "desired_path": r.desired_path,
                 "desired_sha256": r.desired_sha256,
@@ -543,7 +551,7 @@ def render_history(
     for r in runs:
         verdict = "in sync" if r.in_sync else f"{r.drift_count} drifted"
         lines.append(
-            f"  #{r.id:<5} {utc(r.generated_at):%Y-%m-%d %H:%M}Z  {r.tenant_id or '(unknown)'}  "
+            f"  #{r.id:<5} {utc(r.observed_at):%Y-%m-%d %H:%M}Z  {r.tenant_id or '(unknown)'}  "
             f"{verdict}, findings {r.findings['error']}E/{r.findings['warning']}W  "
             f"exit {r.exit_code}  {r.desired_path} ({r.desired_sha256[:12] or '-'})"
         )

@@ -10,6 +10,7 @@ JSON form (``DriftReport.to_dict()``, schema ``drift-report.schema.json`` beside
     schema_version    1; bumped only on an incompatible change
     tenant_id         the tenant read (null for a snapshot without one)
     generated_at      ISO 8601, UTC
+    observed_at       when the tenant state was read (a snapshot's taken_at), ISO 8601, UTC
     tool_version      teams-bridge version that wrote the report
     desired           {path, sha256} of the desired-state file
     in_sync           no object drifted and no finding of a counting severity (fail_on)
@@ -189,6 +190,17 @@ class DriftReport:
     resolved: list[ResolvedItem] = field(default_factory=list)
     # Set by run_drift after posting --notify: {format, sent, error}; None when not asked.
     notification: dict[str, Any] | None = None
+    # When the tenant state was read: a snapshot's taken_at; None means at generated_at.
+    observed_at: dt.datetime | None = None
+
+    @property
+    def observed(self) -> dt.datetime:
+        """When the state this report describes was observed (history orders runs by it)."""
+        return utc(self.observed_at) if self.observed_at is not None else self.generated_at
+
+    def observed_earlier(self) -> bool:
+        """The state is older than the report by a minute or more (a snapshot): headers say so."""
+        return (self.generated_at - self.observed).total_seconds() >= 60
 
     # ------------------------------------------------------------------ verdict
 
@@ -308,6 +320,7 @@ class DriftReport:
             "schema_version": SCHEMA_VERSION,
             "tenant_id": self.tenant_id,
             "generated_at": _iso(self.generated_at),
+            "observed_at": _iso(self.observed),
             "tool_version": self.tool_version,
             "desired": {"path": self.desired_path, "sha256": self.desired_sha256},
             "in_sync": self.in_sync,
@@ -404,6 +417,7 @@ def build_drift_report(
     desired_path: str,
     now: dt.datetime,
     fail_on: Collection[str] = DEFAULT_FAIL_ON,
+    observed_at: dt.datetime | None = None,
 ) -> DriftReport:
     """The drift report for ``plan = diff(current, desired)``. Pure; cost is linear in the number
     of objects (users in sync are counted, not listed)."""
@@ -428,6 +442,7 @@ def build_drift_report(
         user_counts=user_counts,
         findings=sorted(findings, key=lambda f: (-SEVERITIES.index(f.severity), f.rule_id, f.key)),
         fail_on=frozenset(fail_on),
+        observed_at=utc(observed_at) if observed_at is not None else None,
     )
 
 

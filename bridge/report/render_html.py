@@ -135,6 +135,11 @@ def render_html(report: DriftReport, *, max_items: int = DEFAULT_MAX_ITEMS) -> s
         '<header><h1>Teams messaging policy drift report</h1><div class="meta">',
         f"<span>Tenant <b>{e(report.tenant_id or 'unknown')}</b></span>",
         f"<span>Generated {utc(report.generated_at):%Y-%m-%d %H:%M:%S} UTC</span>",
+        (
+            f"<span>Tenant state of {utc(report.observed):%Y-%m-%d %H:%M:%S} UTC</span>"
+            if report.observed_earlier()
+            else ""
+        ),
         f"<span>Desired state <b>{e(report.desired_path)}</b> "
         f"(sha256 {e(report.desired_sha256[:12] or '-')})</span>",
         f"<span>teams-bridge {e(report.tool_version)}</span></div></header><main>",

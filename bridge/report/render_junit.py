@@ -45,6 +45,7 @@ def render_junit(report: DriftReport) -> str:
         ("tool_version", report.tool_version),
         ("desired_path", report.desired_path),
         ("desired_sha256", report.desired_sha256),
+        ("observed_at", f"{utc(report.observed):%Y-%m-%dT%H:%M:%SZ}"),
         ("fail_on", ",".join(sorted(report.fail_on))),
     ):
         ET.SubElement(props, "property", name=name, value=value)

@@ -56,7 +56,13 @@ def render_markdown(report: DriftReport, *, max_items: int = DEFAULT_MAX_ITEMS) 
     add("")
     add(
         f"Tenant {code(report.tenant_id or 'unknown')} · "
-        f"{utc(report.generated_at):%Y-%m-%d %H:%M} UTC · desired {code(report.desired_path)} "
+        f"{utc(report.generated_at):%Y-%m-%d %H:%M} UTC"
+        + (
+            f" (tenant state of {utc(report.observed):%Y-%m-%d %H:%M} UTC)"
+            if report.observed_earlier()
+            else ""
+        )
+        + f" · desired {code(report.desired_path)} "
         f"(sha256 {code(report.desired_sha256[:12] or '-')}) · teams-bridge "
         f"{md(report.tool_version)}"
     )

@@ -53,6 +53,8 @@ def render_text(
         f"  generated  {utc(report.generated_at):%Y-%m-%d %H:%M:%S}Z by teams-bridge "
         f"{printable(report.tool_version)}"
     )
+    if report.observed_earlier():
+        add(f"  observed   {utc(report.observed):%Y-%m-%d %H:%M:%S}Z (the tenant state shown)")
     sha = report.desired_sha256[:12] or "-"
     add(f"  desired    {printable(report.desired_path)} (sha256 {sha})")
     add("")
