@@ -366,6 +366,17 @@ def test_access_denied_raises_forbidden_with_the_role_hint(fake, seed, tokens, m
     assert "Teams Administrator directory role" in str(info.value)
 
 
+def test_a_403_in_the_message_only_keeps_the_directory_role_hint():
+    record = {
+        "category": "InvalidOperation",
+        "message": "Response status code does not indicate success: 403 (Forbidden).",
+        "fqid": "Microsoft.Teams.ConfigAPI.Cmdlets.GetCsGroupPolicyAssignment_Get",
+    }
+    err = error_from_record(record, "Get-CsGroupPolicyAssignment")
+    assert type(err) is ForbiddenError and err.status == 403
+    assert "Teams Administrator directory role" in str(err)
+
+
 @pytest.mark.parametrize(
     "cmdlet", ["Get-CsTeamsMessagingPolicy", "Get-CsGroupPolicyAssignment", "Get-CsOnlineUser"]
 )
@@ -393,6 +404,13 @@ def test_a_non_terminating_error_fails_the_read_never_reads_as_absent(
         ("InvalidOperation", "", ApiError),
         ("ObjectNotFound", "CommandNotFoundException", TransportError),
         ("ResourceUnavailable", "Modules_ModuleNotFound,Import", TransportError),
+        (
+            "NotSpecified",
+            "Forbidden,Microsoft.Teams.ConfigAPI.Cmdlets.GetCsOnlineUser",
+            ForbiddenError,
+        ),
+        ("InvalidOperation", "Unauthorized,Microsoft.Teams.ConfigAPI.Cmdlets.X", UnauthorizedError),
+        ("NotSpecified", "TooManyRequests,Microsoft.Teams.ConfigAPI.Cmdlets.X", ThrottledError),
     ],
 )
 def test_error_categories(category, fqid, expected):

@@ -22,7 +22,10 @@ session is connected again with fresh tokens from the provider.
 Errors. Error records map to the REST transport's types by category: ``ObjectNotFound`` ->
 ``NotFoundError``, ``ResourceExists``/``ResourceBusy`` -> ``ConflictError``, ``PermissionDenied``
 -> ``ForbiddenError`` with the directory-role hint, ``AuthenticationError`` ->
-``UnauthorizedError``, ``LimitsExceeded`` -> ``ThrottledError``, anything else -> ``ApiError``. A
+``UnauthorizedError``, ``LimitsExceeded`` -> ``ThrottledError``; other categories (the module's
+AutoRest functions say ``NotSpecified``/``InvalidOperation``) by ``Forbidden``/``403``,
+``Unauthorized``/``401`` or ``TooManyRequests``/``429`` in the error id or message; anything
+else -> ``ApiError``. A
 missing cmdlet or module, a pwsh that exits (EOF on stdout) or one that does not answer within
 ``timeout`` seconds raises ``TransportError`` saying what it was doing; the process is then gone
 and every later call raises too.
@@ -56,6 +59,7 @@ import itertools
 import json
 import logging
 import queue
+import re
 import shutil
 import subprocess
 import threading
@@ -123,6 +127,9 @@ _BEGIN = "<<<teams-bridge:begin:"
 _END = "<<<teams-bridge:end:"
 # Parameters whose values may appear in logs and error messages (never AccessTokens).
 _SHOWN_PARAMS = ("Identity", "GroupId", "PolicyName", "Name", "Filter")
+_FORBIDDEN_RE = re.compile(r"\b(Forbidden|403)\b", re.IGNORECASE)
+_UNAUTHORIZED_RE = re.compile(r"\b(Unauthorized|401)\b", re.IGNORECASE)
+_THROTTLED_RE = re.compile(r"\b(TooManyRequests|429)\b", re.IGNORECASE)
 # Reconnect when a token has less than this left; MSAL hands out a new token from 5 min before.
 TOKEN_REFRESH_MARGIN = 300.0
 
@@ -404,6 +411,19 @@ def error_from_record(
             status=401,
         )
     if category == "LimitsExceeded":
+        return ThrottledError(f"{text}; the service is throttling: try again later", status=429)
+    # The module's AutoRest functions report HTTP failures as NotSpecified/InvalidOperation
+    # with the status only in the error id or the message ("Forbidden,Microsoft.Teams...").
+    said = f"{fqid} {message}"
+    if _FORBIDDEN_RE.search(said):
+        return ForbiddenError(f"{text}; {ROLE_HINT}", status=403)
+    if _UNAUTHORIZED_RE.search(said):
+        return UnauthorizedError(
+            f"{text}; the access token was refused: check the app registration and "
+            "that AZURE_TENANT_ID is the tenant you mean",
+            status=401,
+        )
+    if _THROTTLED_RE.search(said):
         return ThrottledError(f"{text}; the service is throttling: try again later", status=429)
     return ApiError(f"{text} ({category or 'no category'}, {fqid or 'no error id'})")
 
