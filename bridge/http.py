@@ -449,7 +449,8 @@ class HttpClient:
         ``nextLink``) until there is none; empty pages are fine, a page without ``items_key``
         is an ``InvalidResponseError`` (never an empty result)."""
         origin = urlsplit(url)[:2]
-        seen: set[str] = set()
+        # The first page counts as seen: a link back to it is a loop, not a second page.
+        seen = {url, str(requests.Request("GET", url, params=params).prepare().url)}
         next_url: str | None = url
         next_params = params
         while next_url:

@@ -150,6 +150,21 @@ def test_a_non_finite_retry_after_is_unreadable_not_a_crash(ordered, client, sle
     assert retry_after_seconds(value) is None
 
 
+def test_a_next_link_back_to_the_first_page_is_a_loop_before_any_repeat(rsps, client):
+    users = f"{GRAPH}/v1.0/users"
+    rsps.get(
+        users,
+        match=[matchers.query_param_matcher({"$top": "999"})],
+        json={"value": [{"id": "1"}], "@odata.nextLink": f"{users}?%24top=999"},
+    )
+    got = []
+    with pytest.raises(InvalidResponseError, match="repeats"):
+        for item in client.paged(users, resource=GRAPH, params={"$top": "999"}):
+            got.append(item)
+    assert got == [{"id": "1"}]  # yielded once, not twice
+    assert len(rsps.calls) == 1
+
+
 def test_connection_error_is_retried(ordered, client, sleeps):
     ordered.get(POLICIES, body=requests.ConnectionError("connection reset"))
     ordered.get(POLICIES, json=[])
