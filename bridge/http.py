@@ -688,12 +688,14 @@ class HttpClient:
         # A 429 is the service saying "later", not a fault: waiting it out is bounded by the time
         # budget (and a generous count), so a storm shared by several threads does not use up
         # the attempts meant for real failures.
+        return rs.attempt_number >= self._attempt_limit(rs)
+
+    def _attempt_limit(self, rs: tenacity.RetryCallState) -> int:
         outcome = rs.outcome
         throttled = (
             outcome is not None and not outcome.failed and outcome.result().status_code == 429
         )
-        limit = self.options.retry_attempts * (THROTTLED_ATTEMPTS_FACTOR if throttled else 1)
-        return rs.attempt_number >= limit
+        return self.options.retry_attempts * (THROTTLED_ATTEMPTS_FACTOR if throttled else 1)
 
     def _before_sleep(self, route: str, correlation_id: str, rs: tenacity.RetryCallState) -> None:
         outcome = rs.outcome
@@ -710,11 +712,11 @@ class HttpClient:
             else type(outcome.exception()).__name__
         )
         log.warning(
-            "%s: %s, retrying in %.1fs (attempt %d of %d, correlation id %s)",
+            "%s: %s, retrying in %.1fs (attempt %d of at most %d, correlation id %s)",
             route,
             reason,
             rs.upcoming_sleep,
             rs.attempt_number + 1,
-            self.options.retry_attempts,
+            self._attempt_limit(rs),
             correlation_id,
         )

@@ -165,6 +165,18 @@ def test_a_next_link_back_to_the_first_page_is_a_loop_before_any_repeat(rsps, cl
     assert len(rsps.calls) == 1
 
 
+def test_retry_logs_count_attempts_against_the_limit_that_applies(ordered, tokens, caplog):
+    client = make_client(tokens, Sleeps(), attempts=2, max_seconds=600)
+    for _ in range(6):
+        ordered.get(POLICIES, status=429, headers={"Retry-After": "1"}, json={})
+    ordered.get(POLICIES, json=[])
+    with caplog.at_level(logging.WARNING, logger="bridge.http"):
+        assert client.get_json(POLICIES, resource=TEAMS_RESOURCE) == []
+    retries = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+    assert len(retries) == 6
+    assert "(attempt 7 of at most 8," in retries[-1]  # a 429 gets 4 x BRIDGE_RETRY_ATTEMPTS
+
+
 def test_connection_error_is_retried(ordered, client, sleeps):
     ordered.get(POLICIES, body=requests.ConnectionError("connection reset"))
     ordered.get(POLICIES, json=[])
