@@ -325,10 +325,17 @@ def _webhook_poster(session: Session) -> Callable[[str, dict[str, Any], dict[str
 
 
 def history_view(history_file: str, limit: int) -> tuple[str, dict[str, Any]]:
+    from .errors import ConfigError
     from .report.history import HistoryStore, render_history
 
-    store = HistoryStore(history_file)
-    return render_history(store, limit)
+    # Reading must not create: a typo would otherwise show an empty history and exit 0.
+    if not Path(history_file).is_file():
+        raise ConfigError(
+            f"{history_file}: no history there (drift --history {history_file} creates it); "
+            "check the path"
+        )
+    with HistoryStore(history_file) as store:
+        return render_history(store, limit)
 
 
 # --------------------------------------------------------------------------- explain / doctor

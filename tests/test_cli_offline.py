@@ -343,3 +343,27 @@ def test_drift_report_says_when_the_snapshot_was_taken(capsys: pytest.CaptureFix
     data = json.loads(out)
     assert data["observed_at"] == taken.replace("+00:00", "Z")
     assert data["generated_at"] != data["observed_at"]
+
+
+def test_history_of_a_missing_file_is_an_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    missing = tmp_path / "typo" / "none.db"
+    code, out, err = run(capsys, "history", "--history", str(missing))
+    assert code == 1 and f"{missing}: no history there" in err and out == ""
+    assert not (tmp_path / "typo").exists()
+
+
+def test_drift_whose_reports_cannot_be_written_is_not_in_history(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    history = tmp_path / "h.db"
+    code, _, err = run(
+        capsys, "--snapshot", SNAP, "drift", DESIRED, "--history", str(history),
+        "--report-dir", str(blocker / "reports"),
+    )  # fmt: skip
+    assert code == 1 and "cannot write drift reports" in err
+    code, out, _ = run(capsys, "history", "--history", str(history), "--format", "json")
+    assert code == 0 and json.loads(out)["runs"] == []

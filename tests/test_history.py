@@ -316,3 +316,13 @@ def test_runs_are_ordered_by_when_the_tenant_was_observed(tmp_path: Path) -> Non
         assert [r.observed_at for r in store.runs()] == [DAY2, DAY1]
         assert store.open_drift(now=DAY3) == []  # the latest state (day 2) is in sync
         assert {r.key: r.resolved_at for r in store.resolved()}[key] == DAY2
+
+
+def test_drifted_policy_has_a_first_seen_of_its_own(tmp_path: Path) -> None:
+    with HistoryStore(tmp_path / "h.sqlite") as store:
+        store.record(at(scenario(), DAY1))
+        second = at(scenario(), DAY2)
+        store.record(second)
+    global_policy = next(p for p in second.to_dict()["policies"] if p["name"] == "Global")
+    assert global_policy["status"] == "drifted"
+    assert global_policy["first_seen"] == "2024-05-01T08:00:00Z"

@@ -395,3 +395,13 @@ def test_reports_carry_when_the_tenant_state_was_observed() -> None:
     live = scenario()
     assert live.to_dict()["observed_at"] == live.to_dict()["generated_at"]
     assert "observed " not in render_text(live) and "tenant state of" not in render_markdown(live)
+
+
+def test_html_prints_unmanaged_settings_and_isolates_bidi_text() -> None:
+    r = scenario()
+    rtl = "\u202eevil"
+    user = UserAssignmentReport("u-b", f"{rtl}@contoso.org", "missing", "Clinical", None)
+    out = render_html(dataclasses.replace(r, users_listed=[user]))
+    assert "<details open><summary>" in out and "<details><summary>" not in out
+    assert f"<td><bdi>{rtl}@contoso.org</bdi></td>" in out
+    assert "<h3><bdi>Clinical</bdi></h3>" in out

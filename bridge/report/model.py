@@ -333,7 +333,7 @@ class DriftReport:
                     "name": p.name,
                     "status": p.status,
                     "in_use": p.in_use,
-                    "first_seen": when(p.key),
+                    "first_seen": _policy_first_seen(p, seen),
                     "settings": [
                         {
                             "name": r.name,
@@ -387,6 +387,13 @@ class DriftReport:
             ],
             "notification": self.notification,
         }
+
+
+def _policy_first_seen(p: PolicyReport, seen: dict[str, dt.datetime]) -> str | None:
+    """A missing or unwanted policy's own first-seen time; a drifted one's is its oldest
+    differing setting's (it is not in sync since then)."""
+    times = [seen[k] for k in (p.key, *(p.setting_key(r.name) for r in p.drifted)) if k in seen]
+    return _iso(min(times)) if times else None
 
 
 def _assignment(policy: str | None, rank: int | None) -> dict[str, Any] | None:
