@@ -27,6 +27,7 @@ LIVE_KNOBS = frozenset(
         "throttle_burst",
         "fault_rate",
         "drop_rate",
+        "lost_answer_rate",
         "propagation_delay",
         "roles",
         "page_size",
@@ -74,6 +75,12 @@ class SandboxConfig:
     drop_rate: float = field(
         default=0.0, metadata=_help("share of API requests whose connection is closed unanswered")
     )
+    lost_answer_rate: float = field(
+        default=0.0,
+        metadata=_help(
+            "share of successful writes carried out but answered 500 or dropped (seeded)"
+        ),
+    )
     propagation_delay: float = field(
         default=0.0,
         metadata=_help("seconds before direct and group assignment writes show on reads"),
@@ -106,7 +113,7 @@ def validate(cfg: SandboxConfig) -> None:
     for name in ("latency", "propagation_delay"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"{name} must be >= 0")
-    for name in ("fault_rate", "drop_rate"):
+    for name in ("fault_rate", "drop_rate", "lost_answer_rate"):
         if not 0 <= getattr(cfg, name) <= 1:
             raise ValueError(f"{name} must be between 0 and 1")
     if cfg.direct_share is not None and not 0 <= cfg.direct_share <= 1:

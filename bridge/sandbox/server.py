@@ -3,8 +3,11 @@ services' throttling, faults, latency and propagation delay as knobs.
 
 Per API request, in this order: latency; a scripted fault (``inject``); a random drop or 5xx;
 the throttle (token bucket, 429 + Retry-After); the bearer token (401) and directory role (403);
-then the route. Identity endpoints get latency and scripted faults only. A Graph ``$batch`` is not
-throttled itself: each inner request is, and may answer 429 inside the batch.
+then the route; then, for a write the route carried out, a scripted ``inject(after=True)`` or a
+random ``lost_answer_rate`` fault that loses its answer (a 500 or a dropped connection after the
+change was made, as when the service times out on its side). Identity endpoints get latency and
+scripted faults only. A Graph ``$batch`` is not throttled itself: each inner request is, and may
+answer 429 inside the batch.
 
 Every 429 is remembered with the time its Retry-After allows the retry; a retry that comes back
 sooner is counted in ``stats()["early_retries"]``. A retry is recognised by its
@@ -99,6 +102,11 @@ class _Injection:
     status: int
     times: int | None
     retry_after: float | None
+    after: bool = False  # carry the request out, then lose its answer
+
+
+def _succeeded(result: Response | object) -> bool:
+    return isinstance(result, Response) and result.status < 300
 
 
 class _Server(ThreadingHTTPServer):
@@ -311,10 +319,14 @@ class Sandbox:
         status: int = 503,
         times: int | None = 1,
         retry_after: float | None = None,
+        after: bool = False,
     ) -> None:
         """Answer the next ``times`` requests (None: every one) whose method is ``method`` (None:
         any) and whose decoded path fully matches the regex ``path`` with ``status``; 0 closes
-        the connection without answering. ``retry_after`` adds a Retry-After header."""
+        the connection without answering. ``retry_after`` adds a Retry-After header. With
+        ``after``, the request is carried out first and only its answer is replaced (a write
+        that happened though the client sees a failure); requests the route refuses are
+        answered as usual and do not count against ``times``."""
         with self._lock:
             self._injections.append(
                 _Injection(
@@ -323,6 +335,7 @@ class Sandbox:
                     status,
                     times,
                     retry_after,
+                    after,
                 )
             )
 
@@ -401,6 +414,13 @@ class Sandbox:
             if early is None and route is not None and route.handler is not api.batch:
                 early = self._throttled(which)
         result = early if early is not None else self._run(route, params, req, which)
+        if early is None and route is not None and route.write and _succeeded(result):
+            lost = self._injected(req, which, after=True)
+            if lost is None and which != "identity":
+                lost = self._lost_answer(which)
+            if lost is not None:
+                self._count("writes")  # it happened: only its answer is lost
+                result = lost
         self._record(route, result)
         self._remember_retry_after(retry_key, result)
         return result
@@ -490,10 +510,14 @@ class Sandbox:
             return Response(status, IdentityError(status, error, 90033, message).body())
         return Response(status, error_body(which, code, message))
 
-    def _injected(self, req: Request, which: str) -> Response | object | None:
+    def _injected(
+        self, req: Request, which: str, *, after: bool = False
+    ) -> Response | object | None:
         with self._lock:
             for rule in self._injections:
                 if rule.method not in (None, req.method) or not rule.path.fullmatch(req.path):
+                    continue
+                if rule.after != after:
                     continue
                 if rule.times is not None:
                     rule.times -= 1
@@ -527,6 +551,20 @@ class Sandbox:
         if fault:
             return self._error(which, status, "The service had an internal error. Try again.")
         return None
+
+    def _lost_answer(self, which: str) -> Response | object | None:
+        """A write carried out whose answer is lost, at ``lost_answer_rate`` (seeded)."""
+        with self._lock:
+            rate = self.config.lost_answer_rate
+            if not rate or self._rng.random() >= rate:
+                return None
+            drop = self._rng.random() < 0.5
+            self._stats["faults"] += 1
+            if drop:
+                self._stats["dropped"] += 1
+        if drop:
+            return _DROP
+        return self._error(which, 500, "The service had an internal error. Try again.")
 
     def _throttled(self, which: str) -> Response | None:
         bucket = self._bucket

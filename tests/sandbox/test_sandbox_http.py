@@ -628,6 +628,38 @@ def test_inject_scripted_faults(small):
     assert stats["faults"] == 4 and stats["dropped"] == 1
 
 
+def test_a_lost_answer_fault_carries_the_write_out_first(small):
+    teams = Client(small, TEAMS)
+    gid = small.tenant.groups_named("Volunteers")[0]["id"]
+    gpath = f"{GPA}/{gid}/policyTypes/TeamsMessagingPolicy"
+    small.inject("PATCH", f"{GPA}/.*", status=500, after=True)
+    assert teams("PATCH", gpath, json={"PolicyName": "Kitchen", "Rank": 1}).status_code == 500
+    rows = teams("GET", GPA).json()
+    assert [(r["PolicyName"], r["Rank"]) for r in rows if r["GroupId"] == gid] == [
+        ("Kitchen", 1)
+    ]
+    # The retry a client sends finds the write done.
+    assert teams("PATCH", gpath, json={"PolicyName": "Kitchen"}).status_code == 409
+    # A refused write does not use up the rule; a dropped answer after a write, either.
+    small.inject("DELETE", f"{GPA}/.*", status=0, after=True)
+    missing = f"{GPA}/{'0' * 8}-0000-4000-8000-000000000000/policyTypes/TeamsMessagingPolicy"
+    assert teams("DELETE", missing).status_code == 404
+    with pytest.raises(requests.ConnectionError):
+        teams("DELETE", gpath)
+    assert not [r for r in teams("GET", GPA).json() if r["GroupId"] == gid]
+    stats = small.stats()
+    assert stats["writes"] == 2 and stats["dropped"] == 1
+    # The knob: every successful write loses its answer (a 500 or a drop, seeded).
+    small.configure(lost_answer_rate=1.0)
+    try:
+        status = teams("PATCH", gpath, json={"PolicyName": "Kitchen"}).status_code
+    except requests.ConnectionError:
+        status = 0
+    assert status in (0, 500)
+    small.configure(lost_answer_rate=0.0)
+    assert [x["GroupId"] for x in teams("GET", GPA).json()].count(gid) == 1
+
+
 def test_random_faults_and_drops(small):
     teams = Client(small, TEAMS)
     small.configure(fault_rate=1.0)
