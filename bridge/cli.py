@@ -217,7 +217,8 @@ def schema(out: str | None) -> None:
 @click.option(
     "--out",
     metavar="PLAN",
-    help="Save the plan (with a checksum of the tenant state it was made from) for 'apply --plan'.",
+    help="Save the plan for 'apply --plan', with a checksum of the tenant state it was made "
+    "from and a digest that refuses a file edited afterwards.",
 )
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
@@ -245,7 +246,9 @@ def plan(ctx: _Ctx, file: str, out: str | None, fmt: str, detailed_exitcode: boo
     else:
         click.echo(render_plan(result.plan, color=_color()), nl=False)
     if out:
-        _write_text(out, json.dumps(result.plan.data, indent=2) + "\n")
+        from .planfile import dumps as plan_file_text
+
+        _write_text(out, plan_file_text(result.plan))
         _err(f"plan saved to {out}; apply it with: teams-bridge apply --plan {out}")
     if detailed_exitcode and result.plan:
         raise SystemExit(EXIT_CHANGES)
@@ -343,7 +346,7 @@ def apply(
         if not sys.stdin.isatty():
             raise BridgeError(
                 "apply needs confirmation and there is no terminal: review the plan, then re-run "
-                "with --auto-approve (or apply a saved plan with --plan)"
+                "with --auto-approve (a saved plan too: apply --plan PLAN --auto-approve)"
             )
         return click.confirm("Apply these changes?", default=False)
 

@@ -11,11 +11,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .desired import load_desired
-from .errors import BridgeError, PlanError, TenantMismatchError
+from .errors import BridgeError, StalePlanError, TenantMismatchError
 from .plan import (
     Plan,
     RemoveGroupAssignment,
@@ -26,6 +26,9 @@ from .plan import (
 )
 from .session import Session, tenant_matches
 from .state import DesiredState, TenantState, is_guid
+
+if TYPE_CHECKING:
+    from .planfile import SavedPlan
 
 log = logging.getLogger(__name__)
 
@@ -116,14 +119,32 @@ def default_lock_dir() -> str:
     return path
 
 
-def _load_plan_file(path: str) -> Plan:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise PlanError(f"{path}: cannot read the saved plan: {exc.strerror or exc}") from exc
-    except json.JSONDecodeError as exc:
-        raise PlanError(f"{path}:{exc.lineno}:{exc.colno}: not a saved plan: {exc.msg}") from exc
-    return Plan.from_data(data)
+def _load_plan_file(path: str) -> SavedPlan:
+    """A saved plan, its digest checked (see ``planfile``)."""
+    from .planfile import read_plan
+
+    return read_plan(path)
+
+
+def _check_no_writes_since(saved: SavedPlan, tenant: str | None, journal_path: str | None) -> None:
+    """Refuse a saved plan made before a later apply to the same tenant. The service shows writes
+    late (seconds for policies, up to hours for assignments), so the tenant checksum may still
+    match while that apply's writes propagate, and applying this plan would silently undo them.
+    The rule: any write in the local journal after the plan was made refuses it."""
+    if not journal_path:
+        return
+    from .journal import Journal
+
+    later = Journal(journal_path).writes_after(tenant, saved.created_at)
+    if later is None:
+        return
+    made = saved.created_at.isoformat(timespec="seconds")
+    raise StalePlanError(
+        f"this plan was made at {made}, but the journal {journal_path} shows a later apply to "
+        f"this tenant (run {later.get('run_id')} at {later.get('time')}); the service can take "
+        "hours to show its writes, so the plan may undo them even though the tenant reads the "
+        "same: run plan --out again (the new plan starts from that apply)"
+    )
 
 
 def run_apply(
@@ -156,16 +177,28 @@ def run_apply(
             plan = diff(current, desired)
         else:
             assert request.plan_file
-            plan = _load_plan_file(request.plan_file)
+            saved = _load_plan_file(request.plan_file)
+            plan = saved.plan
             check_fresh(plan, current)
+            _check_no_writes_since(saved, current.tenant_id, request.journal_path)
         if not plan:
             return ApplyOutcome(["No changes. The tenant matches the desired state."])
-        limits = plan.safety
-        if request.max_policy_deletes is not None:
-            limits = dataclasses.replace(limits, max_policy_deletes=request.max_policy_deletes)
-        if request.max_user_change_share is not None:
-            limits = dataclasses.replace(
-                limits, max_user_change_share=request.max_user_change_share
+        if desired is not None:
+            limits = plan.safety
+            if request.max_policy_deletes is not None:
+                limits = dataclasses.replace(limits, max_policy_deletes=request.max_policy_deletes)
+            if request.max_user_change_share is not None:
+                limits = dataclasses.replace(
+                    limits, max_user_change_share=request.max_user_change_share
+                )
+        else:
+            from .planfile import effective_limits
+
+            # A saved plan's limits may only tighten the defaults: its digest can be recomputed.
+            limits = effective_limits(
+                plan.safety,
+                max_policy_deletes=request.max_policy_deletes,
+                max_user_change_share=request.max_user_change_share,
             )
         if any(isinstance(c, _ASSIGNMENT_CHANGES) for c in plan.changes):
             # Whose effective policy an assignment change moves depends on every assigned group

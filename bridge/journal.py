@@ -10,6 +10,9 @@ One object per line, every line with ``time`` (UTC, ISO 8601), ``run_id``, ``ten
   ``ok`` | ``failed`` | ``pending``), ``error``, ``correlation_id``, ``user_count`` (bulk only);
 - ``run_finished``: ``result`` and the counts of the run.
 
+``writes_after`` and ``group_writes`` read the journal back, so ``apply`` can tell what earlier runs
+sent that the service may not show yet (writes take from seconds to hours to show on reads).
+
 Lines are only ever appended (the file is never truncated) and are on disk (flush + fsync) before
 the call that wrote them returns, so the journal is complete up to the last tenant write even if
 the process dies. Change data carries no secrets; error texts come from services, so anything that
@@ -22,7 +25,7 @@ import datetime as dt
 import json
 import os
 import socket
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,11 @@ from .errors import ConfigError
 from .redact import redact
 
 RESULTS = frozenset({"started", "ok", "failed", "pending"})
+# Journal results that mean the service may have carried the write out.
+_SENT = frozenset({"started", "ok", "pending"})
+_GROUP_KINDS = frozenset(
+    {"set_group_assignment", "remove_group_assignment", "restore_group_assignment"}
+)
 
 
 def mask_secrets(text: str) -> str:
@@ -64,6 +72,15 @@ def change_entry(
 
 def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
+
+
+def entry_time(entry: Mapping[str, Any]) -> dt.datetime:
+    """When a journal line was written (aware, UTC); the epoch's start when unreadable."""
+    try:
+        t = dt.datetime.fromisoformat(str(entry.get("time")))
+    except ValueError:
+        return dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
 
 
 class Journal:
@@ -102,6 +119,59 @@ class Journal:
 
     def write(self, entry: Mapping[str, Any]) -> None:
         self.write_many([entry])
+
+    # ------------------------------------------------------------------ reading back
+
+    def now(self) -> dt.datetime:
+        return self._now().astimezone(dt.timezone.utc)
+
+    def entries(self) -> Iterator[dict[str, Any]]:
+        """Every readable line, oldest first (a torn last line from a killed run is skipped)."""
+        try:
+            f = self.path.open(encoding="utf-8")
+        except (FileNotFoundError, NotADirectoryError):
+            return  # nothing written yet (a path that cannot be written fails on the write)
+        except OSError as exc:
+            raise ConfigError(f"cannot read the apply journal {self.path}: {exc}") from exc
+        with f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(entry, dict):
+                    yield entry
+
+    def writes_after(self, tenant: str | None, since: dt.datetime) -> dict[str, Any] | None:
+        """The first change line for ``tenant`` after ``since`` whose write may have reached the
+        service (started, ok or pending), or None."""
+        for entry in self._changes(tenant):
+            if entry.get("result") in _SENT and entry_time(entry) > since:
+                return entry
+        return None
+
+    def group_writes(self, tenant: str | None, since: dt.datetime) -> dict[str, dict[str, Any]]:
+        """group id -> the last group assignment line for ``tenant`` since ``since`` that was
+        accepted (ok) or left pending, with the run that wrote it: what teams-bridge last sent
+        for each group (lines of changes a run held back, ``not_sent``, are not sends)."""
+        out: dict[str, dict[str, Any]] = {}
+        for entry in self._changes(tenant):
+            change = entry.get("change")
+            if (
+                isinstance(change, dict)
+                and change.get("kind") in _GROUP_KINDS
+                and entry.get("result") in ("ok", "pending")
+                and not change.get("not_sent")
+                and entry_time(entry) >= since
+            ):
+                out[str(change.get("group_id"))] = entry
+        return out
+
+    def _changes(self, tenant: str | None) -> Iterator[dict[str, Any]]:
+        want = (tenant or "").casefold()
+        for entry in self.entries():
+            if entry.get("event") == "change" and str(entry.get("tenant") or "").casefold() == want:
+                yield entry
 
     # ------------------------------------------------------------------ the three line kinds
 

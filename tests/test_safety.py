@@ -284,3 +284,89 @@ def test_a_new_assignment_that_takes_priority_away_needs_force():
     )
     reasons = diff(current, want).unsafe_reasons(current, SafetyLimits(max_user_change_share=1.0))
     assert reasons == ["2 user(s) would lose AllowPriorityMessages (moving from Global to Kitchen)"]
+
+
+# --------------------------------------------------------------------------- saved plan files
+
+
+def saved_plan(safety=None):
+    import datetime as dt
+
+    from bridge import planfile
+
+    plan = Plan(
+        [DeletePolicy("P1"), DeletePolicy("P2")],
+        "tenant-1",
+        "checksum-1",
+        "desired-1",
+        safety=safety or SafetyLimits(),
+    )
+    made = dt.datetime(2025, 3, 1, 6, 0, tzinfo=dt.timezone.utc)
+    return planfile.dumps(plan, now=lambda: made)
+
+
+def test_a_saved_plan_reads_back_with_its_time_and_digest():
+    import json
+
+    from bridge import planfile
+
+    text = saved_plan()
+    data = json.loads(text)
+    assert data["digest"].startswith("sha256:") and data["created_at"] == (
+        "2025-03-01T06:00:00.000+00:00"
+    )
+    saved = planfile.loads(text)
+    assert [c.kind for c in saved.plan.changes] == ["delete_policy", "delete_policy"]
+    assert saved.created_at.isoformat() == "2025-03-01T06:00:00+00:00"
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("safety", {"max_policy_deletes": 100, "max_user_change_share": 1.0}),
+        ("changes", [{"kind": "delete_policy", "policy": "P9"}]),
+        ("state_checksum", "another"),
+        ("tenant_id", "tenant-2"),
+        ("desired_sha256", "other-file"),
+        ("created_at", "2030-01-01T00:00:00+00:00"),
+        ("schema_version", 1.0),
+    ],
+)
+def test_an_edited_plan_file_is_refused(field, value):
+    import json
+
+    from bridge import planfile
+    from bridge.errors import PlanError
+
+    data = json.loads(saved_plan())
+    data[field] = value
+    with pytest.raises(
+        PlanError, match="the plan file was changed after it was made: run plan --out again"
+    ):
+        planfile.loads(json.dumps(data), "reviewed.plan")
+
+
+def test_a_plan_file_without_a_digest_is_refused():
+    import json
+
+    from bridge import planfile
+    from bridge.errors import PlanError
+
+    data = json.loads(saved_plan())
+    del data["digest"]
+    with pytest.raises(PlanError, match="has no digest"):
+        planfile.loads(json.dumps(data))
+
+
+def test_saved_limits_never_looser_than_the_defaults_unless_apply_says_so():
+    from bridge import planfile
+
+    loose = SafetyLimits(
+        max_policy_deletes=50, max_user_change_share=0.9, protect_clinical_settings=False
+    )
+    assert planfile.effective_limits(loose) == SafetyLimits()
+    strict = SafetyLimits(max_policy_deletes=1, max_user_change_share=0.05)
+    assert planfile.effective_limits(strict) == strict
+    assert planfile.effective_limits(
+        loose, max_policy_deletes=7, max_user_change_share=0.5
+    ) == SafetyLimits(7, 0.5, True)
