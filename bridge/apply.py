@@ -8,16 +8,27 @@ only what is still missing, so nothing that succeeded is sent twice.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import logging
+import signal
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import catalogue
 from .backends.base import Backend, BulkResult, Wanted
-from .errors import ApplyError, BridgeError, ForbiddenError, StalePlanError, TenantMismatchError
-from .journal import Journal, change_entry
+from .errors import (
+    ApplyError,
+    BridgeError,
+    ConflictError,
+    ForbiddenError,
+    StalePlanError,
+    TenantMismatchError,
+)
+from .journal import Journal, change_entry, entry_time
 from .plan import (
     Change,
     CreatePolicy,
@@ -31,7 +42,7 @@ from .plan import (
     simulate,
     state_checksum,
 )
-from .state import TenantState, is_global, policy_key
+from .state import GroupAssignment, TenantState, is_global, policy_key
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +50,12 @@ log = logging.getLogger(__name__)
 # policy writes within seconds (assignments can take far longer and are polled to the timeout).
 # Entries listed per category in messages and summaries; the journal has all of them.
 SHOWN = 10
+# A group assignment teams-bridge sent and the service did not show yet is not sent again for this
+# long (assignments can take up to 24 h to show): a scheduled apply every 15 minutes would
+# otherwise remove and re-add a re-ranked group each time, and never let it settle.
+PENDING_WINDOW = dt.timedelta(hours=24)
+# Attempts at putting back a group assignment a failed replacement removed.
+RESTORE_ATTEMPTS = 3
 
 _ALL = Wanted()
 _ASSIGNMENTS = (SetGroupAssignment, SetUserAssignment, RemoveUserAssignment, RemoveGroupAssignment)
@@ -70,6 +87,9 @@ class FailedChange:
     error: str
     correlation_id: str | None = None
     forbidden: bool = False  # a 403: the app lacks a directory role
+    # A replacement removed the group's assignment and putting it back failed: the group has
+    # no messaging policy now, and re-assigning it moves all its members (needs --force).
+    left_without_policy: bool = False
 
     def __str__(self) -> str:
         return f"{describe(self.change)} ({self.error})"
@@ -120,12 +140,21 @@ class ApplyResult:
             failed += f" and {len(self.failed) - SHOWN} more (see the journal)"
         # A missing directory role does not go away by running again.
         forbidden = any(f.forbidden for f in self.failed)
-        then = (
-            "give the app's service principal the Teams Administrator directory role, wait a "
-            "few minutes, then run apply again"
-            if forbidden
-            else "run apply again to converge"
-        )
+        bare = [f for f in self.failed if f.left_without_policy]
+        if forbidden:
+            then = (
+                "give the app's service principal the Teams Administrator directory role, wait a "
+                "few minutes, then run apply again"
+            )
+        elif bare:
+            names = ", ".join(f.change.target for f in bare)
+            then = (
+                f"{names} has no messaging policy now: run 'teams-bridge apply FILE --force' to "
+                "assign it again (--force lifts the share-of-users limit, which would refuse it "
+                "because its members have fallen back to another policy)"
+            )
+        else:
+            then = "run apply again to converge"
         return (
             f"{len(self.applied)} of {self.total} changes applied; failed: {failed}; "
             f"not attempted: {len(self.not_attempted)}; {then}"
@@ -198,7 +227,7 @@ def apply_plan(
     if verify and poll_interval <= 0:
         raise ValueError("poll_interval must be positive: verification would read in a busy loop")
     check_fresh(plan, current)
-    run = _Run(plan, backend, journal, run_id, current.tenant_id, clock, on_progress)
+    run = _Run(plan, backend, journal, run_id, current, clock, sleep, on_progress)
     return run.execute(current, verify, verify_timeout, poll_interval, wanted, sleep)
 
 
@@ -209,8 +238,9 @@ class _Run:
         backend: Backend,
         journal: Journal | None,
         run_id: str,
-        tenant: str | None,
+        current: TenantState,
         clock: Callable[[], float],
+        sleep: Callable[[float], None],
         on_progress: Callable[[str], None] | None,
     ):
         # Stable sort: a hand-edited saved plan still runs in the safe order, and changes of one
@@ -222,8 +252,16 @@ class _Run:
         self.backend = backend
         self.journal = journal
         self.run_id = run_id
-        self.tenant = tenant
+        self.current = current
+        self.tenant = current.tenant_id
         self.clock = clock
+        self.sleep = sleep
+        # What earlier runs sent per group and the service may not show yet (see _held_back).
+        self.sent: dict[str, dict[str, Any]] = {}
+        if journal is not None:
+            self.sent = journal.group_writes(self.tenant, journal.now() - PENDING_WINDOW)
+        # Accepted earlier (or by the service already) but not visible: pending, not verified.
+        self.held: list[PendingChange] = []
         self.started = clock()
         self.progress = on_progress or (lambda _msg: None)
         self.result = ApplyResult(run_id=run_id, total=len(self.changes))
@@ -298,34 +336,49 @@ class _Run:
         r = self.result
         steps = _steps(self.changes)
         try:
-            for i, step in enumerate(steps):
-                if not self._step(step):
-                    r.not_attempted = [c for later in steps[i + 1 :] for c in later]
-                    break
+            with _sigterm_as_interrupt():
+                for i, step in enumerate(steps):
+                    if not self._step(step):
+                        r.not_attempted = [c for later in steps[i + 1 :] for c in later]
+                        break
         except BaseException:
-            # Not a BridgeError (a bug, ^C): close the run in the journal, then let it through.
-            r.applied = list(r.done)
+            # Not a BridgeError (a bug, ^C, SIGTERM): close the run in the journal, then let it
+            # through.
+            self._settle_unverified()
             self._finish("interrupted")
             raise
         if r.failed:
-            r.applied = list(r.done)
+            self._settle_unverified()
             self._finish()
             log.error("apply stopped: %s", r.failure_message())
             raise ApplyFailed(r.failure_message(), r)
         if verify and r.done:
             self._verify(current, verify_timeout, poll_interval, wanted, sleep)
         else:
-            r.applied = list(r.done)
+            self._settle_unverified()
         self._finish()
         if r.failed:
             raise ApplyFailed(r.failure_message(), r)
         return r
+
+    def _settle_unverified(self) -> None:
+        """Without verification: what was sent counts as applied, what was held back or is only
+        known to the service (a 409) stays pending."""
+        r = self.result
+        held = {id(p.change) for p in self.held}
+        r.applied = [c for c in r.done if id(c) not in held]
+        r.pending = list(self.held)
 
     def _step(self, step: list[Change]) -> bool:
         """One write (or one bulk call); False when the run must stop."""
         first = step[0]
         if isinstance(first, SetUserAssignment | RemoveUserAssignment):
             return self._bulk(step)
+        if isinstance(first, SetGroupAssignment):
+            held = self._held_back(first)
+            if held is not None:
+                self._hold(first, *held)
+                return True
         self.progress(describe(first))
         self._journal([self._entry(first.data(), "started")])
         replaced = False
@@ -335,53 +388,156 @@ class _Run:
                 self.result.write_requests += 1
                 self.backend.remove_group_assignment(first.group_id)
                 replaced = True
-            self._write(first)
+                # Its own line: the removal took effect whatever happens to the add.
+                self._journal([self._removal_entry(first)])
+            conflict = self._write(first)
         except BridgeError as exc:
             error = str(exc)
+            left_without = False
             if replaced and isinstance(first, SetGroupAssignment):
-                error += self._restore(first)
+                note, left_without = self._restore(first)
+                error += note
             self.result.failed.append(
                 FailedChange(
                     first,
                     error,
                     getattr(exc, "correlation_id", None),
                     isinstance(exc, ForbiddenError),
+                    left_without,
                 )
             )
             self._journal([self._entry(first.data(), "failed", exc)])
             log.warning("%s failed: %s", describe(first), error)
             return False
+        except BaseException:
+            # ^C or SIGTERM between the removal and the add: nobody may be left on Global.
+            if replaced and isinstance(first, SetGroupAssignment):
+                note, _ = self._restore(first, attempts=1)
+                log.error("%s interrupted%s", describe(first), note)
+            raise
         self.result.done.append(first)
+        if conflict is not None:
+            self.held.append(PendingChange(first, 0.0, conflict))
+            self._journal([self._entry(first.data(), "pending", conflict)])
+            log.info("%s: pending (%s)", describe(first), conflict)
+            return True
         self._journal([self._entry(first.data(), "ok", correlation_id=self._correlation_id())])
         log.info("%s: ok", describe(first))
         return True
 
-    def _restore(self, c: SetGroupAssignment) -> str:
+    def _removal_entry(self, c: SetGroupAssignment) -> dict[str, Any]:
+        assert c.existing is not None
+        removal = {
+            "kind": "remove_group_assignment",
+            "group_id": c.group_id,
+            "group": c.group_name,
+            "from": {"policy": c.existing.policy, "rank": c.existing.rank},
+            "part_of": "set_group_assignment",
+        }
+        return self._entry(removal, "ok", correlation_id=self._correlation_id())
+
+    def _held_back(self, c: SetGroupAssignment) -> tuple[str, float] | None:
+        """Why ``c`` is not sent again, or None. It is held back when an earlier run sent this
+        very assignment (same policy and rank) within ``PENDING_WINDOW`` and the service has not
+        shown it since, while the tenant still shows what that write replaced: the write is
+        propagating, and removing and re-adding the group again would only restart the wait."""
+        entry = self.sent.get(c.group_id)
+        if entry is None or entry.get("run_id") == self.run_id or entry.get("result") != "pending":
+            return None
+        sent = entry.get("change") or {}
+        if sent.get("kind") != "set_group_assignment":
+            return None
+        if policy_key(str(sent.get("policy"))) != policy_key(c.policy) or sent.get("rank") != (
+            c.rank
+        ):
+            return None
+        was = sent.get("from")
+        now = c.existing
+        if (was is None) != (now is None):
+            return None  # somebody changed the group since: send again
+        if (
+            was is not None
+            and now is not None
+            and policy_key(str(was.get("policy"))) != (policy_key(now.policy))
+        ):
+            return None
+        assert self.journal is not None
+        age = (self.journal.now() - entry_time(entry)).total_seconds()
+        why = (
+            f"run {entry.get('run_id')} sent it at {entry.get('time')} and the service does not "
+            f"show it yet; not sent again within {PENDING_WINDOW.total_seconds() / 3600:.0f} h"
+        )
+        return why, max(age, 0.0)
+
+    def _hold(self, c: SetGroupAssignment, why: str, waited: float) -> None:
+        self.progress(f"{describe(c)}: pending from an earlier run")
+        self.result.done.append(c)
+        self.held.append(PendingChange(c, waited, why))
+        self._journal([self._entry({**c.data(), "not_sent": True}, "pending", why)])
+        log.info("%s: held back (%s)", describe(c), why)
+
+    def _rank_before_this_step(self, c: SetGroupAssignment) -> int:
+        """Where ``c``'s group was just before its replacement: its position after the changes
+        done so far (earlier steps renumber it), not its rank when the plan was made."""
+        assert c.existing is not None
+        before = simulate(self.current, Plan(list(self.result.done), self.tenant))
+        for g in before.ranked_groups():
+            if g.group_id == c.group_id:
+                return g.rank
+        return c.existing.rank
+
+    def _restore(self, c: SetGroupAssignment, attempts: int = RESTORE_ATTEMPTS) -> tuple[str, bool]:
         """Put back the assignment a failed replacement removed, so its members are not left
-        on Global (and a re-run is again only the replacement, not a mass change)."""
+        on Global (and a re-run is again only the replacement, not a mass change). Returns the
+        note for the message, and whether the group was left without a policy."""
         old = c.existing
         assert old is not None
+        rank = self._rank_before_this_step(c)
         restore = {
             "kind": "restore_group_assignment",
             "group_id": c.group_id,
             "group": c.group_name,
             "policy": old.policy,
-            "rank": old.rank,
+            "rank": rank,
         }
-        self.result.write_requests += 1
-        try:
-            self.backend.add_group_assignment(c.group_id, old.policy, old.rank)
-        except BridgeError as exc:
-            log.error("restoring the assignment of group %s failed: %s", c.group_id, exc)
-            self._journal([self._entry(restore, "failed", exc)])
+        error: BaseException | None = None
+        for attempt in range(1, attempts + 1):
+            self.result.write_requests += 1
+            try:
+                self.backend.add_group_assignment(c.group_id, old.policy, rank)
+            except ConflictError:
+                # It holds an assignment again: the add went through after all.
+                return f"; the service shows an assignment for {c.target} again", False
+            except BridgeError as exc:
+                error = exc
+                log.error(
+                    "restoring the assignment of group %s failed (attempt %d of %d): %s",
+                    c.group_id,
+                    attempt,
+                    attempts,
+                    exc,
+                )
+                self._journal([self._entry(restore, "failed", exc)])
+                if attempt < attempts:
+                    self.sleep(2.0 * attempt)
+                continue
+            self._journal([self._entry(restore, "ok", correlation_id=self._correlation_id())])
             return (
-                f"; putting its old assignment ({old.policy}, rank {old.rank}) back failed too "
-                f"({exc}): the group may have no messaging policy now, run plan to see"
+                f"; its old assignment ({old.policy}) was put back at rank {rank}, where it was "
+                "before this step",
+                False,
             )
-        self._journal([self._entry(restore, "ok", correlation_id=self._correlation_id())])
-        return f"; its old assignment ({old.policy}, rank {old.rank}) was put back"
+        return (
+            f"; putting its old assignment ({old.policy}, rank {rank}) back failed too, "
+            f"{attempts} time(s) ({error}): {c.target} has NO messaging policy now (its members "
+            "get another group's policy or Global)",
+            True,
+        )
 
-    def _write(self, c: Change) -> None:
+    def _write(self, c: Change) -> str | None:
+        """One write. Returns why a group add is pending rather than done when the service
+        answered 409 because the group already holds that very assignment (an earlier write, or
+        a retried request whose first answer was lost); None otherwise."""
         self.result.write_requests += 1
         b = self.backend
         if isinstance(c, CreatePolicy):
@@ -391,11 +547,46 @@ class _Run:
         elif isinstance(c, DeletePolicy):
             b.delete_policy(c.name)
         elif isinstance(c, SetGroupAssignment):
-            b.add_group_assignment(c.group_id, c.policy, c.rank)
+            try:
+                b.add_group_assignment(c.group_id, c.policy, c.rank)
+            except ConflictError as exc:
+                return self._conflict(c, exc)
         elif isinstance(c, RemoveGroupAssignment):
             b.remove_group_assignment(c.group_id)
         else:
             raise TypeError(f"not a single write: {c!r}")
+        return None
+
+    def _conflict(self, c: SetGroupAssignment, exc: ConflictError) -> str | None:
+        """A 409 on a group add: read what the group holds. The same policy: the add is done
+        (verification checks its rank). Nothing on reads: the service holds an assignment it
+        does not show yet (a write propagating), so the add is pending. Another policy: the 409
+        stands."""
+        held = self._group_assignment(c.group_id)
+        if held is None:
+            return (
+                "the service says the group already has a messaging policy assignment, but "
+                "reads do not show it yet (a write still propagating)"
+            )
+        if policy_key(held.policy) == policy_key(c.policy):
+            log.info("%s: 409, the group already holds %s: done", describe(c), held.policy)
+            return None
+        raise ConflictError(
+            f"409 from Teams admin API: group {c.group_name or c.group_id} already holds policy "
+            f"{held.policy} (rank {held.rank}), not {c.policy}: somebody else changed it, run "
+            "plan again",
+            status=exc.status,
+            correlation_id=exc.correlation_id,
+        )
+
+    def _group_assignment(self, group_id: str) -> GroupAssignment | None:
+        """One group's assignment as the service shows it now: through the backend's
+        ``group_assignment`` where it has one, else a read of the tenant."""
+        one = getattr(self.backend, "group_assignment", None)
+        if callable(one):
+            found = one(group_id)
+            return found if isinstance(found, GroupAssignment) else None
+        return self.backend.read(Wanted()).group_assignments.get(group_id)
 
     def _bulk(self, step: list[Change]) -> bool:
         """Every direct user assignment (or removal) in one backend call; the backend chunks."""
@@ -412,16 +603,41 @@ class _Run:
             else:
                 bulk = self.backend.unassign_users([_user_id(c) for c in step])
         except BridgeError as exc:
-            # Some chunks may have gone through; the re-run's plan will show which did not.
+            # Chunks sent before the one that raised may have gone through; the backend does not
+            # say which (its BulkResult is lost with the exception), so every user is failed here
+            # and the re-run's plan shows what is still missing.
             error = f"{verb} {len(step)} user(s): {exc}"
             cid = getattr(exc, "correlation_id", None)
-            self.result.failed.extend(FailedChange(c, error, cid) for c in step)
-            self._journal([self._entry(c.data(), "failed", exc) for c in step])
+            forbidden = isinstance(exc, ForbiddenError)
+            partial = getattr(exc, "bulk_result", None)
+            self.result.write_requests += (
+                partial.write_requests if isinstance(partial, BulkResult) else 1
+            )
+            self.result.failed.extend(FailedChange(c, error, cid, forbidden) for c in step)
+            note = f"{exc} (earlier chunks of this bulk call may have been applied)"
+            self._journal([self._entry(c.data(), "failed", note) for c in step])
             log.warning("bulk %s failed: %s", verb, exc)
             return False
         self.result.write_requests += bulk.write_requests
         failures = {f.user_id: f.message for f in bulk.failures}
-        entries = []
+        # With one request its correlation id is every user's; with several, the summary line
+        # carries the operation ids (the backend does not say which chunk held whom).
+        cid = self._correlation_id() if bulk.write_requests == 1 else None
+        summary = {
+            "kind": kind,
+            "bulk": True,
+            "operation_ids": list(bulk.operation_ids),
+            "write_requests": bulk.write_requests,
+        }
+        entries = [
+            self._entry(
+                summary,
+                "failed" if failures else "ok",
+                f"{len(failures)} of {len(step)} user(s) failed" if failures else None,
+                user_count=len(step),
+                correlation_id=self._correlation_id(),
+            )
+        ]
         for c in step:
             uid = _user_id(c)
             if uid in failures:
@@ -429,7 +645,7 @@ class _Run:
                 entries.append(self._entry(c.data(), "failed", failures[uid]))
             else:
                 self.result.done.append(c)
-                entries.append(self._entry(c.data(), "ok"))
+                entries.append(self._entry(c.data(), "ok", correlation_id=cid))
         self._journal(entries)
         log.info(
             "%s %d user(s): %d ok, %d failed, operations %s",
@@ -456,7 +672,10 @@ class _Run:
         # Everything the service accepted is polled until it shows or the time is up; writes
         # surface on reads after 30-45 s (policies) up to hours (assignments), so what has not
         # shown by then is pending, never failed.
-        still_open: list[Change] = [c for c in r.done if isinstance(c, _POLICIES + _ASSIGNMENTS)]
+        held = {id(p.change) for p in self.held}
+        still_open: list[Change] = [
+            c for c in r.done if isinstance(c, _POLICIES + _ASSIGNMENTS) and id(c) not in held
+        ]
         pending: list[PendingChange] = []
         start = self.clock()
         while still_open:
@@ -483,11 +702,33 @@ class _Run:
             )
             sleep(max(min(poll_interval, timeout - waited), 0.0))
 
-        unverified = {id(p.change) for p in pending}
+        unverified = {id(p.change) for p in pending} | held
         r.applied = [c for c in r.done if id(c) not in unverified]
-        r.pending = pending
+        r.pending = list(self.held) + pending
         r.verified = True
         self._journal([self._entry(p.change.data(), "pending", str(p)) for p in pending])
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler stopping the job), handled like ^C."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While writing, SIGTERM raises ``Terminated`` so the run is closed in the journal and a
+    group half-way through a replacement is put back (signals reach only the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated(f"stopped by signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _user_id(c: Change) -> str:

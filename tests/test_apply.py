@@ -265,14 +265,14 @@ class StalePolicyBackend(Wrapper):
         return state
 
 
-def run(plan, backend, current, *, time=None, journal=None, **kw):
+def run(plan, backend, current, *, time=None, journal=None, run_id="run-1", **kw):
     time = time or FakeTime()
     return apply_plan(
         plan,
         backend,
         current,
         journal=journal,
-        run_id="run-1",
+        run_id=run_id,
         sleep=time.sleep,
         clock=time.clock,
         **kw,
@@ -403,7 +403,9 @@ def test_replacement_whose_add_fails_puts_the_old_assignment_back():
     assert "assign group Facilities to Support Staff (rank 2) (503 from Teams admin API" in str(
         err.value
     )
-    assert "its old assignment (Kitchen, rank 2) was put back" in str(err.value)
+    assert "its old assignment (Kitchen) was put back at rank 2, where it was before" in str(
+        err.value
+    )
     restored = mem.state.group_assignments["g-fac"]
     assert (restored.policy, restored.rank) == ("Kitchen", 2)
 
@@ -501,7 +503,8 @@ def test_grants_not_visible_by_the_timeout_are_pending_with_the_wait(tmp_path):
     assert [(e["event"], e.get("result")) for e in entries] == [
         ("run_started", None),
         ("change", "started"),
-        ("change", "ok"),
+        ("change", "ok"),  # the bulk call
+        ("change", "ok"),  # its user
         ("change", "pending"),
         ("run_finished", "pending"),
     ]
@@ -574,16 +577,32 @@ def test_journal_has_every_change_started_then_ok(tmp_path):
     }
     changes = entries[1:-1]
     assert all(e["run_id"] == "run-1" and e["tenant"] == TENANT for e in entries)
-    bulk_starts = [e for e in changes if e["change"].get("bulk")]
-    assert [(e["change"]["kind"], e["user_count"]) for e in bulk_starts] == [
-        ("set_user_assignment", 2),
-        ("remove_user_assignment", 1),
+    bulk = [
+        (e["change"]["kind"], e["result"], e["user_count"])
+        for e in changes
+        if e["change"].get("bulk")
+    ]
+    assert bulk == [
+        ("set_user_assignment", "started", 2),
+        ("set_user_assignment", "ok", 2),
+        ("remove_user_assignment", "started", 1),
+        ("remove_user_assignment", "ok", 1),
     ]
     singles = [e for e in changes if not e["change"].get("bulk")]
     expected = []
     for c in plan.changes:
         if isinstance(c, SetUserAssignment) or c.kind == "remove_user_assignment":
             expected.append((c.data(), "ok"))
+        elif c.kind == "set_group_assignment" and c.existing is not None:
+            # A replacement's removal has its own line, between the add's started and ok.
+            removal = {
+                "kind": "remove_group_assignment",
+                "group_id": c.group_id,
+                "group": c.group_name,
+                "from": {"policy": c.existing.policy, "rank": c.existing.rank},
+                "part_of": "set_group_assignment",
+            }
+            expected += [(c.data(), "started"), (removal, "ok"), (c.data(), "ok")]
         else:
             expected += [(c.data(), "started"), (c.data(), "ok")]
     assert [(e["change"], e["result"]) for e in singles] == expected
@@ -718,3 +737,268 @@ def test_a_403_says_to_assign_the_role_not_just_to_run_again():
         err.value
     )
     assert "run apply again to converge" not in str(err.value)
+
+
+# --------------------------------------------------------------------------- review fixes
+
+
+def ranks(mem):
+    return [(g.group_id, g.policy, g.rank) for g in mem.state.ranked_groups()]
+
+
+def rerank_desired() -> DesiredState:
+    """ICU added on top (pushing the others down), then Facilities moved to another policy."""
+    return DesiredState(
+        group_assignments=[
+            DesiredGroupAssignment("ICU", "Clinical", 1),
+            DesiredGroupAssignment("Clinicians", "Clinical", 2),
+            DesiredGroupAssignment("Facilities", "Clinical", 3),
+            DesiredGroupAssignment("Pilots", "Old Pilot", 4),
+        ]
+    )
+
+
+def test_a_failed_replacement_goes_back_where_it_was_just_before_its_step(tmp_path):
+    mem = MemoryBackend(hospital())
+    current = mem.read()
+    plan = diff(current, rerank_desired())
+    assert [describe(c) for c in plan.changes] == [
+        "assign group ICU to Clinical (rank 1)",
+        "assign group Facilities to Clinical (rank 3)",
+    ]
+    journal = Journal(tmp_path / "j.jsonl")
+    with pytest.raises(ApplyFailed) as err:
+        # 1: add ICU, 2: remove Facilities, 3: its add fails, 4: the undo
+        run(plan, FaultyBackend(mem, 3), current, journal=journal)
+    # Facilities was at rank 3 once ICU went on top, not at its plan-time rank 2.
+    assert "its old assignment (Kitchen) was put back at rank 3, where it was before" in str(
+        err.value
+    )
+    assert ranks(mem) == [
+        ("g-icu", "Clinical", 1),
+        ("g-clin", "Clinical", 2),
+        ("g-fac", "Kitchen", 3),
+        ("g-pilot", "Old Pilot", 4),
+    ]
+    # The removal has its own journal line, with its correlation id's place.
+    lines = [json.loads(x) for x in (tmp_path / "j.jsonl").read_text().splitlines()]
+    kinds = [(e["change"]["kind"], e["result"]) for e in lines if e["event"] == "change"]
+    assert kinds == [
+        ("set_group_assignment", "started"),
+        ("set_group_assignment", "ok"),
+        ("set_group_assignment", "started"),
+        ("remove_group_assignment", "ok"),
+        ("restore_group_assignment", "ok"),
+        ("set_group_assignment", "failed"),
+    ]
+
+
+def test_an_undo_that_keeps_failing_is_retried_then_says_no_policy_and_force(tmp_path):
+    mem, current, plan = fresh()
+    t = FakeTime()
+    backend = FailingAddBackend(mem, "g-fac")
+    with pytest.raises(ApplyFailed) as err:
+        run(plan, backend, current, time=t, journal=Journal(tmp_path / "j.jsonl"))
+    message = str(err.value)
+    assert "back failed too, 3 time(s)" in message
+    assert "group Facilities has NO messaging policy now" in message
+    assert message.endswith(
+        "group Facilities has no messaging policy now: run 'teams-bridge apply FILE --force' to "
+        "assign it again (--force lifts the share-of-users limit, which would refuse it because "
+        "its members have fallen back to another policy)"
+    )
+    assert "run apply again to converge" not in message
+    assert t.sleeps == [2.0, 4.0]
+    lines = [json.loads(x) for x in (tmp_path / "j.jsonl").read_text().splitlines()]
+    restores = [
+        e["result"] for e in lines if e.get("change", {}).get("kind") == "restore_group_assignment"
+    ]
+    assert restores == ["failed", "failed", "failed"]
+
+
+class LaggingBackend(Wrapper):
+    """The service as it behaves while writes propagate: reads show the tenant as it was when
+    ``settle`` was last called; a group add onto a group that holds an assignment (on the write
+    side) answers 409, as the service does."""
+
+    def __init__(self, inner) -> None:
+        super().__init__(inner)
+        self.visible = inner.read()
+
+    def settle(self):
+        self.visible = self.inner.read()
+
+    def read(self, wanted=ALL):
+        v = self.visible
+        return TenantState.build(
+            v.tenant_id,
+            v.policies.values(),
+            v.group_assignments.values(),
+            v.user_assignments.values(),
+            v.directory,
+        )
+
+    def add_group_assignment(self, group_id, policy, rank):
+        from bridge.errors import ConflictError
+
+        if group_id in self.inner.state.group_assignments:
+            raise ConflictError(
+                f"409 from Teams admin API: Group '{group_id}' already has a "
+                "TeamsMessagingPolicy assignment",
+                status=409,
+            )
+        return super().add_group_assignment(group_id, policy, rank)
+
+
+def test_rerun_while_a_rerank_propagates_neither_repeats_it_nor_fails(tmp_path):
+    mem = MemoryBackend(hospital())
+    lagging = LaggingBackend(mem)
+    journal = Journal(tmp_path / "j.jsonl")
+    want = rerank_desired()
+    t = FakeTime()
+
+    first_state = lagging.read()
+    first = run(
+        diff(first_state, want), lagging, first_state, time=t, journal=journal, verify_timeout=10
+    )
+    assert [describe(p.change) for p in first.pending] == [
+        "assign group ICU to Clinical (rank 1)",
+        "assign group Facilities to Clinical (rank 3)",
+    ]
+    sent = list(mem.writes)
+
+    # A scheduled run 15 minutes later: reads still show the old tenant.
+    for n in (2, 3):
+        state = lagging.read()
+        again = run(
+            diff(state, want),
+            lagging,
+            state,
+            time=t,
+            journal=journal,
+            run_id=f"run-{n}",
+            verify_timeout=10,
+        )
+        assert again.ok and again.outcome == "pending", again.summary_lines()
+        assert [describe(p.change) for p in again.pending] == [
+            "assign group ICU to Clinical (rank 1)",
+            "assign group Facilities to Clinical (rank 3)",
+        ]
+        assert all("run run-1 sent it at" in p.shows for p in again.pending)
+    assert mem.writes == sent  # nothing removed and re-added again
+    lagging.settle()
+    assert not diff(lagging.read(), want)
+
+
+def test_a_409_on_an_add_the_group_already_holds_counts_as_done_or_pending():
+    mem = MemoryBackend(hospital())
+    want = DesiredState(group_assignments=[DesiredGroupAssignment("ICU", "Clinical", 4)])
+    current = mem.read()
+    plan = diff(current, want)
+    # The add landed earlier (a lost answer, or another journal's run); reads show it already.
+    mem.add_group_assignment("g-icu", "Clinical", 4)
+    result = run(plan, LaggingBackend(mem), current, verify=False)
+    assert result.ok and not result.pending
+    # Reads do not show it yet: pending, not failed.
+    mem2 = MemoryBackend(hospital())
+    current2 = mem2.read()
+    lagging = LaggingBackend(mem2)
+    mem2.add_group_assignment("g-icu", "Clinical", 4)
+    result2 = run(diff(current2, want), lagging, current2, verify=False)
+    assert result2.ok and [p.shows for p in result2.pending] == [
+        "the service says the group already has a messaging policy assignment, but reads do "
+        "not show it yet (a write still propagating)"
+    ]
+    # Another policy there: the 409 stands, and says what the group holds.
+    mem3 = MemoryBackend(hospital())
+    current3 = mem3.read()
+    mem3.add_group_assignment("g-icu", "Kitchen", 4)
+    with pytest.raises(ApplyFailed) as err:
+        run(diff(current3, want), LaggingBackend(mem3), current3, verify=False)
+    assert "already holds policy Kitchen (rank 4), not Clinical" in str(err.value)
+
+
+class ForbiddenBulkBackend(Wrapper):
+    def assign_users(self, assignments):
+        from bridge.errors import ForbiddenError
+
+        raise ForbiddenError("403 from Graph: needs TeamsPolicyUserAssign.ReadWrite.All")
+
+
+def test_a_403_in_the_bulk_step_gives_the_role_advice_and_counts_the_request():
+    mem, current, plan = user_plan()
+    with pytest.raises(ApplyFailed) as err:
+        run(plan, ForbiddenBulkBackend(mem), current)
+    assert "give the app's service principal the Teams Administrator directory role" in str(
+        err.value
+    )
+    assert err.value.result.write_requests == 1
+
+
+class CorrelatedBackend(Wrapper):
+    """Has an HTTP client whose last correlation id changes with every write."""
+
+    class Http:
+        last_correlation_id = None
+
+    def __init__(self, inner) -> None:
+        super().__init__(inner)
+        self.http = self.Http()
+        self.n = 0
+
+    def _call(self, op, fn, *args):
+        self.n += 1
+        self.http.last_correlation_id = f"corr-{self.n}"
+        return fn(*args)
+
+
+def test_bulk_user_entries_carry_their_requests_correlation_id(tmp_path):
+    mem, current, plan = user_plan()
+    path = tmp_path / "j.jsonl"
+    run(plan, CorrelatedBackend(mem), current, journal=Journal(path))
+    entries = [json.loads(x) for x in path.read_text().splitlines()]
+    ok = [e for e in entries if e["event"] == "change" and e["result"] == "ok"]
+    assert [(e["change"].get("bulk", False), e["correlation_id"]) for e in ok] == [
+        (True, "corr-1"),
+        (False, "corr-1"),
+    ]
+
+
+class TerminatedBackend(Wrapper):
+    """SIGTERM arrives while the add of ``group_id`` is on its way (a scheduler stops the job)."""
+
+    def __init__(self, inner, group_id) -> None:
+        super().__init__(inner)
+        self.group_id = group_id
+        self.fired = False
+
+    def _call(self, op, fn, *args):
+        import os
+        import signal
+
+        if op == "add_group_assignment" and args[0] == self.group_id and not self.fired:
+            self.fired = True
+            os.kill(os.getpid(), signal.SIGTERM)
+        return fn(*args)
+
+
+def test_sigterm_mid_replacement_puts_the_group_back_and_closes_the_journal(tmp_path):
+    import signal
+
+    from bridge.apply import Terminated
+
+    mem, current, plan = fresh()
+    path = tmp_path / "j.jsonl"
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Terminated):
+        run(plan, TerminatedBackend(mem, "g-fac"), current, journal=Journal(path))
+    assert signal.getsignal(signal.SIGTERM) is before
+    restored = mem.state.group_assignments["g-fac"]
+    assert (restored.policy, restored.rank) == ("Kitchen", 2)
+    entries = [json.loads(x) for x in path.read_text().splitlines()]
+    assert entries[-1]["event"] == "run_finished" and entries[-1]["result"] == "interrupted"
+    assert [
+        e["result"]
+        for e in entries
+        if e.get("change", {}).get("kind") == "restore_group_assignment"
+    ] == ["ok"]
