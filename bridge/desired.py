@@ -518,6 +518,7 @@ def _validate_users(c: _Checker, users: LocList, state: DesiredState) -> None:
     # Hot path: a hospital can list 100,000 users here.
     seen: dict[str, int] = {}
     policy_names: dict[str, str | None] = {}
+    bad_policy: dict[str, list[int]] = {}  # policy name -> [index of its problem, other users]
     append = state.user_assignments.append
     for i, item in enumerate(users):
         ipos = users.item_pos[i]
@@ -535,7 +536,7 @@ def _validate_users(c: _Checker, users: LocList, state: DesiredState) -> None:
                 "user assignment needs 'user: <UPN or object id>'",
             )
             continue
-        folded = user.casefold()
+        folded = user.strip().casefold()
         if folded in seen:
             c.error(
                 item.value_pos["user"],
@@ -549,6 +550,8 @@ def _validate_users(c: _Checker, users: LocList, state: DesiredState) -> None:
         raw_policy = item.get("policy")
         if isinstance(raw_policy, str) and raw_policy in policy_names:
             policy = policy_names[raw_policy]
+            if policy is None and raw_policy in bad_policy:
+                bad_policy[raw_policy][1] += 1
         else:
             if isinstance(raw_policy, str) and is_global(bare_name(raw_policy.strip())):
                 c.error(
@@ -557,11 +560,20 @@ def _validate_users(c: _Checker, users: LocList, state: DesiredState) -> None:
                     "assignment (so groups, then Global, apply) write 'ensure: absent'",
                 )
                 continue
+            reported = len(c.problems)
             policy = _policy_ref(c, item, state, f"user {user!r}", state.policies)
             if isinstance(raw_policy, str):
                 policy_names[raw_policy] = policy
+                if policy is None and len(c.problems) > reported:
+                    bad_policy[raw_policy] = [reported, 0]
         if policy is not None:
             append(DesiredUserAssignment(user.strip(), policy, False, c.loc(item.pos)))
+    # One message per bad policy name, saying how many other users name it too.
+    for index, more in bad_policy.values():
+        if more:
+            first = c.problems[index]
+            others = f"(and {more} more user{'s' if more > 1 else ''})"
+            c.problems[index] = Problem(first.location, f"{first.message} {others}")
 
 
 def _validate_flags(

@@ -210,6 +210,27 @@ def test_values_in_messages_are_short_and_never_crash() -> None:
     assert len(messages[2]) < 120
 
 
+def test_user_checks_ignore_spaces_and_count_every_user_of_a_bad_policy() -> None:
+    text = """\
+policies:
+  Clinical: {}
+assignments:
+  users:
+    - {user: " a@x.org", policy: Clinical}
+    - {user: "a@x.org ", policy: Clinical}
+    - {user: b@x.org, policy: Surgery}
+    - {user: c@x.org, policy: Surgery}
+    - {user: d@x.org, policy: Surgery}
+"""
+    with pytest.raises(DesiredStateError) as info:
+        parse_desired(text, "f.yaml")
+    messages = [str(p) for p in info.value.problems]
+    assert messages[0].startswith("f.yaml:6:14: error: user 'a@x.org ' is listed twice")
+    assert messages[1].startswith("f.yaml:7:31: error: user 'b@x.org' names policy 'Surgery'")
+    assert messages[1].endswith("declared: Clinical (and 2 more users)")
+    assert len(messages) == 2
+
+
 def test_json_is_accepted() -> None:
     state = parse_desired('{"policies": {"Global": {"AllowPriorityMessages": true}}}', "f.json")
     assert state.policy("global") is not None
