@@ -219,6 +219,16 @@ class ExpiringTokens(Tokens):
         return token
 
 
+def test_an_unreadable_token_tenant_is_none_not_the_configured_one(fake, seed):
+    class Opaque(Tokens):
+        def get_token(self, resource: str) -> str:
+            return "opaque-SECRET-token"
+
+    settings = SimpleNamespace(graph_url=GRAPH_URL, tenant_id=TENANT_ID)
+    with PowerShellBackend(settings, Opaque(), graph=FakeGraph(seed), timeout=20.0) as backend:
+        assert backend.read().tenant_id is None
+
+
 def test_expiring_tokens_are_renewed_before_a_call(fake, seed):
     now = [1_700_000_000.0]
     tokens = ExpiringTokens(now)

@@ -7,6 +7,7 @@ from http_fixtures import (  # noqa: F401  (fixtures)
     TEAMS,
     TEAMS_RESOURCE,
     TENANT,
+    FakeTokens,
     clean_env_fixture,
     client_fixture,
     make_client,
@@ -51,6 +52,32 @@ def backend_for(client, cloud: str = "commercial") -> RestBackend:
         overrides={"BRIDGE_CLOUD": cloud, "BRIDGE_TEAMS_URL": TEAMS, "BRIDGE_GRAPH_URL": GRAPH},
     )
     return RestBackend(TeamsAdminClient(client, TEAMS), GraphClient(client, GRAPH), settings)
+
+
+class OpaqueTokens(FakeTokens):
+    """Tokens whose claims cannot be read (not JWT-shaped)."""
+
+    def get_token(self, resource: str) -> str:
+        self.requests.append(resource)
+        return "opaque-token-value"
+
+
+def test_an_unreadable_token_tenant_is_none_not_the_configured_one(rsps):
+    rsps.get(POLICIES, json=[])
+    rsps.get(f"{GA}/", json=[])
+    rsps.get(USERS, json={"users": []})
+    client = make_client(OpaqueTokens())
+    settings = Settings.load(
+        env_file=None,
+        overrides={
+            "AZURE_TENANT_ID": TENANT,
+            "BRIDGE_TEAMS_URL": TEAMS,
+            "BRIDGE_GRAPH_URL": GRAPH,
+        },
+    )
+    backend = RestBackend(TeamsAdminClient(client, TEAMS), GraphClient(client, GRAPH), settings)
+    # Falling back to AZURE_TENANT_ID would have the tenant guard compare it with itself.
+    assert backend.read().tenant_id is None
 
 
 # --------------------------------------------------------------------------- policies

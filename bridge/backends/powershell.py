@@ -531,10 +531,10 @@ class PowerShellBackend:
             {"Name": "MicrosoftTeams", "MinimumVersion": ".".join(map(str, MIN_MODULE_VERSION))},
         )
         self._session.call("Connect-MicrosoftTeams", {"AccessTokens": [graph_token, teams_token]})
-        configured = self.settings.tenant_id
-        self.tenant_id = _tenant_of(teams_token) or (
-            configured if configured and is_guid(configured) else None
-        )
+        # Never AZURE_TENANT_ID as a stand-in: the tenant guard would compare it with itself.
+        self.tenant_id = _tenant_of(teams_token)
+        if self.tenant_id is None:
+            log.warning("cannot verify the token's tenant: the Teams token has no readable tid")
         self._connected = True
 
     def close(self) -> None:

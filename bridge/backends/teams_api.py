@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from ..auth import TEAMS_RESOURCE, decode_claims, is_guid
+from ..auth import TEAMS_RESOURCE, decode_claims
 from ..errors import (
     ApiError,
     AuthError,
@@ -322,16 +322,20 @@ class RestBackend:
                 directory.add_user(user)
 
     def _tenant_id(self) -> str | None:
+        """The tenant of the Teams token (its ``tid``), or None when it cannot be read: never
+        AZURE_TENANT_ID, which would make the tenant guard compare the configuration with
+        itself. None fails the guard closed ("cannot verify")."""
         provider = self.http.token_provider
+        tid = None
         if provider is not None:
             try:
                 tid = decode_claims(provider.get_token(TEAMS_RESOURCE)).get("tid")
-            except AuthError:
-                tid = None
-            if tid:
-                return str(tid)
-        tenant = self.settings.tenant_id
-        return tenant if tenant and is_guid(tenant) else None
+            except AuthError as exc:
+                log.warning("cannot verify the token's tenant: %s", exc)
+        if not tid:
+            log.warning("cannot verify the token's tenant: the Teams token has no tenant claim")
+            return None
+        return str(tid)
 
     # ------------------------------------------------------------------ policy writes
 
