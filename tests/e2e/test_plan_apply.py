@@ -78,6 +78,8 @@ def test_apply_refuses_without_a_terminal_or_auto_approve(fresh, cli_for):
     result = cli_for(fresh)("apply", str(NORTHWIND))
     assert result.code == 1, result
     assert "there is no terminal" in result.err and "--auto-approve" in result.err, result
+    # A saved plan is refused the same way: the message must not offer it as a way out.
+    assert "(or apply a saved plan with --plan)" not in result.err, result
     assert fresh.stats()["writes"] == 0
 
 
