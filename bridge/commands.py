@@ -51,9 +51,18 @@ def check_tenant_guard(desired: DesiredState, current: TenantState, session: Ses
         known = current.tenant_id or "unknown"
         if current.domains:
             known += " (" + ", ".join(current.domains) + ")"
+        if session.options.snapshot:
+            reached = f"the snapshot {session.options.snapshot} is of tenant {known}"
+            fix = "use a snapshot of that tenant"
+        elif session.options.sandbox:
+            reached = f"the sandbox is tenant {known}"
+            fix = "drop --sandbox"
+        else:
+            reached = f"the credentials reach tenant {known}"
+            fix = "check AZURE_TENANT_ID"
         raise TenantMismatchError(
-            f"{desired.source}: the file is for tenant {desired.tenant!r}, but the credentials "
-            f"reach tenant {known}: check AZURE_TENANT_ID, or the file's tenant: line"
+            f"{desired.source}: the file is for tenant {desired.tenant!r}, but {reached}: "
+            f"{fix}, or the file's tenant: line"
         )
 
 

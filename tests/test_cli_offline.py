@@ -140,6 +140,8 @@ def test_tenant_guard(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     other.write_text("tenant: 00000000-0000-0000-0000-000000000001\npolicies: {}\n")
     code, _, err = run(capsys, "--snapshot", SNAP, "plan", str(other))
     assert code == 1 and "the file is for tenant" in err
+    assert f"but the snapshot {SNAP} is of tenant 69995da0-" in err  # not "the credentials"
+    assert "use a snapshot of that tenant, or the file's tenant: line" in err
     by_domain = tmp_path / "domain.yaml"
     by_domain.write_text("tenant: NORTHWIND-health.onmicrosoft.com\npolicies: {}\n")
     code, _, err = run(capsys, "--snapshot", SNAP, "plan", str(by_domain))
