@@ -219,7 +219,43 @@ CHANGE_KINDS: dict[str, type[Change]] = {
 
 
 def change_from_data(d: Mapping[str, Any]) -> Change:
-    """Rebuild a change from its ``data()`` (a saved plan)."""
+    """Rebuild a change from its ``data()`` (a saved plan). A change that is not as ``data()``
+    writes it (a missing key, a wrong type) is a ``PlanError``, never a KeyError/TypeError."""
+    if not isinstance(d, Mapping):
+        raise PlanError(f"a change in the saved plan is not an object: {_REGENERATE}")
+    try:
+        change = _change_from_data(d)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        what = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise PlanError(
+            f"a {d.get('kind')!r} change in the saved plan is not as plan writes it ({what}): "
+            f"{_REGENERATE}"
+        ) from None
+    for f in dataclasses.fields(change):
+        value = getattr(change, f.name)
+        wanted = _FIELD_TYPES.get(str(f.type))
+        if wanted is not None and (not isinstance(value, wanted) or isinstance(value, bool)):
+            raise PlanError(
+                f"a {d.get('kind')!r} change in the saved plan has {f.name} {value!r} of the "
+                f"wrong type: {_REGENERATE}"
+            )
+    return change
+
+
+# Field annotations (text, under ``from __future__ import annotations``) -> the types allowed.
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "str | None": (str, type(None)),
+    "int": (int,),
+    "Mapping[str, Any]": (Mapping,),
+    "Mapping[str, tuple[Any, Any]]": (Mapping,),
+}
+
+
+_REGENERATE = "the plan file was edited or damaged; make it again with 'plan --out'"
+
+
+def _change_from_data(d: Mapping[str, Any]) -> Change:
     kind = d.get("kind")
     if kind == "create_policy":
         return CreatePolicy(d["policy"], dict(d["settings"]))
@@ -331,8 +367,11 @@ class Plan:
                 f"saved plan has schema version {d.get('schema_version')!r}; this teams-bridge "
                 f"reads version {PLAN_SCHEMA_VERSION}: run plan again"
             )
+        changes = d.get("changes", [])
+        if not isinstance(changes, list):
+            raise PlanError(f"the saved plan's changes are not a list: {_REGENERATE}")
         return cls(
-            changes=[change_from_data(c) for c in d.get("changes", [])],
+            changes=[change_from_data(c) for c in changes],
             tenant_id=d.get("tenant_id"),
             state_checksum=d.get("state_checksum", ""),
             desired_sha256=d.get("desired_sha256", ""),

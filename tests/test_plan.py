@@ -327,3 +327,21 @@ def test_a_plan_past_the_services_64_group_assignments_is_refused() -> None:
     # Pruning the undeclared ones makes room.
     pruned = desired(policies, groups=at_limit, prune=Prune(group_assignments=True))
     assert diff(current, pruned).changes
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"kind": "create_policy", "settings": {}},  # no policy
+        {"kind": "update_policy", "policy": "A", "changes": {"AllowGiphy": True}},
+        {"kind": "set_group_assignment", "group_id": gid(1), "policy": "A", "rank": "x"},
+        {"kind": "set_user_assignment", "user_id": 7, "policy": "A"},
+        {"kind": "remove_group_assignment", "group_id": gid(1), "from": None},
+        {"kind": "delete_policy", "policy": ["A"]},
+        "delete_policy",
+    ],
+)
+def test_a_hand_edited_saved_plan_is_a_clear_error(change: object) -> None:
+    data = {**diff(tenant(), desired({"A": {}})).data, "changes": [change]}
+    with pytest.raises(PlanError, match="make it again with 'plan --out'"):
+        Plan.from_data(data)
