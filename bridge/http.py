@@ -254,6 +254,12 @@ def service_message(payload: Any, text: str = "") -> str:
     return " ".join(text.split())[:300]
 
 
+def _host(url: str) -> str:
+    """Host and port of a URL, without any ``user:password@`` it carries (webhook URLs can)."""
+    parts = urlsplit(url)
+    return (parts.hostname or "") + (f":{parts.port}" if parts.port is not None else "")
+
+
 class HttpClient:
     """One session per run. ``resource`` names the token audience for a request (the Teams admin
     API's app id or the Graph base URL); ``None`` sends no ``Authorization`` header."""
@@ -302,11 +308,11 @@ class HttpClient:
         return cls(None, options, hide_paths=True)
 
     def _safe_url(self, url: str) -> str:
-        return f"{urlsplit(url).scheme}://{urlsplit(url).netloc}/..." if self._hide_paths else url
+        return f"{urlsplit(url).scheme}://{_host(url)}/..." if self._hide_paths else url
 
     def _route(self, url: str) -> str:
         if self._hide_paths:
-            return f"{urlsplit(url).netloc}/..."
+            return f"{_host(url)}/..."
         return route_of(url)
 
     # ------------------------------------------------------------------ public surface

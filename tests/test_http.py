@@ -402,6 +402,18 @@ def test_webhook_client_sends_no_token_and_hides_the_path(rsps, caplog):
     assert "SECRETPATH" not in (err.value.url or "")
 
 
+def test_webhook_client_keeps_url_credentials_out_of_errors_and_logs(rsps, caplog):
+    hook = "https://hookuser:hookpass@hooks.test:8443/webhookb2/x"
+    rsps.post(hook, status=500, json={})
+    client = HttpClient.for_webhooks(None)
+    client._sleep = Sleeps()
+    with caplog.at_level(logging.DEBUG), pytest.raises(ServerError) as err:
+        client.request("POST", hook, json={"text": "drift"})
+    shown = str(err.value) + (err.value.url or "") + caplog.text
+    assert "hooks.test:8443" in shown
+    assert "hookpass" not in shown and "hookuser" not in shown
+
+
 def test_configured_ca_wins_over_the_process_environment(rsps, monkeypatch, tmp_path):
     # requests would otherwise let REQUESTS_CA_BUNDLE from the environment replace it
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
