@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import catalogue
-from .backends.base import Backend, BulkResult, Wanted
+from .backends.base import Backend, BulkResult, Wanted, partial_result
 from .errors import (
     ApplyError,
     BridgeError,
@@ -279,6 +279,7 @@ class _Run:
         error: BaseException | str | None = None,
         user_count: int | None = None,
         correlation_id: str | None = None,
+        operation_id: str | None = None,
     ) -> dict[str, Any]:
         return change_entry(
             self.run_id,
@@ -288,6 +289,7 @@ class _Run:
             error=error,
             user_count=user_count,
             correlation_id=correlation_id,
+            operation_id=operation_id,
         )
 
     def _correlation_id(self) -> str | None:
@@ -339,7 +341,7 @@ class _Run:
             with _sigterm_as_interrupt():
                 for i, step in enumerate(steps):
                     if not self._step(step):
-                        r.not_attempted = [c for later in steps[i + 1 :] for c in later]
+                        r.not_attempted += [c for later in steps[i + 1 :] for c in later]
                         break
         except BaseException:
             # Not a BridgeError (a bug, ^C, SIGTERM): close the run in the journal, then let it
@@ -596,6 +598,7 @@ class _Run:
         kind = first.kind
         self.progress(f"{verb} {len(step)} user(s)")
         self._journal([self._entry({"kind": kind, "bulk": True}, "started", user_count=len(step))])
+        stopped: BridgeError | None = None
         try:
             if assign:
                 pairs = [(c.user_id, c.policy) for c in step if isinstance(c, SetUserAssignment)]
@@ -603,59 +606,106 @@ class _Run:
             else:
                 bulk = self.backend.unassign_users([_user_id(c) for c in step])
         except BridgeError as exc:
-            # Chunks sent before the one that raised may have gone through; the backend does not
-            # say which (its BulkResult is lost with the exception), so every user is failed here
-            # and the re-run's plan shows what is still missing.
-            error = f"{verb} {len(step)} user(s): {exc}"
-            cid = getattr(exc, "correlation_id", None)
-            forbidden = isinstance(exc, ForbiddenError)
-            partial = getattr(exc, "bulk_result", None)
-            self.result.write_requests += (
-                partial.write_requests if isinstance(partial, BulkResult) else 1
-            )
-            self.result.failed.extend(FailedChange(c, error, cid, forbidden) for c in step)
-            note = f"{exc} (earlier chunks of this bulk call may have been applied)"
-            self._journal([self._entry(c.data(), "failed", note) for c in step])
-            log.warning("bulk %s failed: %s", verb, exc)
-            return False
+            partial = partial_result(exc)
+            if partial is None:
+                self._bulk_lost(step, verb, exc)
+                return False
+            # The backend stopped part-way and says which requests went through.
+            stopped, bulk = exc, partial
         self.result.write_requests += bulk.write_requests
-        failures = {f.user_id: f.message for f in bulk.failures}
-        # With one request its correlation id is every user's; with several, the summary line
-        # carries the operation ids (the backend does not say which chunk held whom).
-        cid = self._correlation_id() if bulk.write_requests == 1 else None
+        failures: dict[str, str] = {}
+        for f in bulk.failures:
+            failures.setdefault(f.user_id, f.message)
+        chunks = {uid: chunk for chunk in bulk.chunks for uid in chunk.user_ids}
+        # A backend that reports no chunk correlation id but sent one request: its id is every
+        # user's.
+        one_cid = self._correlation_id() if bulk.write_requests == 1 else None
+        forbidden = isinstance(stopped, ForbiddenError)
+        entries: list[dict[str, Any]] = []
+        unsent = 0
+        for c in step:
+            uid = _user_id(c)
+            chunk = chunks.get(uid)
+            cid = (chunk.correlation_id if chunk else None) or one_cid
+            op = chunk.operation_id if chunk else None
+            if uid in failures or (chunk is not None and chunk.error is not None):
+                why = failures.get(uid) or (chunk.error if chunk else None) or "failed"
+                # The request that raised a 403 gets the role advice (its users' chunk error).
+                denied = forbidden and chunk is not None and chunk.error is not None
+                self.result.failed.append(FailedChange(c, why, cid, denied))
+                entries.append(
+                    self._entry(c.data(), "failed", why, correlation_id=cid, operation_id=op)
+                )
+            elif chunk is not None and chunk.unknown:
+                why = (
+                    f"sent in batch operation {op}, but the run stopped before its outcome was "
+                    f"read: check it with Get-CsBatchPolicyAssignmentOperation -Identity {op}"
+                )
+                self.result.failed.append(FailedChange(c, why, cid))
+                entries.append(self._entry(c.data(), "started", why, operation_id=op))
+            elif chunk is None and stopped is not None:
+                unsent += 1
+                self.result.not_attempted.append(c)
+                entries.append(
+                    self._entry(
+                        c.data(), "not_attempted", f"not sent: the call stopped ({stopped})"
+                    )
+                )
+            else:
+                self.result.done.append(c)
+                entries.append(self._entry(c.data(), "ok", correlation_id=cid, operation_id=op))
+        n_failed = sum(1 for e in entries if e["result"] != "ok")
+        if stopped is not None:
+            note: str | None = (
+                f"{verb} stopped after {len(bulk.chunks)} request(s): {stopped}; "
+                f"{n_failed - unsent} user(s) failed, {unsent} not attempted"
+            )
+        elif n_failed:
+            note = f"{n_failed} of {len(step)} user(s) failed"
+        else:
+            note = None
         summary = {
             "kind": kind,
             "bulk": True,
             "operation_ids": list(bulk.operation_ids),
             "write_requests": bulk.write_requests,
         }
-        entries = [
-            self._entry(
-                summary,
-                "failed" if failures else "ok",
-                f"{len(failures)} of {len(step)} user(s) failed" if failures else None,
-                user_count=len(step),
-                correlation_id=self._correlation_id(),
-            )
-        ]
-        for c in step:
-            uid = _user_id(c)
-            if uid in failures:
-                self.result.failed.append(FailedChange(c, failures[uid]))
-                entries.append(self._entry(c.data(), "failed", failures[uid]))
-            else:
-                self.result.done.append(c)
-                entries.append(self._entry(c.data(), "ok", correlation_id=cid))
-        self._journal(entries)
-        log.info(
-            "%s %d user(s): %d ok, %d failed, operations %s",
+        self._journal(
+            [
+                self._entry(
+                    summary,
+                    "failed" if note else "ok",
+                    note,
+                    user_count=len(step),
+                    correlation_id=self._correlation_id(),
+                ),
+                *entries,
+            ]
+        )
+        log.log(
+            logging.WARNING if note else logging.INFO,
+            "%s %d user(s): %d ok, %d failed, %d not attempted, operations %s%s",
             verb,
             len(step),
-            len(step) - len(failures),
-            len(failures),
+            len(step) - n_failed,
+            n_failed - unsent,
+            unsent,
             bulk.operation_ids or "-",
+            f"; stopped: {stopped}" if stopped is not None else "",
         )
-        return not failures
+        return not n_failed
+
+    def _bulk_lost(self, step: list[Change], verb: str, exc: BridgeError) -> None:
+        """A bulk call raised without saying which of its requests went through: every user is
+        failed here, and the re-run's plan shows what is still missing."""
+        error = f"{verb} {len(step)} user(s): {exc}"
+        cid = getattr(exc, "correlation_id", None)
+        forbidden = isinstance(exc, ForbiddenError)
+        self.result.write_requests += 1
+        self.result.failed.extend(FailedChange(c, error, cid, forbidden) for c in step)
+        note = f"{exc} (earlier requests of this bulk call may have been applied)"
+        self._journal([self._entry(c.data(), "failed", note) for c in step])
+        log.warning("bulk %s failed: %s", verb, exc)
 
     # ------------------------------------------------------------------ verification
 

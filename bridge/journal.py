@@ -7,7 +7,9 @@ One object per line, every line with ``time`` (UTC, ISO 8601), ``run_id``, ``ten
 - ``run_started``: ``changes`` (count), ``summary``, ``state_checksum``, ``desired_sha256``,
   ``host``, ``pid``;
 - ``change``: ``change`` (the change's ``data()``, or a bulk summary), ``result`` (``started`` |
-  ``ok`` | ``failed`` | ``pending``), ``error``, ``correlation_id``, ``user_count`` (bulk only);
+  ``ok`` | ``failed`` | ``pending`` | ``not_attempted``: a user of a bulk call that stopped before
+  its request), ``error``, ``correlation_id``, ``user_count`` (bulk only), ``operation_id`` (a
+  user of a batch operation only);
 - ``run_finished``: ``result`` and the counts of the run.
 
 ``writes_after`` and ``group_writes`` read the journal back, so ``apply`` can tell what earlier runs
@@ -32,7 +34,7 @@ from typing import Any
 from .errors import ConfigError
 from .redact import redact
 
-RESULTS = frozenset({"started", "ok", "failed", "pending"})
+RESULTS = frozenset({"started", "ok", "failed", "pending", "not_attempted"})
 # Journal results that mean the service may have carried the write out.
 _SENT = frozenset({"started", "ok", "pending"})
 _GROUP_KINDS = frozenset(
@@ -54,11 +56,12 @@ def change_entry(
     error: BaseException | str | None = None,
     user_count: int | None = None,
     correlation_id: str | None = None,
+    operation_id: str | None = None,
 ) -> dict[str, Any]:
     """One ``change`` line, for ``Journal.write_many``."""
     if result not in RESULTS:
         raise ValueError(f"journal result must be one of {sorted(RESULTS)}, not {result!r}")
-    return {
+    entry = {
         "run_id": run_id,
         "tenant": tenant,
         "event": "change",
@@ -68,6 +71,9 @@ def change_entry(
         "correlation_id": getattr(error, "correlation_id", None) or correlation_id,
         "user_count": user_count,
     }
+    if operation_id is not None:
+        entry["operation_id"] = operation_id
+    return entry
 
 
 def _utc_now() -> dt.datetime:

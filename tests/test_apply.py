@@ -1002,3 +1002,98 @@ def test_sigterm_mid_replacement_puts_the_group_back_and_closes_the_journal(tmp_
         for e in entries
         if e.get("change", {}).get("kind") == "restore_group_assignment"
     ] == ["ok"]
+
+
+class ChunkedBackend(Wrapper):
+    """Bulk assigns in chunks of two, each its own request; the ``deny_at``-th (1-based) answers
+    403 and stops the call, with the partial result attached as the backends do."""
+
+    def __init__(self, inner, deny_at: int | None = None) -> None:
+        super().__init__(inner)
+        self.deny_at = deny_at
+
+    def assign_users(self, assignments):
+        from bridge.backends.base import ChunkResult
+        from bridge.errors import ForbiddenError
+
+        result = BulkResult(requested=len(assignments))
+        for n, start in enumerate(range(0, len(assignments), 2), start=1):
+            chunk = list(assignments[start : start + 2])
+            ids = tuple(u for u, _ in chunk)
+            result.write_requests += 1
+            result.operation_ids.append(f"op-{n}")
+            if n == self.deny_at:
+                exc = ForbiddenError("403 from Graph: forbidden", correlation_id=f"corr-{n}")
+                result.failures.extend(UserFailure(u, str(exc)) for u in ids)
+                result.chunks.append(ChunkResult(ids, f"op-{n}", f"corr-{n}", str(exc)))
+                result.attach_to(exc)
+                raise exc
+            self.inner.assign_users(chunk)
+            result.succeeded += len(ids)
+            result.chunks.append(ChunkResult(ids, f"op-{n}", f"corr-{n}"))
+        return result
+
+
+def five_user_plan():
+    mem = MemoryBackend(hospital())
+    current = mem.read()
+    want = DesiredState(
+        user_assignments=[
+            DesiredUserAssignment(f"user{i}@contoso.org", "Clinical") for i in (1, 2, 3, 4, 5)
+        ]
+    )
+    return mem, current, diff(current, want)
+
+
+def _user_lines(path):
+    entries = [json.loads(x) for x in path.read_text().splitlines()]
+    return [
+        (e["change"]["user_id"], e["result"], e["correlation_id"], e.get("operation_id"))
+        for e in entries
+        if e["event"] == "change" and "user_id" in e["change"] and e["result"] != "started"
+    ]
+
+
+def test_a_bulk_call_stopped_part_way_journals_each_user_with_its_chunks_outcome(tmp_path):
+    mem, current, plan = five_user_plan()
+    path = tmp_path / "j.jsonl"
+    with pytest.raises(ApplyFailed) as err:
+        run(plan, ChunkedBackend(mem, deny_at=2), current, journal=Journal(path))
+    assert _user_lines(path) == [
+        ("u1", "ok", "corr-1", "op-1"),
+        ("u2", "ok", "corr-1", "op-1"),
+        ("u3", "failed", "corr-2", "op-2"),
+        ("u4", "failed", "corr-2", "op-2"),
+        ("u5", "not_attempted", None, None),
+    ]
+    result = err.value.result
+    assert [_uid(c) for c in result.applied] == ["u1", "u2"]
+    assert [(_uid(f.change), f.correlation_id) for f in result.failed] == [
+        ("u3", "corr-2"),
+        ("u4", "corr-2"),
+    ]
+    assert [_uid(c) for c in result.not_attempted] == ["u5"]
+    assert result.write_requests == 2
+    assert "Teams Administrator directory role" in str(err.value)
+    assert "may have been applied" not in path.read_text()
+    assert {u for u, a in mem.state.user_assignments.items() if a.policy == "Clinical"} >= {
+        "u1",
+        "u2",
+    }
+
+
+def test_bulk_users_of_several_requests_carry_their_own_requests_ids(tmp_path):
+    mem, current, plan = five_user_plan()
+    path = tmp_path / "j.jsonl"
+    run(plan, ChunkedBackend(mem), current, journal=Journal(path), verify=False)
+    assert [line[1:] for line in _user_lines(path)] == [
+        ("ok", "corr-1", "op-1"),
+        ("ok", "corr-1", "op-1"),
+        ("ok", "corr-2", "op-2"),
+        ("ok", "corr-2", "op-2"),
+        ("ok", "corr-3", "op-3"),
+    ]
+
+
+def _uid(change):
+    return change.user_id

@@ -532,3 +532,42 @@ def test_doctor_explains_a_missing_or_old_module(fake, monkeypatch, version, fix
 def test_doctor_without_pwsh():
     [check] = doctor_checks("pwsh-not-installed-here")
     assert not check.ok and "PowerShell 7" in check.fix
+
+
+def test_a_batch_whose_outcome_is_not_read_in_time_stops_with_the_batches_sent(
+    fake, seed, tokens, monkeypatch
+):
+    import bridge.backends.powershell as ps
+
+    monkeypatch.setattr(ps, "BATCH_SIZE", 10)
+    users = sorted(seed.directory.users)[:25]
+    # The fake answers InProgress on the first poll: with no time to wait, batch 1 times out.
+    with (
+        make_backend(seed, tokens, batch_timeout=0) as backend,
+        pytest.raises(ApiError, match="still InProgress") as err,
+    ):
+        backend.assign_users([(u, "Kitchen") for u in users])
+    partial = err.value.bulk_result
+    assert partial.write_requests == 3 and len(partial.operation_ids) == 3
+    first, *others = partial.chunks
+    assert first.user_ids == tuple(users[:10]) and first.operation_id == partial.operation_ids[0]
+    assert first.unknown and "still InProgress" in (first.error or "")
+    assert [(c.user_ids, c.operation_id, c.unknown, c.error) for c in others] == [
+        (tuple(users[10:20]), partial.operation_ids[1], True, None),
+        (tuple(users[20:]), partial.operation_ids[2], True, None),
+    ]
+
+
+def test_a_denied_grant_stops_the_one_by_one_grants_with_what_was_sent(
+    fake, seed, tokens, monkeypatch
+):
+    monkeypatch.setenv("FAKE_PWSH_DENY", "Grant-CsTeamsMessagingPolicy")
+    users = sorted(seed.directory.users)[:3]
+    with make_backend(seed, tokens) as backend, pytest.raises(ForbiddenError) as err:
+        backend.unassign_users(users)
+    partial = err.value.bulk_result
+    (denied,) = partial.chunks  # the other two were never sent
+    assert denied.user_ids == (users[0],) and denied.error
+    assert [f.user_id for f in partial.failures] == [users[0]]
+    assert len(fake.calls("Grant-CsTeamsMessagingPolicy")) == 1
+

@@ -446,3 +446,47 @@ def test_make_backend(client):
         ConfigError, match="unknown transport 'soap': choose one of rest, powershell"
     ):
         make_backend("soap", settings, client.token_provider)
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_a_bulk_call_stopped_by_a_403_keeps_the_chunks_already_sent(rsps, client, monkeypatch):
+    import bridge.backends.teams_api as teams_api
+
+    monkeypatch.setattr(teams_api, "GRAPH_ASSIGN_CHUNK", 2)
+    unassign = f"{GRAPH}/v1.0/admin/teams/policy/userAssignments/unassign"
+
+    def body(*ids):
+        return {"value": [{"userId": u, "policyType": "TeamsMessagingPolicy"} for u in ids]}
+
+    rsps.post(unassign, match=[matchers.json_params_matcher(body("u1", "u2"))], status=204)
+    rsps.post(
+        unassign,
+        match=[matchers.json_params_matcher(body("u3", "u4"))],
+        status=403,
+        json={"error": {"code": "Forbidden"}},
+    )
+    with pytest.raises(ForbiddenError) as err:
+        backend_for(client).unassign_users(["u1", "u2", "u3", "u4", "u5"])
+    partial = err.value.bulk_result
+    assert (partial.requested, partial.succeeded, partial.write_requests) == (5, 2, 2)
+    sent, denied = partial.chunks
+    assert (sent.user_ids, sent.error) == (("u1", "u2"), None)
+    assert sent.correlation_id is not None and sent.correlation_id != denied.correlation_id
+    assert denied.user_ids == ("u3", "u4") and "403" in (denied.error or "")
+    assert denied.correlation_id == err.value.correlation_id
+    assert {f.user_id for f in partial.failures} == {"u3", "u4"}  # u5: never sent
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_per_user_grants_each_carry_their_own_correlation_id(rsps, tokens, sleeps):
+    client = make_client(tokens, sleeps, concurrency=2)
+    url = f"{TEAMS}/Skype.Policy/users/{{}}/policies/TeamsMessagingPolicy"
+    for uid in ("u1", "u2"):
+        rsps.patch(
+            url.format(uid), match=[matchers.json_params_matcher({"PolicyName": None})], status=204
+        )
+    result = backend_for(client, cloud="gcchigh").unassign_users(["u1", "u2"])
+    sent = {c.user_ids: c.correlation_id for c in result.chunks}
+    assert set(sent) == {("u1",), ("u2",)}
+    ids = [call.request.headers["x-ms-correlation-id"] for call in rsps.calls]
+    assert sorted(sent.values()) == sorted(ids)

@@ -34,15 +34,50 @@ class UserFailure:
     message: str
 
 
+@dataclass(frozen=True)
+class ChunkResult:
+    """One request (or one batch operation) of a bulk call and the users it carried.
+
+    ``error``: the request failed, so every user of it failed (per-user failures of a request
+    that went through are in ``BulkResult.failures``). ``unknown``: sent, but the call stopped
+    before its outcome was read (a batch operation not polled to the end): the service may
+    still carry it out.
+    """
+
+    user_ids: tuple[str, ...]
+    operation_id: str | None = None
+    correlation_id: str | None = None
+    error: str | None = None
+    unknown: bool = False
+
+
 @dataclass
 class BulkResult:
-    """The outcome of a bulk assign or unassign."""
+    """The outcome of a bulk assign or unassign, request by request in ``chunks`` (users in no
+    chunk and not in ``failures`` were never sent).
+
+    A backend that stops part-way (an error that every later request would repeat, such as a
+    403, or a transport that died) raises that error with the partial result attached as
+    ``exc.bulk_result`` (``attach_to``), so the caller can still tell which users' requests
+    went through.
+    """
 
     requested: int = 0
     succeeded: int = 0
     failures: list[UserFailure] = field(default_factory=list)
     operation_ids: list[str] = field(default_factory=list)
     write_requests: int = 0
+    chunks: list[ChunkResult] = field(default_factory=list)
+
+    def attach_to(self, exc: BaseException) -> None:
+        """Let ``exc`` (about to be raised) carry this partial result as ``exc.bulk_result``."""
+        exc.bulk_result = self  # type: ignore[attr-defined]
+
+
+def partial_result(exc: BaseException) -> BulkResult | None:
+    """The partial ``BulkResult`` a bulk call attached to ``exc``, if any."""
+    found = getattr(exc, "bulk_result", None)
+    return found if isinstance(found, BulkResult) else None
 
 
 @runtime_checkable

@@ -95,7 +95,7 @@ from ..state import (
     bare_name,
     policy_key,
 )
-from .base import BulkResult, UserFailure, Wanted
+from .base import BulkResult, ChunkResult, UserFailure, Wanted
 from .graph import GraphClient
 from .snapshot import policy_from_service
 
@@ -677,6 +677,18 @@ class PowerShellBackend:
             "Remove-CsGroupPolicyAssignment", {"GroupId": group_id, "PolicyType": POLICY_TYPE}
         )
 
+    def group_assignment(self, group_id: str) -> GroupAssignment | None:
+        rows = self._call(
+            "Get-CsGroupPolicyAssignment", {"GroupId": group_id, "PolicyType": POLICY_TYPE}
+        )
+        want = group_id.casefold()
+        for r in rows:
+            if _is_messaging(r) and str(_group_row(r)["GroupId"]).casefold() == want:
+                return GroupAssignment(
+                    str(r["GroupId"]), bare_name(str(r["PolicyName"])), int(r["Rank"])
+                )
+        return None
+
     def assign_users(self, assignments: Sequence[tuple[str, str]]) -> BulkResult:
         by_policy: dict[str, tuple[str, list[str]]] = {}
         for uid, policy in assignments:
@@ -693,7 +705,8 @@ class PowerShellBackend:
         return result
 
     def _assign(self, user_ids: list[str], policy: str | None, result: BulkResult) -> None:
-        """Direct assignment of ``policy`` (None removes) to ``user_ids``, into ``result``."""
+        """Direct assignment of ``policy`` (None removes) to ``user_ids``, into ``result``; an
+        error that stops it is raised with ``result`` attached (``BulkResult.attach_to``)."""
         user_ids = list(dict.fromkeys(user_ids))
         result.requested += len(user_ids)
         if not user_ids:
@@ -705,35 +718,60 @@ class PowerShellBackend:
                     self._call(
                         "Grant-CsTeamsMessagingPolicy", {"Identity": uid, "PolicyName": policy}
                     )
-                except (ForbiddenError, UnauthorizedError):
-                    raise
-                except ApiError as exc:
+                except BridgeError as exc:
                     result.failures.append(UserFailure(uid, str(exc)))
+                    result.chunks.append(ChunkResult((uid,), error=str(exc)))
+                    if isinstance(exc, ForbiddenError | UnauthorizedError) or not isinstance(
+                        exc, ApiError
+                    ):
+                        result.attach_to(exc)
+                        raise
                 else:
                     result.succeeded += 1
+                    result.chunks.append(ChunkResult((uid,)))
             return
         label = policy or "(no direct policy)"
         batches = list(_chunks(user_ids, BATCH_SIZE))
         for wave_start in range(0, len(batches), BATCHES_IN_FLIGHT):
             wave = batches[wave_start : wave_start + BATCHES_IN_FLIGHT]
-            submitted = []
-            for i, batch in enumerate(wave, start=wave_start + 1):
-                out = self._call(
-                    "New-CsBatchPolicyAssignmentOperation",
-                    {
-                        "PolicyType": POLICY_TYPE,
-                        "PolicyName": policy,
-                        "Identity": batch,
-                        "OperationName": f"teams-bridge: {label} ({i}/{len(batches)})",
-                    },
+            submitted: list[tuple[str, list[str]]] = []
+            batch: list[str] = []
+            try:
+                for i, batch in enumerate(wave, start=wave_start + 1):
+                    out = self._call(
+                        "New-CsBatchPolicyAssignmentOperation",
+                        {
+                            "PolicyType": POLICY_TYPE,
+                            "PolicyName": policy,
+                            "Identity": batch,
+                            "OperationName": f"teams-bridge: {label} ({i}/{len(batches)})",
+                        },
+                    )
+                    result.write_requests += 1
+                    op_id = _operation_id(out)
+                    result.operation_ids.append(op_id)
+                    submitted.append((op_id, batch))
+                    log.info("batch %s: %d users -> %s", op_id, len(batch), label)
+                while submitted:
+                    op_id, batch = submitted[0]
+                    self._collect(op_id, batch, result)
+                    submitted.pop(0)
+            except BridgeError as exc:
+                # The batch in hand failed (its submission, or reading its outcome); the others
+                # of this wave were submitted and run on in the tenant, outcome not read.
+                failed_op = submitted[0][0] if submitted and submitted[0][1] is batch else None
+                result.chunks.append(
+                    ChunkResult(
+                        tuple(batch), failed_op, error=str(exc), unknown=failed_op is not None
+                    )
                 )
-                result.write_requests += 1
-                op_id = _operation_id(out)
-                result.operation_ids.append(op_id)
-                submitted.append((op_id, batch))
-                log.info("batch %s: %d users -> %s", op_id, len(batch), label)
-            for op_id, batch in submitted:
-                self._collect(op_id, batch, result)
+                for op_id, other in submitted:
+                    if other is not batch:
+                        result.chunks.append(ChunkResult(tuple(other), op_id, unknown=True))
+                if failed_op is None:
+                    result.failures.extend(UserFailure(uid, str(exc)) for uid in batch)
+                result.attach_to(exc)
+                raise
 
     def _collect(self, op_id: str, batch: list[str], result: BulkResult) -> None:
         deadline = time.monotonic() + self.batch_timeout
@@ -766,6 +804,7 @@ class PowerShellBackend:
                         uid, outcome or f"batch operation {op_id} reported no result for this user"
                     )
                 )
+        result.chunks.append(ChunkResult(tuple(batch), op_id))
 
 
 # --------------------------------------------------------------------------- doctor

@@ -38,7 +38,7 @@ from ..state import (
     policy_key,
     wire_identity,
 )
-from .base import BulkResult, Wanted
+from .base import BulkResult, ChunkResult, Wanted
 
 FORMAT = "teams-bridge-snapshot"
 _NOTHING = Wanted()
@@ -152,6 +152,13 @@ def snapshot_to_state(data: Any, source: str = "<snapshot>") -> TenantState:
     return state
 
 
+def _all_done(user_ids: Sequence[str]) -> BulkResult:
+    """A bulk call carried out in one step (memory has no requests to fail part-way)."""
+    n = len(user_ids)
+    chunks = [ChunkResult(tuple(user_ids))] if n else []
+    return BulkResult(requested=n, succeeded=n, write_requests=1 if n else 0, chunks=chunks)
+
+
 def _group_name(directory: Directory, group_id: str) -> str | None:
     group = directory.groups.get(group_id)
     return group.display_name if group else None
@@ -250,6 +257,9 @@ class MemoryBackend:
         order = [g.group_id for g in self.state.ranked_groups() if g.group_id != group_id]
         self._renumber(order, self.state.group_assignments)
 
+    def group_assignment(self, group_id: str) -> GroupAssignment | None:
+        return self.state.group_assignments.get(group_id)
+
     def assign_users(self, assignments: Sequence[tuple[str, str]]) -> BulkResult:
         self._write("assign_users", tuple(assignments))
         for uid, policy in assignments:
@@ -257,15 +267,13 @@ class MemoryBackend:
             self.state.user_assignments[uid] = UserAssignment(
                 uid, bare_name(policy), user.upn if user else None
             )
-        n = len(assignments)
-        return BulkResult(requested=n, succeeded=n, write_requests=1 if n else 0)
+        return _all_done([uid for uid, _ in assignments])
 
     def unassign_users(self, user_ids: Sequence[str]) -> BulkResult:
         self._write("unassign_users", tuple(user_ids))
         for uid in user_ids:
             self.state.user_assignments.pop(uid, None)
-        n = len(user_ids)
-        return BulkResult(requested=n, succeeded=n, write_requests=1 if n else 0)
+        return _all_done(user_ids)
 
     def group_members(self, group_id: str) -> list[str]:
         group = self.state.directory.groups.get(group_id)

@@ -18,6 +18,7 @@ from ..auth import TEAMS_RESOURCE, decode_claims
 from ..errors import (
     ApiError,
     AuthError,
+    BridgeError,
     ConflictError,
     ForbiddenError,
     InvalidResponseError,
@@ -38,7 +39,7 @@ from ..state import (
     policy_key,
     wire_identity,
 )
-from .base import BulkResult, UserFailure, Wanted
+from .base import BulkResult, ChunkResult, UserFailure, Wanted
 from .graph import GraphClient
 from .snapshot import policy_from_service
 
@@ -355,6 +356,15 @@ class RestBackend:
     def remove_group_assignment(self, group_id: str) -> None:
         self.teams.remove_group_assignment(group_id)
 
+    def group_assignment(self, group_id: str) -> GroupAssignment | None:
+        # The API has no read of one group's assignment (docs/wire.md): the list, filtered.
+        # Still one request, where a whole read is the policies, the users and Graph lookups.
+        want = group_id.casefold()
+        return next(
+            (a for a in self.teams.list_group_assignments() if a.group_id.casefold() == want),
+            None,
+        )
+
     # ------------------------------------------------------------------ user writes
 
     def assign_users(self, assignments: Sequence[tuple[str, str]]) -> BulkResult:
@@ -401,35 +411,60 @@ class RestBackend:
         return self._policy_ids[key]
 
     def _bulk(self, send: Any, user_ids: Sequence[str], result: BulkResult) -> None:
+        """One chunk's request, recorded in ``result.chunks``."""
         result.write_requests += 1
+        users = tuple(user_ids)
         try:
             send()
-        except (UnauthorizedError, ForbiddenError):
-            raise  # every other chunk would fail the same way: say it once
         except ApiError as exc:
-            result.failures.extend(UserFailure(uid, str(exc)) for uid in user_ids)
+            result.failures.extend(UserFailure(uid, str(exc)) for uid in users)
+            result.chunks.append(
+                ChunkResult(users, correlation_id=exc.correlation_id, error=str(exc))
+            )
+            if isinstance(exc, UnauthorizedError | ForbiddenError):
+                # Every later chunk would fail the same way: say it once, and stop.
+                result.attach_to(exc)
+                raise
+        except BridgeError as exc:
+            # No token (AuthError): nothing was sent, and nothing later can be.
+            result.failures.extend(UserFailure(uid, str(exc)) for uid in users)
+            result.chunks.append(ChunkResult(users, error=str(exc)))
+            result.attach_to(exc)
+            raise
         else:
-            result.succeeded += len(user_ids)
+            result.succeeded += len(users)
+            result.chunks.append(ChunkResult(users, correlation_id=self.http.last_correlation_id))
 
     def _per_user(
         self, assignments: list[tuple[str, str | None]], result: BulkResult
     ) -> BulkResult:
-        # No bulk endpoint in this cloud: one PATCH per user, a few at a time.
-        def grant(item: tuple[str, str | None]) -> UserFailure | None:
+        # No bulk endpoint in this cloud: one PATCH per user, a few at a time; each user is a
+        # chunk of one, with its request's correlation id.
+        def grant(item: tuple[str, str | None]) -> tuple[ChunkResult, ApiError | None]:
             user_id, policy = item
             try:
                 self.teams.grant_user(user_id, policy)
-            except (UnauthorizedError, ForbiddenError):
-                raise
             except ApiError as exc:
-                return UserFailure(user_id, str(exc))
-            return None
+                return ChunkResult(
+                    (user_id,), correlation_id=exc.correlation_id, error=str(exc)
+                ), exc
+            return ChunkResult((user_id,), correlation_id=self.http.last_correlation_id), None
 
         outcomes = self.http.map_concurrent(grant, assignments)
         result.write_requests += len(assignments)
-        failures = [f for f in outcomes if f is not None]
-        result.failures.extend(failures)
-        result.succeeded += len(assignments) - len(failures)
+        for chunk, _ in outcomes:
+            result.chunks.append(chunk)
+            if chunk.error is None:
+                result.succeeded += 1
+            else:
+                result.failures.append(UserFailure(chunk.user_ids[0], chunk.error))
+        # A missing role or a bad token fails every user alike: raise it once, with the result.
+        stop = next(
+            (e for _, e in outcomes if isinstance(e, UnauthorizedError | ForbiddenError)), None
+        )
+        if stop is not None:
+            result.attach_to(stop)
+            raise stop
         return result
 
     # ------------------------------------------------------------------ other
