@@ -42,7 +42,7 @@ from .plan import (
     simulate,
     state_checksum,
 )
-from .state import GroupAssignment, TenantState, is_global, policy_key
+from .state import TenantState, is_global, policy_key
 
 log = logging.getLogger(__name__)
 
@@ -564,7 +564,8 @@ class _Run:
         (verification checks its rank). Nothing on reads: the service holds an assignment it
         does not show yet (a write propagating), so the add is pending. Another policy: the 409
         stands."""
-        held = self._group_assignment(c.group_id)
+        # One group's read, not the whole tenant's (policies, every user page, Graph lookups).
+        held = self.backend.group_assignment(c.group_id)
         if held is None:
             return (
                 "the service says the group already has a messaging policy assignment, but "
@@ -580,15 +581,6 @@ class _Run:
             status=exc.status,
             correlation_id=exc.correlation_id,
         )
-
-    def _group_assignment(self, group_id: str) -> GroupAssignment | None:
-        """One group's assignment as the service shows it now: through the backend's
-        ``group_assignment`` where it has one, else a read of the tenant."""
-        one = getattr(self.backend, "group_assignment", None)
-        if callable(one):
-            found = one(group_id)
-            return found if isinstance(found, GroupAssignment) else None
-        return self.backend.read(Wanted()).group_assignments.get(group_id)
 
     def _bulk(self, step: list[Change]) -> bool:
         """Every direct user assignment (or removal) in one backend call; the backend chunks."""

@@ -151,6 +151,9 @@ class Wrapper:
     def remove_group_assignment(self, group_id):
         return self._call("remove_group_assignment", self.inner.remove_group_assignment, group_id)
 
+    def group_assignment(self, group_id):
+        return self.read().group_assignments.get(group_id)
+
     def assign_users(self, assignments):
         return self._call("assign_users", self.inner.assign_users, assignments)
 
@@ -1097,3 +1100,29 @@ def test_bulk_users_of_several_requests_carry_their_own_requests_ids(tmp_path):
 
 def _uid(change):
     return change.user_id
+
+
+class OneGroupReadBackend(LaggingBackend):
+    """Answers a group's assignment on its own; a whole read would be a failure here."""
+
+    def __init__(self, inner) -> None:
+        super().__init__(inner)
+        self.asked: list[str] = []
+
+    def read(self, wanted=ALL):
+        raise AssertionError("a 409 on one group must not read the whole tenant")
+
+    def group_assignment(self, group_id):
+        self.asked.append(group_id)
+        return self.inner.state.group_assignments.get(group_id)
+
+
+def test_a_409_on_a_group_add_reads_only_that_group():
+    mem = MemoryBackend(hospital())
+    want = DesiredState(group_assignments=[DesiredGroupAssignment("ICU", "Clinical", 4)])
+    current = mem.read()
+    plan = diff(current, want)
+    mem.add_group_assignment("g-icu", "Clinical", 4)  # landed earlier: the add answers 409
+    backend = OneGroupReadBackend(mem)
+    result = run(plan, backend, current, verify=False)
+    assert result.ok and backend.asked == ["g-icu"]

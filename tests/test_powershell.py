@@ -571,3 +571,13 @@ def test_a_denied_grant_stops_the_one_by_one_grants_with_what_was_sent(
     assert [f.user_id for f in partial.failures] == [users[0]]
     assert len(fake.calls("Grant-CsTeamsMessagingPolicy")) == 1
 
+
+def test_one_groups_assignment_is_read_with_its_group_id(backend, fake):
+    clin = "00000001-aaaa-4bbb-8ccc-000000000001"
+    held = backend.group_assignment(clin)
+    assert held is not None and (held.group_id, held.policy, held.rank) == (clin, "Clinical", 1)
+    assert backend.group_assignment("00000006-aaaa-4bbb-8ccc-000000000006") is None
+    assert [c["params"] for c in fake.calls("Get-CsGroupPolicyAssignment")] == [
+        ["GroupId", "PolicyType"],
+        ["GroupId", "PolicyType"],
+    ]

@@ -490,3 +490,23 @@ def test_per_user_grants_each_carry_their_own_correlation_id(rsps, tokens, sleep
     assert set(sent) == {("u1",), ("u2",)}
     ids = [call.request.headers["x-ms-correlation-id"] for call in rsps.calls]
     assert sorted(sent.values()) == sorted(ids)
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_one_groups_assignment_is_the_list_filtered(rsps, client):
+    rsps.get(
+        f"{GA}/",
+        json=[
+            {"GroupId": FAC, "PolicyType": "TeamsMeetingPolicy", "PolicyName": "X", "Rank": 1},
+            {
+                "GroupId": CLIN_A.upper(),
+                "PolicyType": "TeamsMessagingPolicy",
+                "PolicyName": "Tag:Clinical",
+                "Rank": 2,
+            },
+        ],
+    )
+    backend = backend_for(client)
+    held = backend.group_assignment(CLIN_A)
+    assert held is not None and (held.policy, held.rank) == ("Clinical", 2)
+    assert backend.group_assignment(FAC) is None  # a meeting policy is not a messaging one

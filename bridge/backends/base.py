@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from ..state import Group, TenantState
+from ..state import Group, GroupAssignment, TenantState
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,11 @@ class Backend(Protocol):
     def add_group_assignment(self, group_id: str, policy: str, rank: int) -> None: ...
 
     def remove_group_assignment(self, group_id: str) -> None: ...
+
+    def group_assignment(self, group_id: str) -> GroupAssignment | None:
+        """The messaging policy assignment ``group_id`` holds as the service shows it now, or
+        None when it holds none (a read that fails raises, as ``read`` does)."""
+        ...
 
     def assign_users(self, assignments: Sequence[tuple[str, str]]) -> BulkResult:
         """Direct assignments ``(user id, policy name)``, in as few requests as the API allows."""
