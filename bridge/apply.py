@@ -188,8 +188,24 @@ class ApplyFailed(ApplyError):
         self.result = result
 
 
-def check_fresh(plan: Plan, current: TenantState) -> None:
-    """Refuses a plan made for another tenant, or against a tenant that has changed since."""
+def check_fresh(plan: Plan, current: TenantState, *, saved: bool = False) -> None:
+    """Refuses a plan made for another tenant, or against a tenant that has changed since.
+
+    ``saved``: the plan comes from a file (apply --plan), so its tenant must be verified, not
+    assumed: a tenant that cannot be read (None, on either side) refuses it.
+    """
+    if saved and current.tenant_id is None:
+        raise TenantMismatchError(
+            f"cannot verify the token's tenant (the Teams token has no readable tenant claim), "
+            f"so this saved plan, made for tenant {plan.tenant_id or 'unknown'}, may be applied "
+            "to another tenant: refusing it; check the credentials with teams-bridge doctor"
+        )
+    if saved and plan.tenant_id is None:
+        raise TenantMismatchError(
+            "this saved plan does not record the tenant it was made for (its tenant could not "
+            f"be verified then), so it cannot be checked against tenant {current.tenant_id}: "
+            "run plan --out again"
+        )
     if (
         plan.tenant_id
         and current.tenant_id

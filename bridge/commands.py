@@ -51,9 +51,18 @@ def check_tenant_guard(desired: DesiredState, current: TenantState, session: Ses
         known = current.tenant_id or "unknown"
         if current.domains:
             known += " (" + ", ".join(current.domains) + ")"
+        unverified = current.tenant_id is None and is_guid(desired.tenant)
         if session.options.snapshot:
-            reached = f"the snapshot {session.options.snapshot} is of tenant {known}"
-            fix = "use a snapshot of that tenant"
+            if unverified:
+                reached = f"the snapshot {session.options.snapshot} does not record its tenant"
+                fix = "take the snapshot again with teams-bridge snapshot"
+            else:
+                reached = f"the snapshot {session.options.snapshot} is of tenant {known}"
+                fix = "use a snapshot of that tenant"
+        elif unverified:
+            # None is "cannot tell", not another tenant: say so, and where to look.
+            reached = "the token's tenant could not be verified (no readable tenant claim)"
+            fix = "check the credentials with teams-bridge doctor"
         elif session.options.sandbox:
             reached = f"the sandbox is tenant {known}"
             fix = "drop --sandbox"
@@ -188,7 +197,7 @@ def run_apply(
             assert request.plan_file
             saved = _load_plan_file(request.plan_file)
             plan = saved.plan
-            check_fresh(plan, current)
+            check_fresh(plan, current, saved=True)
             _check_no_writes_since(saved, current.tenant_id, request.journal_path)
         if not plan:
             return ApplyOutcome(["No changes. The tenant matches the desired state."])

@@ -453,6 +453,22 @@ def test_plan_for_another_tenant_refused():
 def test_unchanged_tenant_is_fresh():
     _, current, plan = fresh()
     check_fresh(plan, current)
+    check_fresh(plan, current, saved=True)
+
+
+def test_a_saved_plan_is_refused_when_the_tokens_tenant_cannot_be_verified():
+    _, current, plan = fresh()
+    current.tenant_id = None  # the Teams token had no readable tid
+    with pytest.raises(TenantMismatchError, match="cannot verify the token's tenant") as err:
+        check_fresh(plan, current, saved=True)
+    assert f"made for tenant {TENANT}" in str(err.value)
+
+
+def test_a_saved_plan_without_a_tenant_is_refused():
+    _, current, plan = fresh()
+    plan.tenant_id = None
+    with pytest.raises(TenantMismatchError, match="does not record the tenant it was made for"):
+        check_fresh(plan, current, saved=True)
 
 
 # --------------------------------------------------------------------------- verification

@@ -372,3 +372,23 @@ def test_drift_whose_reports_cannot_be_written_is_not_in_history(
     assert code == 1 and "cannot write drift reports" in err
     code, out, _ = run(capsys, "history", "--history", str(history), "--format", "json")
     assert code == 0 and json.loads(out)["runs"] == []
+
+
+def test_tenant_guard_with_an_unverifiable_token_says_so_not_tenant_unknown() -> None:
+    from types import SimpleNamespace
+
+    from bridge.commands import check_tenant_guard
+    from bridge.errors import TenantMismatchError
+    from bridge.state import DesiredState, TenantState
+
+    desired = DesiredState(tenant="00000000-0000-0000-0000-000000000001", source="d.yaml")
+    current = TenantState.build(None, [], [], [])
+    options = SimpleNamespace(snapshot=None, sandbox=False)
+    session = SimpleNamespace(options=options, tenant_domains=lambda: [])
+    with pytest.raises(TenantMismatchError) as err:
+        check_tenant_guard(desired, current, session)  # type: ignore[arg-type]
+    assert "the token's tenant could not be verified" in str(err.value)
+    assert "unknown" not in str(err.value)
+    options.snapshot = "old.json"
+    with pytest.raises(TenantMismatchError, match=r"the snapshot old\.json does not record its"):
+        check_tenant_guard(desired, current, session)  # type: ignore[arg-type]
