@@ -403,12 +403,17 @@ def explain_user(session: Session, user_ref: str) -> Any:
 
 
 def run_doctor_checks(session: Session) -> list[Any]:
-    from .doctor import run_doctor
+    from .doctor import configuration_failed, run_doctor
 
     if session.is_offline:
         raise BridgeError("doctor checks credentials and a live tenant: drop --snapshot")
-    session.backend()  # builds settings and credentials (and starts the sandbox if asked)
-    checks = list(run_doctor(session.settings, token_provider=session.token_provider))
+    try:
+        session.backend()  # builds settings and credentials (and starts the sandbox if asked)
+    except BridgeError as exc:
+        # What doctor is for: a missing or bad credential is its failed first row, not a crash.
+        checks = [configuration_failed(exc)]
+    else:
+        checks = list(run_doctor(session.settings, token_provider=session.token_provider))
     if session.options.transport == "powershell":
         from .backends.powershell import doctor_checks
 

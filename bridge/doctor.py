@@ -57,7 +57,7 @@ def run_doctor(
         kind = settings.credential_kind()
         provider = token_provider or build_token_provider(settings)
     except BridgeError as exc:
-        checks.append(Check("configuration", False, str(exc), _config_fix(str(exc))))
+        checks.append(configuration_failed(exc))
         return checks
     who = f"app {settings.client_id}" if settings.client_id else "managed identity"
     checks.append(
@@ -96,6 +96,11 @@ def run_doctor(
 
         checks.append(_read_check("read: Graph", organization))
     return checks
+
+
+def configuration_failed(exc: BaseException) -> Check:
+    """The failed "configuration" row for settings or a credential that cannot be built."""
+    return Check("configuration", False, str(exc), _config_fix(str(exc)))
 
 
 def _config_fix(message: str) -> str:

@@ -145,3 +145,33 @@ def test_a_tls_failure_is_not_blamed_on_the_credential():
     assert "fix the credential" in by_name(
         run_doctor(configured(), token_provider=FailingTokens())
     )["token: Teams admin API"].fix
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({"AZURE_TENANT_ID": TENANT, "AZURE_CLIENT_ID": APP}, "no credential"),
+        (
+            {
+                "AZURE_TENANT_ID": TENANT,
+                "AZURE_CLIENT_ID": APP,
+                "AZURE_CLIENT_CERTIFICATE_PATH": "/nonexistent/app.pem",
+            },
+            "/nonexistent/app.pem",
+        ),
+    ],
+)
+def test_doctor_cli_shows_a_bad_credential_as_its_failed_configuration_row(
+    monkeypatch, capsys, env, said
+):
+    from bridge.cli import main
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as info:
+        main(["doctor"])
+    out, err = capsys.readouterr()
+    assert info.value.code == 1
+    assert "[FAIL] configuration:" in out and said in out
+    assert "0 of 1 checks passed." in out
+    assert "Traceback" not in err
