@@ -392,3 +392,20 @@ def test_tenant_guard_with_an_unverifiable_token_says_so_not_tenant_unknown() ->
     options.snapshot = "old.json"
     with pytest.raises(TenantMismatchError, match=r"the snapshot old\.json does not record its"):
         check_tenant_guard(desired, current, session)  # type: ignore[arg-type]
+
+
+def test_explain_refuses_a_snapshot_without_group_members(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    data = json.loads(Path(SNAP).read_text(encoding="utf-8"))
+    for group in data["groups"]:
+        group.pop("members", None)  # a snapshot of an older teams-bridge
+    old = tmp_path / "old-snapshot.json"
+    old.write_text(json.dumps(data), encoding="utf-8")
+    code, out, err = run(
+        capsys, "--snapshot", str(old), "explain", "zara.alvarez@northwind-health.org"
+    )
+    assert code == 1 and out == ""
+    assert f"{old}: the snapshot has no group members" in err
+    assert "take it again with teams-bridge snapshot" in err
+    assert "Traceback" not in err

@@ -284,8 +284,24 @@ class MemoryBackend:
         return list(group.members)
 
     def user_groups(self, user_id: str) -> list[Group]:
-        groups = self.state.directory.groups.values()
-        return [g for g in groups if g.members is not None and user_id in g.members]
+        groups = self.state.directory.groups
+        # Membership not saved is unknown, not "not a member": a group holding an assignment
+        # without its members would make explain answer Global with confidence.
+        unread = sorted(
+            (groups[gid].display_name if gid in groups else gid)
+            for gid in self.state.group_assignments
+            if gid not in groups or groups[gid].members is None
+        )
+        if unread:
+            shown = ", ".join(unread[:5]) + (
+                f" and {len(unread) - 5} more" if len(unread) > 5 else ""
+            )
+            raise SnapshotError(
+                f"{self.source}: the snapshot has no group members for {len(unread)} group(s) "
+                f"holding a messaging policy assignment ({shown}); it was taken with an older "
+                "teams-bridge or without members: take it again with teams-bridge snapshot"
+            )
+        return [g for g in groups.values() if g.members is not None and user_id in g.members]
 
     def close(self) -> None:
         return None
