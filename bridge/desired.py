@@ -482,7 +482,8 @@ def _validate_groups(c: _Checker, groups: LocList, state: DesiredState) -> None:
         if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
             c.error(
                 m.value_pos.get("rank", m.pos),
-                f"rank of group {group!r} must be a whole number from 1 (highest), not {shown(rank)}",
+                f"rank of group {group!r} must be a whole number from 1 (highest), "
+                f"not {shown(rank)}",
             )
             if not absent:
                 _policy_ref(c, m, state, f"group {group!r}", state.policies)  # report it too
@@ -520,6 +521,7 @@ def _validate_users(c: _Checker, users: LocList, state: DesiredState) -> None:
     policy_names: dict[str, str | None] = {}
     bad_policy: dict[str, list[int]] = {}  # policy name -> [index of its problem, other users]
     append = state.user_assignments.append
+    source, new_location = c.source, _new_location
     for i, item in enumerate(users):
         ipos = users.item_pos[i]
         if not isinstance(item, LocMap):
@@ -530,13 +532,14 @@ def _validate_users(c: _Checker, users: LocList, state: DesiredState) -> None:
         if len(item) != 2 or "user" not in item or "policy" not in item:
             c.only_keys(item, ("user", "policy", "ensure"), "a user assignment")
         user = item.get("user")
-        if not isinstance(user, str) or not user.strip():
+        name = user.strip() if type(user) is str else ""
+        if not name:
             c.error(
                 item.value_pos.get("user", item.pos),
                 "user assignment needs 'user: <UPN or object id>'",
             )
             continue
-        folded = user.strip().casefold()
+        folded = name.casefold()
         if folded in seen:
             c.error(
                 item.value_pos["user"],
@@ -545,7 +548,7 @@ def _validate_users(c: _Checker, users: LocList, state: DesiredState) -> None:
             continue
         seen[folded] = item.value_pos["user"][0]
         if "ensure" in item and _ensure(c, item, f"user {user!r}"):
-            append(DesiredUserAssignment(user.strip(), None, True, c.loc(item.pos)))
+            append(DesiredUserAssignment(name, None, True, c.loc(item.pos)))
             continue
         raw_policy = item.get("policy")
         if isinstance(raw_policy, str) and raw_policy in policy_names:
@@ -567,7 +570,11 @@ def _validate_users(c: _Checker, users: LocList, state: DesiredState) -> None:
                 if policy is None and len(c.problems) > reported:
                     bad_policy[raw_policy] = [reported, 0]
         if policy is not None:
-            append(DesiredUserAssignment(user.strip(), policy, False, c.loc(item.pos)))
+            append(
+                DesiredUserAssignment(
+                    name, policy, False, new_location(Location, (source, *item.pos))
+                )
+            )
     # One message per bad policy name, saying how many other users name it too.
     for index, more in bad_policy.values():
         if more:

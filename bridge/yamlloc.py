@@ -151,9 +151,9 @@ def load(text: str) -> tuple[Any, list[YamlProblem]]:
         while True:
             event = loader.get_event()
             kind = type(event)
-            mark = event.start_mark
-            pos = (mark.line + 1, mark.column + 1)
             if kind is _ScalarEvent:
+                mark = event.start_mark
+                pos = (mark.line + 1, mark.column + 1)
                 tag = event.tag
                 if tag is None and (
                     event.style or (event.value and event.value[0] not in implicit_first)
@@ -167,6 +167,8 @@ def load(text: str) -> tuple[Any, list[YamlProblem]]:
                 if event.anchor:
                     anchors[event.anchor] = value
             elif kind is _MappingStartEvent or kind is _SequenceStartEvent:
+                mark = event.start_mark
+                pos = (mark.line + 1, mark.column + 1)
                 tag = event.tag
                 if tag and tag != "!":
                     if tag not in _SAFE_TAGS:
@@ -196,6 +198,8 @@ def load(text: str) -> tuple[Any, list[YamlProblem]]:
                 keys.pop()
                 pos = value.pos
             elif kind is _AliasEvent:
+                mark = event.start_mark
+                pos = (mark.line + 1, mark.column + 1)
                 if event.anchor in anchors:
                     value = anchors[event.anchor]
                 else:
@@ -206,6 +210,8 @@ def load(text: str) -> tuple[Any, list[YamlProblem]]:
             elif kind is _DocumentStartEvent:
                 documents += 1
                 if documents > 1:
+                    mark = event.start_mark
+                    pos = (mark.line + 1, mark.column + 1)
                     # Keeping only one of several documents would silently drop the others (a
                     # prune: in one and the policies in another would delete every policy).
                     problems.append(
@@ -231,7 +237,10 @@ def load(text: str) -> tuple[Any, list[YamlProblem]]:
                 continue
             key = keys[-1]
             if key is _NO_KEY:
-                keys[-1] = (_as_key(value, pos, parent, problems), pos)
+                if type(value) is str and value not in parent:  # the common case, inline
+                    keys[-1] = (value, pos)
+                else:
+                    keys[-1] = (_as_key(value, pos, parent, problems), pos)
             else:
                 k, kpos = key
                 parent[k] = value
