@@ -14,13 +14,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
 from . import __version__
 from .errors import BridgeError, DesiredStateError
+from .files import write_text_atomic
 from .logconfig import configure_logging
 from .session import Session, SessionOptions
 
@@ -40,32 +40,9 @@ def _err(message: str) -> None:
 
 
 def _write_text(path: str, text: str) -> None:
-    """Write atomically, so an interrupted run never leaves half a file behind. A path that
-    cannot be written is a ``BridgeError`` naming it, and leaves no temporary file."""
-    target = Path(path)
-    tmp = target.with_name(target.name + ".tmp")
-    opened = False
-    try:
-        if target.is_dir():
-            raise BridgeError(
-                f"cannot write {path}: it is a directory; give a file name, such as "
-                f"{target / 'out.txt'}"
-            )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as fh:
-            opened = True
-            fh.write(text)
-        os.replace(tmp, target)
-    except OSError as exc:
-        if opened:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-        reason = exc.strerror or str(exc)
-        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != path else ""
-        raise BridgeError(
-            f"cannot write {path}: {reason}{where}; choose a file path in a directory you can "
-            "write to"
-        ) from None
+    """Write atomically; a path that cannot be written is a ``BridgeError`` naming it (the
+    helper ``write_snapshot`` shares)."""
+    write_text_atomic(path, text)
 
 
 @contextlib.contextmanager

@@ -409,3 +409,20 @@ def test_explain_refuses_a_snapshot_without_group_members(
     assert f"{old}: the snapshot has no group members" in err
     assert "take it again with teams-bridge snapshot" in err
     assert "Traceback" not in err
+
+
+def test_snapshot_out_that_cannot_be_written_is_an_error_without_a_stray_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "snaps"
+    folder.mkdir()
+    code, _, err = run(capsys, "--snapshot", SNAP, "snapshot", "--out", str(folder))
+    assert code == 1 and f"cannot write {folder}: it is a directory" in err
+    assert "Traceback" not in err
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    under_a_file = blocker / "snap.json"
+    code, _, err = run(capsys, "--snapshot", SNAP, "snapshot", "--out", str(under_a_file))
+    assert code == 1 and f"cannot write {under_a_file}: " in err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "snaps"]  # no .tmp left

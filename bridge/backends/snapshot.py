@@ -26,6 +26,7 @@ from typing import Any
 
 from .. import catalogue
 from ..errors import NotFoundError, SnapshotError
+from ..files import write_text_atomic
 from ..state import (
     Directory,
     Group,
@@ -178,11 +179,9 @@ def load_snapshot(path: str | os.PathLike[str]) -> TenantState:
 
 
 def write_snapshot(state: TenantState, path: str | os.PathLike[str], source: str) -> None:
-    """Write atomically: a half-written snapshot would be read back as a smaller tenant."""
-    p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(state_to_snapshot(state, source), indent=2) + "\n", "utf-8")
-    os.replace(tmp, p)
+    """Write atomically (a half-written snapshot would be read back as a smaller tenant); a
+    path that cannot be written is a ``BridgeError`` naming it, with no temporary file left."""
+    write_text_atomic(path, json.dumps(state_to_snapshot(state, source), indent=2) + "\n")
 
 
 class MemoryBackend:
