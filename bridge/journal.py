@@ -13,7 +13,8 @@ One object per line, every line with ``time`` (UTC, ISO 8601), ``run_id``, ``ten
 - ``run_finished``: ``result`` and the counts of the run.
 
 ``writes_after`` and ``group_writes`` read the journal back, so ``apply`` can tell what earlier runs
-sent that the service may not show yet (writes take from seconds to hours to show on reads).
+sent that the service may not show yet (writes take from seconds to hours to show on reads). They
+read from the end of the file back to the time asked about only: the journal is never truncated.
 
 Lines are only ever appended (the file is never truncated) and are on disk (flush + fsync) before
 the call that wrote them returns, so the journal is complete up to the last tenant write even if
@@ -37,6 +38,11 @@ from .redact import redact
 RESULTS = frozenset({"started", "ok", "failed", "pending", "not_attempted"})
 # Journal results that mean the service may have carried the write out.
 _SENT = frozenset({"started", "ok", "pending"})
+# Reading back stops this long before the time asked about: lines are appended in time order,
+# but a clock stepped back between two runs must not hide the later run's writes.
+CLOCK_SLACK = dt.timedelta(hours=1)
+_BLOCK = 1 << 16
+_TIME_PREFIX = b'{"time": "'
 _GROUP_KINDS = frozenset(
     {"set_group_assignment", "remove_group_assignment", "restore_group_assignment"}
 )
@@ -86,6 +92,19 @@ def entry_time(entry: Mapping[str, Any]) -> dt.datetime:
         t = dt.datetime.fromisoformat(str(entry.get("time")))
     except ValueError:
         return dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+
+
+def _line_time(raw: bytes) -> dt.datetime | None:
+    """The time of a line as ``write_many`` writes it (first key), without parsing the JSON;
+    None when the line does not start that way."""
+    if not raw.startswith(_TIME_PREFIX):
+        return None
+    end = raw.find(b'"', len(_TIME_PREFIX))
+    try:
+        t = dt.datetime.fromisoformat(raw[len(_TIME_PREFIX) : end].decode("ascii"))
+    except (ValueError, UnicodeDecodeError):
+        return None
     return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
 
 
@@ -151,17 +170,18 @@ class Journal:
     def writes_after(self, tenant: str | None, since: dt.datetime) -> dict[str, Any] | None:
         """The first change line for ``tenant`` after ``since`` whose write may have reached the
         service (started, ok or pending), or None."""
-        for entry in self._changes(tenant):
+        first = None
+        for entry in self._changes_since(tenant, since):
             if entry.get("result") in _SENT and entry_time(entry) > since:
-                return entry
-        return None
+                first = entry  # newest first: the last one found is the first written
+        return first
 
     def group_writes(self, tenant: str | None, since: dt.datetime) -> dict[str, dict[str, Any]]:
         """group id -> the last group assignment line for ``tenant`` since ``since`` that was
         accepted (ok) or left pending, with the run that wrote it: what teams-bridge last sent
         for each group (lines of changes a run held back, ``not_sent``, are not sends)."""
         out: dict[str, dict[str, Any]] = {}
-        for entry in self._changes(tenant):
+        for entry in self._changes_since(tenant, since):
             change = entry.get("change")
             if (
                 isinstance(change, dict)
@@ -170,14 +190,59 @@ class Journal:
                 and not change.get("not_sent")
                 and entry_time(entry) >= since
             ):
-                out[str(change.get("group_id"))] = entry
+                # Newest first: the first line found for a group is its last.
+                out.setdefault(str(change.get("group_id")), entry)
         return out
 
-    def _changes(self, tenant: str | None) -> Iterator[dict[str, Any]]:
+    def _changes_since(self, tenant: str | None, since: dt.datetime) -> Iterator[dict[str, Any]]:
+        """Change lines for ``tenant``, newest first, back to ``since`` (less ``CLOCK_SLACK``).
+
+        A journal grows by a line per user per apply and is never truncated, while apply only
+        asks about the last hours: the file is read backwards in blocks and the scan stops at
+        the first line written well before ``since`` (lines are appended in time order; the
+        slack allows for a clock stepped back between runs). Lines that cannot be changes, or
+        are for another tenant, are skipped before they are parsed."""
         want = (tenant or "").casefold()
-        for entry in self.entries():
+        stop = since - CLOCK_SLACK
+        for raw in self._lines_backwards():
+            written = _line_time(raw)
+            if written is not None and written < stop:
+                return
+            if b'"change"' not in raw or (want.isascii() and want.encode() not in raw.lower()):
+                continue
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                continue  # a torn line from a killed run
+            if not isinstance(entry, dict):
+                continue
+            if written is None and entry_time(entry) < stop:
+                return
             if entry.get("event") == "change" and str(entry.get("tenant") or "").casefold() == want:
                 yield entry
+
+    def _lines_backwards(self) -> Iterator[bytes]:
+        """The file's non-empty lines, last first, read in blocks from the end."""
+        try:
+            f = self.path.open("rb")
+        except (FileNotFoundError, NotADirectoryError):
+            return  # nothing written yet (a path that cannot be written fails on the write)
+        except OSError as exc:
+            raise ConfigError(f"cannot read the apply journal {self.path}: {exc}") from exc
+        with f:
+            pos = f.seek(0, os.SEEK_END)
+            rest = b""
+            while pos > 0:
+                size = min(_BLOCK, pos)
+                pos -= size
+                f.seek(pos)
+                lines = (f.read(size) + rest).split(b"\n")
+                rest = lines[0]  # the start of a line the block before holds the rest of
+                for line in reversed(lines[1:]):
+                    if line.strip():
+                        yield line
+            if rest.strip():
+                yield rest
 
     # ------------------------------------------------------------------ the three line kinds
 

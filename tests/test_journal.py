@@ -130,3 +130,41 @@ def test_no_secret_looking_fields(tmp_path):
     secretish = re.compile(r"(?i)secret|token|password|passphrase|assertion|bearer")
     for entry in lines(path):
         assert not [k for k in entry if secretish.search(k)]
+
+
+def test_reading_back_parses_only_the_lines_of_the_window_asked_about(tmp_path, monkeypatch):
+    import bridge.journal as journal_mod
+
+    path = tmp_path / "j.jsonl"
+    clock = {"now": FIXED - dt.timedelta(days=30)}
+    j = Journal(path, now=lambda: clock["now"])
+    group = {"kind": "set_group_assignment", "group_id": "g-1", "policy": "Old", "rank": 1}
+    for i in range(2000):  # a month of history, 20 minutes apart
+        j.write(change_entry(f"old-{i}", "t-a", {**group, "policy": f"P{i}"}, "ok"))
+        clock["now"] += dt.timedelta(minutes=20)
+    clock["now"] = FIXED - dt.timedelta(hours=2)
+    j.write(change_entry("recent", "t-a", {**group, "policy": "Clinical"}, "ok"))
+    clock["now"] = FIXED - dt.timedelta(hours=1)
+    j.write(change_entry("other-tenant", "t-b", {**group, "policy": "Nope"}, "ok"))
+    # A clock stepped back between runs: this line is older than the one before it.
+    clock["now"] = FIXED - dt.timedelta(hours=1, minutes=30)
+    j.write(change_entry("stepped-back", "t-a", {**group, "group_id": "g-2"}, "pending"))
+
+    parsed = []
+    real_loads = journal_mod.json.loads
+    monkeypatch.setattr(journal_mod.json, "loads", lambda s: parsed.append(s) or real_loads(s))
+    monkeypatch.setattr(journal_mod, "_BLOCK", 97)  # lines cross block boundaries
+    since = FIXED - dt.timedelta(hours=3)
+    sent = j.group_writes("T-A", since)
+    assert {gid: e["run_id"] for gid, e in sent.items()} == {
+        "g-1": "recent",
+        "g-2": "stepped-back",
+    }
+    # The two lines of t-a in the window, and those of the hour of slack before it: not the
+    # month before, and not the other tenant's line.
+    assert len(parsed) <= 5
+    first = j.writes_after("t-a", since)
+    assert first is not None and first["run_id"] == "recent"
+    assert j.writes_after("t-a", FIXED) is None
+    monkeypatch.setattr(journal_mod, "_BLOCK", 1 << 16)
+    assert j.group_writes("t-a", FIXED - dt.timedelta(days=31))["g-1"]["run_id"] == "recent"
