@@ -312,7 +312,7 @@ def _drift(session: Session, request: DriftRequest, store: Any) -> DriftOutcome:
         desired_path=request.desired_file,
         now=dt.datetime.now(dt.timezone.utc),
         fail_on=request.fail_on,
-        observed_at=_snapshot_taken_at(session),
+        observed_at=result.current.observed_at,
     )
     if store is not None:
         store.annotate(report)  # first-seen dates for the reports; recorded below
@@ -347,20 +347,6 @@ def _drift(session: Session, request: DriftRequest, store: Any) -> DriftOutcome:
     return DriftOutcome(
         report, render_text(report, color=request.color), exit_code, written, warnings
     )
-
-
-def _snapshot_taken_at(session: Session) -> dt.datetime | None:
-    """A snapshot's ``taken_at``: the report describes the tenant as it was then, and history
-    orders runs by it. None for a live read (observed now)."""
-    if not session.is_offline:
-        return None
-    try:
-        data = json.loads(Path(str(session.options.snapshot)).read_text(encoding="utf-8"))
-        taken = dt.datetime.fromisoformat(str(data["taken_at"]).replace("Z", "+00:00"))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.warning("snapshot %s has no usable taken_at (%s)", session.options.snapshot, exc)
-        return None
-    return taken if taken.tzinfo else taken.replace(tzinfo=dt.timezone.utc)
 
 
 def _webhook_poster(session: Session) -> Callable[[str, dict[str, Any], dict[str, str]], None]:

@@ -8,6 +8,7 @@ Identities (as in octoDNS, one per object):
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -147,6 +148,8 @@ class TenantState:
     directory: Directory = field(default_factory=Directory)
     # The tenant's verified domains, when the source knows them (for a domain ``tenant:`` guard).
     domains: tuple[str, ...] = ()
+    # When this state was read from the tenant, if not just now: a snapshot's ``taken_at``.
+    observed_at: dt.datetime | None = None
 
     @classmethod
     def build(

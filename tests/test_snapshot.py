@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
 import pytest
 
-from bridge.backends.snapshot import load_snapshot, state_to_snapshot
+from bridge.backends.snapshot import MemoryBackend, load_snapshot, state_to_snapshot
 from bridge.errors import SnapshotError
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "northwind-snapshot.json"
@@ -38,3 +39,22 @@ def test_round_trip_keeps_everything() -> None:
     assert again["policies"] == json.loads(EXAMPLE.read_text())["policies"]
     assert again["domains"] == ["northwind-health.onmicrosoft.com", "northwind-health.org"]
     assert "secret" not in json.dumps(again).lower()
+
+
+def test_taken_at_travels_with_the_state(tmp_path: Path) -> None:
+    data = json.loads(EXAMPLE.read_text())
+    data["taken_at"] = "2026-11-20T06:00:00"  # no zone: UTC
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(data))
+    state = load_snapshot(path)
+    assert state.observed_at == dt.datetime(2026, 11, 20, 6, tzinfo=dt.timezone.utc)
+    assert MemoryBackend(state, read_only=True).read().observed_at == state.observed_at
+
+
+def test_an_unreadable_taken_at_is_an_error_not_now(tmp_path: Path) -> None:
+    data = json.loads(EXAMPLE.read_text())
+    data["taken_at"] = "last Tuesday"
+    path = tmp_path / "bad-time.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(SnapshotError, match=f"{path}: taken_at 'last Tuesday' is not an ISO 8601"):
+        load_snapshot(path)

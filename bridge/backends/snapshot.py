@@ -150,7 +150,23 @@ def snapshot_to_state(data: Any, source: str = "<snapshot>") -> TenantState:
         raise SnapshotError(f"{source}: malformed snapshot entry ({exc!r})") from exc
     state = TenantState.build(data.get("tenant_id"), policies, groups, users, directory)
     state.domains = tuple(data.get("domains", ()))
+    state.observed_at = _taken_at(data.get("taken_at"), source)
     return state
+
+
+def _taken_at(value: Any, source: str) -> dt.datetime | None:
+    """A snapshot's ``taken_at`` (UTC when it names no zone): reports describe the tenant as it
+    was then, and history orders runs by it."""
+    if value is None:
+        return None
+    try:
+        taken = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise SnapshotError(
+            f"{source}: taken_at {value!r} is not an ISO 8601 time ({exc}); take the snapshot "
+            "again with teams-bridge snapshot, or correct the time"
+        ) from exc
+    return taken if taken.tzinfo else taken.replace(tzinfo=dt.timezone.utc)
 
 
 def _all_done(user_ids: Sequence[str]) -> BulkResult:
@@ -206,6 +222,7 @@ class MemoryBackend:
             s.directory,
         )
         state.domains = s.domains
+        state.observed_at = s.observed_at
         return state
 
     # ------------------------------------------------------------------ writes
