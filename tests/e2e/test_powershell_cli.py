@@ -467,5 +467,6 @@ def test_the_safety_share_is_the_same_through_both_transports(cli: Cli, world: W
 def test_offline_commands_do_not_start_pwsh(cli: Cli, fake: FakePwsh, tmp_path: Path):
     assert cli("validate", str(NORTHWIND)).code == 0
     assert cli("schema", "--out", str(tmp_path / "schema.json")).code == 0
-    assert cli("history", "--history", str(tmp_path / "none.db")).code == 0
+    history = cli("history", "--history", str(tmp_path / "none.db"))  # no such history: an error
+    assert history.code == 1 and "no history there" in history.err
     assert fake.record.get("spawns", []) == []
