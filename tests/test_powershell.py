@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import logging
+import os
 import time
 from types import SimpleNamespace
 
@@ -168,6 +169,15 @@ def test_a_graph_listing_that_fails_fails_the_read(fake, seed, tokens):
     )
     with backend, pytest.raises(ThrottledError, match="still throttled"):
         backend.read()
+
+
+def test_pwsh_runs_in_its_own_session_so_ctrl_c_does_not_reach_it(backend, fake):
+    # A Ctrl+C goes to the terminal's foreground process group: pwsh must survive it, so an
+    # interrupted re-rank can still be put back through it.
+    backend.read()
+    proc = backend._session._proc
+    assert proc is not None and proc.poll() is None
+    assert os.getsid(proc.pid) != os.getsid(0)
 
 
 def test_one_pwsh_process_serves_a_whole_read_and_apply(backend, fake):
@@ -400,6 +410,19 @@ def test_a_non_terminating_error_fails_the_read_never_reads_as_absent(
         backend.read()
     assert str(info.value).startswith(cmdlet)
     assert "403 Forbidden" in str(info.value)
+
+
+def test_an_error_the_module_handled_itself_is_a_warning_not_a_failure(
+    fake, seed, tokens, monkeypatch, caplog
+):
+    # With -ErrorAction Stop any error the cmdlet writes ends the call; a record -ErrorVariable
+    # still holds after a call that went through is one the module retried past.
+    monkeypatch.setenv("FAKE_PWSH_HANDLED_ERROR_ON", "Get-CsGroupPolicyAssignment")
+    with make_backend(seed, tokens) as backend, caplog.at_level(logging.WARNING):
+        state = backend.read()
+    assert state.group_assignments  # the rows it returned are kept
+    assert "error handled inside Get-CsGroupPolicyAssignment" in caplog.text
+    assert "503 (Service Unavailable)" in caplog.text
 
 
 @pytest.mark.parametrize(

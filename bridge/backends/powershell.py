@@ -222,6 +222,9 @@ class PwshSession:
                 encoding="utf-8",
                 errors="replace",  # answers are ASCII; host chatter in another code page is not
                 bufsize=1,
+                # Its own session: Ctrl+C at the terminal (or a signal to our process group) must
+                # not kill pwsh mid-apply, so an interrupted re-rank can still be put back.
+                start_new_session=True,
             )
         except OSError as exc:
             raise TransportError(f"cannot start {exe}: {exc.strerror or exc}") from exc

@@ -15,8 +15,10 @@
 # Errors. The MicrosoftTeams Cs* cmdlets are script-module functions, which do not inherit this
 # script's $ErrorActionPreference (PowerShell/PowerShell#4568): a 403 or a throttle they write as
 # a non-terminating error would otherwise come back as ok with an empty result, and an empty read
-# means "absent". So every call gets -ErrorAction Stop and -ErrorVariable, and any error record
-# it produced makes the answer ok:false, whatever it also output.
+# means "absent". So every call gets -ErrorAction Stop, which sets the preference inside the
+# function's own scope: any error it writes ends the call and the answer is ok:false. Error records
+# that -ErrorVariable still collects after a call that did not stop are errors the module handled
+# itself (an internal retry that then succeeded): they come back as warnings, not as a failure.
 
 $ErrorActionPreference = 'Stop'
 $ProgressPreference = 'SilentlyContinue'
@@ -48,6 +50,12 @@ function Write-Answer([string] $Id, [hashtable] $Answer) {
 # every ISO-8601-looking string into a DateTime (a Description "2024-05-01T08:00:00Z" would reach
 # the cmdlet as "05/01/2024 08:00:00"), and its -DateKind String exists only from 7.5 on. Strings
 # stay strings, integers become Int64 (as ConvertFrom-Json makes them), objects hashtables.
+if ($PSVersionTable.PSVersion.Major -lt 7) {
+    # System.Text.Json and the module's app-only sign-in need PowerShell 7 (pwsh), not 5.1.
+    [Console]::Error.WriteLine(
+        "teams-bridge needs PowerShell 7 or newer (pwsh); this is $($PSVersionTable.PSVersion)")
+    exit 3
+}
 Add-Type -AssemblyName System.Text.Json
 
 function ConvertFrom-JsonElement([System.Text.Json.JsonElement] $Element) {
@@ -116,20 +124,10 @@ while ($true) {
         $cmdErrors = @()
         $output = @(& $cmdlet @params -ErrorAction Stop -ErrorVariable cmdErrors `
             -WarningVariable warnings -WarningAction SilentlyContinue)
-        if ($cmdErrors.Count -gt 0) {
-            # Non-terminating, yet an error: the result is incomplete, never "nothing there".
-            $record = $cmdErrors[0]
-            if ($record -isnot [System.Management.Automation.ErrorRecord]) {
-                $record = $record.ErrorRecord
-            }
-            Write-Failure $id $record
-            continue
-        }
         if ($request.select) { $output = @($output | Select-Object -Property $request.select) }
-        Write-Answer $id @{
-            id = $id; ok = $true; result = $output
-            warnings = @($warnings | ForEach-Object { [string] $_ })
-        }
+        $notes = @($warnings | ForEach-Object { [string] $_ })
+        $notes += @($cmdErrors | ForEach-Object { "error handled inside ${cmdlet}: $([string] $_)" })
+        Write-Answer $id @{ id = $id; ok = $true; result = $output; warnings = $notes }
     }
     catch {
         Write-Failure $id $_

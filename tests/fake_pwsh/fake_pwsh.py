@@ -19,13 +19,17 @@ newline just before that cmdlet's answer; ``FAKE_PWSH_DROP_FIELD=<cmdlet>:<prope
 that property out of the cmdlet's output objects; ``FAKE_PWSH_SOFT_ERROR_ON=<cmdlet>`` makes
 the module *write* a non-terminating 403 for that cmdlet (the shape the MicrosoftTeams AutoRest
 functions use: ``InvalidOperation``, ``Forbidden,...`` error id) and output nothing;
+``FAKE_PWSH_HANDLED_ERROR_ON=<cmdlet>`` makes the module hit an error it handles itself (an
+internal retry that then succeeds): the cmdlet outputs its result and the record lands only in
+the call's ``-ErrorVariable``;
 ``FAKE_PWSH_MODULE_VERSION`` (default 7.9.0; ``none``: not installed).
 
 Driver semantics. The fake reads the driver it is sent and answers as pwsh running *that* text
 would (``DriverTraits``): a non-terminating error becomes an ``ok: false`` answer only when the
-driver invokes cmdlets with ``-ErrorAction Stop`` or ``-ErrorVariable`` (script-module functions
-ignore the driver's ``$ErrorActionPreference``, PowerShell/PowerShell#4568); otherwise the answer
-is ``ok`` with the (empty) output and the error goes to stderr, as pwsh prints it. An answer
+driver invokes cmdlets with ``-ErrorAction Stop`` (script-module functions ignore the driver's
+``$ErrorActionPreference``, PowerShell/PowerShell#4568); otherwise the answer is ``ok`` with the
+(empty) output and the error goes to stderr, as pwsh prints it. A handled error's record is
+answered as a warning when the driver collects ``-ErrorVariable`` into its warnings. An answer
 starts with an empty line only when the driver's ``Write-Answer`` writes one. A driver that
 parses requests with ``ConvertFrom-Json`` gets ISO-8601-looking strings turned into dates, as
 PowerShell 6+ does (the parameter then sees ``05/01/2024 08:00:00``).
@@ -115,6 +119,7 @@ class Tenant:
         self.fake.setdefault("operations", {})
         for key in ("policies", "group_assignments", "user_assignments", "groups", "users"):
             self.data.setdefault(key, [])
+        self.handled_errors: list[str] = []  # records the last call left in -ErrorVariable
         self.users_by_ref: dict[str, dict[str, Any]] = {}
         for u in self.data["users"]:
             self.users_by_ref[u["id"].casefold()] = u
@@ -176,6 +181,11 @@ class Tenant:
                 "Access Denied. (403 Forbidden) The caller is not authorized to perform this "
                 "operation.",
                 f"Forbidden,Microsoft.Teams.ConfigAPI.Cmdlets.{cmdlet.replace('-', '')}_Get",
+            )
+        if cmdlet == os.environ.get("FAKE_PWSH_HANDLED_ERROR_ON"):
+            self.handled_errors.append(
+                f"Response status code does not indicate success: 503 (Service Unavailable). "
+                f"(retried by {cmdlet})"
             )
         if cmdlet == "Connect-MicrosoftTeams":
             return self.connect(params)
@@ -592,7 +602,8 @@ class SoftFail(Fail):
 class DriverTraits:
     """What the driver text makes pwsh do, where the fake has to choose."""
 
-    stops_on_errors: bool  # the cmdlet call has -ErrorAction Stop or -ErrorVariable
+    stops_on_errors: bool  # the cmdlet call has -ErrorAction Stop
+    handled_errors_as_warnings: bool = False  # -ErrorVariable records are answered as warnings
     newline_before_answer: bool = False  # Write-Answer writes an empty line before the marker
     keeps_date_strings: bool = True  # requests are not parsed by a date-guessing ConvertFrom-Json
 
@@ -603,7 +614,11 @@ class DriverTraits:
         call = re.search(r"&\s*\$cmdlet\s+@params((?:[^\n]*`\n)*[^\n]*)", code)
         args = call.group(1) if call else ""
         return cls(
-            stops_on_errors=bool(re.search(r"-ErrorAction\s+'?Stop|-ErrorVariable\s+\w", args)),
+            stops_on_errors=bool(re.search(r"-ErrorAction\s+'?Stop", args)),
+            handled_errors_as_warnings=bool(
+                (m := re.search(r"-ErrorVariable\s+(\w+)", args))
+                and re.search(rf"\$notes\s*\+=\s*@\(\${m.group(1)}\b", code)
+            ),
             # ConvertFrom-Json (PowerShell 6+) turns ISO-8601 strings into DateTime unless told
             # -DateKind String, which this fake's PowerShell (7.4) does not have.
             keeps_date_strings=re.search(r"\bConvertFrom-Json\b", code) is None,
@@ -693,7 +708,14 @@ def main() -> int:
             select = request.get("select")
             if select:
                 result = [{k: o.get(k) for k in select} for o in result]
-            answer.update(ok=True, result=result, warnings=[])
+            handled = tenant.handled_errors
+            tenant.handled_errors = []
+            warnings = (
+                [f"error handled inside {cmdlet}: {m}" for m in handled]
+                if traits.handled_errors_as_warnings
+                else []
+            )
+            answer.update(ok=True, result=result, warnings=warnings)
         except SoftFail as exc:
             if traits.stops_on_errors:
                 answer.update(ok=False, error=exc.record)
