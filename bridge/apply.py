@@ -296,6 +296,7 @@ class _Run:
         user_count: int | None = None,
         correlation_id: str | None = None,
         operation_id: str | None = None,
+        verification: bool = False,
     ) -> dict[str, Any]:
         return change_entry(
             self.run_id,
@@ -306,6 +307,7 @@ class _Run:
             user_count=user_count,
             correlation_id=correlation_id,
             operation_id=operation_id,
+            verification=verification,
         )
 
     def _correlation_id(self) -> str | None:
@@ -764,7 +766,10 @@ class _Run:
         r.applied = [c for c in r.done if id(c) not in unverified]
         r.pending = list(self.held) + pending
         r.verified = True
-        self._journal([self._entry(p.change.data(), "pending", str(p)) for p in pending])
+        # Not sends of their own: each re-records a write journaled when it was sent.
+        self._journal(
+            [self._entry(p.change.data(), "pending", str(p), verification=True) for p in pending]
+        )
 
 
 class Terminated(KeyboardInterrupt):

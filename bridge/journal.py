@@ -9,12 +9,15 @@ One object per line, every line with ``time`` (UTC, ISO 8601), ``run_id``, ``ten
 - ``change``: ``change`` (the change's ``data()``, or a bulk summary), ``result`` (``started`` |
   ``ok`` | ``failed`` | ``pending`` | ``not_attempted``: a user of a bulk call that stopped before
   its request), ``error``, ``correlation_id``, ``user_count`` (bulk only), ``operation_id`` (a
-  user of a batch operation only);
+  user of a batch operation only), ``verification`` (true on a ``pending`` line written by
+  verification: it re-records a change the run sent, and journaled, earlier);
 - ``run_finished``: ``result`` and the counts of the run.
 
 ``writes_after`` and ``group_writes`` read the journal back, so ``apply`` can tell what earlier runs
-sent that the service may not show yet (writes take from seconds to hours to show on reads). They
-read from the end of the file back to the time asked about only: the journal is never truncated.
+sent that the service may not show yet (writes take from seconds to hours to show on reads); a line
+whose change carries ``not_sent`` is a change a run held back as pending from an earlier send, not
+a send. They read from the end of the file back to the time asked about only: the journal is never
+truncated.
 
 Lines are only ever appended (the file is never truncated) and are on disk (flush + fsync) before
 the call that wrote them returns, so the journal is complete up to the last tenant write even if
@@ -48,6 +51,17 @@ _GROUP_KINDS = frozenset(
 )
 
 
+def _is_send(entry: Mapping[str, Any]) -> bool:
+    """Whether a change line records a write sent to the service when the line was written."""
+    result = entry.get("result")
+    if result not in _SENT:
+        return False
+    change = entry.get("change")
+    if isinstance(change, dict) and change.get("not_sent"):
+        return False
+    return not (result == "pending" and entry.get("verification"))
+
+
 def mask_secrets(text: str) -> str:
     """A bearer token or a JWT echoed in a service's error text must not reach the journal."""
     return redact(text)
@@ -63,8 +77,10 @@ def change_entry(
     user_count: int | None = None,
     correlation_id: str | None = None,
     operation_id: str | None = None,
+    verification: bool = False,
 ) -> dict[str, Any]:
-    """One ``change`` line, for ``Journal.write_many``."""
+    """One ``change`` line, for ``Journal.write_many``. ``verification``: a line verification
+    writes about a change sent earlier in the run (not a send of its own)."""
     if result not in RESULTS:
         raise ValueError(f"journal result must be one of {sorted(RESULTS)}, not {result!r}")
     entry = {
@@ -79,6 +95,8 @@ def change_entry(
     }
     if operation_id is not None:
         entry["operation_id"] = operation_id
+    if verification:
+        entry["verification"] = True
     return entry
 
 
@@ -168,11 +186,14 @@ class Journal:
                     yield entry
 
     def writes_after(self, tenant: str | None, since: dt.datetime) -> dict[str, Any] | None:
-        """The first change line for ``tenant`` after ``since`` whose write may have reached the
-        service (started, ok or pending), or None."""
+        """The first change line for ``tenant`` after ``since`` that records a write sent then
+        (started, ok, or pending when written at send time), or None. Lines that send nothing
+        are not counted: a change held back as pending from an earlier send (``not_sent``: a
+        scheduled apply re-records a propagating re-rank every run for up to 24 h) and
+        verification's pending lines (they re-record a send journaled earlier in that run)."""
         first = None
         for entry in self._changes_since(tenant, since):
-            if entry.get("result") in _SENT and entry_time(entry) > since:
+            if _is_send(entry) and entry_time(entry) > since:
                 first = entry  # newest first: the last one found is the first written
         return first
 

@@ -1142,3 +1142,29 @@ def test_a_409_on_a_group_add_reads_only_that_group():
     backend = OneGroupReadBackend(mem)
     result = run(plan, backend, current, verify=False)
     assert result.ok and backend.asked == ["g-icu"]
+
+
+def test_held_back_and_verification_lines_are_not_later_writes_for_a_saved_plan(tmp_path):
+    import datetime as dt
+
+    base = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
+    t = FakeTime()
+    journal = Journal(tmp_path / "j.jsonl", now=lambda: base + dt.timedelta(seconds=t.now))
+    mem = MemoryBackend(hospital())
+    lagging = LaggingBackend(mem)
+    want = rerank_desired()
+    state = lagging.read()
+    # Sends at 0 s, verification gives up (pending) at 10 s.
+    first = run(diff(state, want), lagging, state, time=t, journal=journal, verify_timeout=10)
+    assert first.pending
+    assert journal.writes_after(TENANT, base + dt.timedelta(seconds=5)) is None
+    # A scheduled run 15 minutes later holds the re-rank back: it sends nothing.
+    t.now = 15 * 60.0
+    state = lagging.read()
+    again = run(
+        diff(state, want), lagging, state, time=t, journal=journal, run_id="run-2", verify=False
+    )
+    assert again.outcome == "pending"
+    assert journal.writes_after(TENANT, base + dt.timedelta(minutes=10)) is None
+    # The sends themselves still count.
+    assert journal.writes_after(TENANT, base - dt.timedelta(seconds=1))["run_id"] == "run-1"

@@ -168,3 +168,31 @@ def test_reading_back_parses_only_the_lines_of_the_window_asked_about(tmp_path, 
     assert j.writes_after("t-a", FIXED) is None
     monkeypatch.setattr(journal_mod, "_BLOCK", 1 << 16)
     assert j.group_writes("t-a", FIXED - dt.timedelta(days=31))["g-1"]["run_id"] == "recent"
+
+
+def test_writes_after_counts_only_sends_not_held_back_or_verification_lines(tmp_path):
+    """A scheduled apply re-records a propagating re-rank (not_sent) every 15 minutes for up to
+    24 h, and verification re-records sends as pending: neither is a later write, so neither may
+    refuse a saved plan made after the send."""
+    path = tmp_path / "j.jsonl"
+    clock = {"now": FIXED}
+    j = Journal(path, now=lambda: clock["now"])
+    group = {"kind": "set_group_assignment", "group_id": "g-1", "policy": "Clinical", "rank": 1}
+    j.write(change_entry("run-1", "t", group, "started"))
+    j.write(change_entry("run-1", "t", group, "ok"))
+    plan_made = FIXED + dt.timedelta(seconds=30)
+    clock["now"] = FIXED + dt.timedelta(minutes=1)
+    j.write(change_entry("run-1", "t", group, "pending", error="not visible", verification=True))
+    clock["now"] = FIXED + dt.timedelta(minutes=15)
+    j.write(change_entry("run-2", "t", {**group, "not_sent": True}, "pending", error="held back"))
+    assert j.writes_after("t", plan_made) is None
+    # The held-back line still tells apply what was last sent for the group.
+    assert j.group_writes("t", FIXED)["g-1"]["run_id"] == "run-1"
+    # A real send after the plan (a pending written at send time too) still refuses it.
+    clock["now"] = FIXED + dt.timedelta(minutes=30)
+    j.write(change_entry("run-3", "t", group, "pending", error="409, not visible yet"))
+    later = j.writes_after("t", plan_made)
+    assert later is not None and later["run_id"] == "run-3"
+    clock["now"] = FIXED + dt.timedelta(minutes=31)
+    j.write(change_entry("run-4", "t", group, "started"))
+    assert j.writes_after("t", plan_made)["run_id"] == "run-3"
