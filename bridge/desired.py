@@ -660,8 +660,15 @@ def _validate_rules(c: _Checker, top: LocMap) -> RulesConfig:
                 else:
                     c.error(vpos, "rules.clinical_policies is a list of policy names")
         elif key == "clinical_pattern":
+            if value is False:
+                pattern = ""  # name matching off: rules.clinical_policies alone decides
+                continue
             if not isinstance(value, str):
-                c.error(vpos, "rules.clinical_pattern is a regular expression (text)")
+                c.error(
+                    vpos,
+                    "rules.clinical_pattern is a regular expression (text), "
+                    "or false (or \"\") to match no names",
+                )
                 continue
             try:
                 re.compile(value)

@@ -100,7 +100,12 @@ def desired_state_schema() -> dict[str, Any]:
                 "properties": {
                     **{rule: {"type": "boolean", "default": True} for rule in RULE_IDS},
                     "clinical_policies": {"type": "array", "items": {"type": "string"}},
-                    "clinical_pattern": {"type": "string", "format": "regex"},
+                    "clinical_pattern": {
+                        "anyOf": [
+                            {"type": "string", "format": "regex"},
+                            {"const": False},
+                        ]
+                    },
                 },
             },
         },

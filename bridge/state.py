@@ -240,8 +240,28 @@ class SafetyLimits:
     protect_clinical_settings: bool = True
 
 
+# The built-in test for a clinical policy name. It is matched against each *word* of the name
+# (``rules.base.name_words``: split on spaces, ``_``, ``-``, digits and CamelCase, so "ICU_Nurses",
+# "NICU Staff" and "DoctorsOnCall" are all seen), the whole word, ignoring case except for the
+# short acronyms (ED, ER, RN, ITU, HDU, A&E) that would otherwise hit ordinary words. Missing a
+# clinical policy is worse than a false finding, so the list leans wide. A word right after
+# "non"/"not" does not count ("Non-Clinical Staff", "NonClinical").
 DEFAULT_CLINICAL_PATTERN = (
-    r"(?i)\b(?:clinic\w*|physicians?|doctors?|nurs\w*|medic(?:al|ine|s)?|emergency|icu|surgeons?)\b"
+    r"(?i:"
+    r"clinic\w*|physician\w*|doctor\w*|nurs\w*|(?:para)?medic\w*|midwi\w*|"
+    r"[cmnprst]?icus?|ccus?|emergency|trauma|triage|ambulance\w*|"
+    r"surgeon\w*|surger\w*|surgical\w*|an(?:a)?esth\w*|resident\w*|interns?|registrars?|"
+    r"consultants?|hospitalists?|wards?|inpatients?|outpatients?|"
+    r"oncolog\w*|cardiolog\w*|cardiac|radiolog\w*|patholog\w*|neurolog\w*|psychiatr\w*|"
+    r"p(?:a)?ediatric\w*|obstetric\w*|gyn(?:a)?ecolog\w*|maternity|neonat\w*|"
+    r"pharmac\w*|physio\w*|respiratory|dialysis|renal|palliative|hospice|theatres?"
+    r")|(?-i:ED|ER|RN|ITU|HDU|[Aa]&[Ee])"
+)
+# Two-word names the word list alone would miss or would have to guess at.
+CLINICAL_PHRASES: tuple[tuple[str, str], ...] = (
+    ("critical", "care"),
+    ("intensive", "care"),
+    ("high", "dependency"),
 )
 
 
@@ -251,9 +271,10 @@ class RulesConfig:
 
     enabled: Mapping[str, bool] = field(default_factory=dict)
     clinical_policies: tuple[str, ...] = ()
-    # Whole words only ("icu" is not in "Horticulture"); the rules ignore a match negated by a
-    # "non"/"not" before it ("Non-Clinical Staff"). Listing rules.clinical_policies replaces this
-    # default; an explicit rules.clinical_pattern is used together with the list.
+    # The default is the built-in word list above, used together with ``clinical_policies``. A
+    # pattern the file sets replaces it (searched in the whole name; a match right after
+    # "non"/"not" does not count); "" (or ``clinical_pattern: false`` in the file) switches name
+    # matching off, leaving the list alone to decide.
     clinical_pattern: str = DEFAULT_CLINICAL_PATTERN
 
     def is_enabled(self, rule_id: str) -> bool:

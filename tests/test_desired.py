@@ -276,6 +276,17 @@ rules:
     assert state.rules.clinical_policies == ("Clinical",)
 
 
+@pytest.mark.parametrize("written", ["false", '""'])
+def test_clinical_pattern_false_or_empty_switches_name_matching_off(written: str) -> None:
+    from bridge.state import DEFAULT_CLINICAL_PATTERN
+
+    state = parse_desired(f"rules:\n  clinical_pattern: {written}\n", "f.yaml")
+    assert state.rules.clinical_pattern == ""
+    assert parse_desired("rules: {}\n", "f.yaml").rules.clinical_pattern == DEFAULT_CLINICAL_PATTERN
+    with pytest.raises(DesiredStateError, match=r"2:21: error: rules\.clinical_pattern is a"):
+        parse_desired("rules:\n  clinical_pattern: true\n", "f.yaml")
+
+
 def test_unknown_rule_is_an_error() -> None:
     with pytest.raises(DesiredStateError, match="unknown rule 'no-priority'"):
         parse_desired("rules:\n  no-priority: false\n", "f.yaml")

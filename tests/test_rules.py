@@ -109,11 +109,11 @@ def test_clinical_read_receipts_trips(value: str, severity: str) -> None:
 
 def test_clinical_by_name_list_and_not_clinical() -> None:
     off = {**OK, "ReadReceiptsEnabledType": "None"}
-    current = tenant({"Global": OK, "Ward 7": off, "Kitchen": off}, users={"u": "Ward 7"})
+    current = tenant({"Global": OK, "Team Blue": off, "Kitchen": off}, users={"u": "Team Blue"})
     assert found(current, rule="clinical-read-receipts") == []  # neither name looks clinical
-    named = desired(clinical_policies=("tag:ward 7",))
+    named = desired(clinical_policies=("tag:team blue",))
     (f,) = found(current, named, rule="clinical-read-receipts")
-    assert f.policies == ("Ward 7",) and "listed in rules.clinical_policies" in f.explanation
+    assert f.policies == ("Team Blue",) and "listed in rules.clinical_policies" in f.explanation
     assert found(tenant({"Global": OK, "Clinical": OK}), rule="clinical-read-receipts") == []
 
 
@@ -129,42 +129,99 @@ def _clinical(current: TenantState, d: DesiredState | None = None) -> set[str]:
     }
 
 
-def test_default_pattern_matches_whole_words_and_skips_negations() -> None:
-    names = [
-        "Non-Clinical Staff",
-        "Non Clinical",
-        "nonclinical",
-        "Not clinical",
-        "Horticulture",
-        "ICU Doctors",
-        "Nursing",
-        "Medical Staff",
-        "Emergency Dept",
-        "Clinicians",
-        "Internal Medicine",
-        "Medication Safety Board",
-    ]
-    current = tenant(
-        {"Global": OK, **dict.fromkeys(names, OFF)}, users={f"u{i}": n for i, n in enumerate(names)}
-    )
-    assert _clinical(current) == {
-        "Internal Medicine",
-        "ICU Doctors",
-        "Nursing",
-        "Medical Staff",
-        "Emergency Dept",
-        "Clinicians",
-    }
+CLINICAL_NAMES = [
+    "ICU Doctors",
+    "Nursing",
+    "Medical Staff",
+    "Emergency Dept",
+    "Clinicians",
+    "Internal Medicine",
+    "Medication Safety Board",  # a wide net: missing a clinical policy is the worse mistake
+    # Words the old whole-word pattern missed: "_" is a word character to \b, CamelCase is one
+    # word, and NICU/PICU/paramedics were not in it.
+    "NICU Staff",
+    "PICU",
+    "ICU_Nurses",
+    "ICUs",
+    "EmergencyDept",
+    "Paramedics",
+    "DoctorsOnCall",
+    "ED Triage",
+    "EDs",
+    "A&E",
+    "Ward 7",
+    "Critical Care",
+    "Surgery-Team2",
+    "Anaesthetists",
+    "Anesthesia",
+    "Residents",
+    "OncologyNurses",
+    "Midwives",
+    "Non-Clinical Nurses",  # negates "Clinical", not "Nurses"
+]
+NOT_CLINICAL_NAMES = [
+    "Non-Clinical Staff",
+    "Non Clinical",
+    "nonclinical",
+    "NonClinical",
+    "Not clinical",
+    "non_clinical",
+    "Horticulture",
+    "Agriculture",
+    "Curriculum",
+    "Kitchen",
+    "Ficus Team",
+    "Shared Mailbox",  # ends in "ed", but ED only counts as its own word, in capitals
+    "EdTech",
+    "Education",
+    "Finance",
+    "Global Care Estates",
+]
 
 
-def test_clinical_policies_list_replaces_the_default_pattern() -> None:
+@pytest.mark.parametrize("name", CLINICAL_NAMES)
+def test_default_pattern_finds_clinical_names(name: str) -> None:
+    current = tenant({"Global": OK, name: OFF}, users={"u": name})
+    assert _clinical(current) == {name}
+
+
+@pytest.mark.parametrize("name", NOT_CLINICAL_NAMES)
+def test_default_pattern_leaves_other_names_and_negations(name: str) -> None:
+    current = tenant({"Global": OK, name: OFF}, users={"u": name})
+    assert _clinical(current) == set()
+
+
+def test_name_words_split_on_separators_digits_and_camel_case() -> None:
+    from bridge.rules.base import name_words
+
+    assert name_words("ICU_Nurses2") == ["ICU", "Nurses", "2"]
+    assert name_words("DoctorsOnCall") == ["Doctors", "On", "Call"]
+    assert name_words("NICUStaff-night shift") == ["NICU", "Staff", "night", "shift"]
+    assert name_words("EDs A & E") == ["ED", "A&E"]
+
+
+def test_explanation_names_the_matching_word() -> None:
+    current = tenant({"Global": OK, "ICU_Nurses": OFF}, users={"u": "ICU_Nurses"})
+    (f,) = found(current, rule="clinical-read-receipts")
+    assert "matches rules.clinical_pattern: 'ICU'" in f.explanation
+
+
+def test_clinical_policies_list_keeps_the_default_pattern() -> None:
     current = tenant(
-        {"Global": OK, "Ward 7": OFF, "Nursing": OFF}, users={"a": "Ward 7", "b": "Nursing"}
+        {"Global": OK, "Team Blue": OFF, "Nursing": OFF}, users={"a": "Team Blue", "b": "Nursing"}
     )
-    assert _clinical(current, desired(clinical_policies=("Ward 7",))) == {"Ward 7"}
-    # A pattern the file sets itself is used together with the list.
-    both = desired(clinical_policies=("Ward 7",), clinical_pattern=r"(?i)\bnurs")
-    assert _clinical(current, both) == {"Ward 7", "Nursing"}
+    # Listing one policy adds it; it does not switch name matching off for every other.
+    assert _clinical(current, desired(clinical_policies=("Team Blue",))) == {"Team Blue", "Nursing"}
+    # Only clinical_pattern: "" (false in the file) leaves the list alone to decide.
+    alone = desired(clinical_policies=("Team Blue",), clinical_pattern="")
+    assert _clinical(current, alone) == {"Team Blue"}
+    # A pattern the file sets replaces the built-in one and is used together with the list.
+    own = desired(clinical_policies=("Team Blue",), clinical_pattern=r"(?i)\bkitchen")
+    kitchen = tenant(
+        {"Global": OK, "Team Blue": OFF, "Nursing": OFF, "Kitchen": OFF},
+        users={"a": "Team Blue", "b": "Nursing", "c": "Kitchen"},
+    )
+    assert _clinical(kitchen, own) == {"Team Blue", "Kitchen"}
 
 
 def test_unused_clinical_policy_is_info_and_never_fails() -> None:

@@ -18,10 +18,12 @@ explanation only.
   20-person limit).
 
 "In use" means Global plus every policy assigned to a group or user; "clinical" means named in
-``rules.clinical_policies`` or matching ``rules.clinical_pattern`` (whole words by default; a
-match right after "non"/"not" does not count, so "Non-Clinical Staff" is not clinical). When the
-file lists ``clinical_policies`` and sets no pattern, the list alone decides. A clinical policy
-nobody has yet gets its clinical findings as ``info`` (shown, never failing a run).
+``rules.clinical_policies`` or matching ``rules.clinical_pattern``, the two together. The default
+pattern is a list of hospital words matched against each word of the name (split on separators,
+digits and CamelCase: "ICU_Nurses", "DoctorsOnCall"); a match right after "non"/"not" does not
+count, so "Non-Clinical Staff" is not clinical. ``clinical_pattern: false`` (or "") leaves the
+list alone to decide. A clinical policy nobody has yet gets its clinical findings as ``info``
+(shown, never failing a run).
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ def _is(value: Any, want: str) -> bool:
 def _why_clinical(ctx: RuleContext, name: str) -> str:
     if ctx.is_named_clinical(name):
         return "is listed in rules.clinical_policies"
-    return "has a name that matches rules.clinical_pattern"
+    return f"has a name that matches rules.clinical_pattern: {ctx.clinical_match(name)!r}"
 
 
 def _unused(ctx: RuleContext, name: str, severity: str) -> tuple[str, str]:
