@@ -525,9 +525,9 @@ class _Run:
             self.result.write_requests += 1
             try:
                 self.backend.add_group_assignment(c.group_id, old.policy, rank)
-            except ConflictError:
-                # It holds an assignment again: the add went through after all.
-                return f"; the service shows an assignment for {c.target} again", False
+            except ConflictError as exc:
+                # The service holds an assignment for the group: read which, rather than assume.
+                return self._restore_conflict(c, exc)
             except BridgeError as exc:
                 error = exc
                 log.error(
@@ -554,6 +554,36 @@ class _Run:
             True,
         )
 
+    def _restore_conflict(self, c: SetGroupAssignment, exc: ConflictError) -> tuple[str, bool]:
+        """A 409 on putting the old assignment back: the group holds an assignment on the write
+        side, but which (if any) reads show decides whether its members have a policy."""
+        restore = {
+            "kind": "restore_group_assignment",
+            "group_id": c.group_id,
+            "group": c.group_name,
+        }
+        try:
+            held = self.backend.group_assignment(c.group_id)
+        except BridgeError as read_error:
+            self._journal([self._entry(restore, "failed", f"{exc}; reading it back failed too")])
+            return (
+                f"; putting its old assignment back answered 409 ({exc}) and reading the group "
+                f"back failed ({read_error}): {c.target} may have NO messaging policy now (its "
+                "members get another group's policy or Global)",
+                True,
+            )
+        if held is None:
+            self._journal([self._entry(restore, "failed", f"{exc}; reads show no assignment")])
+            return (
+                f"; putting its old assignment back answered 409, but reads show no assignment: "
+                f"{c.target} has NO messaging policy now (its members get another group's "
+                "policy or Global)",
+                True,
+            )
+        shows = f"reads show policy {held.policy} at rank {held.rank}"
+        self._journal([self._entry(restore, "failed", f"{exc}; {shows}")])
+        return f"; putting its old assignment back answered 409: {shows} for {c.target}", False
+
     def _write(self, c: Change) -> str | None:
         """One write. Returns why a group add is pending rather than done when the service
         answered 409 because the group already holds that very assignment (an earlier write, or
@@ -578,10 +608,11 @@ class _Run:
         return None
 
     def _conflict(self, c: SetGroupAssignment, exc: ConflictError) -> str | None:
-        """A 409 on a group add: read what the group holds. The same policy: the add is done
-        (verification checks its rank). Nothing on reads: the service holds an assignment it
-        does not show yet (a write propagating), so the add is pending. Another policy: the 409
-        stands."""
+        """A 409 on a group add: read what the group holds. This very assignment (policy and
+        rank): the add is done. Nothing on reads: the service holds an assignment it does not
+        show yet (a write propagating), so the add is pending. Anything else, the old row of a
+        replacement included (same policy, old rank: the add was refused, the removal not in
+        effect yet): the 409 stands."""
         # One group's read, not the whole tenant's (policies, every user page, Graph lookups).
         held = self.backend.group_assignment(c.group_id)
         if held is None:
@@ -589,13 +620,26 @@ class _Run:
                 "the service says the group already has a messaging policy assignment, but "
                 "reads do not show it yet (a write still propagating)"
             )
-        if policy_key(held.policy) == policy_key(c.policy):
-            log.info("%s: 409, the group already holds %s: done", describe(c), held.policy)
+        if policy_key(held.policy) == policy_key(c.policy) and held.rank == c.rank:
+            log.info(
+                "%s: 409, the group already holds %s at rank %d: done",
+                describe(c),
+                held.policy,
+                held.rank,
+            )
             return None
+        old = c.existing
+        if old is not None and policy_key(held.policy) == policy_key(old.policy):
+            why = (
+                f"it still shows its old assignment ({held.policy}, rank {held.rank}): the "
+                "service refused the add, the removal has not taken effect yet; run plan again "
+                "in a few minutes"
+            )
+        else:
+            why = "somebody else changed it, run plan again"
         raise ConflictError(
             f"409 from Teams admin API: group {c.group_name or c.group_id} already holds policy "
-            f"{held.policy} (rank {held.rank}), not {c.policy}: somebody else changed it, run "
-            "plan again",
+            f"{held.policy} (rank {held.rank}), not {c.policy} at rank {c.rank}: {why}",
             status=exc.status,
             correlation_id=exc.correlation_id,
         )

@@ -1168,3 +1168,73 @@ def test_held_back_and_verification_lines_are_not_later_writes_for_a_saved_plan(
     assert journal.writes_after(TENANT, base + dt.timedelta(minutes=10)) is None
     # The sends themselves still count.
     assert journal.writes_after(TENANT, base - dt.timedelta(seconds=1))["run_id"] == "run-1"
+
+
+class RemovalNotInEffectBackend(LaggingBackend):
+    """A removal the service accepted but has not carried out yet: the group still holds its
+    old row on the write side (the add answers 409) and on reads."""
+
+    def remove_group_assignment(self, group_id):
+        self.inner.writes.append(("remove_group_assignment", (group_id,)))
+
+
+def test_a_409_on_a_rerank_add_while_the_old_row_shows_is_a_failure_not_done(tmp_path):
+    mem = MemoryBackend(hospital())
+    current = mem.read()
+    want = DesiredState(
+        group_assignments=[
+            DesiredGroupAssignment("Facilities", "Kitchen", 1),
+            DesiredGroupAssignment("Clinicians", "Clinical", 2),
+            DesiredGroupAssignment("Pilots", "Old Pilot", 3),
+        ]
+    )
+    plan = diff(current, want)
+    assert [describe(c) for c in plan.changes] == ["assign group Facilities to Kitchen (rank 1)"]
+    path = tmp_path / "j.jsonl"
+    with pytest.raises(ApplyFailed) as err:
+        run(plan, RemovalNotInEffectBackend(mem), current, journal=Journal(path), verify=False)
+    message = str(err.value)
+    assert "already holds policy Kitchen (rank 2), not Kitchen at rank 1" in message
+    assert "the service refused the add" in message
+    # The old row is still there: nobody is left without a policy.
+    assert not err.value.result.failed[0].left_without_policy
+    assert "reads show policy Kitchen at rank 2 for group Facilities" in message
+    results = [
+        (e["change"]["kind"], e["result"])
+        for e in map(json.loads, path.read_text().splitlines())
+        if e["event"] == "change"
+    ]
+    assert ("set_group_assignment", "ok") not in results
+    assert results[-1] == ("set_group_assignment", "failed")
+
+
+class AddFailsThenRestoreConflictsBackend(Wrapper):
+    """The replacement's add fails; putting the old row back answers 409, though reads show the
+    group with no assignment."""
+
+    def __init__(self, inner, group_id) -> None:
+        super().__init__(inner)
+        self.group_id = group_id
+        self.adds = 0
+
+    def _call(self, op, fn, *args):
+        from bridge.errors import ConflictError
+
+        if op == "add_group_assignment" and args[0] == self.group_id:
+            self.adds += 1
+            if self.adds == 1:
+                raise ServerError("503 from Teams admin API on add", status=503)
+            raise ConflictError("409 from Teams admin API: already has an assignment", status=409)
+        return fn(*args)
+
+
+def test_a_409_on_putting_the_old_row_back_reads_the_group_before_saying_it_has_one():
+    mem, current, plan = fresh()
+    backend = AddFailsThenRestoreConflictsBackend(mem, "g-fac")
+    with pytest.raises(ApplyFailed) as err:
+        run(plan, backend, current)
+    (failed,) = err.value.result.failed
+    assert failed.left_without_policy
+    assert "reads show no assignment: group Facilities has NO messaging policy now" in str(
+        err.value
+    )
