@@ -239,16 +239,16 @@ def load(text: str) -> tuple[Any, list[YamlProblem]]:
                 parent.item_pos.append(pos)
                 continue
             key = keys[-1]
-            if key is _NO_KEY:
+            if key is _NO_KEY:  # a key: its position is kept now, the first one's if repeated
                 if type(value) is str and value not in parent:  # the common case, inline
-                    keys[-1] = (value, pos)
+                    parent.key_pos[value] = pos
                 else:
-                    keys[-1] = (_as_key(value, pos, parent, problems), pos)
+                    value = _as_key(value, pos, parent, problems)
+                    parent.key_pos.setdefault(value, pos)
+                keys[-1] = value
             else:
-                k, kpos = key
-                parent[k] = value
-                parent.key_pos.setdefault(k, kpos)
-                parent.value_pos[k] = pos
+                parent[key] = value
+                parent.value_pos[key] = pos
                 keys[-1] = _NO_KEY
     finally:
         loader.dispose()
