@@ -237,14 +237,24 @@ def test_previous_run_is_of_the_same_desired_file(tmp_path: Path, monkeypatch: A
         pilot = dataclasses.replace(at(in_sync_report(), DAY2), desired_path="pilot.yaml")
         store.record(pilot)
         assert pilot.resolved == []
-        # The first file again, named from another directory: the same file, the same history.
-        (tmp_path / "sub").mkdir()
-        monkeypatch.chdir(tmp_path / "sub")
-        third = dataclasses.replace(at(scenario(), DAY3), desired_path="../desired.yaml")
+        # The same relative path from another directory (a CI agent's fresh checkout each run):
+        # the same history, and "./" or a doubled "/" does not make it another file.
+        (tmp_path / "_work" / "7" / "s").mkdir(parents=True)
+        monkeypatch.chdir(tmp_path / "_work" / "7" / "s")
+        third = dataclasses.replace(at(scenario(), DAY3), desired_path=".//desired.yaml")
         store.record(third)
         assert third.first_seen[key] == DAY1 and third.resolved == []
         # Open drift: the latest run of each file (the pilot's has none).
         assert {o.first_seen for o in store.open_drift(now=DAY3) if o.key == key} == {DAY1}
+
+
+def test_history_follows_the_path_as_given_not_the_resolved_file(tmp_path: Path) -> None:
+    from bridge.report.history import desired_key
+
+    assert desired_key("./a//b.yaml") == desired_key("a/b.yaml")
+    assert desired_key("../desired.yaml") != desired_key("desired.yaml")
+    assert desired_key("desired.yaml") == "desired.yaml"  # no working directory in it
+    assert desired_key("") == ""
 
 
 def test_fail_on_does_not_change_what_history_stores(tmp_path: Path) -> None:
@@ -261,22 +271,102 @@ def test_fail_on_does_not_change_what_history_stores(tmp_path: Path) -> None:
         assert "rule:read-receipts-group-size" not in lax.first_seen  # info is never drift
 
 
-def test_version_1_database_is_upgraded(tmp_path: Path) -> None:
+# The history database as teams-bridge 0.1 (history version 1) wrote it: runs known by tenant
+# only, tenant-wide findings keyed with the policies they listed.
+_V1_SCHEMA = """
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, tenant_id TEXT NOT NULL, generated_at TEXT NOT NULL,
+    tool_version TEXT NOT NULL, desired_path TEXT NOT NULL, desired_sha256 TEXT NOT NULL,
+    drift_count INTEGER NOT NULL, findings_error INTEGER NOT NULL,
+    findings_warning INTEGER NOT NULL, findings_info INTEGER NOT NULL, in_sync INTEGER NOT NULL,
+    exit_code INTEGER NOT NULL
+);
+CREATE INDEX runs_by_tenant ON runs (tenant_id, generated_at, id);
+CREATE TABLE drift_items (
+    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE, key TEXT NOT NULL,
+    kind TEXT NOT NULL, object TEXT NOT NULL, expected TEXT, actual TEXT,
+    first_seen TEXT NOT NULL, PRIMARY KEY (run_id, key)
+);
+CREATE TABLE resolutions (
+    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE, key TEXT NOT NULL,
+    first_seen TEXT NOT NULL, resolved_at TEXT NOT NULL, PRIMARY KEY (run_id, key)
+);
+PRAGMA user_version = 1;
+"""
+
+
+def _v1_database(path: Path, tenant: str | None) -> None:
+    """Two version-1 runs of "desired.yaml" (relative, as the job named it): read receipts
+    drift in Global since day 1, and the tenant-wide consistency finding, whose list of
+    policies changed on day 2 (so version 1 resolved "kitchen" and opened "facilities,kitchen")."""
+    d1, d2 = "2024-05-01T08:00:00.000000Z", "2024-05-02T08:00:00.000000Z"
+    rr = "policy:global:ReadReceiptsEnabledType"
+    db = sqlite3.connect(path)
+    db.executescript(_V1_SCHEMA)
+    for run_id, when in ((1, d1), (2, d2)):
+        db.execute(
+            "INSERT INTO runs VALUES (?, ?, ?, '0.1.0', 'desired.yaml', ?, 2, 0, 1, 0, 0, 2)",
+            (run_id, tenant or "", when, "ab" * 32),
+        )
+    items = [
+        (1, rr, "setting", d1),
+        (1, "rule:read-receipts-consistency:kitchen", "rule", d1),
+        (2, rr, "setting", d1),
+        (2, "rule:read-receipts-consistency:facilities,kitchen", "rule", d2),
+    ]
+    db.executemany(
+        "INSERT INTO drift_items VALUES (?, ?, ?, 'o', NULL, NULL, ?)",
+        [(r, k, kind, seen) for r, k, kind, seen in items],
+    )
+    db.execute(
+        "INSERT INTO resolutions VALUES (2, 'rule:read-receipts-consistency:kitchen', ?, ?)",
+        (d1, d2),
+    )
+    db.commit()
+    db.close()
+
+
+def test_version_1_database_is_upgraded(tmp_path: Path, monkeypatch: Any) -> None:
+    tenant = scenario().tenant_id
+    path = tmp_path / "h.sqlite"
+    _v1_database(path, tenant)
+    # Someone looks at history from their home directory first: the upgrade happens there,
+    # and must not tie the runs to a file under that directory.
+    (tmp_path / "home").mkdir()
+    monkeypatch.chdir(tmp_path / "home")
+    with HistoryStore(path) as store:
+        assert store.resolved() == []  # a change of policies listed is not a fix
+        opened = {o.key: o.first_seen for o in store.open_drift(now=DAY3)}
+        assert opened == {
+            "policy:global:ReadReceiptsEnabledType": DAY1,
+            "rule:read-receipts-consistency": DAY1,
+        }
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
+    # The cron job, from its own directory with the same relative path, carries on.
+    (tmp_path / "job").mkdir()
+    monkeypatch.chdir(tmp_path / "job")
+    with HistoryStore(path) as store:
+        third = at(scenario(), DAY3)
+        store.record(third)
+    assert third.first_seen["policy:global:ReadReceiptsEnabledType"] == DAY1
+    assert third.first_seen["rule:read-receipts-consistency"] == DAY1
+    assert "rule:read-receipts-consistency" not in {r.key for r in third.resolved}
+
+
+def test_version_2_database_is_rekeyed_by_the_path_as_given(tmp_path: Path) -> None:
     path = tmp_path / "h.sqlite"
     with HistoryStore(path) as store:
         store.record(at(scenario(), DAY1))
     db = sqlite3.connect(path)
-    # Back to version 1's shape: no desired_key column.
+    # Version 2 stored the resolved path of wherever the process ran.
     db.executescript(
-        "DROP INDEX runs_by_file; ALTER TABLE runs DROP COLUMN desired_key; "
-        "ALTER TABLE runs DROP COLUMN observed_at; PRAGMA user_version = 1;"
+        "UPDATE runs SET desired_key = '/home/someone/desired.yaml'; PRAGMA user_version = 2;"
     )
     db.close()
     with HistoryStore(path) as store:
         second = at(scenario(), DAY2)
         store.record(second)
-        assert second.first_seen["policy:global:ReadReceiptsEnabledType"] == DAY1
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert second.first_seen["policy:global:ReadReceiptsEnabledType"] == DAY1
 
 
 def test_render_history_text_has_no_control_characters(tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ was fixed since the previous run.
 - ``runs(limit)``, ``open_drift()``, ``resolved(limit)``, ``first_seen(key)`` read it back.
 
 "The previous run" is the latest run of the same tenant *and the same desired file* observed
-before this report. The file is identified by its resolved path (``desired_key``), not its SHA-256:
+before this report. The file is identified by its path as given, normalised (``desired_key``), not
+its SHA-256:
 editing the file is the normal life of a desired state and must not restart every first-seen
 time, while a run of another file for the same tenant (a pilot file, a second job) is a different
 question and must not "resolve" the first file's drift. What is stored does not depend on
@@ -49,7 +50,7 @@ from .render_text import printable
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 15_000
 
 _SCHEMA = """
@@ -143,8 +144,21 @@ def _tenant(report_tenant: str | None) -> str:
 
 
 def desired_key(path: str) -> str:
-    """Which desired file a run checked, the same from any working directory."""
-    return os.path.realpath(path) if path else ""
+    """Which desired file a run checked: the path as given, normalised (``./a//b.yaml`` is
+    ``a/b.yaml``) but never resolved against the working directory or symlinks. A scheduled job
+    run from a fresh checkout each time (CI agents' ``_work/N/s``, git-sync's temporary
+    directories) names its file by the same relative path every run, and so keeps one history;
+    and a migration or a read-only ``history`` run from another directory cannot re-key it."""
+    return os.path.normpath(path) if path else ""
+
+
+# Tenant-wide rules as of history version 2, whose findings' keys lost their list of policies
+# (``rule:<id>:<policies>`` -> ``rule:<id>``). A fixed list: it describes old databases.
+_TENANT_WIDE_RULES = (
+    "read-receipts-consistency",
+    "no-priority-anywhere",
+    "read-receipts-group-size",
+)
 
 
 def _use_wal(db: sqlite3.Connection, attempts: int = 50) -> None:
@@ -200,17 +214,68 @@ class HistoryStore:
             for statement in statements:
                 self._db.execute(statement)
         if version == 1:
-            # Version 1 knew runs by tenant only; the old runs' files are resolved from here.
+            # Version 1 knew runs by tenant only.
             for statement in statements:
                 if "desired_key" in statement or "observed_at" in statement:
                     self._db.execute(statement)
+            self._db.execute("UPDATE runs SET observed_at = generated_at")
+        if version in (1, 2):
+            # Version 2 keyed a run's file by its resolved path, resolved in whichever process
+            # opened the database first. Key every run by its path as given, as new runs are.
             rows = self._db.execute("SELECT id, desired_path FROM runs").fetchall()
-            for run_id, path in rows:
-                self._db.execute(
-                    "UPDATE runs SET desired_key = ?, observed_at = generated_at WHERE id = ?",
-                    (desired_key(path), run_id),
-                )
+            self._db.executemany(
+                "UPDATE runs SET desired_key = ? WHERE id = ?",
+                ((desired_key(path), run_id) for run_id, path in rows),
+            )
+            self._rekey_tenant_wide_findings()
         self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _rekey_tenant_wide_findings(self) -> None:
+        """Old tenant-wide findings were keyed with the policies they listed; a finding whose
+        list changed was recorded as resolved and new. Give them today's key (``rule:<id>``),
+        join each unbroken run of them into one first-seen time, and drop the resolutions that
+        were only a change of list, so upgrading shows an open finding still open since then."""
+        new_keys = [f"rule:{rule_id}" for rule_id in _TENANT_WIDE_RULES]
+        for key in new_keys:
+            prefix = f"{key}:"
+            for table in ("drift_items", "resolutions"):
+                # One finding per rule per run, so at most one old key per run: OR REPLACE only
+                # guards a hand-edited database.
+                self._db.execute(
+                    f"UPDATE OR REPLACE {table} SET key = ? WHERE substr(key, 1, ?) = ?",
+                    (key, len(prefix), prefix),
+                )
+        marks = ",".join("?" * len(new_keys))
+        runs = self._db.execute(
+            "SELECT id, tenant_id, desired_key FROM runs ORDER BY tenant_id, desired_key, "
+            "observed_at, id"
+        ).fetchall()
+        group: tuple[str, str] | None = None
+        previous: dict[str, str] = {}
+        for run_id, tenant, file_key in runs:
+            if (tenant, file_key) != group:
+                group, previous = (tenant, file_key), {}
+            stored: dict[str, str] = dict(
+                self._db.execute(
+                    "SELECT key, first_seen FROM drift_items "
+                    f"WHERE run_id = ? AND key IN ({marks})",
+                    (run_id, *new_keys),
+                ).fetchall()
+            )
+            current = {key: previous.get(key, seen) for key, seen in stored.items()}
+            self._db.executemany(
+                "UPDATE drift_items SET first_seen = ? WHERE run_id = ? AND key = ?",
+                ((seen, run_id, key) for key, seen in current.items() if seen != stored[key]),
+            )
+            self._db.executemany(
+                "DELETE FROM resolutions WHERE run_id = ? AND key = ?",
+                ((run_id, key) for key in current),
+            )
+            self._db.executemany(
+                "UPDATE resolutions SET first_seen = ? WHERE run_id = ? AND key = ?",
+                ((seen, run_id, key) for key, seen in previous.items() if key not in current),
+            )
+            previous = current
 
     def close(self) -> None:
         self._db.close()
