@@ -682,7 +682,17 @@ class _Run:
             chunk = chunks.get(uid)
             cid = (chunk.correlation_id if chunk else None) or one_cid
             op = chunk.operation_id if chunk else None
-            if uid in failures or (chunk is not None and chunk.error is not None):
+            if chunk is not None and chunk.unknown:
+                # First: a batch submitted and not read back may still run, whatever error the
+                # call that stopped polling it carries; it is not known to have failed.
+                lost = f" ({chunk.error})" if chunk.error else ""
+                why = (
+                    f"sent in batch operation {op}, but the run stopped before its outcome was "
+                    f"read{lost}: check it with Get-CsBatchPolicyAssignmentOperation -Identity {op}"
+                )
+                self.result.failed.append(FailedChange(c, why, cid))
+                entries.append(self._entry(c.data(), "started", why, operation_id=op))
+            elif uid in failures or (chunk is not None and chunk.error is not None):
                 why = failures.get(uid) or (chunk.error if chunk else None) or "failed"
                 # The request that raised a 403 gets the role advice (its users' chunk error).
                 denied = forbidden and chunk is not None and chunk.error is not None
@@ -690,13 +700,6 @@ class _Run:
                 entries.append(
                     self._entry(c.data(), "failed", why, correlation_id=cid, operation_id=op)
                 )
-            elif chunk is not None and chunk.unknown:
-                why = (
-                    f"sent in batch operation {op}, but the run stopped before its outcome was "
-                    f"read: check it with Get-CsBatchPolicyAssignmentOperation -Identity {op}"
-                )
-                self.result.failed.append(FailedChange(c, why, cid))
-                entries.append(self._entry(c.data(), "started", why, operation_id=op))
             elif chunk is None and stopped is not None:
                 unsent += 1
                 self.result.not_attempted.append(c)

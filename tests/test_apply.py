@@ -1238,3 +1238,34 @@ def test_a_409_on_putting_the_old_row_back_reads_the_group_before_saying_it_has_
     assert "reads show no assignment: group Facilities has NO messaging policy now" in str(
         err.value
     )
+
+
+class LostBatchBackend(Wrapper):
+    """Submits one batch operation, then reading its outcome fails: the batch was submitted and
+    may still run (unknown), and the chunk carries the error that stopped the polling, as the
+    PowerShell backend reports it."""
+
+    def assign_users(self, assignments):
+        from bridge.backends.base import ChunkResult
+
+        ids = tuple(u for u, _ in assignments)
+        exc = ServerError("reading batch operation op-7 failed: pwsh exited", status=None)
+        result = BulkResult(requested=len(ids), write_requests=1, operation_ids=["op-7"])
+        result.chunks.append(ChunkResult(ids, "op-7", error=str(exc), unknown=True))
+        result.attach_to(exc)
+        raise exc
+
+
+def test_a_submitted_batch_whose_outcome_was_not_read_stays_started_not_failed(tmp_path):
+    mem, current, plan = user_plan()
+    path = tmp_path / "j.jsonl"
+    with pytest.raises(ApplyFailed) as err:
+        run(plan, LostBatchBackend(mem), current, journal=Journal(path))
+    entries = [json.loads(x) for x in path.read_text().splitlines()]
+    users = [
+        (e["change"]["user_id"], e["result"], e.get("operation_id"))
+        for e in entries
+        if e["event"] == "change" and "user_id" in e["change"]
+    ]
+    assert users == [("u3", "started", "op-7")]
+    assert "Get-CsBatchPolicyAssignmentOperation -Identity op-7" in str(err.value)
