@@ -397,8 +397,8 @@ def apply(
     type=click.Choice(["teams", "json"]),
     default="teams",
     show_default=True,
-    help="teams: a Teams incoming-webhook card carrying the JSON summary as its 'summary' "
-    "field; json: the JSON summary alone.",
+    help="teams: a Teams incoming-webhook card carrying the JSON summary as its "
+    "'teamsBridgeSummary' field; json: the JSON summary alone.",
 )
 @pass_ctx
 def drift(

@@ -268,7 +268,9 @@ def test_drift_notify_posts_card_with_summary(
         body = json.loads(rsps.calls[0].request.body)
     assert code == 2, err
     assert body["attachments"][0]["contentType"] == "application/vnd.microsoft.card.adaptive"
-    assert body["summary"]["exit_code"] == 2 and body["summary"]["drift_count"] > 0
+    summary = body["teamsBridgeSummary"]
+    assert "summary" not in body  # a MessageCard's "summary" is a string: never a clash
+    assert summary["exit_code"] == 2 and summary["drift_count"] > 0
     assert json.loads(out)["notification"] == {"format": "teams", "sent": True, "error": None}
     assert "pw@" not in err and "SECRETPART" not in err
 

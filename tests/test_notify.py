@@ -95,8 +95,10 @@ def test_notify_posts_the_card_and_the_summary_and_keeps_the_url_out_of_logs(
     with caplog.at_level(logging.DEBUG):
         notify(WEBHOOK, scenario(), post)
     # The default: one post a Teams webhook shows as a card and any receiver reads as JSON.
-    want = {**build_teams_card(scenario()), "summary": build_notification(scenario())}
+    want = {**build_teams_card(scenario()), "teamsBridgeSummary": build_notification(scenario())}
     assert posted == [(WEBHOOK, want, {})]
+    # No top-level "summary": a legacy connector MessageCard's "summary" is a string.
+    assert "summary" not in posted[0][1]
     assert "SECRETPART" not in caplog.text and "contoso.webhook.office.com" in caplog.text
     assert "SECRETPART" not in json.dumps(posted[0][1])
     notify(WEBHOOK, scenario(), post, fmt="json")

@@ -4,8 +4,10 @@ Teams incoming webhook (``{"type": "message", "attachments": [...]}``, card vers
 What is posted (``--notify-format``):
 
 - ``teams`` (default): the Teams card message, with the JSON summary as its extra top-level
-  ``summary`` field. Teams shows the card and ignores the extra field; any other receiver (a
-  pipeline, a Power Automate flow, a chat-ops bot) reads ``summary`` from the same post;
+  ``teamsBridgeSummary`` field. Teams shows the card and ignores the extra field; any other
+  receiver (a pipeline, a Power Automate flow, a chat-ops bot) reads ``teamsBridgeSummary`` from
+  the same post. Not ``summary``: a legacy Office 365 connector MessageCard has a ``summary``
+  field that is a string, and a receiver that checks it would refuse the post;
 - ``json``: the JSON summary alone, for receivers that expect nothing else.
 
 Payloads carry the tenant id, counts and the top drift items: never secrets (a report holds none),
@@ -30,6 +32,9 @@ log = logging.getLogger(__name__)
 TOP_ITEMS = 10
 CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 FORMATS = ("teams", "json")
+# The teams format's extra top-level field holding the JSON summary (never "summary": in a legacy
+# connector MessageCard that is a string).
+SUMMARY_FIELD = "teamsBridgeSummary"
 _LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 
 Poster = Callable[[str, dict[str, Any], dict[str, str]], None]
@@ -203,7 +208,7 @@ def build_payload(report: DriftReport, fmt: str = "teams") -> dict[str, Any]:
     if fmt == "json":
         return build_notification(report)
     if fmt == "teams":
-        return {**build_teams_card(report), "summary": build_notification(report)}
+        return {**build_teams_card(report), SUMMARY_FIELD: build_notification(report)}
     raise ConfigError(f"unknown notification format {fmt!r}: choose from {', '.join(FORMATS)}")
 
 
