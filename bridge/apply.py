@@ -9,8 +9,10 @@ only what is still missing, so nothing that succeeded is sent twice.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
+import math
 import signal
 import threading
 import time
@@ -42,7 +44,7 @@ from .plan import (
     simulate,
     state_checksum,
 )
-from .state import TenantState, is_global, policy_key
+from .state import SafetyLimits, TenantState, is_global, policy_key
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +90,7 @@ class FailedChange:
     correlation_id: str | None = None
     forbidden: bool = False  # a 403: the app lacks a directory role
     # A replacement removed the group's assignment and putting it back failed: the group has
-    # no messaging policy now, and re-assigning it moves all its members (needs --force).
+    # no messaging policy now, and re-assigning it moves its members back (see rerun_advice).
     left_without_policy: bool = False
 
     def __str__(self) -> str:
@@ -123,6 +125,9 @@ class ApplyResult:
     write_requests: int = 0
     duration: float = 0.0
     verified: bool = False
+    # For a group left with no policy: how to run apply again so that it is assigned again, with
+    # the least override of the safety limits that re-run needs (see _Run._rerun_advice).
+    rerun_advice: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -148,10 +153,8 @@ class ApplyResult:
             )
         elif bare:
             names = ", ".join(f.change.target for f in bare)
-            then = (
-                f"{names} has no messaging policy now: run 'teams-bridge apply FILE --force' to "
-                "assign it again (--force lifts the share-of-users limit, which would refuse it "
-                "because its members have fallen back to another policy)"
+            then = f"{names} has no messaging policy now: " + (
+                self.rerun_advice or "run 'teams-bridge apply FILE' again to assign it"
             )
         else:
             then = "run apply again to converge"
@@ -233,8 +236,12 @@ def apply_plan(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     on_progress: Callable[[str], None] | None = None,
+    limits: SafetyLimits | None = None,
 ) -> ApplyResult:
     """Apply ``plan`` (made against ``current``, checked with ``check_fresh``) through ``backend``.
+
+    ``limits``: the safety limits the plan was checked against (the defaults when not given);
+    used only to tell, when a group is left with no policy, what a re-run needs to pass them.
 
     Raises ``ApplyFailed`` (an ``ApplyError``) after journaling when a write fails (nothing after
     it is attempted) or a written policy does not read back; assignments that do not show within
@@ -244,6 +251,7 @@ def apply_plan(
         raise ValueError("poll_interval must be positive: verification would read in a busy loop")
     check_fresh(plan, current)
     run = _Run(plan, backend, journal, run_id, current, clock, sleep, on_progress)
+    run.limits = limits or SafetyLimits()
     return run.execute(current, verify, verify_timeout, poll_interval, wanted, sleep)
 
 
@@ -281,6 +289,7 @@ class _Run:
         self.started = clock()
         self.progress = on_progress or (lambda _msg: None)
         self.result = ApplyResult(run_id=run_id, total=len(self.changes))
+        self.limits = SafetyLimits()
 
     # ------------------------------------------------------------------ journal
 
@@ -370,6 +379,7 @@ class _Run:
         if r.failed:
             self._settle_unverified()
             self._finish()
+            r.rerun_advice = self._rerun_advice()
             log.error("apply stopped: %s", r.failure_message())
             raise ApplyFailed(r.failure_message(), r)
         if verify and r.done:
@@ -380,6 +390,57 @@ class _Run:
         if r.failed:
             raise ApplyFailed(r.failure_message(), r)
         return r
+
+    def _rerun_advice(self) -> str | None:
+        """For groups a failed replacement left with no policy: the command that assigns them
+        again, with the least override the re-run needs. Putting the members back moves them
+        (they have fallen back to another policy), so the share-of-users limit may refuse the
+        re-run; ``--force`` is named only when another limit would refuse it too, as it lifts
+        every check for the whole plan."""
+        bare = [
+            f.change
+            for f in self.result.failed
+            if f.left_without_policy and isinstance(f.change, SetGroupAssignment)
+        ]
+        if not bare:
+            return None
+        r = self.result
+        removed = [RemoveGroupAssignment(c.group_id, c.group_name, c.policy, c.rank) for c in bare]
+        now = simulate(self.current, Plan([*r.done, *removed], self.tenant))
+        rerun = Plan(
+            [*(dataclasses.replace(c, existing=None) for c in bare), *r.not_attempted],
+            self.tenant,
+        )
+        limits, flags, why = self.limits, [], []
+        moved = rerun.affected_users(now)
+        total = len(set(now.directory.users) | moved) or 1
+        share = len(moved) / total
+        if share > limits.max_user_change_share:
+            needed = math.ceil(share * 1000) / 1000  # exactly at the limit passes
+            flags.append(f"--max-user-change-share {needed:g}")
+            why.append(
+                f"the re-run moves {len(moved)} of {total} users ({share:.1%}), over the limit "
+                f"of {limits.max_user_change_share * 100:g}%: among them the group's members, "
+                "who have fallen back to another policy"
+            )
+            limits = dataclasses.replace(limits, max_user_change_share=needed)
+        deletes = len(rerun.of(DeletePolicy))
+        if deletes > limits.max_policy_deletes:
+            flags.append(f"--max-policy-deletes {deletes}")
+            why.append(f"it still deletes {deletes} policies")
+            limits = dataclasses.replace(limits, max_policy_deletes=deletes)
+        others = rerun.unsafe_reasons(now, limits)
+        if others:
+            return (
+                "run 'teams-bridge apply FILE --force' to assign it again: the re-run is over "
+                f"a limit no narrower option lifts ({'; '.join(others)}); --force lifts every "
+                "safety check for the whole plan, so review it with plan first"
+            )
+        if not flags:
+            return "run 'teams-bridge apply FILE' again to assign it (within the safety limits)"
+        return (
+            f"run 'teams-bridge apply FILE {' '.join(flags)}' to assign it again ({'; '.join(why)})"
+        )
 
     def _settle_unverified(self) -> None:
         """Without verification: what was sent counts as applied, what was held back or is only

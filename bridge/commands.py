@@ -238,6 +238,7 @@ def run_apply(
             run_id=run_id,
             verify_timeout=request.verify_timeout,
             on_progress=progress,
+            limits=limits,
         )
     _log_requests(session)
     lines = list(result.summary_lines())

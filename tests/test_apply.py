@@ -821,11 +821,15 @@ def test_an_undo_that_keeps_failing_is_retried_then_says_no_policy_and_force(tmp
     message = str(err.value)
     assert "back failed too, 3 time(s)" in message
     assert "group Facilities has NO messaging policy now" in message
+    # The least override the re-run needs (u6 back, plus the three users not attempted), not
+    # --force, which would lift every safety check for the whole plan.
     assert message.endswith(
-        "group Facilities has no messaging policy now: run 'teams-bridge apply FILE --force' to "
-        "assign it again (--force lifts the share-of-users limit, which would refuse it because "
-        "its members have fallen back to another policy)"
+        "group Facilities has no messaging policy now: run 'teams-bridge apply FILE "
+        "--max-user-change-share 0.667' to assign it again (the re-run moves 4 of 6 users "
+        "(66.7%), over the limit of 10%: among them the group's members, who have fallen back "
+        "to another policy)"
     )
+    assert "--force" not in message
     assert "run apply again to converge" not in message
     assert t.sleeps == [2.0, 4.0]
     lines = [json.loads(x) for x in (tmp_path / "j.jsonl").read_text().splitlines()]
@@ -1269,3 +1273,24 @@ def test_a_submitted_batch_whose_outcome_was_not_read_stays_started_not_failed(t
     ]
     assert users == [("u3", "started", "op-7")]
     assert "Get-CsBatchPolicyAssignmentOperation -Identity op-7" in str(err.value)
+
+
+def test_a_group_left_without_policy_gets_the_least_override_its_rerun_needs():
+    from bridge.state import SafetyLimits
+
+    mem, current, plan = fresh()
+    # Within the limits: just run again.
+    with pytest.raises(ApplyFailed) as err:
+        run(plan, FailingAddBackend(mem, "g-fac"), current, limits=SafetyLimits(3, 0.7))
+    assert str(err.value).endswith(
+        "group Facilities has no messaging policy now: run 'teams-bridge apply FILE' again to "
+        "assign it (within the safety limits)"
+    )
+    # The re-run still deletes Old Pilot: that limit's own option, still not --force.
+    mem, current, plan = fresh()
+    with pytest.raises(ApplyFailed) as err:
+        run(plan, FailingAddBackend(mem, "g-fac"), current, limits=SafetyLimits(0, 0.7))
+    assert "run 'teams-bridge apply FILE --max-policy-deletes 1' to assign it again" in str(
+        err.value
+    )
+    assert "--force" not in str(err.value)
