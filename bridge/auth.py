@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from .errors import AuthError, ConfigError
+from .files import write_text_atomic
 from .redact import register_secret
 from .settings import Settings, redact
 from .state import is_guid as is_guid  # re-exported: backends import it from here
@@ -321,13 +322,10 @@ class MsalTokenProvider:
     def _persist(self) -> None:
         if not self._cache_path or not self._cache.has_state_changed:
             return
-        tmp = f"{self._cache_path}.tmp"
-        # Created 0600 from the start: the cache holds access (and refresh) tokens.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(self._cache.serialize())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self._cache_path)
+        # Private (0600, its temporary file too): the cache holds access and refresh tokens.
+        write_text_atomic(
+            self._cache_path, self._cache.serialize(), private=True, hint="check BRIDGE_TOKEN_CACHE"
+        )
         self._cache.has_state_changed = False
 
     def _failure_message(self, resource: str, result: Mapping[str, Any]) -> str:

@@ -39,10 +39,10 @@ def _err(message: str) -> None:
     click.echo(message, err=True)
 
 
-def _write_text(path: str, text: str) -> None:
+def _write_text(path: str, text: str, *, private: bool = False) -> None:
     """Write atomically; a path that cannot be written is a ``BridgeError`` naming it (the
-    helper ``write_snapshot`` shares)."""
-    write_text_atomic(path, text)
+    helper ``write_snapshot`` shares). ``private``: 0600, for tenant data such as a plan."""
+    write_text_atomic(path, text, private=private)
 
 
 @contextlib.contextmanager
@@ -225,7 +225,7 @@ def plan(ctx: _Ctx, file: str, out: str | None, fmt: str, detailed_exitcode: boo
     if out:
         from .planfile import dumps as plan_file_text
 
-        _write_text(out, plan_file_text(result.plan))
+        _write_text(out, plan_file_text(result.plan), private=True)
         _err(f"plan saved to {out}; apply it with: teams-bridge apply --plan {out}")
     if detailed_exitcode and result.plan:
         raise SystemExit(EXIT_CHANGES)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,6 +73,8 @@ def test_plan_detailed_exitcode_and_json(
     assert on_disk.pop("digest").startswith("sha256:") and on_disk.pop("created_at")
     assert on_disk == data
     assert "apply --plan" in err
+    if sys.platform != "win32":  # tenant data: the saved plan is private
+        assert stat.S_IMODE(saved.stat().st_mode) == 0o600
 
 
 def test_export_plans_to_no_changes(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -164,6 +168,8 @@ def test_snapshot_round_trip(capsys: pytest.CaptureFixture[str], tmp_path: Path)
     out_file = tmp_path / "again.json"
     code, out, _ = run(capsys, "--snapshot", SNAP, "snapshot", "--out", str(out_file))
     assert code == 0 and "written to" in out
+    if sys.platform != "win32":  # every user's assignment: private
+        assert stat.S_IMODE(out_file.stat().st_mode) == 0o600
     code, a, _ = run(capsys, "--snapshot", SNAP, "plan", DESIRED, "--format", "json")
     code, b, _ = run(capsys, "--snapshot", str(out_file), "plan", DESIRED, "--format", "json")
     assert json.loads(a)["changes"] == json.loads(b)["changes"]

@@ -196,8 +196,10 @@ def load_snapshot(path: str | os.PathLike[str]) -> TenantState:
 
 def write_snapshot(state: TenantState, path: str | os.PathLike[str], source: str) -> None:
     """Write atomically (a half-written snapshot would be read back as a smaller tenant); a
-    path that cannot be written is a ``BridgeError`` naming it, with no temporary file left."""
-    write_text_atomic(path, json.dumps(state_to_snapshot(state, source), indent=2) + "\n")
+    path that cannot be written is a ``BridgeError`` naming it, with no temporary file left.
+    Private (0600): it lists every user's assignment."""
+    text = json.dumps(state_to_snapshot(state, source), indent=2) + "\n"
+    write_text_atomic(path, text, private=True)
 
 
 class MemoryBackend:

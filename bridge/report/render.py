@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..files import write_text_atomic
 from .model import DriftReport
 from .render_html import render_html
 from .render_junit import render_junit
@@ -65,31 +66,26 @@ def write_reports(
             f"unknown report format(s) {', '.join(unknown)}: choose from {', '.join(RENDERERS)}"
         )
     out_dir = Path(directory)
-    paths = []
-    tmp: Path | None = None
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        for fmt in wanted:
-            path = out_dir / FILE_NAMES[fmt]
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            # Tenant text can hold what UTF-8 cannot encode (a lone surrogate read back from a
-            # snapshot): it is written as a visible \udXXX escape (in JSON, a valid escape).
-            data = RENDERERS[fmt](report).encode("utf-8", errors="backslashreplace")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
-            tmp = None
-            log.info("wrote %s report to %s", fmt, path)
-            paths.append(path)
     except OSError as exc:
         raise ConfigError(
             f"cannot write drift reports to {out_dir}: {exc.strerror or exc}; "
             "choose a writable --report-dir"
         ) from exc
-    except (UnicodeError, ValueError) as exc:
-        raise ConfigError(f"cannot render the drift reports for {out_dir}: {exc}") from exc
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)  # never leave half a report behind
+    paths = []
+    for fmt in wanted:
+        path = out_dir / FILE_NAMES[fmt]
+        try:
+            # Tenant text can hold what UTF-8 cannot encode (a lone surrogate read back from a
+            # snapshot): it is written as a visible \udXXX escape (in JSON, a valid escape).
+            data = RENDERERS[fmt](report).encode("utf-8", errors="backslashreplace")
+        except (UnicodeError, ValueError) as exc:
+            raise ConfigError(f"cannot render the drift reports for {out_dir}: {exc}") from exc
+        # A temporary file beside it, renamed over it: a reader never sees half a report.
+        write_text_atomic(path, data, hint="choose a writable --report-dir")
+        log.info("wrote %s report to %s", fmt, path)
+        paths.append(path)
     return paths
 
 

@@ -1,0 +1,111 @@
+"""The one atomic-write helper: a fresh temporary file per write, removed whatever goes wrong."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from bridge import files
+from bridge.errors import BridgeError
+from bridge.files import write_text_atomic
+
+POSIX = pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_a_users_own_tmp_file_is_never_touched(tmp_path: Path) -> None:
+    target = tmp_path / "snap.json"
+    mine = tmp_path / "snap.json.tmp"
+    mine.write_text("my notes")
+    write_text_atomic(target, "{}\n")
+    assert target.read_text() == "{}\n" and mine.read_text() == "my notes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["snap.json", "snap.json.tmp"]
+
+
+def test_concurrent_writers_do_not_race_on_one_temporary_name(tmp_path: Path) -> None:
+    target = tmp_path / "out.json"
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def writer(n: int) -> None:
+        start.wait()
+        try:
+            for _ in range(40):
+                write_text_atomic(target, f"writer {n}\n" * 200)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    lines = set(target.read_text().splitlines())
+    assert len(lines) == 1  # one writer's whole file, never a mix
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_text_utf8_cannot_encode_is_an_error_naming_the_path(tmp_path: Path) -> None:
+    target = tmp_path / "export.yaml"
+    with pytest.raises(BridgeError, match=f"cannot write {target}: the text holds characters"):
+        write_text_atomic(target, "name: \ud800\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_any_failure_removes_the_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(fd: int) -> None:
+        raise RuntimeError("disk controller on fire")
+
+    monkeypatch.setattr(files.os, "fsync", broken)
+    with pytest.raises(RuntimeError, match="on fire"):
+        write_text_atomic(tmp_path / "plan.json", "{}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unwritable_path_is_an_error_with_the_callers_hint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_space(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device", str(src))
+
+    monkeypatch.setattr(files.os, "replace", no_space)
+    target = tmp_path / "drift.json"
+    with pytest.raises(BridgeError) as info:
+        write_text_atomic(target, b"{}", hint="choose a writable --report-dir")
+    assert str(info.value) == (
+        f"cannot write {target}: No space left on device; choose a writable --report-dir"
+    )  # the temporary file's name is not the user's business
+    assert list(tmp_path.iterdir()) == []
+
+
+@POSIX
+def test_modes(tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    try:
+        new = tmp_path / "report.html"
+        write_text_atomic(new, "x")
+        assert mode(new) == 0o644  # what the umask gives a new file
+        new.chmod(0o640)
+        write_text_atomic(new, "y")
+        assert mode(new) == 0o640  # a rewrite keeps the user's chmod
+        new.chmod(0o666)
+        write_text_atomic(new, "z")
+        assert mode(new) == 0o664  # never world-writable
+        private = tmp_path / "plan.json"
+        private.write_text("old")
+        private.chmod(0o644)
+        write_text_atomic(private, "new", private=True)
+        assert mode(private) == 0o600
+    finally:
+        os.umask(umask)
