@@ -9,6 +9,7 @@ plain ``dict``/``list`` subclasses that carry ``(line, column)`` positions, 1-ba
 from __future__ import annotations
 
 import json
+import math
 import re
 import reprlib
 from dataclasses import dataclass
@@ -313,6 +314,27 @@ _JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
 _JSON_LITERALS = {"true": True, "false": False, "null": None}
 
 
+def _json_number(m: re.Match[str], pos: Pos, problems: list[YamlProblem]) -> Any:
+    """A JSON number as int or float. One Python cannot hold (an integer of more digits than
+    ``int()`` converts, about 4,300; a float beyond 1.8e308) is a problem at its position, and
+    the text is kept, as for a YAML value that is not valid."""
+    number = m.group()
+    try:
+        value = float(number) if m.group(1) or m.group(2) else int(number)
+    except ValueError:
+        value = None
+    if value is None or value in (math.inf, -math.inf):
+        problems.append(
+            YamlProblem(
+                pos,
+                f"number {shown(number)} ({len(number)} characters) is too large to read: "
+                "correct it, or quote it to keep it as text",
+            )
+        )
+        return number
+    return value
+
+
 def load_json(text: str) -> tuple[Any, list[YamlProblem]]:
     """Parse JSON ``text`` with JSON's own rules (``"\\ud83d\\ude00"`` is one emoji, ``1e5`` a
     number), building the same positioned containers as ``load`` and reporting duplicate keys the
@@ -384,7 +406,7 @@ def load_json(text: str) -> tuple[Any, list[YamlProblem]]:
         else:
             m = _JSON_NUMBER.match(text, i)
             if m:
-                value = float(m.group()) if m.group(1) or m.group(2) else int(m.group())
+                value = _json_number(m, pos, problems)
                 i = m.end()
             else:
                 word = next((w for w in _JSON_LITERALS if text.startswith(w, i)), None)

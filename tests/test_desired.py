@@ -257,6 +257,16 @@ def test_json_is_read_by_jsons_rules_with_positions() -> None:
     assert parse_desired("{policies: {A: {AllowGiphy: yes}}}", "f.yaml").policy("A") is not None
 
 
+@pytest.mark.parametrize("number", ["9" * 5000, "-" + "9" * 5000, "1e999"])
+def test_a_json_number_too_large_to_read_is_a_positioned_problem(number: str) -> None:
+    # int() refuses more than about 4,300 digits (a ValueError, not a JSON error); 1e999 is inf.
+    text = '{"policies": {"A": {\n  "extra": {"N": ' + number + "}}}}"
+    with pytest.raises(DesiredStateError) as info:
+        parse_desired(text, "f.json")
+    assert "f.json:2:18: error: number '" in str(info.value)
+    assert "is too large to read" in str(info.value)
+
+
 def test_safety_and_rules_blocks() -> None:
     state = parse_desired(
         """\
