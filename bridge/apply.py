@@ -125,6 +125,7 @@ class ApplyResult:
     write_requests: int = 0
     duration: float = 0.0
     verified: bool = False
+    interrupted: bool = False  # stopped by ^C, SIGTERM or a bug (see ApplyResult.outcome)
     # For a group left with no policy: how to run apply again so that it is assigned again, with
     # the least override of the safety limits that re-run needs (see _Run._rerun_advice).
     rerun_advice: str | None = None
@@ -135,6 +136,8 @@ class ApplyResult:
 
     @property
     def outcome(self) -> str:
+        if self.interrupted:
+            return "interrupted"
         if not self.ok:
             return "failed"
         return "pending" if self.pending else "ok"
@@ -364,28 +367,42 @@ class _Run:
             )
         r = self.result
         steps = _steps(self.changes)
+        at: int | None = None  # the step being written
         try:
+            # Writes and verification alike: SIGTERM (a scheduler stopping the job) must close
+            # the run in the journal wherever it lands.
             with _sigterm_as_interrupt():
-                for i, step in enumerate(steps):
+                for at, step in enumerate(steps):
                     if not self._step(step):
-                        r.not_attempted += [c for later in steps[i + 1 :] for c in later]
+                        r.not_attempted += [c for later in steps[at + 1 :] for c in later]
                         break
-        except BaseException:
+                else:
+                    at = None
+                if not r.failed:
+                    if verify and r.done:
+                        self._verify(current, verify_timeout, poll_interval, wanted, sleep)
+                    else:
+                        self._settle_unverified()
+        except ApplyFailed:
+            raise  # verification could not read back; it closed the run itself
+        except BaseException as exc:
             # Not a BridgeError (a bug, ^C, SIGTERM): close the run in the journal, then let it
-            # through.
+            # through, carrying what was done (the CLI says if a group was left with no policy).
+            r.interrupted = True
+            if at is not None:  # stopped while writing: the rest of the plan was not sent
+                done = {id(c) for c in r.done} | {id(f.change) for f in r.failed}
+                r.not_attempted += [c for later in steps[at:] for c in later if id(c) not in done]
             self._settle_unverified()
             self._finish("interrupted")
+            r.rerun_advice = self._rerun_advice()
+            exc.apply_result = r  # type: ignore[attr-defined]
             raise
-        if r.failed:
+        if r.failed and not r.verified:
             self._settle_unverified()
             self._finish()
             r.rerun_advice = self._rerun_advice()
             log.error("apply stopped: %s", r.failure_message())
             raise ApplyFailed(r.failure_message(), r)
-        if verify and r.done:
-            self._verify(current, verify_timeout, poll_interval, wanted, sleep)
-        else:
-            self._settle_unverified()
         self._finish()
         if r.failed:
             raise ApplyFailed(r.failure_message(), r)
@@ -490,11 +507,15 @@ class _Run:
             self._journal([self._entry(first.data(), "failed", exc)])
             log.warning("%s failed: %s", describe(first), error)
             return False
-        except BaseException:
+        except BaseException as exc:
             # ^C or SIGTERM between the removal and the add: nobody may be left on Global.
+            why = f"interrupted ({type(exc).__name__}) before its answer was read"
+            left_without = False
             if replaced and isinstance(first, SetGroupAssignment):
-                note, _ = self._restore(first, attempts=1)
+                note, left_without = self._restore(first, attempts=1)
+                why += note
                 log.error("%s interrupted%s", describe(first), note)
+            self.result.failed.append(FailedChange(first, why, left_without_policy=left_without))
             raise
         self.result.done.append(first)
         if conflict is not None:
@@ -881,13 +902,22 @@ class _Run:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler stopping the job), handled like ^C."""
+    """SIGTERM (a scheduler stopping the job), handled like ^C; the process exits 128 + 15."""
+
+    exit_code = 143
+
+
+def interrupted_result(exc: BaseException) -> ApplyResult | None:
+    """What an apply stopped by ``exc`` (^C, SIGTERM) had done, when it was one."""
+    result = getattr(exc, "apply_result", None)
+    return result if isinstance(result, ApplyResult) else None
 
 
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """While writing, SIGTERM raises ``Terminated`` so the run is closed in the journal and a
-    group half-way through a replacement is put back (signals reach only the main thread)."""
+    """While writing and verifying, SIGTERM raises ``Terminated`` so the run is closed in the
+    journal and a group half-way through a replacement is put back (signals reach only the main
+    thread)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -25,6 +25,7 @@ from .logconfig import configure_logging
 from .session import Session, SessionOptions
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
 
 
 def _stdout_is_tty() -> bool:
@@ -309,7 +310,7 @@ def apply(
 ) -> None:
     """Make the changes: 'apply FILE' plans and applies; 'apply --plan PLAN' applies a saved
     plan."""
-    from .apply import ApplyFailed
+    from .apply import ApplyFailed, interrupted_result
     from .commands import ApplyRequest, run_apply
     from .plan_view import render_plan
 
@@ -345,6 +346,13 @@ def apply(
             # Say what was done and what was not before the error line.
             for line in exc.result.summary_lines():
                 _err(line)
+            raise
+        except KeyboardInterrupt as exc:
+            # ^C or SIGTERM mid-apply: what was done, and above all a group left with no policy.
+            result = interrupted_result(exc)
+            if result is not None:
+                for line in interrupted_lines(result):
+                    _err(line)
             raise
     for line in outcome.lines:
         click.echo(line)
@@ -658,6 +666,15 @@ def sandbox(no_roles: bool, **knobs: Any) -> None:
 # --------------------------------------------------------------------------- entry point
 
 
+def interrupted_lines(result: Any) -> list[str]:
+    """What an interrupted apply says before 'interrupted': its summary and, when a group was
+    left with no messaging policy (the replacement's undo failed too), the error and the fix."""
+    lines = list(result.summary_lines())
+    if any(f.left_without_policy for f in result.failed):
+        lines.append(f"error: apply interrupted: {result.failure_message()}")
+    return lines
+
+
 def _run(fn: Callable[[], Any]) -> NoReturn:
     try:
         fn()
@@ -677,9 +694,10 @@ def _run(fn: Callable[[], Any]) -> NoReturn:
         # Validation problems already read "file:line:col: error: ...".
         _err(str(exc) if isinstance(exc, DesiredStateError) else f"error: {exc}")
         raise SystemExit(exc.exit_code) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         _err("interrupted")
-        raise SystemExit(130) from None
+        # 128 + the signal: 130 for Ctrl+C (SIGINT), 143 for SIGTERM (apply's Terminated).
+        raise SystemExit(getattr(exc, "exit_code", EXIT_INTERRUPTED)) from None
     raise SystemExit(EXIT_OK)
 
 

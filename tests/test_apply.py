@@ -1294,3 +1294,113 @@ def test_a_group_left_without_policy_gets_the_least_override_its_rerun_needs():
         err.value
     )
     assert "--force" not in str(err.value)
+
+
+class TermDuringVerificationBackend(DelayedBackend):
+    """SIGTERM arrives on the first read back after the writes (verification)."""
+
+    def read(self, wanted=ALL):
+        import os
+        import signal
+
+        if self.reads == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().read(wanted)
+
+
+class _Outside(Exception):
+    pass
+
+
+def test_sigterm_during_verification_closes_the_run_in_the_journal(tmp_path):
+    import signal
+
+    from bridge.apply import Terminated, interrupted_result
+
+    def outside(signum, frame):  # without apply's handler, this one (not the default) fires
+        raise _Outside("SIGTERM reached the test's handler: apply had none installed")
+
+    mem, current, plan = user_plan()
+    path = tmp_path / "j.jsonl"
+    t = FakeTime()
+    before = signal.signal(signal.SIGTERM, outside)
+    try:
+        with pytest.raises(Terminated) as err:
+            run(
+                plan,
+                TermDuringVerificationBackend(mem, t, 90),
+                current,
+                time=t,
+                journal=Journal(path),
+            )
+        assert signal.getsignal(signal.SIGTERM) is outside
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    entries = [json.loads(x) for x in path.read_text().splitlines()]
+    assert entries[-1]["event"] == "run_finished" and entries[-1]["result"] == "interrupted"
+    result = interrupted_result(err.value)
+    assert result is not None and result.outcome == "interrupted"
+
+
+def test_sigterm_exits_143_and_ctrl_c_130():
+    from bridge.apply import Terminated
+    from bridge.cli import _run
+
+    def raises(exc):
+        def fn():
+            raise exc
+
+        return fn
+
+    with pytest.raises(SystemExit) as term:
+        _run(raises(Terminated("stopped by signal 15")))
+    assert term.value.code == 143
+    with pytest.raises(SystemExit) as ctrl_c:
+        _run(raises(KeyboardInterrupt()))
+    assert ctrl_c.value.code == 130
+
+
+class TerminatedThenUndoFailsBackend(TerminatedBackend):
+    """SIGTERM while the replacement's add is on its way, and putting the old row back fails."""
+
+    def _call(self, op, fn, *args):
+        if op == "add_group_assignment" and args[0] == self.group_id and self.fired:
+            raise ServerError("503 from Teams admin API on add", status=503)
+        return super()._call(op, fn, *args)
+
+    def add_group_assignment(self, group_id, policy, rank):
+        import os
+        import signal
+
+        if group_id == self.group_id and not self.fired:
+            self.fired = True
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives before the add is sent
+        return self._call(
+            "add_group_assignment", self.inner.add_group_assignment, group_id, policy, rank
+        )
+
+
+def test_an_interrupt_that_leaves_a_group_with_no_policy_says_so(tmp_path):
+    from bridge.apply import Terminated, interrupted_result
+    from bridge.cli import interrupted_lines
+
+    mem, current, plan = fresh()
+    with pytest.raises(Terminated) as err:
+        run(
+            plan,
+            TerminatedThenUndoFailsBackend(mem, "g-fac"),
+            current,
+            journal=Journal(tmp_path / "j.jsonl"),
+        )
+    assert "g-fac" not in mem.state.group_assignments
+    result = interrupted_result(err.value)
+    assert result is not None
+    (failed,) = result.failed
+    assert failed.left_without_policy
+    assert len(result.not_attempted) == 6  # everything after the interrupted replacement
+    lines = interrupted_lines(result)
+    assert lines[0].startswith("Apply interrupted:")
+    assert lines[-1].startswith("error: apply interrupted: ")
+    assert (
+        "group Facilities has no messaging policy now: run 'teams-bridge apply FILE" in (lines[-1])
+    )
