@@ -211,7 +211,7 @@ def plan(ctx: _Ctx, file: str, out: str | None, fmt: str, detailed_exitcode: boo
     from .plan_view import render_plan
 
     with ctx.session() as session:
-        result = make_plan(session, file)
+        result = make_plan(session, file, saving=bool(out))
     for note in result.notes:
         _err(note)
     if result.needs_force:

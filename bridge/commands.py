@@ -95,14 +95,34 @@ class PlanResult:
     needs_force: list[str] = field(default_factory=list)
 
 
-def make_plan(session: Session, desired_file: str) -> PlanResult:
+def make_plan(session: Session, desired_file: str, *, saving: bool = False) -> PlanResult:
+    """``saving``: the plan is saved for ``apply --plan`` (``plan --out``), which enforces the
+    file's safety limits only where they are no looser than the defaults: notes say which are
+    not, and what ``apply --plan`` would refuse that the file's limits let through."""
     desired = load_desired(desired_file)
     current = session.read(desired)
     check_tenant_guard(desired, current, session)
     plan = diff(current, desired)
     _log_requests(session)
     needs_force = plan.unsafe_reasons(current, plan.safety) if plan else []
-    return PlanResult(plan, current, desired, list(desired.notes), needs_force)
+    notes = list(desired.notes)
+    if saving:
+        from .planfile import effective_limits, looser_than_applied
+
+        notes += looser_than_applied(plan.safety)
+        if plan:
+            shown = set(needs_force)
+            more = [
+                reason
+                for reason in plan.unsafe_reasons(current, effective_limits(plan.safety))
+                if reason not in shown
+            ]
+            if more:
+                notes.append(
+                    "warning: apply --plan will refuse this saved plan unless given the option "
+                    "above:\n  - " + "\n  - ".join(more)
+                )
+    return PlanResult(plan, current, desired, notes, needs_force)
 
 
 # --------------------------------------------------------------------------- apply

@@ -134,3 +134,34 @@ def effective_limits(
     if max_user_change_share is not None:
         limits = dataclasses.replace(limits, max_user_change_share=max_user_change_share)
     return limits
+
+
+def looser_than_applied(saved: SafetyLimits) -> list[str]:
+    """Notes for ``plan --out``: each safety limit of the file that ``apply --plan`` will not use
+    because it is looser than the default (``effective_limits`` clamps it), with the ``apply``
+    option that gives it back, so a reviewer is not surprised by a refusal the plan did not show."""
+    default, notes = SafetyLimits(), []
+    why = (
+        "a saved plan's limits are never looser than the built-in defaults, as its digest can "
+        "be recomputed"
+    )
+    if saved.max_policy_deletes > default.max_policy_deletes:
+        notes.append(
+            f"note: apply --plan will not use the file's safety.max_policy_deletes "
+            f"({saved.max_policy_deletes}) but the default {default.max_policy_deletes} ({why}); "
+            f"to keep it, run apply --plan PLAN --max-policy-deletes {saved.max_policy_deletes}"
+        )
+    if saved.max_user_change_share > default.max_user_change_share:
+        notes.append(
+            f"note: apply --plan will not use the file's safety.max_user_change_share "
+            f"({saved.max_user_change_share:g}) but the default "
+            f"{default.max_user_change_share:g} ({why}); to keep it, run apply --plan PLAN "
+            f"--max-user-change-share {saved.max_user_change_share:g}"
+        )
+    if not saved.protect_clinical_settings and default.protect_clinical_settings:
+        notes.append(
+            "note: apply --plan will not use the file's safety.protect_clinical_settings: false "
+            f"but protects clinical settings ({why}); a plan that turns read receipts or "
+            "priority notifications off needs apply --plan PLAN --force (no narrower option)"
+        )
+    return notes

@@ -370,3 +370,17 @@ def test_saved_limits_never_looser_than_the_defaults_unless_apply_says_so():
     assert planfile.effective_limits(
         loose, max_policy_deletes=7, max_user_change_share=0.5
     ) == SafetyLimits(7, 0.5, True)
+
+
+def test_plan_out_names_each_limit_apply_plan_will_not_use_and_its_option():
+    from bridge import planfile
+
+    assert planfile.looser_than_applied(SafetyLimits()) == []
+    assert planfile.looser_than_applied(SafetyLimits(1, 0.05, True)) == []
+    notes = planfile.looser_than_applied(SafetyLimits(5, 0.25, False))
+    assert len(notes) == 3
+    assert "safety.max_policy_deletes (5) but the default 3" in notes[0]
+    assert notes[0].endswith("apply --plan PLAN --max-policy-deletes 5")
+    assert "safety.max_user_change_share (0.25) but the default 0.1" in notes[1]
+    assert notes[1].endswith("--max-user-change-share 0.25")
+    assert "safety.protect_clinical_settings: false" in notes[2] and "--force" in notes[2]

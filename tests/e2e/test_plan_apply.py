@@ -360,3 +360,32 @@ def test_writes_whose_answer_is_lost_converge_without_doing_anything_twice(
     assert [p for p in fresh.tenant.policy_names() if p.casefold() == "palliative care"] == [
         "Palliative Care"
     ]
+
+
+UNPROTECTED_FILE = """
+policies:
+  Clinical: {ReadReceiptsEnabledType: None}
+safety:
+  protect_clinical_settings: false
+"""
+
+
+def test_plan_out_says_when_apply_plan_will_not_use_the_files_looser_limits(
+    fresh, cli_for, tmp_path
+):
+    cli = cli_for(fresh)
+    (tmp_path / "off.yaml").write_text(UNPROTECTED_FILE)
+    shown = cli("plan", "off.yaml")
+    assert shown.code == 0 and "apply --plan will" not in shown.err, shown  # no --out: no note
+    saved = cli("plan", "off.yaml", "--out", "off.plan")
+    assert saved.code == 0, saved
+    assert "note: apply --plan will not use the file's safety.protect_clinical_settings" in (
+        saved.err
+    ), saved
+    assert "warning: apply --plan will refuse this saved plan unless given the option" in (
+        saved.err
+    )
+    assert "turns ReadReceiptsEnabledType off ('None') in policy Clinical" in saved.err
+    refused = cli("apply", "--plan", "off.plan", "--auto-approve")
+    assert refused.code == 1 and "over a safety limit" in refused.err, refused
+    assert fresh.stats()["writes"] == 0
