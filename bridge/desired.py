@@ -517,16 +517,16 @@ def _whole(value: Any) -> Any:
 
 def _validate_users(c: _Checker, users: LocList, state: DesiredState) -> None:
     # Hot path: a hospital can list 100,000 users here.
-    seen: dict[str, int] = {}
+    seen: dict[str, Pos] = {}  # case-folded user -> where it was first written
     policy_names: dict[str, str | None] = {}
     bad_policy: dict[str, list[int]] = {}  # policy name -> [index of its problem, other users]
     append = state.user_assignments.append
     source, new_location = c.source, _new_location
     for i, item in enumerate(users):
-        ipos = users.item_pos[i]
-        if not isinstance(item, LocMap):
+        if type(item) is not LocMap:
             c.error(
-                ipos, "a user assignment is a mapping: '- user: <UPN or id>' and 'policy: <name>'"
+                users.item_pos[i],
+                "a user assignment is a mapping: '- user: <UPN or id>' and 'policy: <name>'",
             )
             continue
         if len(item) != 2 or "user" not in item or "policy" not in item:
@@ -543,15 +543,15 @@ def _validate_users(c: _Checker, users: LocList, state: DesiredState) -> None:
         if folded in seen:
             c.error(
                 item.value_pos["user"],
-                f"user {user!r} is listed twice (also at line {seen[folded]}): keep one entry",
+                f"user {user!r} is listed twice (also at line {seen[folded][0]}): keep one entry",
             )
             continue
-        seen[folded] = item.value_pos["user"][0]
+        seen[folded] = item.value_pos["user"]
         if "ensure" in item and _ensure(c, item, f"user {user!r}"):
             append(DesiredUserAssignment(name, None, True, c.loc(item.pos)))
             continue
         raw_policy = item.get("policy")
-        if isinstance(raw_policy, str) and raw_policy in policy_names:
+        if type(raw_policy) is str and raw_policy in policy_names:
             policy = policy_names[raw_policy]
             if policy is None and raw_policy in bad_policy:
                 bad_policy[raw_policy][1] += 1
