@@ -492,7 +492,7 @@ def export(ctx: _Ctx, out: str | None) -> None:
     with ctx.session() as session:
         text = export_yaml(session.read())
     if out:
-        _write_text(out, text)
+        _write_text(out, text, private=True)  # names every user with a direct assignment
         _err(f"desired state written to {out}")
     else:
         click.echo(text, nl=False)

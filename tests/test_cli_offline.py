@@ -81,6 +81,8 @@ def test_export_plans_to_no_changes(capsys: pytest.CaptureFixture[str], tmp_path
     exported = tmp_path / "exported.yaml"
     code, _, _ = run(capsys, "--snapshot", SNAP, "export", "--out", str(exported))
     assert code == 0
+    if sys.platform != "win32":  # every user's direct assignment: private, like a snapshot
+        assert stat.S_IMODE(exported.stat().st_mode) == 0o600
     text = exported.read_text()
     assert "AllowProactiveSummaries" in text  # a setting the service returns is kept
     code, out, _ = run(capsys, "--snapshot", SNAP, "plan", str(exported), "--detailed-exitcode")
