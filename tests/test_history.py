@@ -369,6 +369,77 @@ def test_version_2_database_is_rekeyed_by_the_path_as_given(tmp_path: Path) -> N
     assert second.first_seen["policy:global:ReadReceiptsEnabledType"] == DAY1
 
 
+# Version 2 as teams-bridge wrote it from e8a4514 until 91ef5b8 added observed_at without
+# bumping the version: runs keyed by the resolved desired file, ordered by generated_at.
+_V2_NO_OBSERVED_AT_SCHEMA = """
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, tenant_id TEXT NOT NULL, generated_at TEXT NOT NULL,
+    tool_version TEXT NOT NULL, desired_path TEXT NOT NULL, desired_sha256 TEXT NOT NULL,
+    drift_count INTEGER NOT NULL, findings_error INTEGER NOT NULL,
+    findings_warning INTEGER NOT NULL, findings_info INTEGER NOT NULL, in_sync INTEGER NOT NULL,
+    exit_code INTEGER NOT NULL, desired_key TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX runs_by_tenant ON runs (tenant_id, generated_at, id);
+CREATE INDEX runs_by_file ON runs (tenant_id, desired_key, generated_at, id);
+CREATE TABLE drift_items (
+    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE, key TEXT NOT NULL,
+    kind TEXT NOT NULL, object TEXT NOT NULL, expected TEXT, actual TEXT,
+    first_seen TEXT NOT NULL, PRIMARY KEY (run_id, key)
+);
+CREATE TABLE resolutions (
+    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE, key TEXT NOT NULL,
+    first_seen TEXT NOT NULL, resolved_at TEXT NOT NULL, PRIMARY KEY (run_id, key)
+);
+PRAGMA user_version = 2;
+"""
+
+
+def test_version_2_database_without_observed_at_is_upgraded(tmp_path: Path) -> None:
+    tenant = scenario().tenant_id
+    path = tmp_path / "h.sqlite"
+    d1, d2 = "2024-05-01T08:00:00.000000Z", "2024-05-02T08:00:00.000000Z"
+    rr = "policy:global:ReadReceiptsEnabledType"
+    db = sqlite3.connect(path)
+    db.executescript(_V2_NO_OBSERVED_AT_SCHEMA)
+    for run_id, when in ((1, d1), (2, d2)):
+        db.execute(
+            "INSERT INTO runs VALUES "
+            "(?, ?, ?, '0.2.0', 'desired.yaml', ?, 2, 0, 1, 0, 0, 2, '/home/someone/desired.yaml')",
+            (run_id, tenant, when, "ab" * 32),
+        )
+    db.executemany(
+        "INSERT INTO drift_items VALUES (?, ?, ?, 'o', NULL, NULL, ?)",
+        [
+            (1, rr, "setting", d1),
+            (1, "rule:read-receipts-consistency", "rule", d1),
+            (2, rr, "setting", d1),
+            (2, "rule:read-receipts-consistency", "rule", d1),
+        ],
+    )
+    db.commit()
+    db.close()
+    with HistoryStore(path) as store:
+        runs = store.runs(10)
+        assert sorted((r.id, r.observed_at) for r in runs) == [(1, DAY1), (2, DAY2)]
+        assert {o.key: o.first_seen for o in store.open_drift(now=DAY3)} == {
+            rr: DAY1,
+            "rule:read-receipts-consistency": DAY1,
+        }
+        assert store.resolved() == []
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert db.execute("SELECT observed_at FROM runs ORDER BY id").fetchall() == [(d1,), (d2,)]
+    (index,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'runs_by_file'").fetchone()
+    assert "observed_at" in index
+    db.close()
+    with HistoryStore(path) as store:
+        third = at(scenario(), DAY3)
+        store.record(third)
+    assert third.first_seen[rr] == DAY1
+    assert third.first_seen["rule:read-receipts-consistency"] == DAY1
+    assert third.resolved == []
+
+
 def test_render_history_text_has_no_control_characters(tmp_path: Path) -> None:
     with HistoryStore(tmp_path / "h.sqlite") as store:
         store.record(dataclasses.replace(at(scenario(), DAY1), desired_path="x\x1b[2J.yaml"))

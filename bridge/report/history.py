@@ -176,6 +176,12 @@ def _use_wal(db: sqlite3.Connection, attempts: int = 50) -> None:
             time.sleep(0.05 * (attempt + 1))
 
 
+def _statement(statements: list[str], text: str) -> str:
+    """The one statement of the schema containing ``text``."""
+    (found,) = (s for s in statements if text in s)
+    return found
+
+
 class HistoryStore:
     """A drift history database at ``path`` (created on first use). Not shared across threads:
     open one store per thread or process."""
@@ -213,13 +219,18 @@ class HistoryStore:
         if version == 0:
             for statement in statements:
                 self._db.execute(statement)
-        if version == 1:
-            # Version 1 knew runs by tenant only.
-            for statement in statements:
-                if "desired_key" in statement or "observed_at" in statement:
-                    self._db.execute(statement)
-            self._db.execute("UPDATE runs SET observed_at = generated_at")
         if version in (1, 2):
+            # Version 1 knew runs by tenant only. Version 2 databases written before observed_at
+            # was added (without a version bump) have desired_key but no observed_at, and a
+            # runs_by_file index on generated_at: add what is missing, by what the table holds.
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
+            for column in ("desired_key", "observed_at"):
+                if column not in columns:
+                    self._db.execute(_statement(statements, f"ADD COLUMN {column} "))
+            if "observed_at" not in columns:
+                self._db.execute("UPDATE runs SET observed_at = generated_at")
+            self._db.execute("DROP INDEX IF EXISTS runs_by_file")
+            self._db.execute(_statement(statements, "INDEX IF NOT EXISTS runs_by_file "))
             # Version 2 keyed a run's file by its resolved path, resolved in whichever process
             # opened the database first. Key every run by its path as given, as new runs are.
             rows = self._db.execute("SELECT id, desired_path FROM runs").fetchall()
