@@ -412,17 +412,25 @@ def test_a_non_terminating_error_fails_the_read_never_reads_as_absent(
     assert "403 Forbidden" in str(info.value)
 
 
-def test_an_error_the_module_handled_itself_is_a_warning_not_a_failure(
+def test_a_read_that_met_an_error_the_module_handled_still_fails(fake, seed, tokens, monkeypatch):
+    # A record -ErrorVariable holds after a Get-* that did not stop (an internal retry) may
+    # mean missing rows: the read fails rather than let them read as "absent".
+    monkeypatch.setenv("FAKE_PWSH_HANDLED_ERROR_ON", "Get-CsGroupPolicyAssignment")
+    with make_backend(seed, tokens) as backend, pytest.raises(ApiError) as info:
+        backend.read()
+    assert "503 (Service Unavailable)" in str(info.value)
+
+
+def test_an_error_the_module_handled_in_a_write_is_a_warning(
     fake, seed, tokens, monkeypatch, caplog
 ):
-    # With -ErrorAction Stop any error the cmdlet writes ends the call; a record -ErrorVariable
-    # still holds after a call that went through is one the module retried past.
-    monkeypatch.setenv("FAKE_PWSH_HANDLED_ERROR_ON", "Get-CsGroupPolicyAssignment")
+    # After a write that went through, the handled record is a warning, not a failure.
+    monkeypatch.setenv("FAKE_PWSH_HANDLED_ERROR_ON", "Set-CsTeamsMessagingPolicy")
     with make_backend(seed, tokens) as backend, caplog.at_level(logging.WARNING):
+        backend.update_policy("Clinical", {"AllowGiphy": False})
         state = backend.read()
-    assert state.group_assignments  # the rows it returned are kept
-    assert "error handled inside Get-CsGroupPolicyAssignment" in caplog.text
-    assert "503 (Service Unavailable)" in caplog.text
+    assert state.policies["clinical"].settings["AllowGiphy"] is False
+    assert "error handled inside Set-CsTeamsMessagingPolicy" in caplog.text
 
 
 @pytest.mark.parametrize(

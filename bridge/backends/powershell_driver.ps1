@@ -18,7 +18,8 @@
 # means "absent". So every call gets -ErrorAction Stop, which sets the preference inside the
 # function's own scope: any error it writes ends the call and the answer is ok:false. Error records
 # that -ErrorVariable still collects after a call that did not stop are errors the module handled
-# itself (an internal retry that then succeeded): they come back as warnings, not as a failure.
+# itself (an internal retry): a read (Get-*) with any of them fails all the same, since it may be
+# missing rows; after a write they come back as warnings (the write went through).
 
 $ErrorActionPreference = 'Stop'
 $ProgressPreference = 'SilentlyContinue'
@@ -124,6 +125,16 @@ while ($true) {
         $cmdErrors = @()
         $output = @(& $cmdlet @params -ErrorAction Stop -ErrorVariable cmdErrors `
             -WarningVariable warnings -WarningAction SilentlyContinue)
+        if ($cmdErrors.Count -gt 0 -and $cmdlet -like 'Get-*') {
+            # A read that met an error, even one the module says it handled, may be missing
+            # rows: fail it, so nothing it left out can read as "absent".
+            $record = $cmdErrors[0]
+            if ($record -isnot [System.Management.Automation.ErrorRecord]) {
+                $record = $record.ErrorRecord
+            }
+            Write-Failure $id $record
+            continue
+        }
         if ($request.select) { $output = @($output | Select-Object -Property $request.select) }
         $notes = @($warnings | ForEach-Object { [string] $_ })
         $notes += @($cmdErrors | ForEach-Object { "error handled inside ${cmdlet}: $([string] $_)" })

@@ -604,6 +604,7 @@ class DriverTraits:
 
     stops_on_errors: bool  # the cmdlet call has -ErrorAction Stop
     handled_errors_as_warnings: bool = False  # -ErrorVariable records are answered as warnings
+    reads_fail_on_handled_errors: bool = False  # ... except after a Get-*, which then fails
     newline_before_answer: bool = False  # Write-Answer writes an empty line before the marker
     keeps_date_strings: bool = True  # requests are not parsed by a date-guessing ConvertFrom-Json
 
@@ -618,6 +619,13 @@ class DriverTraits:
             handled_errors_as_warnings=bool(
                 (m := re.search(r"-ErrorVariable\s+(\w+)", args))
                 and re.search(rf"\$notes\s*\+=\s*@\(\${m.group(1)}\b", code)
+            ),
+            reads_fail_on_handled_errors=bool(
+                (m := re.search(r"-ErrorVariable\s+(\w+)", args))
+                and re.search(
+                    rf"\${m.group(1)}\.Count\s+-gt\s+0\s+-and\s+\$cmdlet\s+-like\s+'Get-\*'",
+                    code,
+                )
             ),
             # ConvertFrom-Json (PowerShell 6+) turns ISO-8601 strings into DateTime unless told
             # -DateKind String, which this fake's PowerShell (7.4) does not have.
@@ -710,6 +718,10 @@ def main() -> int:
                 result = [{k: o.get(k) for k in select} for o in result]
             handled = tenant.handled_errors
             tenant.handled_errors = []
+            if handled and cmdlet.startswith("Get-") and traits.reads_fail_on_handled_errors:
+                raise Fail(
+                    "NotSpecified", handled[0], f"HttpRequestFailed,{cmdlet.replace('-', '')}"
+                )
             warnings = (
                 [f"error handled inside {cmdlet}: {m}" for m in handled]
                 if traits.handled_errors_as_warnings
