@@ -92,6 +92,9 @@ class FailedChange:
     # A replacement removed the group's assignment and putting it back failed: the group has
     # no messaging policy now, and re-assigning it moves its members back (see rerun_advice).
     left_without_policy: bool = False
+    # Of those: the service accepted the removal but still shows the old row (the removal not in
+    # effect yet), so the group loses its policy when the removal lands, not at once.
+    removal_pending: bool = False
 
     def __str__(self) -> str:
         return f"{describe(self.change)} ({self.error})"
@@ -155,10 +158,18 @@ class ApplyResult:
                 "few minutes, then run apply again"
             )
         elif bare:
-            names = ", ".join(f.change.target for f in bare)
-            then = f"{names} has no messaging policy now: " + (
-                self.rerun_advice or "run 'teams-bridge apply FILE' again to assign it"
-            )
+            now = ", ".join(f.change.target for f in bare if not f.removal_pending)
+            later = ", ".join(f.change.target for f in bare if f.removal_pending)
+            advice = self.rerun_advice or "run 'teams-bridge apply FILE' again to assign it"
+            if not later:
+                then = f"{now} has no messaging policy now: {advice}"
+            else:
+                # Re-run before the removal lands and the plan is the same refused replacement.
+                then = (f"{now} has no messaging policy now; " if now else "") + (
+                    f"{later} will have no messaging policy once the accepted removal takes "
+                    "effect (reads show the old row until then): when 'teams-bridge plan' shows "
+                    f"it as an add, {advice}"
+                )
         else:
             then = "run apply again to converge"
         return (
@@ -491,9 +502,9 @@ class _Run:
             conflict = self._write(first)
         except BridgeError as exc:
             error = str(exc)
-            left_without = False
+            left_without = later = False
             if replaced and isinstance(first, SetGroupAssignment):
-                note, left_without = self._restore(first)
+                note, left_without, later = self._restore(first)
                 error += note
             self.result.failed.append(
                 FailedChange(
@@ -502,6 +513,7 @@ class _Run:
                     getattr(exc, "correlation_id", None),
                     isinstance(exc, ForbiddenError),
                     left_without,
+                    later,
                 )
             )
             self._journal([self._entry(first.data(), "failed", exc)])
@@ -510,12 +522,14 @@ class _Run:
         except BaseException as exc:
             # ^C or SIGTERM between the removal and the add: nobody may be left on Global.
             why = f"interrupted ({type(exc).__name__}) before its answer was read"
-            left_without = False
+            left_without = later = False
             if replaced and isinstance(first, SetGroupAssignment):
-                note, left_without = self._restore(first, attempts=1)
+                note, left_without, later = self._restore(first, attempts=1)
                 why += note
                 log.error("%s interrupted%s", describe(first), note)
-            self.result.failed.append(FailedChange(first, why, left_without_policy=left_without))
+            self.result.failed.append(
+                FailedChange(first, why, left_without_policy=left_without, removal_pending=later)
+            )
             raise
         self.result.done.append(first)
         if conflict is not None:
@@ -588,10 +602,13 @@ class _Run:
                 return g.rank
         return c.existing.rank
 
-    def _restore(self, c: SetGroupAssignment, attempts: int = RESTORE_ATTEMPTS) -> tuple[str, bool]:
+    def _restore(
+        self, c: SetGroupAssignment, attempts: int = RESTORE_ATTEMPTS
+    ) -> tuple[str, bool, bool]:
         """Put back the assignment a failed replacement removed, so its members are not left
         on Global (and a re-run is again only the replacement, not a mass change). Returns the
-        note for the message, and whether the group was left without a policy."""
+        note for the message, whether the group was left without a policy, and whether that
+        happens only once the accepted removal takes effect (see FailedChange)."""
         old = c.existing
         assert old is not None
         rank = self._rank_before_this_step(c)
@@ -609,7 +626,7 @@ class _Run:
                 self.backend.add_group_assignment(c.group_id, old.policy, rank)
             except ConflictError as exc:
                 # The service holds an assignment for the group: read which, rather than assume.
-                return self._restore_conflict(c, exc)
+                return self._restore_conflict(c, exc, rank, resent=attempt > 1)
             except BridgeError as exc:
                 error = exc
                 log.error(
@@ -628,17 +645,26 @@ class _Run:
                 f"; its old assignment ({old.policy}) was put back at rank {rank}, where it was "
                 "before this step",
                 False,
+                False,
             )
         return (
             f"; putting its old assignment ({old.policy}, rank {rank}) back failed too, "
             f"{attempts} time(s) ({error}): {c.target} has NO messaging policy now (its members "
             "get another group's policy or Global)",
             True,
+            False,
         )
 
-    def _restore_conflict(self, c: SetGroupAssignment, exc: ConflictError) -> tuple[str, bool]:
+    def _restore_conflict(
+        self, c: SetGroupAssignment, exc: ConflictError, rank: int, *, resent: bool
+    ) -> tuple[str, bool, bool]:
         """A 409 on putting the old assignment back: the group holds an assignment on the write
-        side, but which (if any) reads show decides whether its members have a policy."""
+        side, but which (if any) reads show decides whether its members have a policy. The old
+        row itself is no comfort: the removal sent in this step was accepted, so unless it is
+        the row put back by an earlier attempt here (``resent``: its answer lost), it is the
+        row that removal takes away once it is in effect."""
+        old = c.existing
+        assert old is not None
         restore = {
             "kind": "restore_group_assignment",
             "group_id": c.group_id,
@@ -653,6 +679,7 @@ class _Run:
                 f"back failed ({read_error}): {c.target} may have NO messaging policy now (its "
                 "members get another group's policy or Global)",
                 True,
+                False,
             )
         if held is None:
             self._journal([self._entry(restore, "failed", f"{exc}; reads show no assignment")])
@@ -661,10 +688,30 @@ class _Run:
                 f"{c.target} has NO messaging policy now (its members get another group's "
                 "policy or Global)",
                 True,
+                False,
             )
         shows = f"reads show policy {held.policy} at rank {held.rank}"
         self._journal([self._entry(restore, "failed", f"{exc}; {shows}")])
-        return f"; putting its old assignment back answered 409: {shows} for {c.target}", False
+        if policy_key(held.policy) == policy_key(old.policy) and held.rank in (old.rank, rank):
+            maybe = (
+                "; if an earlier attempt to put it back went through (its answer was lost), "
+                "that is the row reads show"
+                if resent
+                else ""
+            )
+            return (
+                f"; putting its old assignment back answered 409: {shows} for {c.target}, the "
+                "old row, but the service accepted its removal in this step: once the removal "
+                f"takes effect the group has NO messaging policy (its members get another "
+                f"group's policy or Global){maybe}",
+                True,
+                True,
+            )
+        return (
+            f"; putting its old assignment back answered 409: {shows} for {c.target}",
+            False,
+            False,
+        )
 
     def _write(self, c: Change) -> str | None:
         """One write. Returns why a group add is pending rather than done when the service

@@ -1174,15 +1174,32 @@ def test_held_back_and_verification_lines_are_not_later_writes_for_a_saved_plan(
     assert journal.writes_after(TENANT, base - dt.timedelta(seconds=1))["run_id"] == "run-1"
 
 
-class RemovalNotInEffectBackend(LaggingBackend):
-    """A removal the service accepted but has not carried out yet: the group still holds its
-    old row on the write side (the add answers 409) and on reads."""
+class LateRemovalBackend(LaggingBackend):
+    """A removal the service accepted but carries out only later: until reads of the tenant
+    (or of a group) have been answered ``lands_after`` times, the group still holds its old row
+    on the write side (an add answers 409) and on reads; then the removal takes effect."""
+
+    def __init__(self, inner, lands_after: int) -> None:
+        super().__init__(inner)
+        self.lands_after = lands_after
+        self.reads = 0
+        self.removing: list[str] = []
 
     def remove_group_assignment(self, group_id):
-        self.inner.writes.append(("remove_group_assignment", (group_id,)))
+        self.removing.append(group_id)  # accepted: the call returns, nothing changes yet
+
+    def read(self, wanted=ALL):
+        state = super().read(wanted)
+        self.reads += 1
+        if self.reads == self.lands_after:
+            for group_id in self.removing:
+                self.inner.remove_group_assignment(group_id)
+            self.removing.clear()
+            self.settle()
+        return state
 
 
-def test_a_409_on_a_rerank_add_while_the_old_row_shows_is_a_failure_not_done(tmp_path):
+def rerank_facilities():
     mem = MemoryBackend(hospital())
     current = mem.read()
     want = DesiredState(
@@ -1194,22 +1211,71 @@ def test_a_409_on_a_rerank_add_while_the_old_row_shows_is_a_failure_not_done(tmp
     )
     plan = diff(current, want)
     assert [describe(c) for c in plan.changes] == ["assign group Facilities to Kitchen (rank 1)"]
+    return mem, current, want, plan
+
+
+def test_a_409_on_a_rerank_add_while_the_old_row_shows_says_the_group_loses_its_policy(tmp_path):
+    mem, current, want, plan = rerank_facilities()
     path = tmp_path / "j.jsonl"
+    # The add and the undo both answer 409 (the old row is there); the removal lands after the
+    # run's two reads of the group.
+    backend = LateRemovalBackend(mem, lands_after=2)
     with pytest.raises(ApplyFailed) as err:
-        run(plan, RemovalNotInEffectBackend(mem), current, journal=Journal(path), verify=False)
+        run(plan, backend, current, journal=Journal(path), verify=False)
     message = str(err.value)
+    # Not done: the add was refused.
     assert "already holds policy Kitchen (rank 2), not Kitchen at rank 1" in message
     assert "the service refused the add" in message
-    # The old row is still there: nobody is left without a policy.
-    assert not err.value.result.failed[0].left_without_policy
-    assert "reads show policy Kitchen at rank 2 for group Facilities" in message
+    # The old row showing is no comfort: the accepted removal takes it away.
+    (failed,) = err.value.result.failed
+    assert failed.left_without_policy and failed.removal_pending
+    assert (
+        "reads show policy Kitchen at rank 2 for group Facilities, the old row, but the service "
+        "accepted its removal in this step: once the removal takes effect the group has NO "
+        "messaging policy"
+    ) in message
+    assert message.endswith(
+        "group Facilities will have no messaging policy once the accepted removal takes effect "
+        "(reads show the old row until then): when 'teams-bridge plan' shows it as an add, run "
+        "'teams-bridge apply FILE --max-user-change-share 0.167' to assign it again (the re-run "
+        "moves 1 of 6 users (16.7%), over the limit of 10%: among them the group's members, who "
+        "have fallen back to another policy)"
+    )
+    assert "run apply again to converge" not in message
     results = [
         (e["change"]["kind"], e["result"])
         for e in map(json.loads, path.read_text().splitlines())
         if e["event"] == "change"
     ]
+    assert ("remove_group_assignment", "ok") in results
+    assert ("restore_group_assignment", "failed") in results
     assert ("set_group_assignment", "ok") not in results
     assert results[-1] == ("set_group_assignment", "failed")
+    # It was so: the removal landed and nothing was re-added.
+    assert "g-fac" not in mem.state.group_assignments
+    # The advice works: plan shows the add, and the re-run with the named option assigns it.
+    from bridge.state import SafetyLimits
+
+    state = backend.read()
+    again = diff(state, want)
+    assert [describe(c) for c in again.changes] == ["assign group Facilities to Kitchen (rank 1)"]
+    assert again.unsafe_reasons(state, SafetyLimits())
+    assert not again.unsafe_reasons(state, SafetyLimits(max_user_change_share=0.167))
+    result = run(again, backend, state, journal=Journal(path), run_id="run-2", verify=False)
+    assert result.ok
+    assert mem.state.group_assignments["g-fac"].policy == "Kitchen"
+
+
+def test_a_rerank_whose_removal_lands_before_the_undo_reads_puts_the_old_row_back():
+    mem, current, _, plan = rerank_facilities()
+    # The removal lands on the first read (the add's 409): the undo then goes through.
+    backend = LateRemovalBackend(mem, lands_after=1)
+    with pytest.raises(ApplyFailed) as err:
+        run(plan, backend, current, verify=False)
+    (failed,) = err.value.result.failed
+    assert not failed.left_without_policy and not failed.removal_pending
+    assert "its old assignment (Kitchen) was put back at rank 2" in str(err.value)
+    assert mem.state.group_assignments["g-fac"].policy == "Kitchen"
 
 
 class AddFailsThenRestoreConflictsBackend(Wrapper):
