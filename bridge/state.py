@@ -241,27 +241,56 @@ class SafetyLimits:
 
 
 # The built-in test for a clinical policy name. It is matched against each *word* of the name
-# (``rules.base.name_words``: split on spaces, ``_``, ``-``, digits and CamelCase, so "ICU_Nurses",
-# "NICU Staff" and "DoctorsOnCall" are all seen), the whole word, ignoring case except for the
-# short acronyms (ED, ER, RN, ITU, HDU, A&E) that would otherwise hit ordinary words. Missing a
-# clinical policy is worse than a false finding, so the list leans wide. A word right after
-# "non"/"not" does not count ("Non-Clinical Staff", "NonClinical").
+# (``rules.base.name_words``: split on spaces, ``_``, ``-``, ``/``, ``&``, digits and CamelCase, so
+# "ICU_Nurses", "NICU Staff", "DoctorsOnCall", "Med/Surg" and "MedSurg" are all seen; a letter, "&"
+# and a letter stay one word: "A&E", "L&D"), the whole word, so "Lab" is not found in
+# "Collaboration" nor "OR" in "Orange". Case is ignored except for the short acronyms (ED, ER, OR,
+# RN, NP, ...) that would otherwise hit ordinary words or names. Missing a clinical policy is worse
+# than a false finding, so the list leans wide: "Lab Equipment Vendors", "Innovation Lab" and
+# "Psychometrics" count as clinical (a file's own clinical_pattern can be narrower). A word right
+# after "non"/"not" does not count ("Non-Clinical Staff", "NonClinical").
 DEFAULT_CLINICAL_PATTERN = (
     r"(?i:"
+    # People and roles.
     r"clinic\w*|physician\w*|doctor\w*|nurs\w*|(?:para)?medic\w*|midwi\w*|"
-    r"[cmnprst]?icus?|ccus?|emergency|trauma|triage|ambulance\w*|"
-    r"surgeon\w*|surger\w*|surgical\w*|an(?:a)?esth\w*|resident\w*|interns?|registrars?|"
-    r"consultants?|hospitalists?|wards?|inpatients?|outpatients?|"
-    r"oncolog\w*|cardiolog\w*|cardiac|radiolog\w*|patholog\w*|neurolog\w*|psychiatr\w*|"
-    r"p(?:a)?ediatric\w*|obstetric\w*|gyn(?:a)?ecolog\w*|maternity|neonat\w*|"
-    r"pharmac\w*|physio\w*|respiratory|dialysis|renal|palliative|hospice|theatres?"
-    r")|(?-i:ED|ER|RN|ITU|HDU|[Aa]&[Ee])"
+    r"surgeon\w*|an(?:a)?esth\w*|resident\w*|interns?|registrars?|housestaff|"
+    r"consultants?|hospitalists?|phlebotom\w*|"
+    # Places, services and teams.
+    r"[cmnprst]?icus?|ccus?|pacus?|scbus?|emergency|trauma|triage|ambulance\w*|resus\w*|"
+    r"wards?|inpatients?|outpatients?|theatres?|periop\w*|telemetry|stepdown|labs?|"
+    r"meds?|surg(?:er\w*|ical\w*|s)?|"
+    # Specialties.
+    r"oncolog\w*|cardiolog\w*|cardiac|radiolog\w*|patholog\w*|neurolog\w*|psych\w*|"
+    r"p(?:a)?ediatric\w*|p(?:a)?eds|obstetric\w*|obs|gyn(?:a)?ecolog\w*|gyn(?:ae)?|obgyn|"
+    r"maternity|neonat\w*|orthop(?:a)?edic\w*|urolog\w*|h(?:a)?ematolog\w*|nephrolog\w*|"
+    r"geriatric\w*|endoscop\w*|"
+    r"pharmac\w*|physio\w*|respiratory|dialysis|renal|palliative|hospice"
+    r")|(?-i:"
+    r"ED|ER|OR|OB|ITU|HDU|AMU|MAU|EMS|HCA|CNA|LPN|NP|APP|RN|[A-Z]{1,3}ICU|"
+    r"[Aa]&[Ee]|[Ll]&[Dd]|[Oo]&[Gg]"
+    r")"
 )
-# Two-word names the word list alone would miss or would have to guess at.
-CLINICAL_PHRASES: tuple[tuple[str, str], ...] = (
+# Names of more than one word the word list alone would miss or would have to guess at (compared
+# ignoring case; "Labour & Delivery" is the words "Labour", "Delivery").
+CLINICAL_PHRASES: tuple[tuple[str, ...], ...] = (
     ("critical", "care"),
     ("intensive", "care"),
     ("high", "dependency"),
+    ("allied", "health"),
+    ("mental", "health"),
+    ("behavioral", "health"),
+    ("behavioural", "health"),
+    ("labor", "delivery"),
+    ("labour", "delivery"),
+    ("labor", "and", "delivery"),
+    ("labour", "and", "delivery"),
+    ("cath", "lab"),
+    ("rapid", "response"),
+    ("code", "team"),
+    ("code", "blue"),
+    ("crash", "team"),
+    ("house", "staff"),
+    ("step", "down"),
 )
 
 

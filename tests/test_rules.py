@@ -158,6 +158,84 @@ CLINICAL_NAMES = [
     "OncologyNurses",
     "Midwives",
     "Non-Clinical Nurses",  # negates "Clinical", not "Nurses"
+    # Common hospital names the list used to miss.
+    "Med-Surg",
+    "MedSurg",
+    "Med/Surg 4",
+    "L&D",
+    "L & D Nurses",
+    "Labor & Delivery",
+    "Labour and Delivery",
+    "OB/GYN",
+    "OBGYN",
+    "Obs & Gynae",
+    "Gyn Clinic",
+    "O&G",
+    "Lab",
+    "Labs",
+    "Microbiology Lab",
+    "Phlebotomists",
+    "Phlebotomy",
+    "HCA",
+    "HCAs",
+    "Allied Health",
+    "PACU",
+    "Cath Lab",
+    "CathLab",
+    "Dialysis Unit",
+    "Behavioral Health",
+    "Behavioural Health",
+    "Mental Health Liaison",
+    "Psych",
+    "Psychiatry",
+    "Psychology",
+    "Psychometrics",  # leans wide: neuropsychological testing is clinical
+    "Lab Equipment Vendors",  # leans wide: "Lab" is taken as the hospital's lab
+    "EMS",
+    "Rapid Response",
+    "Code Team",
+    "Crash Team",
+    "Resus",
+    "Resuscitation",
+    "House Staff",
+    "Peds",
+    "Paeds",
+    "Paediatrics",
+    "Pediatric Nurses",
+    "SCBU",
+    "AMU",
+    "MAU",
+    "CVICU",
+    "CTICU",
+    "CVICUs",
+    "OR",
+    "OR Staff",
+    "ORTeam",
+    "Periop",
+    "Perioperative",
+    "Telemetry",
+    "Step-Down",
+    "StepDown",
+    "Stepdown Unit",
+    "Orthopaedics",
+    "Orthopedic Surgery",
+    "Urology",
+    "Haematology",
+    "Hematology",
+    "Nephrology",
+    "Geriatrics",
+    "Geriatric Medicine",
+    "Endoscopy",
+    "Midwifery",
+    "CNA",
+    "LPN",
+    "LPNs",
+    "NP",
+    "NPs",
+    "APP",
+    "APPs",
+    "RN",
+    "RNs",
 ]
 NOT_CLINICAL_NAMES = [
     "Non-Clinical Staff",
@@ -176,6 +254,31 @@ NOT_CLINICAL_NAMES = [
     "Education",
     "Finance",
     "Global Care Estates",
+    "Facilities",
+    "IT",
+    "HR",
+    "Volunteers",
+    "Chaplaincy",
+    "Estates",
+    "Wardrobe",
+    "Collaboration",  # "lab" only as a whole word
+    "Collaborators",
+    "Orange",  # OR only as its own word, in capitals
+    "Or Else",
+    "Labour Relations",  # "labour" only with "delivery"
+    "Delivery Team",
+    "Surge Pricing",
+    "Code Review",
+    "House Keeping",
+    "Health Information",
+    "R&D",
+    "Non Psych",
+    "Not Lab",
+    "ficus",  # not "<letters>ICU" (in capitals only)
+    "app",
+    "np",
+    "Ems",
+    "Obsidian",
 ]
 
 
@@ -198,6 +301,20 @@ def test_name_words_split_on_separators_digits_and_camel_case() -> None:
     assert name_words("DoctorsOnCall") == ["Doctors", "On", "Call"]
     assert name_words("NICUStaff-night shift") == ["NICU", "Staff", "night", "shift"]
     assert name_words("EDs A & E") == ["ED", "A&E"]
+    assert name_words("L & D/OB-GYN") == ["L&D", "OB", "GYN"]
+    assert name_words("Med/Surg MedSurg") == ["Med", "Surg", "Med", "Surg"]
+    assert name_words("Labour & Delivery") == ["Labour", "Delivery"]
+    assert name_words("Collaboration Lab") == ["Collaboration", "Lab"]
+
+
+def test_phrases_of_two_and_three_words_are_named_in_the_explanation() -> None:
+    from bridge.rules.base import default_clinical_match
+
+    assert default_clinical_match("Labour and Delivery") == "Labour and Delivery"
+    assert default_clinical_match("Cath Lab") == "Cath Lab"
+    assert default_clinical_match("Night Rapid Response") == "Rapid Response"
+    assert default_clinical_match("Labour") is None
+    assert default_clinical_match("Non Mental Health") is None
 
 
 def test_explanation_names_the_matching_word() -> None:

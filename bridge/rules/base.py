@@ -25,8 +25,9 @@ SEVERITIES = ("info", "warning", "error")
 # "Non-Clinical Staff", "Not clinical", "non_clinical": a pattern match negated by the word before.
 _NEGATED = re.compile(r"(?i)\b(?:non|not)[\s_-]*$")
 _NEGATIONS = ("non", "not")
-# Runs of letters, runs of digits, and "A&E"; everything else (spaces, _, -, punctuation) separates.
-_CHUNK = re.compile(r"(?<![^\W\d_])[Aa]\s*&\s*[Ee](?![^\W\d_])|[^\W\d_]+|\d+")
+# Runs of letters, runs of digits, and a letter "&" a letter ("A&E", "L & D"); everything else
+# (spaces, _, -, /, a "&" between longer words, punctuation) separates.
+_CHUNK = re.compile(r"(?<![^\W\d_])[^\W\d_]\s*&\s*[^\W\d_](?![^\W\d_])|[^\W\d_]+|\d+")
 _DEFAULT_WORD = re.compile(DEFAULT_CLINICAL_PATTERN)
 
 
@@ -56,7 +57,8 @@ def _camel_split(chunk: str) -> list[str]:
 def name_words(name: str) -> list[str]:
     """The words of a policy name as the default clinical test sees them: split on whitespace,
     ``_``, ``-`` and other punctuation, digits and CamelCase; an acronym's plural "s" dropped
-    ("ICUs" -> "ICU"); "A&E" kept whole. ``name_words("ICU_Nurses2")`` is ICU, Nurses, 2."""
+    ("ICUs" -> "ICU"); a letter "&" a letter kept whole ("A&E", "L&D").
+    ``name_words("ICU_Nurses2")`` is ICU, Nurses, 2."""
     words: list[str] = []
     for m in _CHUNK.finditer(name):
         chunk = m.group()
@@ -71,8 +73,8 @@ def name_words(name: str) -> list[str]:
 
 
 def default_clinical_match(name: str) -> str | None:
-    """The word (or two-word phrase) of ``name`` that makes it clinical under the built-in
-    test, or None. A word right after "non"/"not" does not count."""
+    """The word (or phrase, ``state.CLINICAL_PHRASES``) of ``name`` that makes it clinical under
+    the built-in test, or None. A word right after "non"/"not" does not count."""
     words = name_words(name)
     folded = [w.casefold() for w in words]
     for i, word in enumerate(words):
@@ -80,8 +82,9 @@ def default_clinical_match(name: str) -> str | None:
             continue
         if _DEFAULT_WORD.fullmatch(word):
             return word
-        if i + 1 < len(words) and (folded[i], folded[i + 1]) in CLINICAL_PHRASES:
-            return f"{word} {words[i + 1]}"
+        for phrase in CLINICAL_PHRASES:
+            if tuple(folded[i : i + len(phrase)]) == phrase:
+                return " ".join(words[i : i + len(phrase)])
     return None
 
 
