@@ -78,7 +78,7 @@ def write_reports(
         path = out_dir / FILE_NAMES[fmt]
         try:
             # Tenant text can hold what UTF-8 cannot encode (a lone surrogate read back from a
-            # snapshot): it is written as a visible \udXXX escape (in JSON, a valid escape).
+            # snapshot): it is written as a visible escape such as \ud800 (in JSON, a valid escape).
             data = RENDERERS[fmt](report).encode("utf-8", errors="backslashreplace")
         except (UnicodeError, ValueError) as exc:
             raise ConfigError(f"cannot render the drift reports for {out_dir}: {exc}") from exc
