@@ -39,7 +39,7 @@ from .yamlloc import LocList, LocMap, Pos, load, load_json, shown
 
 TOP_KEYS = ("tenant", "policies", "assignments", "prune", "safety", "rules")
 POLICY_META_KEYS = ("ensure", "extra")
-_new_location = tuple.__new__  # skips NamedTuple's Python-level __new__ on the hot path
+_new_tuple = tuple.__new__  # skips NamedTuple's Python-level __new__ on the hot path
 
 
 class _Checker:
@@ -50,7 +50,7 @@ class _Checker:
         self.problems: list[Problem] = []
 
     def loc(self, pos: Pos) -> Location:
-        return _new_location(Location, (self.source, *pos))
+        return _new_tuple(Location, (self.source, *pos))
 
     def error(self, pos: Pos, message: str) -> None:
         self.problems.append(Problem(self.loc(pos), message))
@@ -521,7 +521,7 @@ def _validate_users(c: _Checker, users: LocList, state: DesiredState) -> None:
     policy_names: dict[str, str | None] = {}
     bad_policy: dict[str, list[int]] = {}  # policy name -> [index of its problem, other users]
     append = state.user_assignments.append
-    source, new_location = c.source, _new_location
+    source, new_tuple = c.source, _new_tuple
     for i, item in enumerate(users):
         if type(item) is not LocMap:
             c.error(
@@ -570,11 +570,8 @@ def _validate_users(c: _Checker, users: LocList, state: DesiredState) -> None:
                 if policy is None and len(c.problems) > reported:
                     bad_policy[raw_policy] = [reported, 0]
         if policy is not None:
-            append(
-                DesiredUserAssignment(
-                    name, policy, False, new_location(Location, (source, *item.pos))
-                )
-            )
+            location = new_tuple(Location, (source, *item.pos))
+            append(new_tuple(DesiredUserAssignment, (name, policy, False, location)))
     # One message per bad policy name, saying how many other users name it too.
     for index, more in bad_policy.values():
         if more:
