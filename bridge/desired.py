@@ -664,7 +664,7 @@ def _validate_rules(c: _Checker, top: LocMap) -> RulesConfig:
                 c.error(
                     vpos,
                     "rules.clinical_pattern is a regular expression (text), "
-                    "or false (or \"\") to match no names",
+                    'or false (or "") to match no names',
                 )
                 continue
             try:

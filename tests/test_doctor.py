@@ -142,9 +142,12 @@ def test_a_tls_failure_is_not_blamed_on_the_credential():
     found = by_name(run_doctor(configured(), token_provider=UntrustedTokens()))
     fix = found["token: Teams admin API"].fix
     assert "REQUESTS_CA_BUNDLE" in fix and "credential" not in fix
-    assert "fix the credential" in by_name(
-        run_doctor(configured(), token_provider=FailingTokens())
-    )["token: Teams admin API"].fix
+    assert (
+        "fix the credential"
+        in by_name(run_doctor(configured(), token_provider=FailingTokens()))[
+            "token: Teams admin API"
+        ].fix
+    )
 
 
 @pytest.mark.parametrize(

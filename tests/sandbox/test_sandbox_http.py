@@ -635,9 +635,7 @@ def test_a_lost_answer_fault_carries_the_write_out_first(small):
     small.inject("PATCH", f"{GPA}/.*", status=500, after=True)
     assert teams("PATCH", gpath, json={"PolicyName": "Kitchen", "Rank": 1}).status_code == 500
     rows = teams("GET", GPA).json()
-    assert [(r["PolicyName"], r["Rank"]) for r in rows if r["GroupId"] == gid] == [
-        ("Kitchen", 1)
-    ]
+    assert [(r["PolicyName"], r["Rank"]) for r in rows if r["GroupId"] == gid] == [("Kitchen", 1)]
     # The retry a client sends finds the write done.
     assert teams("PATCH", gpath, json={"PolicyName": "Kitchen"}).status_code == 409
     # A refused write does not use up the rule; a dropped answer after a write, either.
