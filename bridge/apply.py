@@ -543,13 +543,10 @@ class _Run:
 
     def _removal_entry(self, c: SetGroupAssignment) -> dict[str, Any]:
         assert c.existing is not None
-        removal = {
-            "kind": "remove_group_assignment",
-            "group_id": c.group_id,
-            "group": c.group_name,
-            "from": {"policy": c.existing.policy, "rank": c.existing.rank},
-            "part_of": "set_group_assignment",
-        }
+        removal = RemoveGroupAssignment(
+            c.group_id, c.group_name, c.existing.policy, c.existing.rank
+        ).data()
+        removal["part_of"] = c.kind
         return self._entry(removal, "ok", correlation_id=self._correlation_id())
 
     def _held_back(self, c: SetGroupAssignment) -> tuple[str, float] | None:
