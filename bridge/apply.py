@@ -623,7 +623,7 @@ class _Run:
                 self.backend.add_group_assignment(c.group_id, old.policy, rank)
             except ConflictError as exc:
                 # The service holds an assignment for the group: read which, rather than assume.
-                return self._restore_conflict(c, exc, rank, resent=attempt > 1)
+                return self._restore_conflict(c, exc, rank, restore, resent=attempt > 1)
             except BridgeError as exc:
                 error = exc
                 log.error(
@@ -653,7 +653,13 @@ class _Run:
         )
 
     def _restore_conflict(
-        self, c: SetGroupAssignment, exc: ConflictError, rank: int, *, resent: bool
+        self,
+        c: SetGroupAssignment,
+        exc: ConflictError,
+        rank: int,
+        restore: dict[str, Any],
+        *,
+        resent: bool,
     ) -> tuple[str, bool, bool]:
         """A 409 on putting the old assignment back: the group holds an assignment on the write
         side, but which (if any) reads show decides whether its members have a policy. The old
@@ -662,11 +668,6 @@ class _Run:
         row that removal takes away once it is in effect."""
         old = c.existing
         assert old is not None
-        restore = {
-            "kind": "restore_group_assignment",
-            "group_id": c.group_id,
-            "group": c.group_name,
-        }
         try:
             held = self.backend.group_assignment(c.group_id)
         except BridgeError as read_error:
