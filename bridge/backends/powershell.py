@@ -41,8 +41,15 @@ Users. The directory (every user: id, UPN, display name, department) is paged fr
 safety limit's share of users and a snapshot's directory count the whole tenant through either
 transport. ``Get-CsOnlineUser -Filter "TeamsMessagingPolicy -ne $null"`` gives every direct
 assignment (with UPN and object id) in one call; the users ``Wanted`` names that are in neither are
-looked up with ``UserPrincipalName -eq`` / ``Identity -eq`` filters, a few dozen per call, and what
-is still missing is recorded as searched-but-absent.
+looked up with ``UserPrincipalName -eq`` / ``Identity -eq`` filters, a few dozen per call (each
+name a single-quoted literal with every character PowerShell reads as a single quote doubled),
+and what is still missing is recorded as searched-but-absent.
+
+Versions. The driver's hello reports PowerShell's and MicrosoftTeams' versions; before signing in,
+PowerShell older than 7.2 (MicrosoftTeams supports nothing older since 6.3.0) or a module older
+than app-only sign-in needs in the configured cloud (4.7.1; 5.0.1 in GCC High and DoD) raises
+``TransportError`` with the version found, the version needed and the fix; ``doctor`` reports the
+same (``requirements``).
 
 Bulk. Up to ``GRANT_ONE_BY_ONE_MAX`` users of one policy are granted one by one
 (``Grant-CsTeamsMessagingPolicy``; ``-PolicyName $null`` removes); more go through
