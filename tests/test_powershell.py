@@ -36,6 +36,7 @@ from bridge.errors import (
     ForbiddenError,
     InvalidResponseError,
     NotFoundError,
+    PlanError,
     ThrottledError,
     TransportError,
     UnauthorizedError,
@@ -772,23 +773,27 @@ def test_the_driver_refuses_the_common_parameters_the_catalogue_names():
     assert reserved == {*catalogue.COMMON_PARAMETERS, *catalogue.COMMON_PARAMETERS.values()}
 
 
+def _set_kitchen(backend: PowerShellBackend, **params) -> list:
+    """Set-CsTeamsMessagingPolicy with ``params`` as sent, past the backend's own check (as a
+    request reaches the driver)."""
+    return backend._session.call("Set-CsTeamsMessagingPolicy", {"Identity": "Kitchen", **params})
+
+
 @pytest.mark.parametrize(
     ("key", "parameter"),
     [("WhatIf", "WhatIf"), ("whatif", "WhatIf"), ("OutVar", "OutVariable"), ("cf", "cf")],
 )
 def test_the_driver_refuses_a_common_parameter_in_a_request(backend, fake, key, parameter):
-    """Belt and braces for what validation refuses: a saved plan carries settings unvalidated."""
-    backend.read()
     before = backend.read().policy("Kitchen").settings["AllowGiphy"]
     with pytest.raises(ApiError) as info:
-        backend.update_policy("Kitchen", {"AllowGiphy": not before, key: True})
+        _set_kitchen(backend, AllowGiphy=not before, **{key: True})
     assert f"parameter '{key}' is refused: PowerShell would bind it as the common parameter " in (
         str(info.value)
     )
     assert f"-{parameter}," in str(info.value)
     assert backend.read().policy("Kitchen").settings["AllowGiphy"] == before
     # Refused by the driver, before the cmdlet: the session carries on.
-    backend.update_policy("Kitchen", {"AllowGiphy": not before})
+    _set_kitchen(backend, AllowGiphy=not before)
     assert backend.read().policy("Kitchen").settings["AllowGiphy"] is (not before)
 
 
@@ -800,18 +805,34 @@ def test_without_the_drivers_check_whatif_would_silently_write_nothing(
     import bridge.backends.powershell as ps
 
     bootstrap = ps._driver_bootstrap()
-    text = base64.b64decode(bootstrap.split("'")[1]).decode("utf-8")
+    encoded = bootstrap.split("'")[1]
+    text = base64.b64decode(encoded).decode("utf-8")
     unguarded = text.replace(
         "Where-Object { Find-ReservedParameter $_ }", "Where-Object { $false }"
     )
     assert unguarded != text
-    encoded = base64.b64encode(unguarded.encode("utf-8")).decode("ascii")
-    monkeypatch.setattr(
-        ps, "_driver_bootstrap", lambda: bootstrap.replace(bootstrap.split("'")[1], encoded)
-    )
+    changed = base64.b64encode(unguarded.encode("utf-8")).decode("ascii")
+    monkeypatch.setattr(ps, "_driver_bootstrap", lambda: bootstrap.replace(encoded, changed))
     with make_backend(seed, tokens) as backend:
-        backend.update_policy("Kitchen", {"AllowGiphy": True, "WhatIf": True})  # no error ...
+        backend.read()
+        _set_kitchen(backend, AllowGiphy=True, WhatIf=True)  # no error ...
         assert backend.read().policy("Kitchen").settings["AllowGiphy"] is False  # ... no write
+
+
+@pytest.mark.parametrize("key", ["WhatIf", "identity", "Force", "OutVar"])
+def test_a_saved_plans_setting_powershell_would_bind_as_a_parameter_is_never_sent(
+    backend, fake, key
+):
+    backend.read()
+    with pytest.raises(PlanError) as info:
+        backend.update_policy("Kitchen", {"AllowGiphy": True, key: "Clinical"})
+    assert f"policy 'Kitchen': setting {key!r} is read by PowerShell as the parameter -" in str(
+        info.value
+    )
+    with pytest.raises(PlanError):
+        backend.create_policy("Night", {key: True})
+    assert fake.calls("Set-CsTeamsMessagingPolicy") == []
+    assert fake.calls("New-CsTeamsMessagingPolicy") == []
 
 
 @pytest.mark.parametrize(

@@ -76,6 +76,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from .. import catalogue
 from ..auth import TEAMS_RESOURCE, decode_claims, is_guid
 from ..doctor import Check
 from ..errors import (
@@ -85,6 +86,7 @@ from ..errors import (
     ForbiddenError,
     InvalidResponseError,
     NotFoundError,
+    PlanError,
     ThrottledError,
     TransportError,
     UnauthorizedError,
@@ -665,10 +667,10 @@ class PowerShellBackend:
     # ------------------------------------------------------------------ writes
 
     def create_policy(self, name: str, settings: Mapping[str, Any]) -> None:
-        self._call("New-CsTeamsMessagingPolicy", {"Identity": bare_name(name), **settings})
+        self._call("New-CsTeamsMessagingPolicy", _policy_params(name, settings))
 
     def update_policy(self, name: str, settings: Mapping[str, Any]) -> None:
-        self._call("Set-CsTeamsMessagingPolicy", {"Identity": bare_name(name), **settings})
+        self._call("Set-CsTeamsMessagingPolicy", _policy_params(name, settings))
 
     def delete_policy(self, name: str) -> None:
         self._call("Remove-CsTeamsMessagingPolicy", {"Identity": bare_name(name)})
@@ -960,6 +962,23 @@ _SINGLE_QUOTES = re.compile("['\u2018\u2019\u201a\u201b]")
 def _quote(value: str) -> str:
     """A single-quoted filter literal, with every kind of single quote doubled."""
     return "'" + _SINGLE_QUOTES.sub(lambda m: m.group(0) * 2, value) + "'"
+
+
+def _policy_params(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters of New-/Set-CsTeamsMessagingPolicy: the policy's name and its settings.
+    Validation refuses a setting PowerShell would bind as a parameter (a common one, -Identity,
+    -Force, ...); a saved plan is not validated again, so it is refused here too, before
+    anything is sent: an ``identity`` setting would otherwise re-aim the write at another policy
+    (PowerShell's hashtables ignore case, and the later key wins)."""
+    for key in settings:
+        parameter = catalogue.reserved_parameter(key)
+        if parameter:
+            raise PlanError(
+                f"policy {bare_name(name)!r}: setting {key!r} is read by PowerShell as the "
+                f"parameter -{parameter}, not a setting, and is not sent; remove it from the "
+                "desired file (teams-bridge validate names it) and make the plan again"
+            )
+    return {"Identity": bare_name(name), **settings}
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
