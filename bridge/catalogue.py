@@ -35,6 +35,59 @@ def is_service_field(name: str) -> bool:
 
 SERVICE_FIELDS_TEXT = ", ".join(sorted(NON_SETTING_FIELDS)) + " and @odata.*"
 
+# PowerShell's common parameters (about_CommonParameters) with their aliases. The PowerShell
+# transport splats a policy's settings into New-/Set-CsTeamsMessagingPolicy by name, so a setting
+# with one of these names would change the call itself: -WhatIf writes nothing, -OutVariable
+# overwrites a variable of the driver (its cmdlet allow-list), -ErrorAction SilentlyContinue hides
+# a failed write. ``powershell_driver.ps1`` refuses the same names (tests check the two agree).
+COMMON_PARAMETERS: Mapping[str, str] = {
+    "Verbose": "vb",
+    "Debug": "db",
+    "ErrorAction": "ea",
+    "WarningAction": "wa",
+    "InformationAction": "infa",
+    "ProgressAction": "proga",
+    "ErrorVariable": "ev",
+    "WarningVariable": "wv",
+    "InformationVariable": "iv",
+    "OutVariable": "ov",
+    "OutBuffer": "ob",
+    "PipelineVariable": "pv",
+    "WhatIf": "wi",
+    "Confirm": "cf",
+    "UseTransaction": "usetx",
+}
+# Parameters the policy cmdlets bind that are not settings (the policy's name, switches, the
+# tenant, a whole policy object).
+CMDLET_PARAMETERS = (
+    "Identity",
+    "Force",
+    "Tenant",
+    "Instance",
+    "InMemory",
+    "Filter",
+    "LocalStore",
+    "PassThru",
+    "MsftInternalProcessingMode",
+)
+_PARAMETER_WORDS: tuple[tuple[str, str], ...] = (
+    *((name, name) for name in COMMON_PARAMETERS),
+    *((alias, name) for name, alias in COMMON_PARAMETERS.items()),
+    *((name, name) for name in CMDLET_PARAMETERS),
+)
+
+
+def reserved_parameter(name: str) -> str | None:
+    """The cmdlet parameter that is not a setting which PowerShell would bind ``name`` to, when
+    splatted into the policy cmdlets: an exact match of a parameter or alias in any casing, or,
+    as PowerShell binds any unambiguous prefix of a parameter name, a prefix of one (``OutVar``
+    is -OutVariable). None when ``name`` is free to be a setting."""
+    folded = name.casefold()
+    for word, parameter in _PARAMETER_WORDS:
+        if word.casefold().startswith(folded):
+            return parameter
+    return None
+
 
 @dataclass(frozen=True)
 class Setting:

@@ -424,5 +424,7 @@ def run_doctor_checks(session: Session) -> list[Any]:
     if session.options.transport == "powershell":
         from .backends.powershell import doctor_checks
 
-        checks.extend(doctor_checks())
+        # The module version app-only sign-in needs depends on the cloud (unknown: both named).
+        settings = session.settings
+        checks.extend(doctor_checks(cloud=settings.cloud if settings else session.options.cloud))
     return checks

@@ -312,6 +312,10 @@ def _validate_policies(c: _Checker, policies: LocMap, state: DesiredState) -> No
                     ):
                         c.error(spos, f"extra setting name {setting!r} is not a setting name")
                         continue
+                    parameter = catalogue.reserved_parameter(setting)
+                    if parameter:
+                        c.error(spos, _reserved_parameter_message(setting, parameter))
+                        continue
                     first = extra_seen.setdefault(setting.casefold(), setting)
                     if first != setting:
                         c.error(
@@ -391,6 +395,19 @@ def _service_field_message(name: str, where: str) -> str:
     return (
         f"{name!r} cannot be set {where}: {catalogue.SERVICE_FIELDS_TEXT} are service fields, "
         "not settings (the policy's name is its key under policies:): remove it"
+    )
+
+
+def _reserved_parameter_message(name: str, parameter: str) -> str:
+    common = parameter in catalogue.COMMON_PARAMETERS
+    if name.casefold() == parameter.casefold():
+        how = "is PowerShell's common parameter" if common else "is the policy cmdlets' parameter"
+    else:  # an alias or a prefix, which PowerShell binds to the whole name
+        how = f"is read by PowerShell as the {'common' if common else 'cmdlet'} parameter"
+    return (
+        f"extra setting {name!r} {how} -{parameter}, not a setting: the PowerShell "
+        "transport splats settings into the cmdlet, where it would change the call itself "
+        "(-WhatIf writes nothing, -OutVariable overwrites the driver's variables); remove it"
     )
 
 

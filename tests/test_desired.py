@@ -44,6 +44,17 @@ CASES = {
     "true_and_one_keys": ("3:3", "key True and key 1 (line 2) are the same key once loaded"),
     "extra_service_field": ("5:7", "'identity' cannot be set under 'extra:': ConfigId, "),
     "extra_ensure": ("4:7", "'ensure' is not a setting: write it on the policy itself"),
+    "extra_common_parameter": (
+        "6:7",
+        "extra setting 'WhatIf' is PowerShell's common parameter -WhatIf, not a setting: the "
+        "PowerShell transport splats settings into the cmdlet, where it would change the call "
+        "itself",
+    ),
+    "extra_parameter_prefix": (
+        "4:7",
+        "extra setting 'outvar' is read by PowerShell as the common parameter -OutVariable",
+    ),
+    "extra_cmdlet_parameter": ("4:7", "extra setting 'FORCE' is the policy cmdlets' parameter"),
     "service_field_setting": (
         "4:5",
         "'Identity' cannot be set in a policy: ConfigId, ConfigMetadata, DataSource, Identity, "

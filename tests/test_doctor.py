@@ -178,3 +178,35 @@ def test_doctor_cli_shows_a_bad_credential_as_its_failed_configuration_row(
     assert "[FAIL] configuration:" in out and said in out
     assert "0 of 1 checks passed." in out
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("cloud", "version", "ok"),
+    [("commercial", "4.9.0", True), ("gcchigh", "4.9.0", False), ("dod", "5.0.1", True)],
+)
+def test_powershell_doctor_judges_the_module_by_the_configured_cloud(
+    clean_env, monkeypatch, cloud, version, ok
+):
+    from fake_pwsh import FakePwsh, hospital
+
+    from bridge.commands import run_doctor_checks
+    from bridge.session import Session, SessionOptions
+
+    fake = FakePwsh.install(clean_env)
+    fake.seed(hospital())
+    for name, value in fake.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("FAKE_PWSH_MODULE_VERSION", version)
+    monkeypatch.setenv("BRIDGE_CLOUD", cloud)
+    monkeypatch.setenv("AZURE_TENANT_ID", TENANT)  # and no credential: configuration fails
+
+    checks = by_name(run_doctor_checks(Session(SessionOptions(transport="powershell"))))
+
+    assert not checks["configuration"].ok
+    module = checks["MicrosoftTeams module"]
+    assert module.ok is ok, module
+    needed = "5.0.1" if cloud in ("gcchigh", "dod") else "4.7.1"
+    assert f"{needed} or later" in module.detail or f"(minimum {needed})" in module.detail
+    where = {"commercial": "commercial", "gcchigh": "GCC High", "dod": "DoD"}[cloud]
+    assert module.detail.endswith(f"for app-only sign-in in the {where} cloud")
+    assert checks["PowerShell version"].ok

@@ -4,6 +4,7 @@ timeouts, crashes, bulk, doctor."""
 from __future__ import annotations
 
 import base64
+import importlib.resources
 import io
 import json
 import logging
@@ -13,7 +14,11 @@ from types import SimpleNamespace
 
 import pytest
 from fake_pwsh import TENANT_ID, FakeGraph, FakePwsh, hospital
+from hypothesis import given
+from hypothesis import settings as budget
+from hypothesis import strategies as st
 
+from bridge import catalogue
 from bridge.auth import TEAMS_RESOURCE
 from bridge.backends.base import Wanted
 from bridge.backends.powershell import (
@@ -23,12 +28,15 @@ from bridge.backends.powershell import (
     doctor_checks,
     error_from_record,
 )
+from bridge.desired import parse_desired
 from bridge.errors import (
     ApiError,
     ConflictError,
+    DesiredStateError,
     ForbiddenError,
     InvalidResponseError,
     NotFoundError,
+    PlanError,
     ThrottledError,
     TransportError,
     UnauthorizedError,
@@ -78,7 +86,11 @@ def tokens() -> Tokens:
 
 
 def make_backend(seed: TenantState, tokens: Tokens, **kw) -> PowerShellBackend:
-    settings = SimpleNamespace(graph_url=GRAPH_URL, tenant_id="contoso.onmicrosoft.com")
+    settings = SimpleNamespace(
+        graph_url=GRAPH_URL,
+        tenant_id="contoso.onmicrosoft.com",
+        cloud=kw.pop("cloud", "commercial"),
+    )
     kw.setdefault("timeout", 20.0)
     return PowerShellBackend(
         settings, tokens, graph=FakeGraph(seed), poll_interval=0, sleep=lambda s: None, **kw
@@ -162,7 +174,7 @@ def test_a_graph_listing_that_fails_fails_the_read(fake, seed, tokens):
             raise ThrottledError("Graph /users: still throttled", status=429)
 
     backend = PowerShellBackend(
-        SimpleNamespace(graph_url=GRAPH_URL, tenant_id=None),
+        SimpleNamespace(graph_url=GRAPH_URL, tenant_id=None, cloud="commercial"),
         tokens,
         graph=BrokenGraph(seed),
         timeout=20.0,
@@ -234,7 +246,7 @@ def test_an_unreadable_token_tenant_is_none_not_the_configured_one(fake, seed):
         def get_token(self, resource: str) -> str:
             return "opaque-SECRET-token"
 
-    settings = SimpleNamespace(graph_url=GRAPH_URL, tenant_id=TENANT_ID)
+    settings = SimpleNamespace(graph_url=GRAPH_URL, tenant_id=TENANT_ID, cloud="commercial")
     with PowerShellBackend(settings, Opaque(), graph=FakeGraph(seed), timeout=20.0) as backend:
         assert backend.read().tenant_id is None
 
@@ -540,7 +552,8 @@ def test_pwsh_missing_from_path(seed, tokens):
 def test_doctor_reports_versions(fake):
     checks = {c.name: c for c in doctor_checks()}
     assert checks["pwsh on PATH"].ok and checks["pwsh on PATH"].detail.endswith("/pwsh")
-    assert checks["PowerShell version"].detail == "7.4.6"
+    assert checks["PowerShell version"].ok
+    assert checks["PowerShell version"].detail.startswith("7.4.6 (minimum 7.2) for the")
     assert checks["MicrosoftTeams module"].ok
     assert checks["MicrosoftTeams module"].detail.startswith("7.9.0")
     assert fake.record["tokens"] == []  # doctor does not sign in
@@ -612,3 +625,244 @@ def test_one_groups_assignment_is_read_with_its_group_id(backend, fake):
         ["GroupId", "PolicyType"],
         ["GroupId", "PolicyType"],
     ]
+
+
+# --------------------------------------------------------------------------- versions
+
+
+@pytest.mark.parametrize(("version", "ok"), [("7.1.3", False), ("7.2.0", True), ("6.2.7", False)])
+def test_powershell_older_than_7_2_is_refused_before_signing_in(
+    fake, seed, tokens, monkeypatch, version, ok
+):
+    monkeypatch.setenv("FAKE_PWSH_PS_VERSION", version)
+    with make_backend(seed, tokens) as backend:
+        if ok:
+            backend.read()
+            return
+        with pytest.raises(TransportError) as info:
+            backend.read()
+    assert str(info.value).startswith(
+        f"PowerShell (pwsh) is version {version}; teams-bridge needs 7.2 or later for the "
+        "MicrosoftTeams module, which supports nothing older since 6.3.0: install PowerShell 7.2"
+    )
+    assert fake.record["tokens"] == []  # no Connect-MicrosoftTeams
+    assert fake.calls() == []
+
+
+@pytest.mark.parametrize(
+    ("cloud", "version", "needed", "ok"),
+    [
+        ("commercial", "4.7.1", "4.7.1", True),
+        ("commercial", "4.7.0", "4.7.1", False),
+        ("gcc", "4.7.1", "4.7.1", True),
+        ("gcchigh", "5.0.0", "5.0.1", False),
+        ("gcchigh", "5.0.1", "5.0.1", True),
+        ("dod", "4.9.3", "5.0.1", False),
+        ("dod", "7.9.0", "5.0.1", True),
+    ],
+)
+def test_the_module_version_app_only_sign_in_needs_depends_on_the_cloud(
+    fake, seed, tokens, monkeypatch, cloud, version, needed, ok
+):
+    monkeypatch.setenv("FAKE_PWSH_MODULE_VERSION", version)
+    names = {"commercial": "commercial", "gcc": "GCC", "gcchigh": "GCC High", "dod": "DoD"}
+    with make_backend(seed, tokens, cloud=cloud) as backend:
+        if ok:
+            backend.read()
+        else:
+            with pytest.raises(TransportError) as info:
+                backend.read()
+            assert str(info.value) == (
+                f"the MicrosoftTeams PowerShell module is version {version}; teams-bridge needs "
+                f"{needed} or later for app-only sign-in in the {names[cloud]} cloud: "
+                "Update-Module MicrosoftTeams (or Install-Module MicrosoftTeams -Scope CurrentUser)"
+            )
+    assert fake.record.get("imports", []) == ([needed] if ok else [])
+    assert bool(fake.record["tokens"]) is ok
+
+    [module] = [c for c in doctor_checks(cloud=cloud) if c.name == "MicrosoftTeams module"]
+    assert module.ok is ok
+    if ok:
+        assert module.detail == (
+            f"{version} (minimum {needed}) for app-only sign-in in the {names[cloud]} cloud"
+        )
+    else:
+        assert module.detail == (
+            f"{version} installed; teams-bridge needs {needed} or later for app-only sign-in in "
+            f"the {names[cloud]} cloud"
+        )
+        assert module.fix.startswith("Update-Module MicrosoftTeams")
+
+
+def test_doctor_reports_an_old_powershell_with_the_fix(fake, monkeypatch):
+    monkeypatch.setenv("FAKE_PWSH_PS_VERSION", "7.0.3")
+    checks = {c.name: c for c in doctor_checks(cloud="gcchigh")}
+    ps = checks["PowerShell version"]
+    assert not ps.ok
+    assert ps.detail == (
+        "7.0.3 installed; teams-bridge needs 7.2 or later for the MicrosoftTeams module, which "
+        "supports nothing older since 6.3.0"
+    )
+    assert ps.fix.startswith("install PowerShell 7.2 or later (https://learn.microsoft.com/")
+
+
+def test_doctor_without_a_readable_configuration_names_both_module_minimums(fake, monkeypatch):
+    monkeypatch.setenv("FAKE_PWSH_MODULE_VERSION", "4.8.0")
+    [module] = [c for c in doctor_checks(cloud=None) if c.name == "MicrosoftTeams module"]
+    assert module.ok  # judged as commercial, the cloud being unknown ...
+    assert module.detail == "4.8.0 (minimum 4.7.1) for app-only sign-in (5.0.1 in GCC High and DoD)"
+
+
+# --------------------------------------------------------------------------- quotes in filters
+
+QUOTES = ["'", "\u2018", "\u2019", "\u201a", "\u201b"]  # what PowerShell reads as a single quote
+
+
+@pytest.mark.parametrize("quote", QUOTES, ids=["ascii", "u2018", "u2019", "u201a", "u201b"])
+def test_a_user_name_with_any_single_quote_is_looked_up_as_written(fake, tokens, quote):
+    """The user is in pwsh's directory but not in Graph's listing, so the lookup goes through a
+    Get-CsOnlineUser filter; a quote left undoubled ends the literal early (an error record from
+    the fake, whose filter parser reads quotes as PowerShell does)."""
+    from bridge.state import User
+
+    graph_view = hospital()
+    tenant = hospital()
+    upn = f"o{quote}brien{quote}{quote}@northwind-health.org"
+    hidden = User("00000099-1111-4222-8333-444455556666", upn, "Ann O'Brien", "Nursing")
+    other = User("00000098-1111-4222-8333-444455556666", "x@northwind-health.org", "X", "Kitchen")
+    tenant.directory.add_user(hidden)
+    tenant.directory.add_user(other)
+    fake.seed(tenant)
+    # With the quote undoubled this would read as two clauses, the second matching everyone.
+    injection = f"nobody{quote} -or UserPrincipalName -ne {quote}z@northwind-health.org"
+
+    with make_backend(graph_view, tokens) as backend:
+        state = backend.read(Wanted(users=[upn, injection]))
+
+    found = state.directory.user_by_ref(upn)
+    assert found is not None and found.id == hidden.id
+    assert state.directory.user_by_ref("x@northwind-health.org") is None
+    assert state.directory.searched_users == {injection}
+    assert len(fake.calls("Get-CsOnlineUser")) == 2
+
+
+@budget(max_examples=300, deadline=None)  # budget: 300 names, ~0.3 s
+@given(st.text(alphabet=st.sampled_from([*QUOTES, "a", " ", "-", "@", '"', "$", "`"]), max_size=12))
+def test_every_quoted_name_reads_back_as_itself(name):
+    from fake_pwsh.fake_pwsh import parse_filter
+
+    from bridge.backends.powershell import _quote
+
+    assert parse_filter(f"UserPrincipalName -eq {_quote(name)}") == [
+        ("UserPrincipalName", "eq", name)
+    ]
+
+
+# --------------------------------------------------------------------------- reserved parameters
+
+
+def _driver_traits():
+    from fake_pwsh.fake_pwsh import DriverTraits
+
+    text = importlib.resources.files("bridge.backends").joinpath("powershell_driver.ps1")
+    return DriverTraits.of(text.read_text(encoding="utf-8"))
+
+
+def test_the_driver_refuses_the_common_parameters_the_catalogue_names():
+    reserved = set(_driver_traits().reserved_parameters)
+    assert reserved == {*catalogue.COMMON_PARAMETERS, *catalogue.COMMON_PARAMETERS.values()}
+
+
+def _set_kitchen(backend: PowerShellBackend, **params) -> list:
+    """Set-CsTeamsMessagingPolicy with ``params`` as sent, past the backend's own check (as a
+    request reaches the driver)."""
+    return backend._session.call("Set-CsTeamsMessagingPolicy", {"Identity": "Kitchen", **params})
+
+
+@pytest.mark.parametrize(
+    ("key", "parameter"),
+    [("WhatIf", "WhatIf"), ("whatif", "WhatIf"), ("OutVar", "OutVariable"), ("cf", "cf")],
+)
+def test_the_driver_refuses_a_common_parameter_in_a_request(backend, fake, key, parameter):
+    before = backend.read().policy("Kitchen").settings["AllowGiphy"]
+    with pytest.raises(ApiError) as info:
+        _set_kitchen(backend, AllowGiphy=not before, **{key: True})
+    assert f"parameter '{key}' is refused: PowerShell would bind it as the common parameter " in (
+        str(info.value)
+    )
+    assert f"-{parameter}," in str(info.value)
+    assert backend.read().policy("Kitchen").settings["AllowGiphy"] == before
+    # Refused by the driver, before the cmdlet: the session carries on.
+    _set_kitchen(backend, AllowGiphy=not before)
+    assert backend.read().policy("Kitchen").settings["AllowGiphy"] is (not before)
+
+
+def test_without_the_drivers_check_whatif_would_silently_write_nothing(
+    fake, seed, tokens, monkeypatch
+):
+    """What the check above guards against, shown on a driver without it: PowerShell binds the
+    key as -WhatIf, the cmdlet writes nothing and the call succeeds."""
+    import bridge.backends.powershell as ps
+
+    bootstrap = ps._driver_bootstrap()
+    encoded = bootstrap.split("'")[1]
+    text = base64.b64decode(encoded).decode("utf-8")
+    unguarded = text.replace(
+        "Where-Object { Find-ReservedParameter $_ }", "Where-Object { $false }"
+    )
+    assert unguarded != text
+    changed = base64.b64encode(unguarded.encode("utf-8")).decode("ascii")
+    monkeypatch.setattr(ps, "_driver_bootstrap", lambda: bootstrap.replace(encoded, changed))
+    with make_backend(seed, tokens) as backend:
+        backend.read()
+        _set_kitchen(backend, AllowGiphy=True, WhatIf=True)  # no error ...
+        assert backend.read().policy("Kitchen").settings["AllowGiphy"] is False  # ... no write
+
+
+@pytest.mark.parametrize("key", ["WhatIf", "identity", "Force", "OutVar"])
+def test_a_saved_plans_setting_powershell_would_bind_as_a_parameter_is_never_sent(
+    backend, fake, key
+):
+    backend.read()
+    with pytest.raises(PlanError) as info:
+        backend.update_policy("Kitchen", {"AllowGiphy": True, key: "Clinical"})
+    assert f"policy 'Kitchen': setting {key!r} is read by PowerShell as the parameter -" in str(
+        info.value
+    )
+    with pytest.raises(PlanError):
+        backend.create_policy("Night", {key: True})
+    assert fake.calls("Set-CsTeamsMessagingPolicy") == []
+    assert fake.calls("New-CsTeamsMessagingPolicy") == []
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        *catalogue.COMMON_PARAMETERS,
+        *(n.upper() for n in catalogue.COMMON_PARAMETERS),
+        *(n.lower() for n in catalogue.COMMON_PARAMETERS),
+        *catalogue.COMMON_PARAMETERS.values(),
+        "OutVar",
+        "ErrorAct",
+        "Conf",
+        "Ident",
+        "force",
+        "TENANT",
+        "InMemory",
+        "Instance",
+    ],
+)
+def test_validation_refuses_a_setting_powershell_would_bind_as_a_parameter(name):
+    text = f"policies:\n  Kitchen:\n    extra:\n      {name}: true\n"
+    with pytest.raises(DesiredStateError) as info:
+        parse_desired(text.encode(), "desired.yaml")
+    message = str(info.value)
+    assert f"desired.yaml:4:7: error: extra setting {name!r} " in message
+    assert "not a setting" in message and "remove it" in message
+
+
+@pytest.mark.parametrize("name", ["AllowNewThing", "AllowChatCompose", "EnableFoo", "Inventory"])
+def test_validation_keeps_new_setting_names_that_are_no_parameter(name):
+    text = f"policies:\n  Kitchen:\n    extra:\n      {name}: true\n"
+    desired = parse_desired(text.encode(), "desired.yaml")
+    assert desired.policies["kitchen"].settings == {name: True}

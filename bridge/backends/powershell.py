@@ -41,8 +41,15 @@ Users. The directory (every user: id, UPN, display name, department) is paged fr
 safety limit's share of users and a snapshot's directory count the whole tenant through either
 transport. ``Get-CsOnlineUser -Filter "TeamsMessagingPolicy -ne $null"`` gives every direct
 assignment (with UPN and object id) in one call; the users ``Wanted`` names that are in neither are
-looked up with ``UserPrincipalName -eq`` / ``Identity -eq`` filters, a few dozen per call, and what
-is still missing is recorded as searched-but-absent.
+looked up with ``UserPrincipalName -eq`` / ``Identity -eq`` filters, a few dozen per call (each
+name a single-quoted literal with every character PowerShell reads as a single quote doubled),
+and what is still missing is recorded as searched-but-absent.
+
+Versions. The driver's hello reports PowerShell's and MicrosoftTeams' versions; before signing in,
+PowerShell older than 7.2 (MicrosoftTeams supports nothing older since 6.3.0) or a module older
+than app-only sign-in needs in the configured cloud (4.7.1; 5.0.1 in GCC High and DoD) raises
+``TransportError`` with the version found, the version needed and the fix; ``doctor`` reports the
+same (``requirements``).
 
 Bulk. Up to ``GRANT_ONE_BY_ONE_MAX`` users of one policy are granted one by one
 (``Grant-CsTeamsMessagingPolicy``; ``-PolicyName $null`` removes); more go through
@@ -67,8 +74,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from .. import catalogue
 from ..auth import TEAMS_RESOURCE, decode_claims, is_guid
 from ..doctor import Check
 from ..errors import (
@@ -78,6 +86,7 @@ from ..errors import (
     ForbiddenError,
     InvalidResponseError,
     NotFoundError,
+    PlanError,
     ThrottledError,
     TransportError,
     UnauthorizedError,
@@ -106,10 +115,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 POLICY_TYPE = "TeamsMessagingPolicy"
-MIN_MODULE_VERSION = (4, 7, 1)  # the first MicrosoftTeams with app-only -AccessTokens
+MIN_PWSH_VERSION = (7, 2)  # MicrosoftTeams supports nothing older since 6.3.0
+# The first MicrosoftTeams with app-only sign-in (-AccessTokens): commercial and GCC ...
+MIN_MODULE_VERSION = (4, 7, 1)
+# ... and GCC High and DoD, where app-only sign-in came later.
+MIN_MODULE_VERSION_SOVEREIGN = (5, 0, 1)
+SOVEREIGN_CLOUDS = ("gcchigh", "dod")
+_CLOUD_NAMES = {"commercial": "commercial", "gcc": "GCC", "gcchigh": "GCC High", "dod": "DoD"}
 INSTALL_HINT = "Install-Module MicrosoftTeams -Scope CurrentUser"
+UPDATE_HINT = f"Update-Module MicrosoftTeams (or {INSTALL_HINT})"
 PWSH_INSTALL_HINT = (
-    "install PowerShell 7 (https://learn.microsoft.com/powershell/scripting/install/"
+    "install PowerShell 7.2 or later (https://learn.microsoft.com/powershell/scripting/install/"
     "installing-powershell) and make sure `pwsh` is on PATH"
 )
 ROLE_HINT = (
@@ -519,19 +535,14 @@ class PowerShellBackend:
             raise TransportError("the pwsh session failed to start earlier in this run")
         graph_token, teams_token = self._fresh_tokens()
         hello = self._session.start()
-        versions = [v for v in hello.get("MicrosoftTeams") or () if isinstance(v, str)]
-        best = max(versions, key=version_tuple, default=None)
-        if best is None or version_tuple(best) < MIN_MODULE_VERSION:
-            found = f"version {best}" if best else "not installed"
-            raise TransportError(
-                f"the MicrosoftTeams PowerShell module is {found}; teams-bridge needs "
-                f"{'.'.join(map(str, MIN_MODULE_VERSION))} or later for app-only sign-in: "
-                f"{INSTALL_HINT}"
-            )
-        log.info("pwsh %s, MicrosoftTeams %s", hello.get("PSVersion"), best)
+        cloud = self.settings.cloud
+        for requirement in requirements(hello, cloud):
+            if not requirement.ok:
+                raise TransportError(requirement.error())
+        log.info("pwsh %s, MicrosoftTeams %s", hello.get("PSVersion"), best_module(hello))
         self._session.call(
             "Import-Module",
-            {"Name": "MicrosoftTeams", "MinimumVersion": ".".join(map(str, MIN_MODULE_VERSION))},
+            {"Name": "MicrosoftTeams", "MinimumVersion": _dotted(min_module_version(cloud))},
         )
         self._session.call("Connect-MicrosoftTeams", {"AccessTokens": [graph_token, teams_token]})
         # Never AZURE_TENANT_ID as a stand-in: the tenant guard would compare it with itself.
@@ -656,10 +667,10 @@ class PowerShellBackend:
     # ------------------------------------------------------------------ writes
 
     def create_policy(self, name: str, settings: Mapping[str, Any]) -> None:
-        self._call("New-CsTeamsMessagingPolicy", {"Identity": bare_name(name), **settings})
+        self._call("New-CsTeamsMessagingPolicy", _policy_params(name, settings))
 
     def update_policy(self, name: str, settings: Mapping[str, Any]) -> None:
-        self._call("Set-CsTeamsMessagingPolicy", {"Identity": bare_name(name), **settings})
+        self._call("Set-CsTeamsMessagingPolicy", _policy_params(name, settings))
 
     def delete_policy(self, name: str) -> None:
         self._call("Remove-CsTeamsMessagingPolicy", {"Identity": bare_name(name)})
@@ -813,9 +824,12 @@ class PowerShellBackend:
 # --------------------------------------------------------------------------- doctor
 
 
-def doctor_checks(pwsh: str = "pwsh", *, timeout: float = 60.0) -> list[Check]:
-    """Is pwsh on PATH, which PowerShell, which MicrosoftTeams module (without signing in): the
-    PowerShell transport's part of ``doctor``, as ``bridge.doctor.Check`` rows."""
+def doctor_checks(
+    pwsh: str = "pwsh", *, timeout: float = 60.0, cloud: str | None = None
+) -> list[Check]:
+    """Is pwsh on PATH, which PowerShell, which MicrosoftTeams module (without signing in),
+    against what ``cloud`` needs (None: the configuration could not be read): the PowerShell
+    transport's part of ``doctor``, as ``bridge.doctor.Check`` rows."""
     exe = shutil.which(pwsh)
     if exe is None:
         return [Check("pwsh on PATH", False, f"{pwsh!r} not found on PATH", PWSH_INSTALL_HINT)]
@@ -827,28 +841,85 @@ def doctor_checks(pwsh: str = "pwsh", *, timeout: float = 60.0) -> list[Check]:
         return [*checks, Check("PowerShell", False, str(exc), PWSH_INSTALL_HINT)]
     finally:
         session.close()
-    ps = str(hello.get("PSVersion") or "unknown")
-    ps_ok = version_tuple(ps) >= (7, 2)
-    checks.append(
-        Check("PowerShell version", ps_ok, ps, "" if ps_ok else "install PowerShell 7.2 or later")
-    )
-    versions = [v for v in hello.get("MicrosoftTeams") or () if isinstance(v, str)]
-    best = max(versions, key=version_tuple, default=None)
-    minimum = ".".join(map(str, MIN_MODULE_VERSION))
-    if best is None:
-        checks.append(Check("MicrosoftTeams module", False, "not installed", INSTALL_HINT))
-    elif version_tuple(best) < MIN_MODULE_VERSION:
-        checks.append(
-            Check(
-                "MicrosoftTeams module",
-                False,
-                f"{best} installed; app-only sign-in needs {minimum} or later",
-                "Update-Module MicrosoftTeams (or " + INSTALL_HINT + ")",
-            )
+    return [*checks, *(r.check() for r in requirements(hello, cloud))]
+
+
+class Requirement(NamedTuple):
+    """One version teams-bridge needs from the PowerShell side, and what pwsh reported."""
+
+    name: str  # the doctor row: "PowerShell version", "MicrosoftTeams module"
+    what: str  # in a sentence: "PowerShell (pwsh)", "the MicrosoftTeams PowerShell module"
+    found: str | None  # None: not installed
+    needed: tuple[int, ...]
+    why: str  # "for ...": completes "teams-bridge needs 7.2 or later"
+    fix: str
+
+    @property
+    def ok(self) -> bool:
+        return self.found is not None and version_tuple(self.found) >= self.needed
+
+    def check(self) -> Check:
+        needed = _dotted(self.needed)
+        if self.ok:
+            return Check(self.name, True, f"{self.found} (minimum {needed}) {self.why}")
+        found = f"{self.found} installed" if self.found else "not installed"
+        return Check(
+            self.name, False, f"{found}; teams-bridge needs {needed} or later {self.why}", self.fix
         )
+
+    def error(self) -> str:
+        found = f"version {self.found}" if self.found else "not installed"
+        return (
+            f"{self.what} is {found}; teams-bridge needs {_dotted(self.needed)} or later "
+            f"{self.why}: {self.fix}"
+        )
+
+
+def requirements(hello: Mapping[str, Any], cloud: str | None) -> list[Requirement]:
+    """PowerShell 7.2+, and the MicrosoftTeams module that signs in app-only in ``cloud``
+    (4.7.1+; 5.0.1+ in GCC High and DoD; None: judged as commercial, both named), against the
+    versions the driver's hello reported."""
+    ps = hello.get("PSVersion")
+    module = min_module_version(cloud)
+    if cloud is None:
+        sovereign = _dotted(MIN_MODULE_VERSION_SOVEREIGN)
+        where = f"for app-only sign-in ({sovereign} in GCC High and DoD)"
     else:
-        checks.append(Check("MicrosoftTeams module", True, f"{best} (minimum {minimum})"))
-    return checks
+        where = f"for app-only sign-in in the {_CLOUD_NAMES.get(cloud, cloud)} cloud"
+    best = best_module(hello)
+    return [
+        Requirement(
+            "PowerShell version",
+            "PowerShell (pwsh)",
+            str(ps) if ps else None,
+            MIN_PWSH_VERSION,
+            "for the MicrosoftTeams module, which supports nothing older since 6.3.0",
+            PWSH_INSTALL_HINT,
+        ),
+        Requirement(
+            "MicrosoftTeams module",
+            "the MicrosoftTeams PowerShell module",
+            best,
+            module,
+            where,
+            UPDATE_HINT if best else INSTALL_HINT,
+        ),
+    ]
+
+
+def min_module_version(cloud: str | None) -> tuple[int, ...]:
+    """The oldest MicrosoftTeams that signs in app-only in ``cloud``."""
+    return MIN_MODULE_VERSION_SOVEREIGN if cloud in SOVEREIGN_CLOUDS else MIN_MODULE_VERSION
+
+
+def best_module(hello: Mapping[str, Any]) -> str | None:
+    """The newest MicrosoftTeams version the hello lists, or None."""
+    versions = [v for v in hello.get("MicrosoftTeams") or () if isinstance(v, str)]
+    return max(versions, key=version_tuple, default=None)
+
+
+def _dotted(version: tuple[int, ...]) -> str:
+    return ".".join(map(str, version))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -881,9 +952,33 @@ def _expiry_of(token: str) -> float | None:
     return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
 
 
+# Every character PowerShell's tokenizer reads as a single quote: ' and the typographic
+# U+2018, U+2019, U+201A, U+201B. Any of them ends a single-quoted literal, so a name written
+# with a typographic apostrophe (O\u2019Brien) left alone would end the literal early: a filter
+# error, or, with a clause after it, a filter that selects other users. Doubled, each is itself.
+_SINGLE_QUOTES = re.compile("['\u2018\u2019\u201a\u201b]")
+
+
 def _quote(value: str) -> str:
-    """A single-quoted filter literal (``'`` doubled, as the filter language wants)."""
-    return "'" + value.replace("'", "''") + "'"
+    """A single-quoted filter literal, with every kind of single quote doubled."""
+    return "'" + _SINGLE_QUOTES.sub(lambda m: m.group(0) * 2, value) + "'"
+
+
+def _policy_params(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters of New-/Set-CsTeamsMessagingPolicy: the policy's name and its settings.
+    Validation refuses a setting PowerShell would bind as a parameter (a common one, -Identity,
+    -Force, ...); a saved plan is not validated again, so it is refused here too, before
+    anything is sent: an ``identity`` setting would otherwise re-aim the write at another policy
+    (PowerShell's hashtables ignore case, and the later key wins)."""
+    for key in settings:
+        parameter = catalogue.reserved_parameter(key)
+        if parameter:
+            raise PlanError(
+                f"policy {bare_name(name)!r}: setting {key!r} is read by PowerShell as the "
+                f"parameter -{parameter}, not a setting, and is not sent; remove it from the "
+                "desired file (teams-bridge validate names it) and make the plan again"
+            )
+    return {"Identity": bare_name(name), **settings}
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:

@@ -33,6 +33,27 @@ $allowed = @(
     'Get-CsOnlineUser'
 )
 
+# PowerShell's common parameters and their aliases (bridge/catalogue.py COMMON_PARAMETERS holds the
+# same list; a test checks they agree). A request never carries one: splatted, it would change the
+# call itself (-WhatIf writes nothing, -ErrorAction SilentlyContinue hides a failure, -OutVariable
+# overwrites this script's variables, such as $allowed). The desired file's validation refuses
+# them as setting names; this refuses them again for anything that reaches the driver another
+# way (a saved plan). PowerShell binds any unambiguous prefix of a parameter name or alias, so a
+# key that is a prefix of one is refused too.
+$reserved = @(
+    'Verbose', 'vb', 'Debug', 'db', 'ErrorAction', 'ea', 'WarningAction', 'wa',
+    'InformationAction', 'infa', 'ProgressAction', 'proga', 'ErrorVariable', 'ev',
+    'WarningVariable', 'wv', 'InformationVariable', 'iv', 'OutVariable', 'ov', 'OutBuffer', 'ob',
+    'PipelineVariable', 'pv', 'WhatIf', 'wi', 'Confirm', 'cf', 'UseTransaction', 'usetx'
+)
+
+function Find-ReservedParameter([string] $Name) {
+    foreach ($word in $reserved) {
+        if ($word.StartsWith($Name, [System.StringComparison]::OrdinalIgnoreCase)) { return $word }
+    }
+    return $null
+}
+
 function Write-Answer([string] $Id, [hashtable] $Answer) {
     # -Compress keeps the whole answer on one line; -EnumsAsStrings writes enum names, not
     # numbers; EscapeNonAscii keeps it ASCII whatever the console's code page (Windows).
@@ -52,9 +73,11 @@ function Write-Answer([string] $Id, [hashtable] $Answer) {
 # the cmdlet as "05/01/2024 08:00:00"), and its -DateKind String exists only from 7.5 on. Strings
 # stay strings, integers become Int64 (as ConvertFrom-Json makes them), objects hashtables.
 if ($PSVersionTable.PSVersion.Major -lt 7) {
-    # System.Text.Json and the module's app-only sign-in need PowerShell 7 (pwsh), not 5.1.
+    # System.Text.Json and the module's app-only sign-in need PowerShell 7 (pwsh), not 5.1. A 7.0
+    # or 7.1 gets as far as the hello, whose PSVersion teams-bridge refuses (it needs 7.2+, as
+    # MicrosoftTeams 6.3.0 and later do) with the version found, and doctor reports it.
     [Console]::Error.WriteLine(
-        "teams-bridge needs PowerShell 7 or newer (pwsh); this is $($PSVersionTable.PSVersion)")
+        "teams-bridge needs PowerShell 7.2 or newer (pwsh); this is $($PSVersionTable.PSVersion)")
     exit 3
 }
 Add-Type -AssemblyName System.Text.Json
@@ -121,6 +144,21 @@ while ($true) {
         }
         $params = $request.params
         if ($null -eq $params) { $params = @{} }
+        $refused = @($params.Keys | Where-Object { Find-ReservedParameter $_ })
+        if ($refused.Count -gt 0) {
+            $name = [string] $refused[0]
+            Write-Answer $id @{
+                id = $id; ok = $false
+                error = @{
+                    category = 'InvalidArgument'
+                    message = "teams-bridge driver: parameter '$name' is refused: PowerShell " +
+                        "would bind it as the common parameter -$(Find-ReservedParameter $name), " +
+                        'which changes the call itself; no setting has this name'
+                    fqid = 'ReservedParameter,teams-bridge-driver'
+                }
+            }
+            continue
+        }
         $warnings = @()
         $cmdErrors = @()
         $output = @(& $cmdlet @params -ErrorAction Stop -ErrorVariable cmdErrors `

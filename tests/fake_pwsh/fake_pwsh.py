@@ -10,7 +10,8 @@ ranks renumbered 1..n, batch operations that are ``InProgress`` on the first pol
 The tenant is a teams-bridge snapshot (``bridge.backends.snapshot.state_to_snapshot``) in the JSON
 file named by ``FAKE_PWSH_STATE``, saved after every request, plus a ``_fake`` record: ``spawns``
 (each process's argv), ``tokens`` (what Connect-MicrosoftTeams received), ``calls`` (cmdlet and
-parameter *names*) and ``operations`` (batch operations).
+parameter *names*), ``imports`` (each Import-Module's MinimumVersion) and ``operations``
+(batch operations).
 
 Knobs (environment): ``FAKE_PWSH_HANG_ON=<cmdlet>`` never answers that cmdlet;
 ``FAKE_PWSH_CRASH_ON=<cmdlet>`` exits without answering; ``FAKE_PWSH_DENY=<cmdlet>`` answers it
@@ -22,7 +23,8 @@ functions use: ``InvalidOperation``, ``Forbidden,...`` error id) and output noth
 ``FAKE_PWSH_HANDLED_ERROR_ON=<cmdlet>`` makes the module hit an error it handles itself (an
 internal retry that then succeeds): the cmdlet outputs its result and the record lands only in
 the call's ``-ErrorVariable``;
-``FAKE_PWSH_MODULE_VERSION`` (default 7.9.0; ``none``: not installed).
+``FAKE_PWSH_MODULE_VERSION`` (default 7.9.0; ``none``: not installed);
+``FAKE_PWSH_PS_VERSION`` (default 7.4.6) is the PowerShell version the hello reports.
 
 Driver semantics. The fake reads the driver it is sent and answers as pwsh running *that* text
 would (``DriverTraits``): a non-terminating error becomes an ``ok: false`` answer only when the
@@ -32,7 +34,12 @@ driver invokes cmdlets with ``-ErrorAction Stop`` (script-module functions ignor
 answered as a warning when the driver collects ``-ErrorVariable`` into its warnings. An answer
 starts with an empty line only when the driver's ``Write-Answer`` writes one. A driver that
 parses requests with ``ConvertFrom-Json`` gets ISO-8601-looking strings turned into dates, as
-PowerShell 6+ does (the parameter then sees ``05/01/2024 08:00:00``).
+PowerShell 6+ does (the parameter then sees ``05/01/2024 08:00:00``). A request whose params
+name a common parameter (or its alias, or a prefix of one) is refused with the driver's record
+when the driver checks them against its ``$reserved`` list; otherwise PowerShell binds it: a
+write with ``-WhatIf`` does nothing. Filters are read with PowerShell's quoting: a single-quoted
+literal ends at any of ' and U+2018, U+2019, U+201A, U+201B, and two in a row stand for
+one.
 """
 
 from __future__ import annotations
@@ -220,6 +227,7 @@ class Tenant:
 
     def import_module(self, params: dict[str, Any], version: str) -> list[Any]:
         minimum = params.get("MinimumVersion")
+        self.fake.setdefault("imports", []).append(minimum)
         too_old = minimum and _version(version) < _version(str(minimum))
         if version in ("", "none") or too_old:
             shown = f" with version '{minimum}'" if minimum else ""
@@ -555,8 +563,13 @@ class Tenant:
         return out
 
 
+# The characters PowerShell's tokenizer reads as a single quote: a single-quoted literal ends at
+# any of them, and two in a row are one (the second) character.
+SINGLE_QUOTES = "'\u2018\u2019\u201a\u201b"
+_Q = f"[{SINGLE_QUOTES}]"
 _CLAUSE = re.compile(
-    r"\s*(\w+)\s+-(eq|ne)\s+('(?:[^']|'')*'|\"[^\"]*\"|\$null)\s*(?:-or\s+|$)", re.IGNORECASE
+    rf"\s*(\w+)\s+-(eq|ne)\s+({_Q}(?:(?!{_Q}).|{_Q}{_Q})*{_Q}|\"[^\"]*\"|\$null)\s*(?:-or\s+|$)",
+    re.IGNORECASE | re.DOTALL,
 )
 
 
@@ -574,7 +587,12 @@ def parse_filter(text: str) -> list[tuple[str, str, str | None]]:
                 "InvalidFilter,Get-CsOnlineUser",
             )
         literal = m.group(3)
-        value = None if literal.casefold() == "$null" else literal[1:-1].replace("''", "'")
+        if literal.casefold() == "$null":
+            value = None
+        elif literal[0] == '"':
+            value = literal[1:-1]
+        else:
+            value = re.sub(f"{_Q}({_Q})", r"\1", literal[1:-1])
         clauses.append((m.group(1), m.group(2).lower(), value))
         pos = m.end()
     return clauses
@@ -607,6 +625,9 @@ class DriverTraits:
     reads_fail_on_handled_errors: bool = False  # ... except after a Get-*, which then fails
     newline_before_answer: bool = False  # Write-Answer writes an empty line before the marker
     keeps_date_strings: bool = True  # requests are not parsed by a date-guessing ConvertFrom-Json
+    # The names (common parameters, aliases) the driver refuses in a request's params, by prefix;
+    # empty when the driver splats whatever it is sent.
+    reserved_parameters: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, driver: str) -> DriverTraits:
@@ -630,11 +651,45 @@ class DriverTraits:
             # ConvertFrom-Json (PowerShell 6+) turns ISO-8601 strings into DateTime unless told
             # -DateKind String, which this fake's PowerShell (7.4) does not have.
             keeps_date_strings=re.search(r"\bConvertFrom-Json\b", code) is None,
+            reserved_parameters=_reserved_words(code),
             newline_before_answer=bool(
                 re.search(r"WriteLine\(\)\s*\n\s*\[Console\]::Out\.WriteLine\(\"<<<", code)
                 or re.search(r"WriteLine\(\"`n<<<", code)
             ),
         )
+
+
+def _reserved_words(code: str) -> tuple[str, ...]:
+    """The driver's ``$reserved`` list, when the driver checks request keys against it."""
+    listed = re.search(r"\$reserved\s*=\s*@\(([^)]*)\)", code)
+    checks = r"\$params\.Keys\s*\|\s*Where-Object\s*\{\s*Find-ReservedParameter\s+\$_"
+    by_prefix = r"\.StartsWith\(\$Name,\s*\[System\.StringComparison\]::OrdinalIgnoreCase"
+    guarded = re.search(checks, code) and re.search(by_prefix, code)
+    if not listed or not guarded:
+        return ()
+    return tuple(re.findall(r"'([A-Za-z]+)'", listed.group(1)))
+
+
+def _prefix_of(name: str, words: Any) -> str | None:
+    """The first of ``words`` that ``name`` is a case-insensitive prefix of."""
+    return next((w for w in words if w.casefold().startswith(name.casefold())), None)
+
+
+def bind_common_parameters(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split splatted ``params`` as PowerShell binds them: (the cmdlet's own, the common
+    parameters by full name). A key that is a common parameter, its alias, or a prefix of either
+    binds to the common parameter."""
+    words = [*catalogue.COMMON_PARAMETERS, *catalogue.COMMON_PARAMETERS.values()]
+    full = {n: n for n in catalogue.COMMON_PARAMETERS}
+    full.update({a: n for n, a in catalogue.COMMON_PARAMETERS.items()})
+    own, common = {}, {}
+    for key, value in params.items():
+        word = _prefix_of(key, words)
+        if word is None:
+            own[key] = value
+        else:
+            common[full[word]] = value
+    return own, common
 
 
 _ISO_DATE = re.compile(
@@ -682,7 +737,7 @@ def main() -> int:
             "ok": True,
             "result": {
                 "protocol": 1,
-                "PSVersion": "7.4.6",
+                "PSVersion": os.environ.get("FAKE_PWSH_PS_VERSION", "7.4.6"),
                 "MicrosoftTeams": [] if version in ("", "none") else [version],
             },
         }
@@ -708,7 +763,29 @@ def main() -> int:
             sys.stderr.flush()
             return 134
         answer: dict[str, Any] = {"id": request["id"]}
+        refused = next((k for k in params if _prefix_of(k, traits.reserved_parameters)), None)
+        if refused is not None:
+            word = _prefix_of(refused, traits.reserved_parameters)
+            answer.update(
+                ok=False,
+                error={
+                    "category": "InvalidArgument",
+                    "message": f"teams-bridge driver: parameter '{refused}' is refused: PowerShell "
+                    f"would bind it as the common parameter -{word}, which changes the call "
+                    "itself; no setting has this name",
+                    "fqid": "ReservedParameter,teams-bridge-driver",
+                },
+            )
+            write(answer, traits)
+            continue
+        params, common = bind_common_parameters(params)
         try:
+            if common.get("WhatIf") and cmdlet in MODULE_CMDLETS and not cmdlet.startswith("Get-"):
+                # -WhatIf: the cmdlet says what it would do, does nothing and outputs nothing.
+                sys.stdout.write(f'What if: Performing the operation "{cmdlet}"\n')
+                answer.update(ok=True, result=[], warnings=[])
+                write(answer, traits)
+                continue
             result = tenant.run(cmdlet, params)
             dropped = os.environ.get("FAKE_PWSH_DROP_FIELD", "").partition(":")
             if dropped[0] == cmdlet:
