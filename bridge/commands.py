@@ -371,15 +371,9 @@ def _drift(session: Session, request: DriftRequest, store: Any) -> DriftOutcome:
 
 
 def _webhook_poster(session: Session) -> Callable[[str, dict[str, Any], dict[str, str]], None]:
-    from .http import HttpClient
+    from .report.notify import webhook_poster
 
-    def post(url: str, payload: dict[str, Any], headers: dict[str, str]) -> None:
-        client = HttpClient.for_webhooks(session.settings)
-        client.request(
-            "POST", url, json=payload, headers=headers or None, expected=(200, 201, 202, 204)
-        )
-
-    return post
+    return webhook_poster(session.settings)  # never follows a redirect to another host
 
 
 def history_view(history_file: str, limit: int) -> tuple[str, dict[str, Any]]:
