@@ -118,9 +118,11 @@ def make_plan(session: Session, desired_file: str, *, saving: bool = False) -> P
                 if reason not in shown
             ]
             if more:
+                from .report.render_text import printable  # one line per reason, names escaped
+
                 notes.append(
                     "warning: apply --plan will refuse this saved plan unless given the option "
-                    "above:\n  - " + "\n  - ".join(more)
+                    "above:\n  - " + "\n  - ".join(printable(reason) for reason in more)
                 )
     return PlanResult(plan, current, desired, notes, needs_force)
 
