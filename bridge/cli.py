@@ -575,17 +575,19 @@ def explain(ctx: _Ctx, user: str, fmt: str) -> None:
 def doctor(ctx: _Ctx) -> None:
     """Check configuration, credentials, tokens, directory roles and API access."""
     from .commands import run_doctor_checks
+    from .report.render_text import printable
 
     with ctx.session() as session:
         checks = run_doctor_checks(session)
     failed = 0
     for check in checks:
         mark = "ok  " if check.ok else "FAIL"
-        click.echo(f"[{mark}] {check.name}: {check.detail}")
+        # Details quote what the tenant and the token say (names, roles): shown escaped.
+        click.echo(printable(f"[{mark}] {check.name}: {check.detail}"))
         if not check.ok:
             failed += 1
             if check.fix:
-                click.echo(f"       fix: {check.fix}")
+                click.echo(printable(f"       fix: {check.fix}"))
     click.echo(f"{len(checks) - failed} of {len(checks)} checks passed.")
     if failed:
         raise SystemExit(EXIT_ERROR)

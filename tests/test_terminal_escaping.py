@@ -196,3 +196,22 @@ def test_export_of_hostile_policy_names_tenant_and_left_out_notes(tmp_path: Path
     assert "Old" + EVIL in names
     old = next(p for p in desired.policies.values() if p.name == "Old" + EVIL)
     assert old.settings["Description"] == extra["Description"]
+
+
+def test_doctor_details_are_shown_escaped(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bridge.commands
+    from bridge.doctor import Check
+
+    def checks(session: object) -> list[Check]:
+        return [
+            Check("tenant", True, f"tenant name Contoso{EVIL}"),
+            Check("roles", False, f"role {EVIL}", fix=f"assign it{EVIL}"),
+        ]
+
+    monkeypatch.setattr(bridge.commands, "run_doctor_checks", checks)
+    code, out, _ = run(capsys, "doctor")
+    assert code == 1
+    assert_terminal_safe(out)
+    assert "[ok  ] tenant: tenant name Contoso\\x1b[2K\\x0d\\x1b[1A\\x0a+ forged line" in out
