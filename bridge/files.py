@@ -91,10 +91,11 @@ def write_set_atomic(
     other. A failure while writing leaves every old file as it was; a failure while renaming
     (rare: every file is already written) puts back the files already replaced, from hard
     links taken beforehand. Each file is written as ``write_text_atomic`` writes one."""
+    wanted = list(items)
     staged: list[_Staged] = []
     current = ""
     try:
-        for path, text in items:
+        for path, text in wanted:
             current = os.fspath(path)
             target = Path(current)
             if target.is_dir():
@@ -139,7 +140,7 @@ def write_set_atomic(
         reason = exc.strerror or str(exc)
         ours = {current, *(e.tmp for e in staged), *(e.backup for e in staged)}
         where = f" ({exc.filename})" if exc.filename and str(exc.filename) not in ours else ""
-        kept = f" (none of the {len(staged)} files was replaced)" if len(staged) > 1 else ""
+        kept = f" (none of the {len(wanted)} files was replaced)" if len(wanted) > 1 else ""
         raise ConfigError(f"cannot write {current}: {reason}{where}{kept}; {hint}") from None
     except UnicodeError as exc:
         raise ConfigError(

@@ -149,6 +149,12 @@ def test_a_set_is_written_whole(tmp_path: Path) -> None:
 
 def test_a_set_that_cannot_be_staged_leaves_the_old_set(tmp_path: Path) -> None:
     write_set_atomic(_set(tmp_path, "run1"))
+    blocked: list[tuple[Path, str | bytes]] = list(_set(tmp_path, "run2"))
+    blocked[1] = (tmp_path / "b.html" / "x", "under a file")  # its directory cannot be made
+    with pytest.raises(BridgeError) as info:
+        write_set_atomic(blocked)
+    assert str(info.value).startswith(f"cannot write {tmp_path / 'b.html' / 'x'}: ")
+    assert "(none of the 3 files was replaced)" in str(info.value)
     items: list[tuple[Path, str | bytes]] = list(_set(tmp_path, "run2"))
     items[2] = (tmp_path / "c.md", "bad \ud800")  # the last one cannot be encoded
     with pytest.raises(BridgeError, match=r"c\.md: the text holds characters UTF-8 cannot"):
