@@ -37,7 +37,18 @@ def _color() -> bool:
 
 
 def _err(message: str) -> None:
-    click.echo(message, err=True)
+    from .report.render_text import printable_lines
+
+    # Notes, progress and errors can carry tenant text (names): shown escaped, line breaks kept.
+    click.echo(printable_lines(message), err=True)
+
+
+def _err_line(line: str) -> None:
+    """One line that names tenant objects (a progress or summary line): kept on one line, a
+    line break in a name escaped too."""
+    from .report.render_text import printable
+
+    click.echo(printable(line), err=True)
 
 
 def _write_text(path: str, text: str, *, private: bool = False) -> None:
@@ -215,9 +226,11 @@ def plan(ctx: _Ctx, file: str, out: str | None, fmt: str, detailed_exitcode: boo
     for note in result.notes:
         _err(note)
     if result.needs_force:
+        from .report.render_text import printable
+
         _err(
             "warning: apply will refuse this plan without --force:\n  - "
-            + "\n  - ".join(result.needs_force)
+            + "\n  - ".join(printable(reason) for reason in result.needs_force)
         )
     if fmt == "json":
         click.echo(json.dumps({**result.plan.data, "needs_force": result.needs_force}, indent=2))
@@ -313,6 +326,7 @@ def apply(
     from .apply import ApplyFailed, interrupted_result
     from .commands import ApplyRequest, run_apply
     from .plan_view import render_plan
+    from .report.render_text import printable
 
     if bool(file) == bool(plan_file):
         raise click.UsageError("give either FILE or --plan PLAN (one of them)")
@@ -341,21 +355,21 @@ def apply(
     )
     with ctx.session() as session:
         try:
-            outcome = run_apply(session, request, confirm=confirm, progress=_err)
+            outcome = run_apply(session, request, confirm=confirm, progress=_err_line)
         except ApplyFailed as exc:
             # Say what was done and what was not before the error line.
             for line in exc.result.summary_lines():
-                _err(line)
+                _err_line(line)
             raise
         except KeyboardInterrupt as exc:
             # ^C or SIGTERM mid-apply: what was done, and above all a group left with no policy.
             result = interrupted_result(exc)
             if result is not None:
                 for line in interrupted_lines(result):
-                    _err(line)
+                    _err_line(line)
             raise
     for line in outcome.lines:
-        click.echo(line)
+        click.echo(printable(line))  # summary lines name policies, groups and users
 
 
 # --------------------------------------------------------------------------- drift
@@ -543,30 +557,14 @@ def snapshot(ctx: _Ctx, out: str | None) -> None:
 def explain(ctx: _Ctx, user: str, fmt: str) -> None:
     """Show USER's effective messaging policy and why (direct, group and rank, or Global)."""
     from .commands import explain_user
-    from .explain import READ_RECEIPT_WORDS
+    from .explain import render_explanation
 
     with ctx.session() as session:
         result = explain_user(session, user)
     if fmt == "json":
         click.echo(json.dumps(result.data(), indent=2))
         return
-    from .report.render_text import printable
-
-    # Names, groups and reasons are tenant text: no control characters reach the terminal.
-    rr = result.read_receipts
-    pm = result.priority_messages
-    src = {
-        "direct": "direct assignment",
-        "group": f"group {result.group.display_name if result.group else ''} (rank {result.rank})",
-        "global": "the Global policy",
-    }[result.source]
-    click.echo(printable(f"{result.user.upn}: {result.policy}  (from {src})"))
-    click.echo(f"  Read receipts:          {printable(READ_RECEIPT_WORDS.get(str(rr), rr))}")
-    shown = "allowed" if pm else "not allowed" if pm is False else pm
-    click.echo(f"  Priority notifications: {printable(shown)}")
-    click.echo("  Why:")
-    for reason in result.reasons:
-        click.echo(f"    - {printable(reason)}")
+    click.echo(render_explanation(result), nl=False)  # tenant text escaped there
 
 
 # --------------------------------------------------------------------------- doctor / sandbox
@@ -577,17 +575,19 @@ def explain(ctx: _Ctx, user: str, fmt: str) -> None:
 def doctor(ctx: _Ctx) -> None:
     """Check configuration, credentials, tokens, directory roles and API access."""
     from .commands import run_doctor_checks
+    from .report.render_text import printable
 
     with ctx.session() as session:
         checks = run_doctor_checks(session)
     failed = 0
     for check in checks:
         mark = "ok  " if check.ok else "FAIL"
-        click.echo(f"[{mark}] {check.name}: {check.detail}")
+        # Details quote what the tenant and the token say (names, roles): shown escaped.
+        click.echo(printable(f"[{mark}] {check.name}: {check.detail}"))
         if not check.ok:
             failed += 1
             if check.fix:
-                click.echo(f"       fix: {check.fix}")
+                click.echo(printable(f"       fix: {check.fix}"))
     click.echo(f"{len(checks) - failed} of {len(checks)} checks passed.")
     if failed:
         raise SystemExit(EXIT_ERROR)

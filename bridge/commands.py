@@ -118,9 +118,11 @@ def make_plan(session: Session, desired_file: str, *, saving: bool = False) -> P
                 if reason not in shown
             ]
             if more:
+                from .report.render_text import printable  # one line per reason, names escaped
+
                 notes.append(
                     "warning: apply --plan will refuse this saved plan unless given the option "
-                    "above:\n  - " + "\n  - ".join(more)
+                    "above:\n  - " + "\n  - ".join(printable(reason) for reason in more)
                 )
     return PlanResult(plan, current, desired, notes, needs_force)
 
@@ -371,15 +373,9 @@ def _drift(session: Session, request: DriftRequest, store: Any) -> DriftOutcome:
 
 
 def _webhook_poster(session: Session) -> Callable[[str, dict[str, Any], dict[str, str]], None]:
-    from .http import HttpClient
+    from .report.notify import webhook_poster
 
-    def post(url: str, payload: dict[str, Any], headers: dict[str, str]) -> None:
-        client = HttpClient.for_webhooks(session.settings)
-        client.request(
-            "POST", url, json=payload, headers=headers or None, expected=(200, 201, 202, 204)
-        )
-
-    return post
+    return webhook_poster(session.settings)  # never follows a redirect to another host
 
 
 def history_view(history_file: str, limit: int) -> tuple[str, dict[str, Any]]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import PlanError
+from .report.render_text import printable
 from .state import Group, TenantState, User
 
 
@@ -42,6 +43,27 @@ READ_RECEIPT_WORDS = {
     "None": "off for everyone",
     "UserPreference": "user controlled",
 }
+
+
+def render_explanation(result: Explanation) -> str:
+    """The explanation for a terminal. Names, groups and reasons are tenant text: every line goes
+    through ``printable`` here, the one place, so no control character reaches the terminal."""
+    rr = result.read_receipts
+    pm = result.priority_messages
+    src = {
+        "direct": "direct assignment",
+        "group": f"group {result.group.display_name if result.group else ''} (rank {result.rank})",
+        "global": "the Global policy",
+    }[result.source]
+    shown = "allowed" if pm else "not allowed" if pm is False else pm
+    lines = [
+        f"{result.user.upn}: {result.policy}  (from {src})",
+        f"  Read receipts:          {READ_RECEIPT_WORDS.get(str(rr), rr)}",
+        f"  Priority notifications: {shown}",
+        "  Why:",
+        *(f"    - {reason}" for reason in result.reasons),
+    ]
+    return "".join(printable(line) + "\n" for line in lines)
 
 
 def find_user(state: TenantState, ref: str) -> User:

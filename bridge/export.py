@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from . import catalogue
+from .report.render_text import printable
 from .state import TenantState, bare_name, is_global
 from .yamlloc import shown
 
@@ -20,13 +21,41 @@ _HEADER = """\
 """
 
 
+def _hostile(text: str) -> bool:
+    """Holds a character a terminal could act on (control, bidi override, line separator...)
+    other than a plain line break."""
+    return any(not ch.isprintable() for ch in text.replace("\n", ""))
+
+
 class _Dumper(yaml.SafeDumper):
-    pass
+    """Tenant text reaches the terminal when the file goes to stdout: a string with a character
+    a terminal could act on is written double-quoted with every such character escaped (YAML
+    escapes a control character there, but with allow_unicode would keep a bidi override)."""
+
+    def write_double_quoted(self, text: str, split: bool = True) -> None:
+        if not _hostile(text):
+            super().write_double_quoted(text, split)
+            return
+        keep = self.allow_unicode
+        self.allow_unicode = False  # every non-ASCII character of this one scalar as \uXXXX
+        try:
+            super().write_double_quoted(text, split)
+        finally:
+            self.allow_unicode = keep
 
 
 def _str_presenter(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
-    style = "|" if "\n" in data else None
+    if _hostile(data):
+        style: str | None = '"'
+    else:
+        style = "|" if "\n" in data else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+def _comment(text: object) -> str:
+    """Text for a YAML comment: one line (whitespace runs, line breaks included, become one
+    space) and nothing a terminal or a YAML reader would act on (``printable`` escapes it)."""
+    return printable(" ".join(str(text).split()))
 
 
 _Dumper.add_representer(str, _str_presenter)
@@ -144,12 +173,13 @@ def export_yaml(state: TenantState) -> str:
 
     def with_name(match: re.Match[str]) -> str:
         name = _group_name(state, match.group(2))
-        return match.group(0) + (f"  # {' '.join(name.split())}" if name else "")
+        return match.group(0) + (f"  # {_comment(name)}" if name else "")
 
-    body = re.sub(r"^(\s*- group: )(\S+)$", with_name, body, flags=re.M)
-    header = _HEADER.format(tenant=state.tenant_id or "(unknown)")
+    # Exactly the entries of assignments.groups: a line of a multi-line string is indented deeper.
+    body = re.sub(r"^(  - group: )(\S+)$", with_name, body, flags=re.M)
+    header = _HEADER.format(tenant=_comment(state.tenant_id or "(unknown)"))
     if left_out:
-        header += _LEFT_OUT + "".join(f"#   - {' '.join(line.split())}\n" for line in left_out)
+        header += _LEFT_OUT + "".join(f"#   - {_comment(line)}\n" for line in left_out)
     return header + body
 
 

@@ -1,5 +1,10 @@
 """A plan as text, in Terraform's style: ``+`` create, ``~`` update in place, ``-`` destroy, and a
-footer ``Plan: 2 to add, 1 to change, 0 to destroy.``"""
+footer ``Plan: 2 to add, 1 to change, 0 to destroy.``
+
+Names, UPNs and values come from the tenant (or the file): every line a change describes goes
+through ``printable`` in ``render_plan`` before colour is added, so no control character, line
+break or bidi override in tenant text reaches the terminal (the confirmation prompt of ``apply``
+shows this text: an escape sequence there could hide a line from the reviewer)."""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from .plan import (
     SetUserAssignment,
     UpdatePolicy,
 )
+from .report.render_text import printable
 
 _COLOURS = {"+": "\033[32m", "~": "\033[33m", "-": "\033[31m"}
 _RESET = "\033[0m"
@@ -25,7 +31,8 @@ USER_LINES = 50
 
 
 def _v(value: Any) -> str:
-    return json.dumps(value) if not isinstance(value, str) else f'"{value}"'
+    # JSON quoting: a quote or line break inside a string cannot end it early.
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _lines(change: Change) -> tuple[str, list[str]]:
@@ -80,7 +87,9 @@ def render_plan(plan: Plan, *, color: bool = False) -> str:
             if user_lines > USER_LINES:
                 hidden += 1
                 continue
-        symbol, lines = _lines(change)
+        symbol, described = _lines(change)
+        # The one place a change's text is made safe for a terminal (see the module docstring).
+        lines = [printable(line) for line in described]
         head = f"  {symbol} {lines[0]}"
         if color:
             head = f"{_COLOURS[symbol]}{head}{_RESET}"

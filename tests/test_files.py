@@ -12,7 +12,7 @@ import pytest
 
 from bridge import files
 from bridge.errors import BridgeError
-from bridge.files import write_text_atomic
+from bridge.files import write_set_atomic, write_text_atomic
 
 POSIX = pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")
 
@@ -109,3 +109,84 @@ def test_modes(tmp_path: Path) -> None:
         assert mode(private) == 0o600
     finally:
         os.umask(umask)
+
+
+@POSIX
+def test_a_symlink_is_replaced_with_a_new_files_mode_not_its_targets(tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    try:
+        elsewhere = tmp_path / "elsewhere.sh"
+        elsewhere.write_text("#!/bin/sh\n")
+        elsewhere.chmod(0o750)
+        link = tmp_path / "drift.html"
+        link.symlink_to(elsewhere)
+        write_text_atomic(link, "<html>")
+        assert not link.is_symlink() and link.read_text() == "<html>"
+        assert mode(link) == 0o644  # what a new file gets, not the target's 0750
+        assert elsewhere.read_text() == "#!/bin/sh\n" and mode(elsewhere) == 0o750
+        # A dangling link too: replaced, nothing created where it pointed.
+        dangling = tmp_path / "plan.txt"
+        dangling.symlink_to(tmp_path / "nowhere" / "x")
+        write_text_atomic(dangling, "p")
+        assert dangling.read_text() == "p" and not (tmp_path / "nowhere").exists()
+    finally:
+        os.umask(umask)
+
+
+def _set(tmp_path: Path, tag: str) -> list[tuple[Path, str]]:
+    return [(tmp_path / name, f"{tag} {name}") for name in ("a.json", "b.html", "c.md")]
+
+
+def test_a_set_is_written_whole(tmp_path: Path) -> None:
+    write_set_atomic(_set(tmp_path, "run1"))
+    write_set_atomic(_set(tmp_path, "run2"))
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {
+        "a.json": "run2 a.json",
+        "b.html": "run2 b.html",
+        "c.md": "run2 c.md",
+    }
+
+
+def test_a_set_that_cannot_be_staged_leaves_the_old_set(tmp_path: Path) -> None:
+    write_set_atomic(_set(tmp_path, "run1"))
+    blocked: list[tuple[Path, str | bytes]] = list(_set(tmp_path, "run2"))
+    blocked[1] = (tmp_path / "b.html" / "x", "under a file")  # its directory cannot be made
+    with pytest.raises(BridgeError) as info:
+        write_set_atomic(blocked)
+    assert str(info.value).startswith(f"cannot write {tmp_path / 'b.html' / 'x'}: ")
+    assert "(none of the 3 files was replaced)" in str(info.value)
+    items: list[tuple[Path, str | bytes]] = list(_set(tmp_path, "run2"))
+    items[2] = (tmp_path / "c.md", "bad \ud800")  # the last one cannot be encoded
+    with pytest.raises(BridgeError, match=r"c\.md: the text holds characters UTF-8 cannot"):
+        write_set_atomic(items)
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {
+        "a.json": "run1 a.json",
+        "b.html": "run1 b.html",
+        "c.md": "run1 c.md",
+    }  # and no temporary or backup file is left
+
+
+def test_a_rename_failing_mid_set_puts_back_the_files_already_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_set_atomic(_set(tmp_path, "run1")[:2])  # c.md is new in run 2
+    real_replace = os.replace
+    calls: list[str] = []
+
+    def third_fails(src: str, dst: str) -> None:
+        calls.append(os.path.basename(dst))
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device", src)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", third_fails)
+    with pytest.raises(BridgeError) as info:
+        write_set_atomic(_set(tmp_path, "run2")[::-1], hint="choose a writable --report-dir")
+    assert str(info.value) == (
+        f"cannot write {tmp_path / 'a.json'}: No space left on device (none of the 3 files was "
+        "replaced); choose a writable --report-dir"
+    )
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {
+        "a.json": "run1 a.json",
+        "b.html": "run1 b.html",
+    }  # c.md, new, is gone again; b.html is back from its hard link

@@ -10,9 +10,11 @@ import logging
 from typing import Any
 
 import pytest
+import responses
+from responses import matchers
 from test_report_model import in_sync_report, scenario
 
-from bridge.errors import ConfigError
+from bridge.errors import ApiError, ConfigError
 from bridge.report.model import UserAssignmentReport
 from bridge.report.notify import (
     CARD_CONTENT_TYPE,
@@ -22,6 +24,7 @@ from bridge.report.notify import (
     check_webhook_url,
     notify,
     split_credentials,
+    webhook_poster,
 )
 
 WEBHOOK = "https://contoso.webhook.office.com/webhookb2/abc@def/IncomingWebhook/SECRETPART/xyz"
@@ -149,3 +152,49 @@ def test_notify_propagates_post_failures() -> None:
 
     with pytest.raises(RuntimeError, match="webhook down"):
         notify(WEBHOOK, scenario(), post)
+
+
+# --------------------------------------------------------------------------- redirects
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_to_another_host_is_a_failed_post_and_is_not_followed(status: int) -> None:
+    # Nothing is registered for evil.example: following the redirect would fail differently.
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        rsps.post(
+            WEBHOOK,
+            status=status,
+            headers={"Location": "https://evil.example/collect/TARGETSECRET"},
+            match=[matchers.json_params_matcher({"schema_version": 1}, strict_match=False)],
+        )
+        with pytest.raises(ApiError) as err:
+            notify(WEBHOOK, scenario(), webhook_poster(None), fmt="json")
+        assert len(rsps.calls) == 1
+    message = str(err.value)
+    assert f"answered {status}, a redirect to evil.example;" in message
+    assert "does not follow redirects" in message and "final URL in --notify" in message
+    assert "SECRETPART" not in message and "TARGETSECRET" not in message
+    assert "SECRETPART" not in (err.value.url or "")
+    assert err.value.status == status
+
+
+def test_a_redirect_on_the_same_host_is_not_followed_either() -> None:
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        rsps.post(WEBHOOK, status=307, headers={"Location": "/elsewhere"})
+        with pytest.raises(ApiError, match=r"a redirect to contoso\.webhook\.office\.com;"):
+            webhook_poster(None)(WEBHOOK, {"x": 1}, {})
+        assert len(rsps.calls) == 1
+
+
+def test_the_poster_posts_once_and_sends_the_headers() -> None:
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        rsps.post(
+            WEBHOOK,
+            status=202,
+            match=[
+                matchers.json_params_matcher({"x": 1}),
+                matchers.header_matcher({"Authorization": "Basic eDp5"}),
+            ],
+        )
+        webhook_poster(None)(WEBHOOK, {"x": 1}, {"Authorization": "Basic eDp5"})
+        assert "Authorization" in rsps.calls[0].request.headers

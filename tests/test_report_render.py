@@ -368,10 +368,14 @@ def test_a_failing_write_leaves_no_temporary_file(
     def broken(report: object) -> str:
         raise ValueError("cannot render this")
 
+    write_reports(scenario(), tmp_path, ["json"])
+    before = (tmp_path / "drift.json").read_bytes()
     monkeypatch.setitem(render.RENDERERS, "md", broken)
     with pytest.raises(ConfigError, match=r"cannot render the drift reports.*cannot render this"):
-        write_reports(scenario(), tmp_path, ["json", "md"])
+        write_reports(in_sync_report(), tmp_path, ["json", "md"])
+    # Nothing is written until every file is rendered: the old set stays whole.
     assert [p.name for p in tmp_path.iterdir()] == ["drift.json"]
+    assert (tmp_path / "drift.json").read_bytes() == before
 
     def no_rename(src: object, dst: object) -> None:
         raise OSError(28, "No space left on device")
@@ -405,3 +409,13 @@ def test_html_prints_unmanaged_settings_and_isolates_bidi_text() -> None:
     assert "<details open><summary>" in out and "<details><summary>" not in out
     assert f"<td><bdi>{rtl}@contoso.org</bdi></td>" in out
     assert "<h3><bdi>Clinical</bdi></h3>" in out
+
+
+def test_a_report_set_is_all_or_nothing(tmp_path: Path) -> None:
+    first = write_reports(scenario(), tmp_path, ["json", "html"])
+    before = {p.name: p.read_bytes() for p in first}
+    (tmp_path / "drift.md").mkdir()  # this one cannot be written
+    with pytest.raises(ConfigError, match=r"drift\.md: it is a directory"):
+        write_reports(in_sync_report(), tmp_path, ["json", "html", "md"])
+    assert {p.name: p.read_bytes() for p in first} == before  # not a mix of two runs
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["drift.html", "drift.json", "drift.md"]

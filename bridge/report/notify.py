@@ -20,12 +20,17 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Callable
-from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
-from ..errors import ConfigError
+import requests
+
+from ..errors import ApiError, ConfigError
 from .model import DriftReport, format_value, utc
 from .render_markdown import escape_markdown
+
+if TYPE_CHECKING:
+    from ..settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +225,55 @@ def notify(url: str, report: DriftReport, post: Poster, fmt: str = "teams") -> N
     post(bare, payload, headers)
     # The URL's path and query are the webhook's secret: log the host only.
     log.info("posted drift notification to %s", urlsplit(url).hostname or "the webhook")
+
+
+class _NoRedirects(requests.Session):
+    """A session that hands a redirect back instead of following it: a 307 or 308 would re-post
+    the summary (and a Basic ``Authorization`` header on the same host) wherever the Location
+    says, and a 301-303 would turn the post into a GET elsewhere."""
+
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        return None
+
+
+_ACCEPTED = (200, 201, 202, 204)
+_REDIRECTS = (300, 301, 302, 303, 305, 307, 308)
+
+
+def webhook_poster(settings: Settings | None) -> Poster:
+    """The ``post`` that ``notify`` uses outside tests: one POST through ``bridge.http`` (its
+    timeouts, retries and error mapping; no token; paths never logged), never following a
+    redirect. A redirect is a failed post (``ApiError``) naming the host it pointed to."""
+    from ..http import HttpClient, HttpOptions
+
+    def post(url: str, payload: dict[str, Any], headers: dict[str, str]) -> None:
+        options = HttpOptions.from_settings(settings) if settings else HttpOptions()
+        client = HttpClient(None, options, session=_NoRedirects(), hide_paths=True)
+        try:
+            response = client.request(
+                "POST",
+                url,
+                json=payload,
+                headers=headers or None,
+                expected=(*_ACCEPTED, *_REDIRECTS),
+            )
+        finally:
+            client.close()
+        if response.status_code in _ACCEPTED:
+            return
+        location = response.headers.get("Location")
+        # Host only: the path of a webhook URL is its secret, and so may the target's be.
+        target = urlsplit(urljoin(url, location)).hostname if location else None
+        where = f"to {target}" if target else "without a Location"
+        raise ApiError(
+            f"the webhook at {urlsplit(url).hostname} answered {response.status_code}, a redirect "
+            f"{where}; teams-bridge does not follow redirects when posting (that would send the "
+            "summary to wherever the redirect points): give the webhook's final URL in --notify",
+            status=response.status_code,
+            url=f"{urlsplit(url).scheme}://{urlsplit(url).hostname}/...",
+        )
+
+    return post
 
 
 def _counts(c: dict[str, int]) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..files import write_text_atomic
+from ..files import write_set_atomic
 from .model import DriftReport
 from .render_html import render_html
 from .render_junit import render_junit
@@ -57,8 +57,9 @@ def parse_formats(value: str) -> list[str]:
 def write_reports(
     report: DriftReport, directory: str | os.PathLike[str], formats: Iterable[str]
 ) -> list[Path]:
-    """Write one file per format into ``directory`` (created if needed), each written to a
-    temporary name then renamed, so a reader never sees half a report. Returns the paths."""
+    """Write one file per format into ``directory`` (created if needed), all or nothing: every
+    file goes to a temporary name first, then all are renamed, so a reader never sees half a
+    report and a set never mixes two runs. Returns the paths."""
     wanted = list(dict.fromkeys(formats))
     unknown = [f for f in wanted if f not in RENDERERS]
     if unknown:
@@ -73,17 +74,20 @@ def write_reports(
             f"cannot write drift reports to {out_dir}: {exc.strerror or exc}; "
             "choose a writable --report-dir"
         ) from exc
-    paths = []
+    rendered: list[tuple[Path, bytes]] = []
     for fmt in wanted:
-        path = out_dir / FILE_NAMES[fmt]
         try:
             # Tenant text can hold what UTF-8 cannot encode (a lone surrogate read back from a
             # snapshot): it is written as a visible escape such as \ud800 (in JSON, a valid escape).
             data = RENDERERS[fmt](report).encode("utf-8", errors="backslashreplace")
         except (UnicodeError, ValueError) as exc:
             raise ConfigError(f"cannot render the drift reports for {out_dir}: {exc}") from exc
-        # A temporary file beside it, renamed over it: a reader never sees half a report.
-        write_text_atomic(path, data, hint="choose a writable --report-dir")
+        rendered.append((out_dir / FILE_NAMES[fmt], data))
+    # One set, all or nothing: if one file cannot be written, the others keep the previous
+    # run's report rather than a mix of two runs (each file is renamed into place whole).
+    write_set_atomic(rendered, hint="choose a writable --report-dir")
+    paths = []
+    for fmt, (path, _data) in zip(wanted, rendered, strict=True):
         log.info("wrote %s report to %s", fmt, path)
         paths.append(path)
     return paths

@@ -25,6 +25,12 @@ def printable(text: object) -> str:
     )
 
 
+def printable_lines(text: object) -> str:
+    """``printable`` line by line, for a message of several lines: its line breaks stay, every
+    other control character (in tenant text it carries) is shown escaped."""
+    return "\n".join(printable(line) for line in str(text).split("\n"))
+
+
 def render_text(
     report: DriftReport, *, color: bool = False, max_items: int = DEFAULT_MAX_ITEMS
 ) -> str:

@@ -3,6 +3,7 @@ converges, and two applies at once on one tenant."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections import Counter
@@ -204,9 +205,11 @@ def test_failure_mid_apply_then_rerun_converges(step, fresh, cli_for, tmp_path):
 def _wait_for_holder(lock_dir: Path, pid: int, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for path in lock_dir.glob("teams-bridge-*.lock"):
-            if f'"pid": {pid}' in path.read_text():
-                return
+        # The holder's record sits beside the lock file (bridge.lock.holder_path).
+        for path in lock_dir.glob("teams-bridge-*.lock.holder"):
+            with contextlib.suppress(OSError):
+                if f'"pid": {pid}' in path.read_text():
+                    return
         time.sleep(0.02)
     raise AssertionError(f"process {pid} never took the apply lock in {lock_dir}")
 
