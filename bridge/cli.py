@@ -356,6 +356,8 @@ def apply(
             raise
     for line in outcome.lines:
         click.echo(line)
+    if outcome.cancelled:
+        raise SystemExit(1)
 
 
 # --------------------------------------------------------------------------- drift
@@ -388,10 +390,10 @@ def apply(
 @click.option(
     "--fail-on",
     type=click.Choice(["warning", "error", "never"]),
-    default="warning",
+    default="error",
     show_default=True,
-    help="Which healthcare findings count as drift for the exit code: warnings and errors, "
-    "errors only, or none (findings are reported either way).",
+    help="Which healthcare findings count as drift for the exit code: errors only (the "
+    "default), warnings and errors, or none (findings are reported either way).",
 )
 @click.option(
     "--notify",

@@ -144,6 +144,9 @@ class ApplyRequest:
 @dataclass
 class ApplyOutcome:
     lines: list[str]
+    # Declined at the confirmation prompt: nothing was applied, so the run did not do what it
+    # was asked (the CLI exits 1, as Terraform does).
+    cancelled: bool = False
 
 
 def default_lock_dir() -> str:
@@ -248,7 +251,7 @@ def run_apply(
             )
         plan.raise_if_unsafe(current, limits, request.force)
         if not confirm(plan):
-            return ApplyOutcome(["Apply cancelled; nothing was changed."])
+            return ApplyOutcome(["Apply cancelled; nothing was changed."], cancelled=True)
         journal = Journal(request.journal_path) if request.journal_path else None
         result = apply_plan(
             plan,
@@ -279,7 +282,7 @@ class DriftRequest:
     notify_url: str | None = None
     notify_format: str = "teams"  # teams: the card plus the JSON summary; json: the summary
     color: bool = False
-    fail_on: tuple[str, ...] = ("warning", "error")  # finding severities that count as drift
+    fail_on: tuple[str, ...] = ("error",)  # finding severities that count as drift
 
 
 @dataclass

@@ -4,12 +4,14 @@ converges, and two applies at once on one tenant."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from e2e_support import (
+    BRIDGE,
     NORTHWIND,
     NORTHWIND_CHANGES,
     NORTHWIND_PLAN_FOOTER,
@@ -72,6 +74,35 @@ def _planned(line):
     """A journal line for one of the plan's changes (not a bulk summary or a re-rank's half)."""
     change = line.get("change") or {}
     return line["event"] == "change" and not change.get("bulk") and not change.get("part_of")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a pseudo-terminal is POSIX")
+def test_answering_no_at_the_prompt_exits_1_and_writes_nothing(fresh, cli_for, tmp_path):
+    """As Terraform: declining is not success (nothing that was asked for was applied)."""
+    import os
+    import pty
+    import subprocess
+
+    cli = cli_for(fresh)
+    primary, secondary = pty.openpty()
+    try:
+        os.write(primary, b"n\n")  # waits in the terminal's buffer for the prompt
+        proc = subprocess.run(
+            [*BRIDGE, "apply", str(NORTHWIND), "--journal", "j.jsonl"],
+            env=cli._env(None),
+            cwd=tmp_path,
+            stdin=secondary,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(primary)
+        os.close(secondary)
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert "Apply these changes?" in proc.stdout
+    assert "Apply cancelled; nothing was changed." in proc.stdout
+    assert fresh.stats()["writes"] == 0
 
 
 def test_apply_refuses_without_a_terminal_or_auto_approve(fresh, cli_for):
