@@ -27,6 +27,7 @@ from .errors import (
     BridgeError,
     ConflictError,
     ForbiddenError,
+    NotFoundError,
     StalePlanError,
     TenantMismatchError,
 )
@@ -495,10 +496,10 @@ class _Run:
             if isinstance(first, SetGroupAssignment) and first.existing is not None:
                 # The service has no update for a group assignment: remove, then add at once.
                 self.result.write_requests += 1
-                self.backend.remove_group_assignment(first.group_id)
+                gone = self._remove(first.group_id)
                 replaced = True
                 # Its own line: the removal took effect whatever happens to the add.
-                self._journal([self._removal_entry(first)])
+                self._journal([self._removal_entry(first, gone)])
             conflict = self._write(first)
         except BridgeError as exc:
             error = str(exc)
@@ -541,13 +542,29 @@ class _Run:
         log.info("%s: ok", describe(first))
         return True
 
-    def _removal_entry(self, c: SetGroupAssignment) -> dict[str, Any]:
+    def _removal_entry(self, c: SetGroupAssignment, gone: str | None) -> dict[str, Any]:
         assert c.existing is not None
         removal = RemoveGroupAssignment(
             c.group_id, c.group_name, c.existing.policy, c.existing.rank
         ).data()
         removal["part_of"] = c.kind
-        return self._entry(removal, "ok", correlation_id=self._correlation_id())
+        if gone is not None:
+            removal["already_removed"] = True
+        return self._entry(removal, "ok", gone, correlation_id=self._correlation_id())
+
+    def _remove(self, group_id: str) -> str | None:
+        """Remove the group's assignment. A 404 (the group holds none on the write side) is the
+        removal already done, by an earlier run stopped before its add (``kill -9``) or by
+        someone else, while reads still show the row (they lag, 30 s to hours): what the removal
+        is for holds, so it is done, and returns why; None when this request removed it.
+        Refusing here instead would fail every re-run until reads caught up, leaving the group
+        with no policy all that time."""
+        try:
+            self.backend.remove_group_assignment(group_id)
+        except NotFoundError as exc:
+            log.info("group %s: removal answered 404, already removed: %s", group_id, exc)
+            return f"already removed (reads still show it): {exc}"
+        return None
 
     def _held_back(self, c: SetGroupAssignment) -> tuple[str, float] | None:
         """Why ``c`` is not sent again, or None. It is held back when an earlier run sent this
@@ -729,7 +746,7 @@ class _Run:
             except ConflictError as exc:
                 return self._conflict(c, exc)
         elif isinstance(c, RemoveGroupAssignment):
-            b.remove_group_assignment(c.group_id)
+            self._remove(c.group_id)
         else:
             raise TypeError(f"not a single write: {c!r}")
         return None
@@ -737,11 +754,23 @@ class _Run:
     def _conflict(self, c: SetGroupAssignment, exc: ConflictError) -> str | None:
         """A 409 on a group add: read what the group holds. This very assignment (policy and
         rank): the add is done. Nothing on reads: the service holds an assignment it does not
-        show yet (a write propagating), so the add is pending. Anything else, the old row of a
-        replacement included (same policy, old rank: the add was refused, the removal not in
-        effect yet): the 409 stands."""
+        show yet (a write propagating), so the add is pending; in a replacement that may be the
+        removal just landed, so the add is sent once more first. The old row of a replacement
+        (the removal accepted, not in effect yet, so the add was refused): pending too, as
+        failing would fail every re-run until the removal lands; once it has, the next run
+        adds the group. Anything else (another policy): the 409 stands."""
         # One group's read, not the whole tenant's (policies, every user page, Graph lookups).
         held = self.backend.group_assignment(c.group_id)
+        old = c.existing
+        if held is None and old is not None:
+            self.result.write_requests += 1
+            try:
+                self.backend.add_group_assignment(c.group_id, c.policy, c.rank)
+            except ConflictError:
+                pass
+            else:
+                log.info("%s: 409, then reads showed no row and the add went in", describe(c))
+                return None
         if held is None:
             return (
                 "the service says the group already has a messaging policy assignment, but "
@@ -755,18 +784,23 @@ class _Run:
                 held.rank,
             )
             return None
-        old = c.existing
         if old is not None and policy_key(held.policy) == policy_key(old.policy):
-            why = (
-                f"it still shows its old assignment ({held.policy}, rank {held.rank}): the "
-                "service refused the add, the removal has not taken effect yet; run plan again "
-                "in a few minutes"
+            log.warning(
+                "%s: 409, the group still holds its old row (%s, rank %d): pending",
+                describe(c),
+                held.policy,
+                held.rank,
             )
-        else:
-            why = "somebody else changed it, run plan again"
+            return (
+                f"the service accepted the removal of its old assignment but still holds that "
+                f"row ({held.policy}, rank {held.rank}), so it refused the add: the group keeps "
+                "its old policy until the removal takes effect, then has none until apply runs "
+                "again, which adds it (run apply again once plan shows it as an add)"
+            )
         raise ConflictError(
             f"409 from Teams admin API: group {c.group_name or c.group_id} already holds policy "
-            f"{held.policy} (rank {held.rank}), not {c.policy} at rank {c.rank}: {why}",
+            f"{held.policy} (rank {held.rank}), not {c.policy} at rank {c.rank}: somebody else "
+            "changed it, run plan again",
             status=exc.status,
             correlation_id=exc.correlation_id,
         )
