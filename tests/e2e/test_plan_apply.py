@@ -19,6 +19,7 @@ from e2e_support import (
     RETRY_ATTEMPTS,
     change_key,
     journal_lines,
+    write_requests,
 )
 
 pytestmark = pytest.mark.e2e
@@ -420,3 +421,62 @@ def test_plan_out_says_when_apply_plan_will_not_use_the_files_looser_limits(
     refused = cli("apply", "--plan", "off.plan", "--auto-approve")
     assert refused.code == 1 and "over a safety limit" in refused.err, refused
     assert fresh.stats()["writes"] == 0
+
+
+GROUP_ROUTE = ".*/Skype.Policy/groupPolicyAssignments/.*"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="kill -9 is POSIX")
+def test_kill_9_between_a_reranks_removal_and_its_add_is_finished_by_the_next_run(
+    fresh, cli_for, tmp_path
+):
+    """The re-rank's removal went through, the process was killed before its add, and reads
+    lag (60 s here; up to hours on the service), so they still show the old row. The next run's
+    removal answers 404: that is the removal done, and the add follows at once, instead of every
+    re-run failing until reads catch up while the group has no policy."""
+    import signal
+
+    cli = cli_for(fresh)
+    fresh.configure(propagation_delay=60)
+    fresh.inject("PATCH", GROUP_ROUTE, status=503, times=None)  # the add fails, then is retried
+    proc = cli.start("apply", str(NORTHWIND), "--auto-approve", "--journal", "j.jsonl")
+    deadline = time.monotonic() + 30
+    while not any(r.startswith("PATCH") for r in write_requests(fresh)):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # while it waits to retry the add
+    proc.communicate()
+    fresh.clear_injections()
+    nursing = fresh.tenant.groups_named("Nursing")[0]["id"]
+    shown = {a["GroupId"]: a for a in fresh.tenant.list_group_assignments()}
+    assert shown[nursing]["PolicyName"] == "Nursing", "reads still show the old row"
+
+    again = cli(
+        "apply", str(NORTHWIND), "--auto-approve", "--journal", "j.jsonl", "--verify-timeout", "1"
+    )
+    assert again.code == 0, again
+    assert "has no TeamsMessagingPolicy assignment" not in again.out + again.err, again
+    assert "assign group Nursing to Nursing" in again.out and "pending" in again.out, again
+    removal = [
+        x
+        for x in journal_lines(tmp_path / "j.jsonl")
+        if x["event"] == "change" and x["change"].get("already_removed")
+    ]
+    assert [x["change"]["group_id"] for x in removal] == [nursing]
+
+    # A run while reads still lag: the add is held back (pending), the group is not removed and
+    # re-added again (the direct grants, idempotent, may be sent again).
+    def group_writes():
+        return {r: n for r, n in write_requests(fresh).items() if "groupPolicyAssignments" in r}
+
+    sent = group_writes()
+    held = cli(
+        "apply", str(NORTHWIND), "--auto-approve", "--journal", "j.jsonl", "--verify-timeout", "1"
+    )
+    assert held.code == 0 and "pending" in held.out, held
+    assert group_writes() == sent
+
+    # Once reads catch up, the tenant matches the file: the group got its policy.
+    fresh.tenant.clock = lambda: time.monotonic() + 3600
+    after = cli("plan", str(NORTHWIND), "--detailed-exitcode")
+    assert (after.code, after.out) == (0, NO_CHANGES), after
