@@ -42,8 +42,10 @@ from .plan import (
     SetGroupAssignment,
     SetUserAssignment,
     UpdatePolicy,
+    share_over_limit,
     simulate,
     state_checksum,
+    user_count,
 )
 from .state import SafetyLimits, TenantState, is_global, policy_key
 
@@ -442,9 +444,9 @@ class _Run:
         )
         limits, flags, why = self.limits, [], []
         moved = rerun.affected_users(now)
-        total = len(set(now.directory.users) | moved) or 1
+        total = user_count(now, moved) or 1
         share = len(moved) / total
-        if share > limits.max_user_change_share:
+        if share_over_limit(now, moved, limits):
             needed = math.ceil(share * 1000) / 1000  # exactly at the limit passes
             flags.append(f"--max-user-change-share {needed:g}")
             why.append(

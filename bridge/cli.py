@@ -288,6 +288,13 @@ def plan(ctx: _Ctx, file: str, out: str | None, fmt: str, detailed_exitcode: boo
     help="Override the file's safety.max_user_change_share, 0 to 1 (default 0.1).",
 )
 @click.option(
+    "--user-change-floor",
+    type=click.IntRange(0),
+    default=None,
+    help="Override the file's safety.user_change_floor: the share limit applies only when "
+    "more users than this move (default 50).",
+)
+@click.option(
     "--verify-timeout",
     type=float,
     default=60.0,
@@ -306,6 +313,7 @@ def apply(
     lock_timeout: float,
     max_policy_deletes: int | None,
     max_user_change_share: float | None,
+    user_change_floor: int | None,
     verify_timeout: float,
 ) -> None:
     """Make the changes: 'apply FILE' plans and applies; 'apply --plan PLAN' applies a saved
@@ -338,6 +346,7 @@ def apply(
         verify_timeout=verify_timeout,
         max_policy_deletes=max_policy_deletes,
         max_user_change_share=max_user_change_share,
+        user_change_floor=user_change_floor,
     )
     with ctx.session() as session:
         try:

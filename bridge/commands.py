@@ -139,6 +139,7 @@ class ApplyRequest:
     verify_timeout: float = 60.0
     max_policy_deletes: int | None = None  # command-line overrides of the file's safety limits
     max_user_change_share: float | None = None
+    user_change_floor: int | None = None
 
 
 @dataclass
@@ -232,6 +233,8 @@ def run_apply(
                 limits = dataclasses.replace(
                     limits, max_user_change_share=request.max_user_change_share
                 )
+            if request.user_change_floor is not None:
+                limits = dataclasses.replace(limits, user_change_floor=request.user_change_floor)
         else:
             from .planfile import effective_limits
 
@@ -240,6 +243,7 @@ def run_apply(
                 plan.safety,
                 max_policy_deletes=request.max_policy_deletes,
                 max_user_change_share=request.max_user_change_share,
+                user_change_floor=request.user_change_floor,
             )
         if any(isinstance(c, _ASSIGNMENT_CHANGES) for c in plan.changes):
             # Whose effective policy an assignment change moves depends on every assigned group

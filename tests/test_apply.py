@@ -25,6 +25,7 @@ from bridge.state import (
     Group,
     GroupAssignment,
     Policy,
+    SafetyLimits,
     TenantState,
     User,
     UserAssignment,
@@ -817,8 +818,10 @@ def test_an_undo_that_keeps_failing_is_retried_then_says_no_policy_and_force(tmp
     mem, current, plan = fresh()
     t = FakeTime()
     backend = FailingAddBackend(mem, "g-fac")
+    # No floor: six users stand for a hospital (the floor would let 4 moves through).
+    no_floor = SafetyLimits(user_change_floor=0)
     with pytest.raises(ApplyFailed) as err:
-        run(plan, backend, current, time=t, journal=Journal(tmp_path / "j.jsonl"))
+        run(plan, backend, current, time=t, journal=Journal(tmp_path / "j.jsonl"), limits=no_floor)
     message = str(err.value)
     assert "back failed too, 3 time(s)" in message
     assert "group Facilities has NO messaging policy now" in message
@@ -1411,8 +1414,6 @@ def test_a_submitted_batch_whose_outcome_was_not_read_stays_started_not_failed(t
 
 
 def test_a_group_left_without_policy_gets_the_least_override_its_rerun_needs():
-    from bridge.state import SafetyLimits
-
     mem, current, plan = fresh()
     # Within the limits: just run again.
     with pytest.raises(ApplyFailed) as err:

@@ -295,24 +295,35 @@ def test_an_edited_saved_plan_is_refused_and_its_limits_cannot_loosen(fresh, cli
     assert fresh.stats()["writes"] == 0
 
     # Somebody who recomputes the digest still gets the built-in limits: a plan that removes
-    # Physicians' assignment moves more than 10% of the users.
+    # Nursing's assignment moves more than 10% of the users, and more than the default floor
+    # of 50 (a floor raised in the file does not count either).
     data = json.loads(planfile.dumps(original))
-    gid = fresh.tenant.groups_named("Physicians")[0]["id"]
+    gid = fresh.tenant.groups_named("Nursing")[0]["id"]
+    rank = next(a["Rank"] for a in fresh.tenant.list_group_assignments() if a["GroupId"] == gid)
     data["changes"] = [
         {
             "kind": "remove_group_assignment",
             "group_id": gid,
-            "group": "Physicians",
-            "from": {"policy": "Clinical", "rank": 2},
+            "group": "Nursing",
+            "from": {"policy": "Nursing", "rank": rank},
         }
     ]
-    data["safety"] = {"max_policy_deletes": 99, "max_user_change_share": 1.0}
+    data["safety"] = {
+        "max_policy_deletes": 99,
+        "max_user_change_share": 1.0,
+        "user_change_floor": 1000000,
+    }
     data["digest"] = planfile.digest(data)
     path.write_text(json.dumps(data))
     loosened = cli("apply", "--plan", "reviewed.plan", "--auto-approve")
     assert loosened.code == 1, loosened
-    assert "over the limit of 10%" in loosened.err, loosened
+    assert "over the limit of 10% (it applies when more than 50 users move)" in loosened.err
     assert fresh.stats()["writes"] == 0
+    # Only apply's own options loosen them.
+    lifted = cli(
+        "apply", "--plan", "reviewed.plan", "--auto-approve", "--user-change-floor", "1000"
+    )
+    assert lifted.code == 0, lifted
 
 
 USER_FILE = """
