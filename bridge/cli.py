@@ -214,13 +214,23 @@ def plan(ctx: _Ctx, file: str, out: str | None, fmt: str, detailed_exitcode: boo
         result = make_plan(session, file, saving=bool(out))
     for note in result.notes:
         _err(note)
+    if result.users_moved is not None:
+        _err(
+            f"this plan gives {result.users_moved} of {result.users_total} users a different "
+            "effective policy"
+        )
     if result.needs_force:
         _err(
             "warning: apply will refuse this plan without --force:\n  - "
             + "\n  - ".join(result.needs_force)
         )
     if fmt == "json":
-        click.echo(json.dumps({**result.plan.data, "needs_force": result.needs_force}, indent=2))
+        extra = {
+            "needs_force": result.needs_force,
+            "users_moved": result.users_moved,
+            "users_total": result.users_total,
+        }
+        click.echo(json.dumps({**result.plan.data, **extra}, indent=2))
     else:
         click.echo(render_plan(result.plan, color=_color()), nl=False)
     if out:

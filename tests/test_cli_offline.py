@@ -67,7 +67,9 @@ def test_plan_detailed_exitcode_and_json(
     assert data["schema_version"] == 1
     assert data["summary"] == {"add": 3, "change": 5, "destroy": 0}
     assert data["state_checksum"] and data["desired_sha256"]
-    assert data.pop("needs_force") == []  # shown by plan; not part of the saved plan
+    # Shown by plan; not part of the saved plan.
+    assert data.pop("needs_force") == []
+    assert (data.pop("users_moved"), data.pop("users_total")) == (0, 200)
     on_disk = json.loads(saved.read_text())
     # A saved plan adds when it was made and its digest (see bridge/planfile.py).
     assert on_disk.pop("digest").startswith("sha256:") and on_disk.pop("created_at")

@@ -491,3 +491,31 @@ def test_kill_9_between_a_reranks_removal_and_its_add_is_finished_by_the_next_ru
     fresh.tenant.clock = lambda: time.monotonic() + 3600
     after = cli("plan", str(NORTHWIND), "--detailed-exitcode")
     assert (after.code, after.out) == (0, NO_CHANGES), after
+
+
+def test_plan_and_apply_reach_the_same_verdict_reading_the_same_members(fresh, cli_for, tmp_path):
+    """Nursing's group to the Kitchen policy: plan reads the members apply reads, so it lists
+    every reason apply refuses with (the share of users included) and the people it moves."""
+    cli = cli_for(fresh)
+    text = NORTHWIND.read_text().replace(
+        "{group: Nursing, policy: Nursing, rank: 3}", "{group: Nursing, policy: Kitchen, rank: 3}"
+    )
+    (tmp_path / "kitchen.yaml").write_text(text)
+    planned = cli("plan", "kitchen.yaml", "--format", "json")
+    assert planned.code == 0, planned
+    data = json.loads(planned.out)
+    reasons = data["needs_force"]
+    assert any("would get a different policy, over the limit of 10%" in r for r in reasons)
+    assert data["users_moved"] > 50 and data["users_total"] == 300, data
+    text_plan = cli("plan", "kitchen.yaml")
+    assert (
+        f"this plan gives {data['users_moved']} of 300 users a different effective policy"
+        in text_plan.err
+    ), text_plan
+
+    refused = cli("apply", "kitchen.yaml", "--auto-approve")
+    assert refused.code == 1, refused
+    assert refused.err.count("\n  - ") == len(reasons), refused
+    for reason in reasons:
+        assert f"  - {reason}\n" in refused.err, (reason, refused)
+    assert fresh.stats()["writes"] == 0
