@@ -30,6 +30,7 @@ from .errors import (
     NotFoundError,
     StalePlanError,
     TenantMismatchError,
+    brief,
 )
 from .journal import Journal, change_entry, entry_time
 from .plan import (
@@ -98,6 +99,8 @@ class FailedChange:
     # Of those: the service accepted the removal but still shows the old row (the removal not in
     # effect yet), so the group loses its policy when the removal lands, not at once.
     removal_pending: bool = False
+    # What to do about it (a 403's role or permission), said once for the run, not per change.
+    hint: str | None = None
 
     def __str__(self) -> str:
         return f"{describe(self.change)} ({self.error})"
@@ -148,18 +151,26 @@ class ApplyResult:
             return "failed"
         return "pending" if self.pending else "ok"
 
-    def failure_message(self) -> str:
+    def failure_summary(self) -> str:
+        """What was done and what failed, without the advice (``failure_message`` adds it)."""
         failed = ", ".join(str(f) for f in self.failed[:SHOWN])
         if len(self.failed) > SHOWN:
             failed += f" and {len(self.failed) - SHOWN} more (see the journal)"
+        return (
+            f"{len(self.applied)} of {self.total} changes applied; failed: {failed}; "
+            f"not attempted: {len(self.not_attempted)}"
+        )
+
+    def failure_message(self) -> str:
         # A missing directory role does not go away by running again.
-        forbidden = any(f.forbidden for f in self.failed)
+        forbidden = [f for f in self.failed if f.forbidden]
         bare = [f for f in self.failed if f.left_without_policy]
         if forbidden:
-            then = (
-                "give the app's service principal the Teams Administrator directory role, wait a "
-                "few minutes, then run apply again"
+            hints = dict.fromkeys(f.hint for f in forbidden if f.hint)
+            fix = "; ".join(hints) or (
+                "give the app's service principal the Teams Administrator directory role"
             )
+            then = f"{fix}; wait a few minutes, then run apply again"
         elif bare:
             now = ", ".join(f.change.target for f in bare if not f.removal_pending)
             later = ", ".join(f.change.target for f in bare if f.removal_pending)
@@ -175,10 +186,7 @@ class ApplyResult:
                 )
         else:
             then = "run apply again to converge"
-        return (
-            f"{len(self.applied)} of {self.total} changes applied; failed: {failed}; "
-            f"not attempted: {len(self.not_attempted)}; {then}"
-        )
+        return f"{self.failure_summary()}; {then}"
 
     def summary_lines(self) -> list[str]:
         checked = "verified" if self.verified else "not verified"
@@ -415,7 +423,8 @@ class _Run:
             self._settle_unverified()
             self._finish()
             r.rerun_advice = self._rerun_advice()
-            log.error("apply stopped: %s", r.failure_message())
+            # The advice is the CLI's error line: said once.
+            log.error("apply stopped: %s", r.failure_summary())
             raise ApplyFailed(r.failure_message(), r)
         self._finish()
         if r.failed:
@@ -504,7 +513,7 @@ class _Run:
                 self._journal([self._removal_entry(first, gone)])
             conflict = self._write(first)
         except BridgeError as exc:
-            error = str(exc)
+            error = brief(exc)  # a 403's advice is said once, in the run's message
             left_without = later = False
             if replaced and isinstance(first, SetGroupAssignment):
                 note, left_without, later = self._restore(first)
@@ -517,6 +526,7 @@ class _Run:
                     isinstance(exc, ForbiddenError),
                     left_without,
                     later,
+                    getattr(exc, "hint", None),
                 )
             )
             self._journal([self._entry(first.data(), "failed", exc)])
@@ -857,9 +867,13 @@ class _Run:
                 entries.append(self._entry(c.data(), "started", why, operation_id=op))
             elif uid in failures or (chunk is not None and chunk.error is not None):
                 why = failures.get(uid) or (chunk.error if chunk else None) or "failed"
-                # The request that raised a 403 gets the role advice (its users' chunk error).
+                # The request that raised a 403 gets the role advice (its users' chunk error),
+                # once for the run rather than in every user's reason.
                 denied = forbidden and chunk is not None and chunk.error is not None
-                self.result.failed.append(FailedChange(c, why, cid, denied))
+                hint = getattr(stopped, "hint", None) if denied else None
+                if denied and stopped is not None and why == str(stopped):
+                    why = brief(stopped)
+                self.result.failed.append(FailedChange(c, why, cid, denied, hint=hint))
                 entries.append(
                     self._entry(c.data(), "failed", why, correlation_id=cid, operation_id=op)
                 )
@@ -918,11 +932,12 @@ class _Run:
     def _bulk_lost(self, step: list[Change], verb: str, exc: BridgeError) -> None:
         """A bulk call raised without saying which of its requests went through: every user is
         failed here, and the re-run's plan shows what is still missing."""
-        error = f"{verb} {len(step)} user(s): {exc}"
+        error = f"{verb} {len(step)} user(s): {brief(exc)}"
         cid = getattr(exc, "correlation_id", None)
         forbidden = isinstance(exc, ForbiddenError)
+        hint = getattr(exc, "hint", None)
         self.result.write_requests += 1
-        self.result.failed.extend(FailedChange(c, error, cid, forbidden) for c in step)
+        self.result.failed.extend(FailedChange(c, error, cid, forbidden, hint=hint) for c in step)
         note = f"{exc} (earlier requests of this bulk call may have been applied)"
         self._journal([self._entry(c.data(), "failed", note) for c in step])
         log.warning("bulk %s failed: %s", verb, exc)

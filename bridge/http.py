@@ -72,9 +72,16 @@ _ERRORS: dict[int, type[ApiError]] = {
 _BROTLI = any(importlib.util.find_spec(m) for m in ("brotli", "brotlicffi"))
 ACCEPT_ENCODING = "gzip, deflate, br" if _BROTLI else "gzip, deflate"
 
-TEAMS_FORBIDDEN = (
-    "the app's service principal needs the Teams Administrator directory role (or Global "
-    "Reader for read-only commands): Entra admin center > Roles and administrators"
+# A 403 from the Teams admin API, by what was refused: a write needs Teams Administrator; a read
+# is allowed to Global Reader or Teams Reader as well.
+TEAMS_FORBIDDEN_WRITE = (
+    "the app's service principal needs the Teams Administrator directory role to make changes: "
+    "Entra admin center > Roles and administrators"
+)
+TEAMS_FORBIDDEN_READ = (
+    "the app's service principal needs a directory role that can read Teams settings: Global "
+    "Reader or Teams Reader (or Teams Administrator, which apply needs): Entra admin center > "
+    "Roles and administrators"
 )
 # Graph application permission needed per path prefix (under /v1.0), most specific first.
 GRAPH_PERMISSIONS = (
@@ -554,12 +561,25 @@ class HttpClient:
                 f"the token was rejected ({who}): check that BRIDGE_CLOUD matches the tenant's "
                 "cloud and that the app registration lives in AZURE_TENANT_ID"
             )
-        elif status == 403 and resource == TEAMS_RESOURCE:
-            hint = TEAMS_FORBIDDEN
         elif status == 403:
-            hint = (
-                f"the app needs the Graph application permission {graph_permission(route_of(url))} "
-                "with admin consent: Entra admin center > App registrations > API permissions"
+            if resource != TEAMS_RESOURCE:
+                advice = (
+                    "the app needs the Graph application permission "
+                    f"{graph_permission(route_of(url))} with admin consent: Entra admin center > "
+                    "App registrations > API permissions"
+                )
+            elif method.upper() in ("GET", "HEAD"):
+                advice = TEAMS_FORBIDDEN_READ
+            else:
+                advice = TEAMS_FORBIDDEN_WRITE
+            # The advice also apart (``ApiError.hint``), so a report says it once.
+            return ForbiddenError(
+                self.redact(f"403 from {api}: {advice} [{route}]{said}"),
+                status=status,
+                correlation_id=correlation_id,
+                url=self._safe_url(url),
+                hint=self.redact(advice),
+                brief=self.redact(f"403 from {api} [{route}]{said}"),
             )
         elif status == 404:
             hint = "not found"

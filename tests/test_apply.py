@@ -750,6 +750,30 @@ class ForbiddenBackend(Wrapper):
         raise ForbiddenError("403 from Teams admin API: needs the Teams Administrator role")
 
 
+class HintedForbiddenBackend(Wrapper):
+    """A 403 as ``http`` raises it: the advice in the message and apart (``hint``)."""
+
+    def _call(self, op, fn, *args):
+        from bridge.errors import ForbiddenError
+
+        raise ForbiddenError(
+            "403 from Teams admin API: ADVICE [PUT /x]",
+            hint="ADVICE",
+            brief="403 from Teams admin API [PUT /x]",
+        )
+
+
+def test_a_403s_advice_is_said_once_in_what_apply_reports():
+    mem, current, plan = fresh()
+    with pytest.raises(ApplyFailed) as err:
+        run(plan, HintedForbiddenBackend(mem), current)
+    result = err.value.result
+    lines = "\n".join([*result.summary_lines(), str(err.value)])
+    assert lines.count("ADVICE") == 1
+    assert str(err.value).endswith("ADVICE; wait a few minutes, then run apply again")
+    assert result.failed[0].error == "403 from Teams admin API [PUT /x]"
+
+
 def test_a_403_says_to_assign_the_role_not_just_to_run_again():
     mem, current, plan = fresh()
     with pytest.raises(ApplyFailed) as err:

@@ -276,17 +276,33 @@ def test_invalid_json_is_an_invalid_response(rsps, client):
         client.get_json(POLICIES, resource=TEAMS_RESOURCE)
 
 
-def test_403_from_teams_names_the_directory_role(rsps, client):
+def test_403_from_teams_on_a_read_names_the_read_roles(rsps, client):
     rsps.get(POLICIES, status=403, json={"error": {"code": "Forbidden", "message": "denied"}})
     with pytest.raises(ForbiddenError) as err:
         client.get_json(POLICIES, resource=TEAMS_RESOURCE)
     message = str(err.value)
     assert message.startswith(
-        "403 from Teams admin API: the app's service principal needs the Teams Administrator "
-        "directory role (or Global Reader for read-only commands): Entra admin center > Roles "
-        "and administrators"
+        "403 from Teams admin API: the app's service principal needs a directory role that can "
+        "read Teams settings: Global Reader or Teams Reader (or Teams Administrator, which apply "
+        "needs): Entra admin center > Roles and administrators [GET /Skype.Policy/"
     )
     assert "Forbidden: denied" in message
+    # Also apart, so a report listing the failure more than once says it once.
+    assert message.count("Global Reader") == 1
+    assert err.value.brief.startswith("403 from Teams admin API [GET /Skype.Policy/")
+    assert "Reader" not in err.value.brief and err.value.hint in message
+
+
+def test_403_from_teams_on_a_write_names_teams_administrator_only(rsps, client):
+    url = f"{POLICIES}/configuration/Kitchen"
+    rsps.put(url, status=403, json={"error": {"code": "Forbidden", "message": "denied"}})
+    with pytest.raises(ForbiddenError) as err:
+        client.request("PUT", url, resource=TEAMS_RESOURCE, json={}, expected=(200,))
+    assert err.value.hint == (
+        "the app's service principal needs the Teams Administrator directory role to make "
+        "changes: Entra admin center > Roles and administrators"
+    )
+    assert "Reader" not in str(err.value)
 
 
 @pytest.mark.parametrize(
