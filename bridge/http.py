@@ -267,6 +267,32 @@ def _host(url: str) -> str:
     return (parts.hostname or "") + (f":{parts.port}" if parts.port is not None else "")
 
 
+def _unreachable(exc: requests.RequestException, resource: str | None) -> tuple[str, str]:
+    """A failed connection in a few words (not urllib3's text), and what names the endpoint."""
+    text = repr(exc)
+    if isinstance(exc, requests.exceptions.ProxyError):
+        why = "the proxy failed the connection"
+    elif isinstance(exc, requests.exceptions.ConnectTimeout):
+        why = "connecting timed out"
+    elif isinstance(exc, requests.Timeout):
+        why = "it did not answer in time"
+    elif "NameResolution" in text or "getaddrinfo" in text or "not known" in text:
+        why = "its name could not be resolved"
+    elif "refused" in text.casefold():
+        why = "the connection was refused"
+    elif "reset" in text.casefold() or "RemoteDisconnected" in text or "aborted" in text:
+        why = "the connection was closed before an answer"
+    else:
+        why = type(exc).__name__
+    if resource is None:
+        where = "the URL given"
+    elif resource == TEAMS_RESOURCE:
+        where = "BRIDGE_TEAMS_URL (or --cloud / BRIDGE_CLOUD)"
+    else:
+        where = "BRIDGE_GRAPH_URL (or --cloud / BRIDGE_CLOUD)"
+    return why, where
+
+
 class HttpClient:
     """One session per run. ``resource`` names the token audience for a request (the Teams admin
     API's app id or the Graph base URL); ``None`` sends no ``Authorization`` header."""
@@ -390,11 +416,12 @@ class HttpClient:
                 url=self._safe_url(url),
             ) from None
         except requests.RequestException as exc:
-            reason = type(exc).__name__ if self._hide_paths else f"{type(exc).__name__}: {exc}"
+            why, where = _unreachable(exc, resource)
             raise ServerError(
                 self.redact(
-                    f"could not reach {api_name(resource)} ({route}) after {attempts['n']} "
-                    f"attempt(s): {reason}; check the network, proxy and "
+                    f"could not reach {api_name(resource)} at {_host(url)} ({route}) after "
+                    f"{attempts['n']} attempt(s): {why}; check the network and any proxy "
+                    f"(HTTPS_PROXY), that {where} names the right endpoint, and "
                     "BRIDGE_TIMEOUT_CONNECT/BRIDGE_TIMEOUT_READ"
                 ),
                 correlation_id=correlation_id,

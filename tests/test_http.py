@@ -190,6 +190,31 @@ def test_connection_failing_every_time_is_a_server_error(rsps, client):
         client.get_json(POLICIES, resource=TEAMS_RESOURCE)
 
 
+REFUSED = (
+    "HTTPSConnectionPool(host='teams.test', port=443): Max retries exceeded with url: "
+    "/Skype.Policy/configurations/TeamsMessagingPolicy (Caused by NewConnectionError("
+    "'<urllib3.connection.HTTPSConnection object at 0x7f3a2c1b5e50>: Failed to establish a new "
+    "connection: [Errno 111] Connection refused'))"
+)
+
+
+@pytest.mark.parametrize(
+    ("resource", "where"),
+    [(TEAMS_RESOURCE, "BRIDGE_TEAMS_URL (or --cloud"), (None, "the URL given")],
+)
+def test_a_refused_connection_names_the_host_and_what_to_check(rsps, client, resource, where):
+    rsps.get(POLICIES, body=requests.ConnectionError(REFUSED))
+    with pytest.raises(ServerError) as err:
+        client.get_json(POLICIES, resource=resource)
+    message = str(err.value)
+    assert " at teams.test (GET /Skype.Policy/configurations/TeamsMessagingPolicy) after 3 " in (
+        message
+    )
+    assert "attempt(s): the connection was refused; check the network and any proxy" in message
+    assert f"that {where}" in message
+    assert "urllib3" not in message and "HTTPSConnectionPool" not in message
+
+
 def test_read_timeout_after_post_is_not_repeated(rsps, client, sleeps):
     rsps.post(POLICIES, body=requests.ReadTimeout("read timed out"))
     with pytest.raises(ServerError):

@@ -519,3 +519,20 @@ def test_plan_and_apply_reach_the_same_verdict_reading_the_same_members(fresh, c
     for reason in reasons:
         assert f"  - {reason}\n" in refused.err, (reason, refused)
     assert fresh.stats()["writes"] == 0
+
+
+def test_an_endpoint_that_refuses_connections_is_named_with_what_to_check(ro, cli_for):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on once this is closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = cli_for(ro)(
+        "plan", str(NORTHWIND), env={"BRIDGE_TEAMS_URL": f"https://127.0.0.1:{port}"}
+    )
+    assert result.code == 1, result
+    (error,) = [line for line in result.err.splitlines() if line.startswith("error:")]
+    assert f"could not reach Teams admin API at 127.0.0.1:{port} (" in error, result
+    assert "the connection was refused; check the network and any proxy (HTTPS_PROXY)" in error
+    assert "BRIDGE_TEAMS_URL (or --cloud / BRIDGE_CLOUD)" in error, result
+    assert "urllib3" not in result.err and "HTTPSConnectionPool" not in result.err, result
