@@ -1227,17 +1227,20 @@ class LateRemovalBackend(LaggingBackend):
         return state
 
 
-def rerank_facilities():
+def planned_groups(*assignments):
+    """The hospital, the desired group assignments, and the plan between them."""
     mem = MemoryBackend(hospital())
     current = mem.read()
-    want = DesiredState(
-        group_assignments=[
-            DesiredGroupAssignment("Facilities", "Kitchen", 1),
-            DesiredGroupAssignment("Clinicians", "Clinical", 2),
-            DesiredGroupAssignment("Pilots", "Old Pilot", 3),
-        ]
+    want = DesiredState(group_assignments=list(assignments))
+    return mem, current, want, diff(current, want)
+
+
+def rerank_facilities():
+    mem, current, want, plan = planned_groups(
+        DesiredGroupAssignment("Facilities", "Kitchen", 1),
+        DesiredGroupAssignment("Clinicians", "Clinical", 2),
+        DesiredGroupAssignment("Pilots", "Old Pilot", 3),
     )
-    plan = diff(current, want)
     assert [describe(c) for c in plan.changes] == ["assign group Facilities to Kitchen (rank 1)"]
     return mem, current, want, plan
 
@@ -1357,16 +1360,11 @@ def test_a_rerank_killed_between_removal_and_add_completes_on_the_next_run(tmp_p
 
 
 def test_a_removal_that_404s_because_it_already_happened_is_done():
-    mem = MemoryBackend(hospital())
-    current = mem.read()
-    want = DesiredState(
-        group_assignments=[
-            DesiredGroupAssignment("Facilities", "Kitchen", 2),
-            DesiredGroupAssignment("Clinicians", "Clinical", 1),
-            DesiredGroupAssignment("Pilots", "Old Pilot", 3, absent=True),
-        ]
+    mem, current, _, plan = planned_groups(
+        DesiredGroupAssignment("Facilities", "Kitchen", 2),
+        DesiredGroupAssignment("Clinicians", "Clinical", 1),
+        DesiredGroupAssignment("Pilots", "Old Pilot", 3, absent=True),
     )
-    plan = diff(current, want)
     assert [describe(c) for c in plan.changes] == ["unassign group Pilots from Old Pilot"]
     backend = RemovedBeforeBackend(mem)
     mem.remove_group_assignment("g-pilot")

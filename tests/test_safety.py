@@ -177,31 +177,30 @@ def test_the_share_limit_passes_exactly_at_the_floor():
     assert_allowed(Plan(direct_changes(50)), tenant(n_users=100), limits)
 
 
-def test_the_share_limit_refuses_one_past_the_floor_with_the_floor_in_the_message():
-    limits = SafetyLimits(max_user_change_share=0.10, user_change_floor=50)
+@pytest.mark.parametrize(
+    ("moved", "users", "message"),
+    [
+        # One past the floor: the share counts, and the refusal names the floor.
+        (51, 100, "51 of 100 users (51.0%)"),
+        # Moving most of a hospital (Nursing to the Kitchen policy) still needs --force.
+        (524, 2000, "524 of 2000 users (26.2%)"),
+    ],
+)
+def test_above_the_floor_the_share_limit_refuses_with_the_floor_in_the_message(
+    moved, users, message
+):
     assert_refused(
-        Plan(direct_changes(51)),
-        tenant(n_users=100),
-        limits,
-        "51 of 100 users (51.0%) would get a different policy, over the limit of 10% (it "
-        "applies when more than 50 users move)",
+        Plan(direct_changes(moved)),
+        tenant(n_users=users),
+        SafetyLimits(),
+        f"{message} would get a different policy, over the limit of 10% (it applies when more "
+        "than 50 users move)",
     )
 
 
 def test_above_the_floor_within_the_share_passes():
     limits = SafetyLimits(max_user_change_share=0.10, user_change_floor=50)
     assert_allowed(Plan(direct_changes(60)), tenant(n_users=1000), limits)
-
-
-def test_moving_most_of_a_hospital_still_needs_force():
-    limits = SafetyLimits()
-    assert_refused(
-        Plan(direct_changes(524)),
-        tenant(n_users=2000),
-        limits,
-        "524 of 2000 users (26.2%) would get a different policy, over the limit of 10% (it "
-        "applies when more than 50 users move)",
-    )
 
 
 # ------------------------------------------------------------------ clinical settings
