@@ -27,8 +27,10 @@ from .errors import (
     BridgeError,
     ConflictError,
     ForbiddenError,
+    NotFoundError,
     StalePlanError,
     TenantMismatchError,
+    brief,
 )
 from .journal import Journal, change_entry, entry_time
 from .plan import (
@@ -41,8 +43,10 @@ from .plan import (
     SetGroupAssignment,
     SetUserAssignment,
     UpdatePolicy,
+    share_over_limit,
     simulate,
     state_checksum,
+    user_count,
 )
 from .state import SafetyLimits, TenantState, is_global, policy_key
 
@@ -95,6 +99,8 @@ class FailedChange:
     # Of those: the service accepted the removal but still shows the old row (the removal not in
     # effect yet), so the group loses its policy when the removal lands, not at once.
     removal_pending: bool = False
+    # What to do about it (a 403's role or permission), said once for the run, not per change.
+    hint: str | None = None
 
     def __str__(self) -> str:
         return f"{describe(self.change)} ({self.error})"
@@ -145,18 +151,26 @@ class ApplyResult:
             return "failed"
         return "pending" if self.pending else "ok"
 
-    def failure_message(self) -> str:
+    def failure_summary(self) -> str:
+        """What was done and what failed, without the advice (``failure_message`` adds it)."""
         failed = ", ".join(str(f) for f in self.failed[:SHOWN])
         if len(self.failed) > SHOWN:
             failed += f" and {len(self.failed) - SHOWN} more (see the journal)"
+        return (
+            f"{len(self.applied)} of {self.total} changes applied; failed: {failed}; "
+            f"not attempted: {len(self.not_attempted)}"
+        )
+
+    def failure_message(self) -> str:
         # A missing directory role does not go away by running again.
-        forbidden = any(f.forbidden for f in self.failed)
+        forbidden = [f for f in self.failed if f.forbidden]
         bare = [f for f in self.failed if f.left_without_policy]
         if forbidden:
-            then = (
-                "give the app's service principal the Teams Administrator directory role, wait a "
-                "few minutes, then run apply again"
+            hints = dict.fromkeys(f.hint for f in forbidden if f.hint)
+            fix = "; ".join(hints) or (
+                "give the app's service principal the Teams Administrator directory role"
             )
+            then = f"{fix}; wait a few minutes, then run apply again"
         elif bare:
             now = ", ".join(f.change.target for f in bare if not f.removal_pending)
             later = ", ".join(f.change.target for f in bare if f.removal_pending)
@@ -172,10 +186,7 @@ class ApplyResult:
                 )
         else:
             then = "run apply again to converge"
-        return (
-            f"{len(self.applied)} of {self.total} changes applied; failed: {failed}; "
-            f"not attempted: {len(self.not_attempted)}; {then}"
-        )
+        return f"{self.failure_summary()}; {then}"
 
     def summary_lines(self) -> list[str]:
         checked = "verified" if self.verified else "not verified"
@@ -412,7 +423,8 @@ class _Run:
             self._settle_unverified()
             self._finish()
             r.rerun_advice = self._rerun_advice()
-            log.error("apply stopped: %s", r.failure_message())
+            # The advice is the CLI's error line: said once.
+            log.error("apply stopped: %s", r.failure_summary())
             raise ApplyFailed(r.failure_message(), r)
         self._finish()
         if r.failed:
@@ -441,9 +453,9 @@ class _Run:
         )
         limits, flags, why = self.limits, [], []
         moved = rerun.affected_users(now)
-        total = len(set(now.directory.users) | moved) or 1
+        total = user_count(now, moved) or 1
         share = len(moved) / total
-        if share > limits.max_user_change_share:
+        if share_over_limit(now, moved, limits):
             needed = math.ceil(share * 1000) / 1000  # exactly at the limit passes
             flags.append(f"--max-user-change-share {needed:g}")
             why.append(
@@ -495,13 +507,13 @@ class _Run:
             if isinstance(first, SetGroupAssignment) and first.existing is not None:
                 # The service has no update for a group assignment: remove, then add at once.
                 self.result.write_requests += 1
-                self.backend.remove_group_assignment(first.group_id)
+                gone = self._remove(first.group_id)
                 replaced = True
                 # Its own line: the removal took effect whatever happens to the add.
-                self._journal([self._removal_entry(first)])
+                self._journal([self._removal_entry(first, gone)])
             conflict = self._write(first)
         except BridgeError as exc:
-            error = str(exc)
+            error = brief(exc)  # a 403's advice is said once, in the run's message
             left_without = later = False
             if replaced and isinstance(first, SetGroupAssignment):
                 note, left_without, later = self._restore(first)
@@ -514,6 +526,7 @@ class _Run:
                     isinstance(exc, ForbiddenError),
                     left_without,
                     later,
+                    getattr(exc, "hint", None),
                 )
             )
             self._journal([self._entry(first.data(), "failed", exc)])
@@ -541,13 +554,29 @@ class _Run:
         log.info("%s: ok", describe(first))
         return True
 
-    def _removal_entry(self, c: SetGroupAssignment) -> dict[str, Any]:
+    def _removal_entry(self, c: SetGroupAssignment, gone: str | None) -> dict[str, Any]:
         assert c.existing is not None
         removal = RemoveGroupAssignment(
             c.group_id, c.group_name, c.existing.policy, c.existing.rank
         ).data()
         removal["part_of"] = c.kind
-        return self._entry(removal, "ok", correlation_id=self._correlation_id())
+        if gone is not None:
+            removal["already_removed"] = True
+        return self._entry(removal, "ok", gone, correlation_id=self._correlation_id())
+
+    def _remove(self, group_id: str) -> str | None:
+        """Remove the group's assignment. A 404 (the group holds none on the write side) is the
+        removal already done, by an earlier run stopped before its add (``kill -9``) or by
+        someone else, while reads still show the row (they lag, 30 s to hours): what the removal
+        is for holds, so it is done, and returns why; None when this request removed it.
+        Refusing here instead would fail every re-run until reads caught up, leaving the group
+        with no policy all that time."""
+        try:
+            self.backend.remove_group_assignment(group_id)
+        except NotFoundError as exc:
+            log.info("group %s: removal answered 404, already removed: %s", group_id, exc)
+            return f"already removed (reads still show it): {exc}"
+        return None
 
     def _held_back(self, c: SetGroupAssignment) -> tuple[str, float] | None:
         """Why ``c`` is not sent again, or None. It is held back when an earlier run sent this
@@ -729,7 +758,7 @@ class _Run:
             except ConflictError as exc:
                 return self._conflict(c, exc)
         elif isinstance(c, RemoveGroupAssignment):
-            b.remove_group_assignment(c.group_id)
+            self._remove(c.group_id)
         else:
             raise TypeError(f"not a single write: {c!r}")
         return None
@@ -737,11 +766,23 @@ class _Run:
     def _conflict(self, c: SetGroupAssignment, exc: ConflictError) -> str | None:
         """A 409 on a group add: read what the group holds. This very assignment (policy and
         rank): the add is done. Nothing on reads: the service holds an assignment it does not
-        show yet (a write propagating), so the add is pending. Anything else, the old row of a
-        replacement included (same policy, old rank: the add was refused, the removal not in
-        effect yet): the 409 stands."""
+        show yet (a write propagating), so the add is pending; in a replacement that may be the
+        removal just landed, so the add is sent once more first. The old row of a replacement
+        (the removal accepted, not in effect yet, so the add was refused): pending too, as
+        failing would fail every re-run until the removal lands; once it has, the next run
+        adds the group. Anything else (another policy): the 409 stands."""
         # One group's read, not the whole tenant's (policies, every user page, Graph lookups).
         held = self.backend.group_assignment(c.group_id)
+        old = c.existing
+        if held is None and old is not None:
+            self.result.write_requests += 1
+            try:
+                self.backend.add_group_assignment(c.group_id, c.policy, c.rank)
+            except ConflictError:
+                pass
+            else:
+                log.info("%s: 409, then reads showed no row and the add went in", describe(c))
+                return None
         if held is None:
             return (
                 "the service says the group already has a messaging policy assignment, but "
@@ -755,18 +796,23 @@ class _Run:
                 held.rank,
             )
             return None
-        old = c.existing
         if old is not None and policy_key(held.policy) == policy_key(old.policy):
-            why = (
-                f"it still shows its old assignment ({held.policy}, rank {held.rank}): the "
-                "service refused the add, the removal has not taken effect yet; run plan again "
-                "in a few minutes"
+            log.warning(
+                "%s: 409, the group still holds its old row (%s, rank %d): pending",
+                describe(c),
+                held.policy,
+                held.rank,
             )
-        else:
-            why = "somebody else changed it, run plan again"
+            return (
+                f"the service accepted the removal of its old assignment but still holds that "
+                f"row ({held.policy}, rank {held.rank}), so it refused the add: the group keeps "
+                "its old policy until the removal takes effect, then has none until apply runs "
+                "again, which adds it (run apply again once plan shows it as an add)"
+            )
         raise ConflictError(
             f"409 from Teams admin API: group {c.group_name or c.group_id} already holds policy "
-            f"{held.policy} (rank {held.rank}), not {c.policy} at rank {c.rank}: {why}",
+            f"{held.policy} (rank {held.rank}), not {c.policy} at rank {c.rank}: somebody else "
+            "changed it, run plan again",
             status=exc.status,
             correlation_id=exc.correlation_id,
         )
@@ -821,9 +867,13 @@ class _Run:
                 entries.append(self._entry(c.data(), "started", why, operation_id=op))
             elif uid in failures or (chunk is not None and chunk.error is not None):
                 why = failures.get(uid) or (chunk.error if chunk else None) or "failed"
-                # The request that raised a 403 gets the role advice (its users' chunk error).
+                # The request that raised a 403 gets the role advice (its users' chunk error),
+                # once for the run rather than in every user's reason.
                 denied = forbidden and chunk is not None and chunk.error is not None
-                self.result.failed.append(FailedChange(c, why, cid, denied))
+                hint = getattr(stopped, "hint", None) if denied else None
+                if denied and stopped is not None and why == str(stopped):
+                    why = brief(stopped)
+                self.result.failed.append(FailedChange(c, why, cid, denied, hint=hint))
                 entries.append(
                     self._entry(c.data(), "failed", why, correlation_id=cid, operation_id=op)
                 )
@@ -882,11 +932,12 @@ class _Run:
     def _bulk_lost(self, step: list[Change], verb: str, exc: BridgeError) -> None:
         """A bulk call raised without saying which of its requests went through: every user is
         failed here, and the re-run's plan shows what is still missing."""
-        error = f"{verb} {len(step)} user(s): {exc}"
+        error = f"{verb} {len(step)} user(s): {brief(exc)}"
         cid = getattr(exc, "correlation_id", None)
         forbidden = isinstance(exc, ForbiddenError)
+        hint = getattr(exc, "hint", None)
         self.result.write_requests += 1
-        self.result.failed.extend(FailedChange(c, error, cid, forbidden) for c in step)
+        self.result.failed.extend(FailedChange(c, error, cid, forbidden, hint=hint) for c in step)
         note = f"{exc} (earlier requests of this bulk call may have been applied)"
         self._journal([self._entry(c.data(), "failed", note) for c in step])
         log.warning("bulk %s failed: %s", verb, exc)

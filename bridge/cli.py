@@ -225,6 +225,11 @@ def plan(ctx: _Ctx, file: str, out: str | None, fmt: str, detailed_exitcode: boo
         result = make_plan(session, file, saving=bool(out))
     for note in result.notes:
         _err(note)
+    if result.users_moved is not None:
+        _err(
+            f"this plan gives {result.users_moved} of {result.users_total} users a different "
+            "effective policy"
+        )
     if result.needs_force:
         from .report.render_text import printable
 
@@ -233,7 +238,12 @@ def plan(ctx: _Ctx, file: str, out: str | None, fmt: str, detailed_exitcode: boo
             + "\n  - ".join(printable(reason) for reason in result.needs_force)
         )
     if fmt == "json":
-        click.echo(json.dumps({**result.plan.data, "needs_force": result.needs_force}, indent=2))
+        extra = {
+            "needs_force": result.needs_force,
+            "users_moved": result.users_moved,
+            "users_total": result.users_total,
+        }
+        click.echo(json.dumps({**result.plan.data, **extra}, indent=2))
     else:
         click.echo(render_plan(result.plan, color=_color()), nl=False)
     if out:
@@ -301,6 +311,13 @@ def plan(ctx: _Ctx, file: str, out: str | None, fmt: str, detailed_exitcode: boo
     help="Override the file's safety.max_user_change_share, 0 to 1 (default 0.1).",
 )
 @click.option(
+    "--user-change-floor",
+    type=click.IntRange(0),
+    default=None,
+    help="Override the file's safety.user_change_floor: the share limit applies only when "
+    "more users than this move (default 50).",
+)
+@click.option(
     "--verify-timeout",
     type=float,
     default=60.0,
@@ -319,6 +336,7 @@ def apply(
     lock_timeout: float,
     max_policy_deletes: int | None,
     max_user_change_share: float | None,
+    user_change_floor: int | None,
     verify_timeout: float,
 ) -> None:
     """Make the changes: 'apply FILE' plans and applies; 'apply --plan PLAN' applies a saved
@@ -352,6 +370,7 @@ def apply(
         verify_timeout=verify_timeout,
         max_policy_deletes=max_policy_deletes,
         max_user_change_share=max_user_change_share,
+        user_change_floor=user_change_floor,
     )
     with ctx.session() as session:
         try:
@@ -370,6 +389,8 @@ def apply(
             raise
     for line in outcome.lines:
         click.echo(printable(line))  # summary lines name policies, groups and users
+    if outcome.cancelled:
+        raise SystemExit(1)
 
 
 # --------------------------------------------------------------------------- drift
@@ -402,10 +423,10 @@ def apply(
 @click.option(
     "--fail-on",
     type=click.Choice(["warning", "error", "never"]),
-    default="warning",
+    default="error",
     show_default=True,
-    help="Which healthcare findings count as drift for the exit code: warnings and errors, "
-    "errors only, or none (findings are reported either way).",
+    help="Which healthcare findings count as drift for the exit code: errors only (the "
+    "default), warnings and errors, or none (findings are reported either way).",
 )
 @click.option(
     "--notify",

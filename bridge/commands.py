@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .desired import load_desired
-from .errors import BridgeError, StalePlanError, TenantMismatchError
+from .errors import BridgeError, SnapshotError, StalePlanError, TenantMismatchError
 from .plan import (
     Plan,
     RemoveGroupAssignment,
@@ -23,6 +23,7 @@ from .plan import (
     SetGroupAssignment,
     SetUserAssignment,
     diff,
+    user_count,
 )
 from .session import Session, tenant_matches
 from .state import DesiredState, TenantState, is_guid
@@ -90,22 +91,56 @@ class PlanResult:
     current: TenantState
     desired: DesiredState
     notes: list[str] = field(default_factory=list)
-    # Why apply would refuse this plan without --force, as far as plan can tell without reading
-    # group members (apply reads them and may find more users affected).
+    # Why apply would refuse this plan without --force: the same check on the same reads
+    # (group members included) as apply, so the same inputs get the same verdict.
     needs_force: list[str] = field(default_factory=list)
+    # People whose effective policy the plan changes, of all users (None: not checked).
+    users_moved: int | None = None
+    users_total: int | None = None
 
 
-def make_plan(session: Session, desired_file: str, *, saving: bool = False) -> PlanResult:
+def read_members_for_safety(session: Session, current: TenantState, plan: Plan) -> None:
+    """Read what the share-of-users limit needs: whose effective policy an assignment change
+    moves depends on every assigned group a user is in (a direct assignment may restate what a
+    group gives), so the members of every assigned group and of every group the plan assigns.
+    ``plan`` and ``apply`` both call this, so they reach the same verdict."""
+    if any(isinstance(c, _ASSIGNMENT_CHANGES) for c in plan.changes):
+        session.fill_group_members(
+            current,
+            {*current.group_assignments, *(c.group_id for c in plan.of(SetGroupAssignment))},
+        )
+
+
+def make_plan(
+    session: Session, desired_file: str, *, saving: bool = False, check_safety: bool = True
+) -> PlanResult:
     """``saving``: the plan is saved for ``apply --plan`` (``plan --out``), which enforces the
     file's safety limits only where they are no looser than the defaults: notes say which are
-    not, and what ``apply --plan`` would refuse that the file's limits let through."""
+    not, and what ``apply --plan`` would refuse that the file's limits let through.
+    ``check_safety``: read group members and check the safety limits as apply will (``drift``
+    needs only the changes)."""
     desired = load_desired(desired_file)
     current = session.read(desired)
     check_tenant_guard(desired, current, session)
     plan = diff(current, desired)
-    _log_requests(session)
-    needs_force = plan.unsafe_reasons(current, plan.safety) if plan else []
     notes = list(desired.notes)
+    if not check_safety:
+        _log_requests(session)
+        return PlanResult(plan, current, desired, notes)
+    needs_force: list[str] = []
+    moved: set[str] = set()
+    if plan:
+        try:
+            read_members_for_safety(session, current, plan)
+        except SnapshotError as exc:
+            # An older snapshot without members: plan still shows the changes; apply reads them.
+            notes.append(
+                f"warning: {exc}; the share of users this plan moves counts only the members "
+                "the snapshot holds (apply reads them all from the tenant and may refuse)"
+            )
+        moved = plan.affected_users(current)
+        needs_force = plan.unsafe_reasons(current, plan.safety)
+    _log_requests(session)
     if saving:
         from .planfile import effective_limits, looser_than_applied
 
@@ -124,7 +159,11 @@ def make_plan(session: Session, desired_file: str, *, saving: bool = False) -> P
                     "warning: apply --plan will refuse this saved plan unless given the option "
                     "above:\n  - " + "\n  - ".join(printable(reason) for reason in more)
                 )
-    return PlanResult(plan, current, desired, notes, needs_force)
+    if not plan:
+        return PlanResult(plan, current, desired, notes)
+    return PlanResult(
+        plan, current, desired, notes, needs_force, len(moved), user_count(current, moved)
+    )
 
 
 # --------------------------------------------------------------------------- apply
@@ -141,11 +180,15 @@ class ApplyRequest:
     verify_timeout: float = 60.0
     max_policy_deletes: int | None = None  # command-line overrides of the file's safety limits
     max_user_change_share: float | None = None
+    user_change_floor: int | None = None
 
 
 @dataclass
 class ApplyOutcome:
     lines: list[str]
+    # Declined at the confirmation prompt: nothing was applied, so the run did not do what it
+    # was asked (the CLI exits 1, as Terraform does).
+    cancelled: bool = False
 
 
 def default_lock_dir() -> str:
@@ -231,6 +274,8 @@ def run_apply(
                 limits = dataclasses.replace(
                     limits, max_user_change_share=request.max_user_change_share
                 )
+            if request.user_change_floor is not None:
+                limits = dataclasses.replace(limits, user_change_floor=request.user_change_floor)
         else:
             from .planfile import effective_limits
 
@@ -239,18 +284,12 @@ def run_apply(
                 plan.safety,
                 max_policy_deletes=request.max_policy_deletes,
                 max_user_change_share=request.max_user_change_share,
+                user_change_floor=request.user_change_floor,
             )
-        if any(isinstance(c, _ASSIGNMENT_CHANGES) for c in plan.changes):
-            # Whose effective policy an assignment change moves depends on every assigned group
-            # a user is in (a direct assignment may restate what a group gives), so the
-            # share-of-users limit needs their members.
-            session.fill_group_members(
-                current,
-                {*current.group_assignments, *(c.group_id for c in plan.of(SetGroupAssignment))},
-            )
+        read_members_for_safety(session, current, plan)
         plan.raise_if_unsafe(current, limits, request.force)
         if not confirm(plan):
-            return ApplyOutcome(["Apply cancelled; nothing was changed."])
+            return ApplyOutcome(["Apply cancelled; nothing was changed."], cancelled=True)
         journal = Journal(request.journal_path) if request.journal_path else None
         result = apply_plan(
             plan,
@@ -281,7 +320,7 @@ class DriftRequest:
     notify_url: str | None = None
     notify_format: str = "teams"  # teams: the card plus the JSON summary; json: the summary
     color: bool = False
-    fail_on: tuple[str, ...] = ("warning", "error")  # finding severities that count as drift
+    fail_on: tuple[str, ...] = ("error",)  # finding severities that count as drift
 
 
 @dataclass
@@ -324,7 +363,7 @@ def _drift(session: Session, request: DriftRequest, store: Any) -> DriftOutcome:
     from .report.render import render_text, write_reports
     from .rules import run_rules
 
-    result = make_plan(session, request.desired_file)
+    result = make_plan(session, request.desired_file, check_safety=False)
     findings = run_rules(result.current, result.desired)
     report = build_drift_report(
         result.current,

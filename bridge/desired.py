@@ -620,7 +620,12 @@ def _validate_safety(c: _Checker, top: LocMap) -> SafetyLimits:
     m = c.mapping(top.get("safety"), top.value_pos.get("safety", top.pos), "safety")
     if m is None:
         return SafetyLimits()
-    names = ("max_policy_deletes", "max_user_change_share", "protect_clinical_settings")
+    names = (
+        "max_policy_deletes",
+        "max_user_change_share",
+        "user_change_floor",
+        "protect_clinical_settings",
+    )
     c.only_keys(m, names, "safety")
     values: dict[str, Any] = {}
     deletes = m.get("max_policy_deletes")
@@ -645,6 +650,16 @@ def _validate_safety(c: _Checker, top: LocMap) -> SafetyLimits:
             )
         else:
             values["max_user_change_share"] = float(share)
+    floor = m.get("user_change_floor")
+    if floor is not None:
+        if isinstance(floor, bool) or not isinstance(floor, int) or floor < 0:
+            c.error(
+                m.value_pos["user_change_floor"],
+                "user_change_floor takes a whole number of users from 0 (0: the share limit "
+                "always applies)",
+            )
+        else:
+            values["user_change_floor"] = floor
     protect = m.get("protect_clinical_settings")
     if protect is not None:
         if isinstance(protect, bool):

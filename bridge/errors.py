@@ -13,7 +13,7 @@ BridgeError
 ├── AuthError              a token could not be acquired (names the credential used)
 ├── ApiError               a request to a Microsoft API failed (after retries)
 │   ├── UnauthorizedError  401
-│   ├── ForbiddenError     403: almost always a missing directory role
+│   ├── ForbiddenError     403: almost always a missing directory role or permission
 │   ├── NotFoundError      404
 │   ├── ConflictError      409
 │   ├── ThrottledError     429 still after every retry
@@ -98,6 +98,9 @@ class AuthError(BridgeError):
 
 
 class ApiError(BridgeError):
+    """``hint``: what to do about it (a 403's role or permission), also kept apart so a report
+    that lists the failure more than once says it once: ``brief`` is the message without it."""
+
     def __init__(
         self,
         message: str,
@@ -105,12 +108,21 @@ class ApiError(BridgeError):
         status: int | None = None,
         correlation_id: str | None = None,
         url: str | None = None,
+        hint: str | None = None,
+        brief: str | None = None,
     ):
         self.status = status
         self.correlation_id = correlation_id
         self.url = url
+        self.hint = hint
         suffix = f" (correlation id {correlation_id})" if correlation_id else ""
+        self.brief = (brief or message) + suffix
         super().__init__(message + suffix)
+
+
+def brief(exc: BaseException) -> str:
+    """``exc`` without its hint, for lines that are followed by the hint said once."""
+    return exc.brief if isinstance(exc, ApiError) else str(exc)
 
 
 class UnauthorizedError(ApiError):

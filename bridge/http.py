@@ -72,9 +72,16 @@ _ERRORS: dict[int, type[ApiError]] = {
 _BROTLI = any(importlib.util.find_spec(m) for m in ("brotli", "brotlicffi"))
 ACCEPT_ENCODING = "gzip, deflate, br" if _BROTLI else "gzip, deflate"
 
-TEAMS_FORBIDDEN = (
-    "the app's service principal needs the Teams Administrator directory role (or Global "
-    "Reader for read-only commands): Entra admin center > Roles and administrators"
+# A 403 from the Teams admin API, by what was refused: a write needs Teams Administrator; a read
+# is allowed to Global Reader or Teams Reader as well.
+TEAMS_FORBIDDEN_WRITE = (
+    "the app's service principal needs the Teams Administrator directory role to make changes: "
+    "Entra admin center > Roles and administrators"
+)
+TEAMS_FORBIDDEN_READ = (
+    "the app's service principal needs a directory role that can read Teams settings: Global "
+    "Reader or Teams Reader (or Teams Administrator, which apply needs): Entra admin center > "
+    "Roles and administrators"
 )
 # Graph application permission needed per path prefix (under /v1.0), most specific first.
 GRAPH_PERMISSIONS = (
@@ -260,6 +267,32 @@ def _host(url: str) -> str:
     return (parts.hostname or "") + (f":{parts.port}" if parts.port is not None else "")
 
 
+def _unreachable(exc: requests.RequestException, resource: str | None) -> tuple[str, str]:
+    """A failed connection in a few words (not urllib3's text), and what names the endpoint."""
+    text = repr(exc)
+    if isinstance(exc, requests.exceptions.ProxyError):
+        why = "the proxy failed the connection"
+    elif isinstance(exc, requests.exceptions.ConnectTimeout):
+        why = "connecting timed out"
+    elif isinstance(exc, requests.Timeout):
+        why = "it did not answer in time"
+    elif "NameResolution" in text or "getaddrinfo" in text or "not known" in text:
+        why = "its name could not be resolved"
+    elif "refused" in text.casefold():
+        why = "the connection was refused"
+    elif "reset" in text.casefold() or "RemoteDisconnected" in text or "aborted" in text:
+        why = "the connection was closed before an answer"
+    else:
+        why = type(exc).__name__
+    if resource is None:
+        where = "the URL given"
+    elif resource == TEAMS_RESOURCE:
+        where = "BRIDGE_TEAMS_URL (or --cloud / BRIDGE_CLOUD)"
+    else:
+        where = "BRIDGE_GRAPH_URL (or --cloud / BRIDGE_CLOUD)"
+    return why, where
+
+
 class HttpClient:
     """One session per run. ``resource`` names the token audience for a request (the Teams admin
     API's app id or the Graph base URL); ``None`` sends no ``Authorization`` header."""
@@ -383,11 +416,12 @@ class HttpClient:
                 url=self._safe_url(url),
             ) from None
         except requests.RequestException as exc:
-            reason = type(exc).__name__ if self._hide_paths else f"{type(exc).__name__}: {exc}"
+            why, where = _unreachable(exc, resource)
             raise ServerError(
                 self.redact(
-                    f"could not reach {api_name(resource)} ({route}) after {attempts['n']} "
-                    f"attempt(s): {reason}; check the network, proxy and "
+                    f"could not reach {api_name(resource)} at {_host(url)} ({route}) after "
+                    f"{attempts['n']} attempt(s): {why}; check the network and any proxy "
+                    f"(HTTPS_PROXY), that {where} names the right endpoint, and "
                     "BRIDGE_TIMEOUT_CONNECT/BRIDGE_TIMEOUT_READ"
                 ),
                 correlation_id=correlation_id,
@@ -554,12 +588,25 @@ class HttpClient:
                 f"the token was rejected ({who}): check that BRIDGE_CLOUD matches the tenant's "
                 "cloud and that the app registration lives in AZURE_TENANT_ID"
             )
-        elif status == 403 and resource == TEAMS_RESOURCE:
-            hint = TEAMS_FORBIDDEN
         elif status == 403:
-            hint = (
-                f"the app needs the Graph application permission {graph_permission(route_of(url))} "
-                "with admin consent: Entra admin center > App registrations > API permissions"
+            if resource != TEAMS_RESOURCE:
+                advice = (
+                    "the app needs the Graph application permission "
+                    f"{graph_permission(route_of(url))} with admin consent: Entra admin center > "
+                    "App registrations > API permissions"
+                )
+            elif method.upper() in ("GET", "HEAD"):
+                advice = TEAMS_FORBIDDEN_READ
+            else:
+                advice = TEAMS_FORBIDDEN_WRITE
+            # The advice also apart (``ApiError.hint``), so a report says it once.
+            return ForbiddenError(
+                self.redact(f"403 from {api}: {advice} [{route}]{said}"),
+                status=status,
+                correlation_id=correlation_id,
+                url=self._safe_url(url),
+                hint=self.redact(advice),
+                brief=self.redact(f"403 from {api} [{route}]{said}"),
             )
         elif status == 404:
             hint = "not found"

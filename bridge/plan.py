@@ -428,17 +428,9 @@ class Plan:
                 f"{deletes} policy deletions is over the limit of {limits.max_policy_deletes} "
                 f"({deletes}/{len(current.policies)} policies)"
             )
-        affected = self.affected_users(current)
-        # Members read from groups may include people the directory read did not list; counting
-        # them in the total keeps the share at most 100 %.
-        total_users = len(set(current.directory.users) | affected)
-        if affected:
-            share = len(affected) / total_users
-            if share > limits.max_user_change_share:
-                reasons.append(
-                    f"{len(affected)} of {total_users} users ({share:.1%}) would get a different "
-                    f"policy, over the limit of {_percent(limits.max_user_change_share)}"
-                )
+        over = share_over_limit(current, self.affected_users(current), limits)
+        if over:
+            reasons.append(over)
         if limits.protect_clinical_settings:
             reasons.extend(self._clinical_reasons(current))
         return reasons
@@ -518,6 +510,29 @@ class Plan:
                 + "\nreview it, then re-run with --force (or change the limits in the file's "
                 "safety: block)"
             )
+
+
+def user_count(current: TenantState, moved: set[str]) -> int:
+    """Users in the tenant, for the share of them a change moves. Members read from groups may
+    include people the directory read did not list; counting them keeps the share at most 100 %."""
+    return len(set(current.directory.users) | moved)
+
+
+def share_over_limit(current: TenantState, moved: set[str], limits: SafetyLimits) -> str | None:
+    """Why moving ``moved`` (user ids) is over the share-of-users limit, or None. The share
+    counts only above the floor: moving ``user_change_floor`` people or fewer is routine, however
+    small the tenant."""
+    if len(moved) <= limits.user_change_floor:
+        return None
+    total = user_count(current, moved)
+    share = len(moved) / total
+    if share <= limits.max_user_change_share:
+        return None
+    return (
+        f"{len(moved)} of {total} users ({share:.1%}) would get a different policy, over the "
+        f"limit of {_percent(limits.max_user_change_share)} (it applies when more than "
+        f"{limits.user_change_floor} users move)"
+    )
 
 
 # Values that switch off what clinicians rely on: they always need --force in a policy in use.

@@ -13,7 +13,8 @@ would need a secret kept away from the plan's author, which teams-bridge does no
 that matter most are therefore not taken on trust from the file: ``effective_limits`` never lets a
 saved plan's safety limits be looser than the built-in defaults (``SafetyLimits()``); only
 options given to ``apply`` itself (``--max-policy-deletes``, ``--max-user-change-share``,
-``--force``) can loosen them.
+``--user-change-floor``, ``--force``) can loosen them. A higher floor is looser (the share limit
+applies to fewer changes), so the saved floor is clamped down to the default.
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ def effective_limits(
     *,
     max_policy_deletes: int | None = None,
     max_user_change_share: float | None = None,
+    user_change_floor: int | None = None,
 ) -> SafetyLimits:
     """The limits ``apply --plan`` enforces: the saved plan's, but never looser than the built-in
     defaults (a digest can be recomputed by whoever edits the file), then the apply command line's
@@ -128,12 +130,25 @@ def effective_limits(
         max_user_change_share=min(share, default.max_user_change_share),
         protect_clinical_settings=bool(saved.protect_clinical_settings)
         or default.protect_clinical_settings,
+        user_change_floor=min(_whole(saved.user_change_floor), default.user_change_floor),
     )
     if max_policy_deletes is not None:
         limits = dataclasses.replace(limits, max_policy_deletes=max_policy_deletes)
     if max_user_change_share is not None:
         limits = dataclasses.replace(limits, max_user_change_share=max_user_change_share)
+    if user_change_floor is not None:
+        limits = dataclasses.replace(limits, user_change_floor=user_change_floor)
     return limits
+
+
+def _whole(value: object) -> int:
+    """A saved floor: a whole number from 0, else the plan file was edited (a higher floor, or
+    one that cannot compare, would loosen the share limit)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise PlanError(
+            f"the saved plan's safety.user_change_floor {value!r} is not valid: {EDITED}"
+        )
+    return value
 
 
 def looser_than_applied(saved: SafetyLimits) -> list[str]:
@@ -157,6 +172,12 @@ def looser_than_applied(saved: SafetyLimits) -> list[str]:
             f"({saved.max_user_change_share:g}) but the default "
             f"{default.max_user_change_share:g} ({why}); to keep it, run apply --plan PLAN "
             f"--max-user-change-share {saved.max_user_change_share:g}"
+        )
+    if saved.user_change_floor > default.user_change_floor:
+        notes.append(
+            f"note: apply --plan will not use the file's safety.user_change_floor "
+            f"({saved.user_change_floor}) but the default {default.user_change_floor} ({why}); "
+            f"to keep it, run apply --plan PLAN --user-change-floor {saved.user_change_floor}"
         )
     if not saved.protect_clinical_settings and default.protect_clinical_settings:
         notes.append(

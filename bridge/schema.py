@@ -91,6 +91,7 @@ def desired_state_schema() -> dict[str, Any]:
                         ],
                         "default": 0.1,
                     },
+                    "user_change_floor": {"type": "integer", "minimum": 0, "default": 50},
                     "protect_clinical_settings": {"type": "boolean", "default": True},
                 },
             },

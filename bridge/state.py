@@ -240,6 +240,11 @@ class SafetyLimits:
     max_user_change_share: float = 0.10  # share of users whose effective policy would change
     # Turning off read receipts or priority notifications in a policy in use needs --force.
     protect_clinical_settings: bool = True
+    # The share limit applies only when more users than this move: moving a handful of people
+    # (11 of a 60-user clinic) is routine, moving most of a hospital is not (as octoDNS skips
+    # its thresholds below a minimum number of records). Last, so positional use keeps its
+    # meaning.
+    user_change_floor: int = 50
 
 
 # The built-in test for a clinical policy name. It is matched against each *word* of the name

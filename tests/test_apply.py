@@ -8,6 +8,7 @@ import math
 from collections import Counter
 
 import pytest
+from http_fixtures import rsps_fixture  # noqa: F401
 
 from bridge.apply import ApplyFailed, apply_plan, check_fresh, describe
 from bridge.backends.base import BulkResult, UserFailure, Wanted
@@ -24,6 +25,7 @@ from bridge.state import (
     Group,
     GroupAssignment,
     Policy,
+    SafetyLimits,
     TenantState,
     User,
     UserAssignment,
@@ -748,6 +750,30 @@ class ForbiddenBackend(Wrapper):
         raise ForbiddenError("403 from Teams admin API: needs the Teams Administrator role")
 
 
+class HintedForbiddenBackend(Wrapper):
+    """A 403 as ``http`` raises it: the advice in the message and apart (``hint``)."""
+
+    def _call(self, op, fn, *args):
+        from bridge.errors import ForbiddenError
+
+        raise ForbiddenError(
+            "403 from Teams admin API: ADVICE [PUT /x]",
+            hint="ADVICE",
+            brief="403 from Teams admin API [PUT /x]",
+        )
+
+
+def test_a_403s_advice_is_said_once_in_what_apply_reports():
+    mem, current, plan = fresh()
+    with pytest.raises(ApplyFailed) as err:
+        run(plan, HintedForbiddenBackend(mem), current)
+    result = err.value.result
+    lines = "\n".join([*result.summary_lines(), str(err.value)])
+    assert lines.count("ADVICE") == 1
+    assert str(err.value).endswith("ADVICE; wait a few minutes, then run apply again")
+    assert result.failed[0].error == "403 from Teams admin API [PUT /x]"
+
+
 def test_a_403_says_to_assign_the_role_not_just_to_run_again():
     mem, current, plan = fresh()
     with pytest.raises(ApplyFailed) as err:
@@ -816,8 +842,10 @@ def test_an_undo_that_keeps_failing_is_retried_then_says_no_policy_and_force(tmp
     mem, current, plan = fresh()
     t = FakeTime()
     backend = FailingAddBackend(mem, "g-fac")
+    # No floor: six users stand for a hospital (the floor would let 4 moves through).
+    no_floor = SafetyLimits(user_change_floor=0)
     with pytest.raises(ApplyFailed) as err:
-        run(plan, backend, current, time=t, journal=Journal(tmp_path / "j.jsonl"))
+        run(plan, backend, current, time=t, journal=Journal(tmp_path / "j.jsonl"), limits=no_floor)
     message = str(err.value)
     assert "back failed too, 3 time(s)" in message
     assert "group Facilities has NO messaging policy now" in message
@@ -1199,83 +1227,149 @@ class LateRemovalBackend(LaggingBackend):
         return state
 
 
-def rerank_facilities():
+def planned_groups(*assignments):
+    """The hospital, the desired group assignments, and the plan between them."""
     mem = MemoryBackend(hospital())
     current = mem.read()
-    want = DesiredState(
-        group_assignments=[
-            DesiredGroupAssignment("Facilities", "Kitchen", 1),
-            DesiredGroupAssignment("Clinicians", "Clinical", 2),
-            DesiredGroupAssignment("Pilots", "Old Pilot", 3),
-        ]
+    want = DesiredState(group_assignments=list(assignments))
+    return mem, current, want, diff(current, want)
+
+
+def rerank_facilities():
+    mem, current, want, plan = planned_groups(
+        DesiredGroupAssignment("Facilities", "Kitchen", 1),
+        DesiredGroupAssignment("Clinicians", "Clinical", 2),
+        DesiredGroupAssignment("Pilots", "Old Pilot", 3),
     )
-    plan = diff(current, want)
     assert [describe(c) for c in plan.changes] == ["assign group Facilities to Kitchen (rank 1)"]
     return mem, current, want, plan
 
 
-def test_a_409_on_a_rerank_add_while_the_old_row_shows_says_the_group_loses_its_policy(tmp_path):
-    mem, current, want, plan = rerank_facilities()
-    path = tmp_path / "j.jsonl"
-    # The add and the undo both answer 409 (the old row is there); the removal lands after the
-    # run's two reads of the group.
-    backend = LateRemovalBackend(mem, lands_after=2)
-    with pytest.raises(ApplyFailed) as err:
-        run(plan, backend, current, journal=Journal(path), verify=False)
-    message = str(err.value)
-    # Not done: the add was refused.
-    assert "already holds policy Kitchen (rank 2), not Kitchen at rank 1" in message
-    assert "the service refused the add" in message
-    # The old row showing is no comfort: the accepted removal takes it away.
-    (failed,) = err.value.result.failed
-    assert failed.left_without_policy and failed.removal_pending
-    assert (
-        "reads show policy Kitchen at rank 2 for group Facilities, the old row, but the service "
-        "accepted its removal in this step: once the removal takes effect the group has NO "
-        "messaging policy"
-    ) in message
-    assert message.endswith(
-        "group Facilities will have no messaging policy once the accepted removal takes effect "
-        "(reads show the old row until then): when 'teams-bridge plan' shows it as an add, run "
-        "'teams-bridge apply FILE --max-user-change-share 0.167' to assign it again (the re-run "
-        "moves 1 of 6 users (16.7%), over the limit of 10%: among them the group's members, who "
-        "have fallen back to another policy)"
-    )
-    assert "run apply again to converge" not in message
-    results = [
+def _journal_results(path):
+    return [
         (e["change"]["kind"], e["result"])
         for e in map(json.loads, path.read_text().splitlines())
         if e["event"] == "change"
     ]
-    assert ("remove_group_assignment", "ok") in results
-    assert ("restore_group_assignment", "failed") in results
-    assert ("set_group_assignment", "ok") not in results
-    assert results[-1] == ("set_group_assignment", "failed")
-    # It was so: the removal landed and nothing was re-added.
-    assert "g-fac" not in mem.state.group_assignments
-    # The advice works: plan shows the add, and the re-run with the named option assigns it.
-    from bridge.state import SafetyLimits
 
+
+def test_a_409_on_a_rerank_add_while_the_old_row_shows_is_pending_and_the_next_run_adds_it(
+    tmp_path,
+):
+    """The service accepted the removal but still holds the old row, so it refuses the add:
+    pending (not a failure every re-run repeats while reads lag), and the first run after the
+    removal lands adds the group: it is never without its policy for longer than one run."""
+    mem, current, want, plan = rerank_facilities()
+    path = tmp_path / "j.jsonl"
+    backend = LateRemovalBackend(mem, lands_after=3)
+    result = run(plan, backend, current, journal=Journal(path), verify=False)
+    assert result.ok and not result.failed
+    (pending,) = result.pending
+    assert "still holds that row (Kitchen, rank 2), so it refused the add" in str(pending)
+    assert "then has none until apply runs again, which adds it" in str(pending)
+    # Nothing put back (it would be refused too, and is not needed: the old row is there).
+    assert _journal_results(path) == [
+        ("set_group_assignment", "started"),
+        ("remove_group_assignment", "ok"),
+        ("set_group_assignment", "pending"),
+    ]
+    assert mem.state.group_assignments["g-fac"].policy == "Kitchen"
+
+    # A re-run while reads still show the old row: the same replacement, held back as pending.
     state = backend.read()
     again = diff(state, want)
     assert [describe(c) for c in again.changes] == ["assign group Facilities to Kitchen (rank 1)"]
-    assert again.unsafe_reasons(state, SafetyLimits())
-    assert not again.unsafe_reasons(state, SafetyLimits(max_user_change_share=0.167))
-    result = run(again, backend, state, journal=Journal(path), run_id="run-2", verify=False)
-    assert result.ok
-    assert mem.state.group_assignments["g-fac"].policy == "Kitchen"
+    second = run(again, backend, state, journal=Journal(path), run_id="run-2", verify=False)
+    assert second.ok and len(second.pending) == 1 and second.write_requests == 0
+
+    # The removal lands (on the third read): the group has no assignment, and the next run
+    # adds it.
+    assert "g-fac" in backend.read().group_assignments
+    state = backend.read()
+    assert "g-fac" not in state.group_assignments
+    third_plan = diff(state, want)
+    third = run(third_plan, backend, state, journal=Journal(path), run_id="run-3", verify=False)
+    assert third.ok and not third.pending
+    assert (mem.state.group_assignments["g-fac"].policy, mem.state.ranked_groups()[0].group_id) == (
+        "Kitchen",
+        "g-fac",
+    )
 
 
-def test_a_rerank_whose_removal_lands_before_the_undo_reads_puts_the_old_row_back():
+class RemovalLandsBeforeReadBackend(LateRemovalBackend):
+    """As ``LateRemovalBackend``, but the removal lands just before the read that counts."""
+
+    def read(self, wanted=ALL):
+        if self.reads + 1 == self.lands_after:
+            for group_id in self.removing:
+                self.inner.remove_group_assignment(group_id)
+            self.removing.clear()
+            self.settle()
+        self.reads += 1
+        return LaggingBackend.read(self, wanted)
+
+
+def test_a_rerank_whose_removal_lands_while_its_409_is_read_back_sends_the_add_again():
     mem, current, _, plan = rerank_facilities()
-    # The removal lands on the first read (the add's 409): the undo then goes through.
-    backend = LateRemovalBackend(mem, lands_after=1)
-    with pytest.raises(ApplyFailed) as err:
-        run(plan, backend, current, verify=False)
-    (failed,) = err.value.result.failed
-    assert not failed.left_without_policy and not failed.removal_pending
-    assert "its old assignment (Kitchen) was put back at rank 2" in str(err.value)
-    assert mem.state.group_assignments["g-fac"].policy == "Kitchen"
+    # The removal lands as the add's 409 is read back: reads show no row, so the add is sent
+    # once more and goes in, instead of the group being left with none.
+    backend = RemovalLandsBeforeReadBackend(mem, lands_after=1)
+    result = run(plan, backend, current, verify=False)
+    assert result.ok and not result.pending and result.write_requests == 3
+    assert mem.state.ranked_groups()[0] == GroupAssignment("g-fac", "Kitchen", 1, "Facilities")
+
+
+class RemovedBeforeBackend(LaggingBackend):
+    """An earlier run removed the group's assignment and was killed (``kill -9``) before its
+    add: the write side holds no row (a removal answers 404, as the service does), reads still
+    show it."""
+
+    def remove_group_assignment(self, group_id):
+        from bridge.errors import NotFoundError
+
+        if group_id not in self.inner.state.group_assignments:
+            raise NotFoundError(
+                f"404 from Teams admin API: Group '{group_id}' has no TeamsMessagingPolicy "
+                "assignment",
+                status=404,
+            )
+        return super().remove_group_assignment(group_id)
+
+
+def test_a_rerank_killed_between_removal_and_add_completes_on_the_next_run(tmp_path):
+    mem, _, want, plan = rerank_facilities()
+    backend = RemovedBeforeBackend(mem)
+    mem.remove_group_assignment("g-fac")  # the killed run's removal; reads do not show it
+    path = tmp_path / "j.jsonl"
+    state = backend.read()
+    assert state.group_assignments["g-fac"].policy == "Kitchen"
+    again = diff(state, want)
+    assert again.changes == plan.changes
+    result = run(again, backend, state, journal=Journal(path), verify_timeout=10)
+    # Added at once; reads lag, so it is pending, not failed.
+    assert result.ok and [describe(p.change) for p in result.pending] == [
+        "assign group Facilities to Kitchen (rank 1)"
+    ]
+    assert mem.state.ranked_groups()[0] == GroupAssignment("g-fac", "Kitchen", 1, "Facilities")
+    lines = [e for e in map(json.loads, path.read_text().splitlines()) if e["event"] == "change"]
+    (removal,) = [x for x in lines if x["change"]["kind"] == "remove_group_assignment"]
+    assert removal["result"] == "ok" and removal["change"]["already_removed"] is True
+    assert "has no TeamsMessagingPolicy assignment" in removal["error"]
+    backend.settle()
+    assert not diff(backend.read(), want)
+
+
+def test_a_removal_that_404s_because_it_already_happened_is_done():
+    mem, current, _, plan = planned_groups(
+        DesiredGroupAssignment("Facilities", "Kitchen", 2),
+        DesiredGroupAssignment("Clinicians", "Clinical", 1),
+        DesiredGroupAssignment("Pilots", "Old Pilot", 3, absent=True),
+    )
+    assert [describe(c) for c in plan.changes] == ["unassign group Pilots from Old Pilot"]
+    backend = RemovedBeforeBackend(mem)
+    mem.remove_group_assignment("g-pilot")
+    result = run(plan, backend, current, verify=False)
+    assert result.ok and result.applied == plan.changes
 
 
 class AddFailsThenRestoreConflictsBackend(Wrapper):
@@ -1342,8 +1436,6 @@ def test_a_submitted_batch_whose_outcome_was_not_read_stays_started_not_failed(t
 
 
 def test_a_group_left_without_policy_gets_the_least_override_its_rerun_needs():
-    from bridge.state import SafetyLimits
-
     mem, current, plan = fresh()
     # Within the limits: just run again.
     with pytest.raises(ApplyFailed) as err:
@@ -1470,3 +1562,43 @@ def test_an_interrupt_that_leaves_a_group_with_no_policy_says_so(tmp_path):
     assert (
         "group Facilities has no messaging policy now: run 'teams-bridge apply FILE" in (lines[-1])
     )
+
+
+def test_over_https_a_rerank_whose_removal_404s_sends_the_add(rsps):
+    """The wire of the re-run after a ``kill -9`` between a re-rank's removal and its add: the
+    DELETE answers 404 ("has no TeamsMessagingPolicy assignment": the killed run's removal went
+    through), and the PATCH follows with the new policy and rank."""
+    from http_fixtures import TEAMS, make_client
+    from responses import matchers
+
+    from bridge.backends.graph import GraphClient
+    from bridge.backends.teams_api import RestBackend, TeamsAdminClient
+    from bridge.settings import Settings
+
+    client = make_client()
+    settings = Settings.load(
+        env_file=None, overrides={"BRIDGE_TEAMS_URL": TEAMS, "BRIDGE_GRAPH_URL": "https://g.test"}
+    )
+    backend = RestBackend(
+        TeamsAdminClient(client, TEAMS), GraphClient(client, "https://g.test"), settings
+    )
+    url = f"{TEAMS}/Skype.Policy/groupPolicyAssignments/g-fac/policyTypes/TeamsMessagingPolicy"
+    rsps.delete(
+        url,
+        status=404,
+        json={
+            "error": {
+                "code": "NotFound",
+                "message": "Group 'g-fac' has no TeamsMessagingPolicy assignment.",
+            }
+        },
+    )
+    rsps.patch(
+        url,
+        match=[matchers.json_params_matcher({"PolicyName": "Kitchen", "Rank": 1})],
+        status=204,
+    )
+    _, current, _, plan = rerank_facilities()
+    result = run(plan, backend, current, verify=False)
+    assert result.ok and result.applied == plan.changes and result.write_requests == 2
+    assert [c.request.method for c in rsps.calls] == ["DELETE", "PATCH"]

@@ -94,7 +94,10 @@ def test_missing_role_and_permissions_in_plain_words(rsps):
     )
     assert "Grant admin consent" in perms.fix
     assert not found["read: Teams admin API"].ok
-    assert "Teams Administrator directory role" in found["read: Teams admin API"].detail
+    # A read refused: the roles that can read (and the one apply needs).
+    assert "Global Reader or Teams Reader (or Teams Administrator" in (
+        found["read: Teams admin API"].detail
+    )
     assert "Organization.Read.All" in found["read: Graph"].detail
 
 

@@ -190,6 +190,31 @@ def test_connection_failing_every_time_is_a_server_error(rsps, client):
         client.get_json(POLICIES, resource=TEAMS_RESOURCE)
 
 
+REFUSED = (
+    "HTTPSConnectionPool(host='teams.test', port=443): Max retries exceeded with url: "
+    "/Skype.Policy/configurations/TeamsMessagingPolicy (Caused by NewConnectionError("
+    "'<urllib3.connection.HTTPSConnection object at 0x7f3a2c1b5e50>: Failed to establish a new "
+    "connection: [Errno 111] Connection refused'))"
+)
+
+
+@pytest.mark.parametrize(
+    ("resource", "where"),
+    [(TEAMS_RESOURCE, "BRIDGE_TEAMS_URL (or --cloud"), (None, "the URL given")],
+)
+def test_a_refused_connection_names_the_host_and_what_to_check(rsps, client, resource, where):
+    rsps.get(POLICIES, body=requests.ConnectionError(REFUSED))
+    with pytest.raises(ServerError) as err:
+        client.get_json(POLICIES, resource=resource)
+    message = str(err.value)
+    assert " at teams.test (GET /Skype.Policy/configurations/TeamsMessagingPolicy) after 3 " in (
+        message
+    )
+    assert "attempt(s): the connection was refused; check the network and any proxy" in message
+    assert f"that {where}" in message
+    assert "urllib3" not in message and "HTTPSConnectionPool" not in message
+
+
 def test_read_timeout_after_post_is_not_repeated(rsps, client, sleeps):
     rsps.post(POLICIES, body=requests.ReadTimeout("read timed out"))
     with pytest.raises(ServerError):
@@ -276,17 +301,33 @@ def test_invalid_json_is_an_invalid_response(rsps, client):
         client.get_json(POLICIES, resource=TEAMS_RESOURCE)
 
 
-def test_403_from_teams_names_the_directory_role(rsps, client):
+def test_403_from_teams_on_a_read_names_the_read_roles(rsps, client):
     rsps.get(POLICIES, status=403, json={"error": {"code": "Forbidden", "message": "denied"}})
     with pytest.raises(ForbiddenError) as err:
         client.get_json(POLICIES, resource=TEAMS_RESOURCE)
     message = str(err.value)
     assert message.startswith(
-        "403 from Teams admin API: the app's service principal needs the Teams Administrator "
-        "directory role (or Global Reader for read-only commands): Entra admin center > Roles "
-        "and administrators"
+        "403 from Teams admin API: the app's service principal needs a directory role that can "
+        "read Teams settings: Global Reader or Teams Reader (or Teams Administrator, which apply "
+        "needs): Entra admin center > Roles and administrators [GET /Skype.Policy/"
     )
     assert "Forbidden: denied" in message
+    # Also apart, so a report listing the failure more than once says it once.
+    assert message.count("Global Reader") == 1
+    assert err.value.brief.startswith("403 from Teams admin API [GET /Skype.Policy/")
+    assert "Reader" not in err.value.brief and err.value.hint in message
+
+
+def test_403_from_teams_on_a_write_names_teams_administrator_only(rsps, client):
+    url = f"{POLICIES}/configuration/Kitchen"
+    rsps.put(url, status=403, json={"error": {"code": "Forbidden", "message": "denied"}})
+    with pytest.raises(ForbiddenError) as err:
+        client.request("PUT", url, resource=TEAMS_RESOURCE, json={}, expected=(200,))
+    assert err.value.hint == (
+        "the app's service principal needs the Teams Administrator directory role to make "
+        "changes: Entra admin center > Roles and administrators"
+    )
+    assert "Reader" not in str(err.value)
 
 
 @pytest.mark.parametrize(

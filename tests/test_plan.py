@@ -345,3 +345,53 @@ def test_a_hand_edited_saved_plan_is_a_clear_error(change: object) -> None:
     data = {**diff(tenant(), desired({"A": {}})).data, "changes": [change]}
     with pytest.raises(PlanError, match="make it again with 'plan --out'"):
         Plan.from_data(data)
+
+
+# --------------------------------------------------------------------------- plan's safety check
+
+
+def _plan_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    from bridge.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return int(info.value.code or 0), out, err
+
+
+def test_plan_counts_the_members_apply_counts_and_says_what_apply_refuses(
+    capsys: pytest.CaptureFixture[str], tmp_path
+) -> None:
+    """Against a snapshot holding members: Nursing to the Kitchen policy moves the group's
+    members, and plan lists the share-of-users refusal apply would give."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    snap = root / "examples" / "northwind-snapshot.json"
+    text = (root / "examples" / "northwind.yaml").read_text()
+    kitchen = tmp_path / "kitchen.yaml"
+    kitchen.write_text(
+        text.replace(
+            "{group: Nursing, policy: Nursing, rank: 3}",
+            "{group: Nursing, policy: Kitchen, rank: 3}",
+        )
+    )
+    code, out, err = _plan_cli(
+        capsys, "--snapshot", str(snap), "plan", str(kitchen), "--format", "json"
+    )
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["users_moved"] > 0 and data["users_total"] > data["users_moved"]
+    assert any("would get a different policy" in r for r in data["needs_force"]), data
+    assert f"this plan gives {data['users_moved']} of {data['users_total']} users" in err
+
+    # An older snapshot without members: plan still plans, and says what it could not count.
+    bare = json.loads(snap.read_text())
+    for group in bare["groups"]:
+        group.pop("members", None)
+    old = tmp_path / "old-snapshot.json"
+    old.write_text(json.dumps(bare))
+    code, out, err = _plan_cli(capsys, "--snapshot", str(old), "plan", str(kitchen))
+    assert code == 0, err
+    assert "are not in this snapshot; the share of users this plan moves counts only" in err

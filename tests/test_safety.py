@@ -26,7 +26,8 @@ from bridge.state import (
     UserAssignment,
 )
 
-LIMITS = SafetyLimits(max_policy_deletes=3, max_user_change_share=0.10)
+# No floor: these tests are about the share; the floor has its own below.
+LIMITS = SafetyLimits(max_policy_deletes=3, max_user_change_share=0.10, user_change_floor=0)
 
 
 def tenant(n_policies=12, n_users=100, members=(), direct=()):
@@ -99,7 +100,8 @@ def test_user_share_one_past_the_limit_refused_with_numbers():
         Plan(direct_changes(11)),
         tenant(),
         LIMITS,
-        "11 of 100 users (11.0%) would get a different policy, over the limit of 10%",
+        "11 of 100 users (11.0%) would get a different policy, over the limit of 10% (it "
+        "applies when more than 0 users move)",
     )
 
 
@@ -121,7 +123,8 @@ def test_group_members_count_and_direct_assignments_shield_them():
         plan,
         current,
         LIMITS,
-        "11 of 100 users (11.0%) would get a different policy, over the limit of 10%",
+        "11 of 100 users (11.0%) would get a different policy, over the limit of 10% (it "
+        "applies when more than 0 users move)",
     )
 
 
@@ -140,18 +143,64 @@ def test_members_outside_the_directory_keep_the_share_at_most_whole():
         plan,
         current,
         LIMITS,
-        "2 of 2 users (100.0%) would get a different policy, over the limit of 10%",
+        "2 of 2 users (100.0%) would get a different policy, over the limit of 10% (it applies "
+        "when more than 0 users move)",
     )
 
 
 def test_fractional_limit_is_shown_exactly():
-    limits = SafetyLimits(max_user_change_share=0.125)
+    limits = SafetyLimits(max_user_change_share=0.125, user_change_floor=0)
     assert_refused(
         Plan(direct_changes(13)),
         tenant(),
         limits,
-        "13 of 100 users (13.0%) would get a different policy, over the limit of 12.5%",
+        "13 of 100 users (13.0%) would get a different policy, over the limit of 12.5% (it "
+        "applies when more than 0 users move)",
     )
+
+
+# ------------------------------------------------------------------ the floor under the share
+
+
+def test_a_small_clinic_assigning_the_pharmacists_group_needs_no_force():
+    """11 of 60 users (18%) move: a routine change, under the default floor of 50 users."""
+    members = [f"u{i}" for i in range(11)]
+    current = tenant(n_users=60, members=members)
+    plan = Plan([RemoveGroupAssignment("g-clin", "Clinicians", "P0", 1)])
+    assert len(plan.affected_users(current)) == 11
+    assert SafetyLimits().user_change_floor == 50
+    assert_allowed(plan, current, SafetyLimits())
+
+
+def test_the_share_limit_passes_exactly_at_the_floor():
+    limits = SafetyLimits(max_user_change_share=0.10, user_change_floor=50)
+    assert_allowed(Plan(direct_changes(50)), tenant(n_users=100), limits)
+
+
+@pytest.mark.parametrize(
+    ("moved", "users", "message"),
+    [
+        # One past the floor: the share counts, and the refusal names the floor.
+        (51, 100, "51 of 100 users (51.0%)"),
+        # Moving most of a hospital (Nursing to the Kitchen policy) still needs --force.
+        (524, 2000, "524 of 2000 users (26.2%)"),
+    ],
+)
+def test_above_the_floor_the_share_limit_refuses_with_the_floor_in_the_message(
+    moved, users, message
+):
+    assert_refused(
+        Plan(direct_changes(moved)),
+        tenant(n_users=users),
+        SafetyLimits(),
+        f"{message} would get a different policy, over the limit of 10% (it applies when more "
+        "than 50 users move)",
+    )
+
+
+def test_above_the_floor_within_the_share_passes():
+    limits = SafetyLimits(max_user_change_share=0.10, user_change_floor=50)
+    assert_allowed(Plan(direct_changes(60)), tenant(n_users=1000), limits)
 
 
 # ------------------------------------------------------------------ clinical settings
@@ -372,15 +421,75 @@ def test_saved_limits_never_looser_than_the_defaults_unless_apply_says_so():
     ) == SafetyLimits(7, 0.5, True)
 
 
+def test_a_saved_floor_only_gets_stricter_unless_apply_says_so():
+    """A higher floor is looser (the share limit applies to fewer changes): clamped down to the
+    default; a lower one is kept; only apply's own option raises it."""
+    from bridge import planfile
+
+    assert planfile.effective_limits(SafetyLimits(user_change_floor=10**9)).user_change_floor == 50
+    assert planfile.effective_limits(SafetyLimits(user_change_floor=51)).user_change_floor == 50
+    assert planfile.effective_limits(SafetyLimits(user_change_floor=50)).user_change_floor == 50
+    assert planfile.effective_limits(SafetyLimits(user_change_floor=0)).user_change_floor == 0
+    raised = planfile.effective_limits(SafetyLimits(user_change_floor=0), user_change_floor=500)
+    assert raised.user_change_floor == 500
+
+
+@pytest.mark.parametrize("floor", [-1, 1.5, float("nan"), float("inf"), "50", True, None])
+def test_a_saved_floor_that_is_not_a_whole_number_is_refused(floor):
+    from bridge import planfile
+    from bridge.errors import PlanError
+
+    with pytest.raises(PlanError, match=r"user_change_floor .* is not valid: the plan file was"):
+        planfile.effective_limits(SafetyLimits(user_change_floor=floor))
+
+
+def test_a_saved_plan_with_a_raised_floor_still_refuses_what_the_default_floor_refuses():
+    import json
+
+    from bridge import planfile
+    from bridge.errors import UnsafePlanError
+    from bridge.planfile import digest
+
+    plan = Plan(direct_changes(51), safety=SafetyLimits(user_change_floor=100))
+    data = json.loads(planfile.dumps(plan))
+    data["digest"] = digest(data)  # whoever edits the file can recompute it
+    saved = planfile.loads(json.dumps(data))
+    limits = planfile.effective_limits(saved.plan.safety)
+    with pytest.raises(UnsafePlanError, match=r"51 of 100 users .* more than 50 users move"):
+        saved.plan.raise_if_unsafe(tenant(), limits, force=False)
+
+
 def test_plan_out_names_each_limit_apply_plan_will_not_use_and_its_option():
     from bridge import planfile
 
     assert planfile.looser_than_applied(SafetyLimits()) == []
     assert planfile.looser_than_applied(SafetyLimits(1, 0.05, True)) == []
-    notes = planfile.looser_than_applied(SafetyLimits(5, 0.25, False))
-    assert len(notes) == 3
+    notes = planfile.looser_than_applied(SafetyLimits(5, 0.25, False, 200))
+    assert len(notes) == 4
     assert "safety.max_policy_deletes (5) but the default 3" in notes[0]
     assert notes[0].endswith("apply --plan PLAN --max-policy-deletes 5")
     assert "safety.max_user_change_share (0.25) but the default 0.1" in notes[1]
     assert notes[1].endswith("--max-user-change-share 0.25")
-    assert "safety.protect_clinical_settings: false" in notes[2] and "--force" in notes[2]
+    assert "safety.user_change_floor (200) but the default 50" in notes[2]
+    assert notes[2].endswith("apply --plan PLAN --user-change-floor 200")
+    assert "safety.protect_clinical_settings: false" in notes[3] and "--force" in notes[3]
+    assert planfile.looser_than_applied(SafetyLimits(user_change_floor=0)) == []
+
+
+# ------------------------------------------------------------------ the floor in the file
+
+
+def test_the_file_sets_the_floor_and_validation_refuses_a_bad_one(tmp_path):
+    from bridge.desired import load_desired
+    from bridge.errors import DesiredStateError
+
+    good = tmp_path / "good.yaml"
+    good.write_text("safety:\n  user_change_floor: 100\n")
+    assert load_desired(str(good)).safety.user_change_floor == 100
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("safety:\n  user_change_floor: -3\n")
+    with pytest.raises(DesiredStateError) as err:
+        load_desired(str(bad))
+    assert f"{bad}:2:22: error: user_change_floor takes a whole number of users from 0" in str(
+        err.value
+    )

@@ -83,9 +83,11 @@ def test_missing_directory_role_fails_the_run_without_a_drift_report(ro, cli_for
     assert result.out == "", result  # no report saying policies or assignments are missing
     assert not (tmp_path / "reports").exists()
     [error] = [line for line in result.err.splitlines() if line.startswith("error:")]
+    # A read was refused: the roles that can read, not only the one that writes.
     assert error.startswith(
-        "error: 403 from Teams admin API: the app's service principal needs "
-        "the Teams Administrator directory role"
+        "error: 403 from Teams admin API: the app's service principal needs a directory role "
+        "that can read Teams settings: Global Reader or Teams Reader (or Teams Administrator, "
+        "which apply needs)"
     ), error
     assert "missing" not in result.err
 
@@ -96,7 +98,11 @@ def test_global_reader_may_drift_but_not_apply(ro, cli_for):
     assert cli("drift", str(NORTHWIND)).code == 2
     refused = cli("apply", str(NORTHWIND), "--auto-approve", "--journal", "j.jsonl")
     assert refused.code == 1, refused
-    assert "Teams Administrator directory role" in refused.err, refused
+    # A write was refused: the role that writes, said once (not in every line that lists the
+    # failure), and no read-only roles.
+    hint = "service principal needs the Teams Administrator directory role to make changes"
+    assert refused.err.count(hint) == 1, refused
+    assert "Teams Reader" not in refused.err and "for read-only" not in refused.err, refused
     assert ro.stats()["writes"] == 0
 
 

@@ -51,7 +51,7 @@ def test_no_secret_or_token_in_any_output_or_file(fresh, cli_for, tmp_path):
     assert [r.code for r in runs] == [0, 0, 2, 0, 0, 0, 1, 1, 1, 1], "\n".join(map(str, runs))
     assert "503" in runs[6].err and "500 from Graph" in runs[6].err
     assert "the tenant changed since this plan was made" in runs[7].err
-    assert "Teams Administrator directory role" in runs[8].err
+    assert "Global Reader or Teams Reader" in runs[8].err
     assert "AADSTS7000215" in runs[9].err
     assert len(issued) >= 10
 
