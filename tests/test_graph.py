@@ -240,7 +240,7 @@ def test_list_users_refuses_a_page_without_value_or_a_user_without_id(rsps, clie
     with pytest.raises(InvalidResponseError, match="'value'"):
         graph.list_users()
     rsps.replace(responses.GET, f"{GRAPH}/v1.0/users", json={"value": [{"displayName": "X"}]})
-    with pytest.raises(InvalidResponseError, match="user 0 has no value for .id. .it is missing"):
+    with pytest.raises(InvalidResponseError, match=r"user 0 has no value for .id. \(it is missing"):
         graph.list_users()
 
 
