@@ -30,8 +30,8 @@ SKIP_TOKEN_KEYS = ("$skiptoken", "skipToken", "@odata.skipToken")
 SKIP_TOKEN_PARAM = "$skiptoken"
 # The total a page may report; a read that yields fewer items than this fails.
 COUNT_KEYS = ("@odata.count", "count", "totalCount")
-# A page key containing one of these that is none of the keys above is a paging scheme this
-# client does not know: refused, since the page may well not be the last.
+# Any other page key is refused (it may name more pages); OData annotations are let through
+# unless their name contains one of these.
 _PAGING_HINTS = ("next", "skip", "continuation", "cursor", "hasmore", "moreresults")
 
 
@@ -137,8 +137,8 @@ class Page:
 def read_page(body: Any, items_key: str, where: str, url: str | None = None) -> Page:
     """One page: ``items_key`` (any case) must be a list; the next page is named by a link
     (``@odata.nextLink``, ``nextLink``, ``NextLink``) or a skip token (``$skiptoken``,
-    ``skipToken``, ``SkipToken``); a page key that looks like paging but is none of these is an
-    error, never taken for "this is the last page"."""
+    ``skipToken``, ``SkipToken``); any other page key (OData annotations aside) is an error,
+    never taken for "this is the last page"."""
     if not isinstance(body, Mapping):
         raise InvalidResponseError(
             f"{where} is not a JSON object (a page with {items_key!r} was expected)", url=url
@@ -148,16 +148,16 @@ def read_page(body: Any, items_key: str, where: str, url: str | None = None) -> 
     if not isinstance(items, list):
         raise fields.error(f"has no {items_key!r} list (fields: {fields._listed()})")
     known = {k.casefold() for k in (items_key, *NEXT_LINK_KEYS, *SKIP_TOKEN_KEYS, *COUNT_KEYS)}
-    unknown = [
-        key
-        for key in body
-        if str(key).casefold() not in known
-        and any(hint in str(key).casefold() for hint in _PAGING_HINTS)
-    ]
-    if unknown:
+    for key in body:
+        folded = str(key).casefold()
+        if folded in known:
+            continue
+        # OData annotations (@odata.context...) say nothing about more pages, unless named so.
+        if folded.startswith("@odata.") and not any(h in folded for h in _PAGING_HINTS):
+            continue
         raise fields.error(
-            f"carries {unknown[0]!r}, which looks like a way to more pages but is none "
-            "teams-bridge knows"
+            f"carries {key!r}, which teams-bridge does not know: it may lead to more pages, "
+            "so this page is not taken for the last"
         )
     link = fields.get(*NEXT_LINK_KEYS)
     if link is not None and not isinstance(link, str):
