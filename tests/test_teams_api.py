@@ -958,3 +958,13 @@ def test_property_a_page_with_unknown_field_names_fails_rather_than_returns_fewe
             rsps.get(USERS, match=[matchers.query_param_matcher(query)], json=page)
         with pytest.raises(InvalidResponseError):
             TeamsAdminClient(make_client(), TEAMS).list_users()
+
+
+def test_get_policy_reads_an_object_or_a_one_element_array_of_it(rsps, teams):
+    rsps.get(f"{POLICIES}/configuration/Tag:Kitchen", json=[policy_obj("Tag:Kitchen")])
+    rsps.get(f"{POLICIES}/configuration/Global", json=policy_obj("Global"))
+    rsps.get(f"{POLICIES}/configuration/Tag:Nursing", json=[policy_obj("Tag:Kitchen")])
+    assert teams.get_policy("Kitchen").name == "Kitchen"
+    assert teams.get_policy("Global").name == "Global"
+    with pytest.raises(InvalidResponseError, match="with policy 'Kitchen', not 'Nursing'"):
+        teams.get_policy("Nursing")

@@ -185,8 +185,12 @@ class TeamsAdminClient:
         return [self._policy(obj) for obj in body]
 
     def get_policy(self, name: str) -> Policy:
+        """One policy: the object, or a one-element array of it (AzRanger strips that wrapper
+        from the answers of ``.../configuration/{Identity}``)."""
+        url = self._policy_url(name)
         with _about(f"messaging policy {bare_name(name)!r}"):
-            return self._policy(self.http.get_json(self._policy_url(name), resource=TEAMS_RESOURCE))
+            body = self.http.get_json(url, resource=TEAMS_RESOURCE)
+        return self._one_policy(body, f"GET {route_of(url)}", name, url)
 
     def create_policy(self, name: str, settings: Mapping[str, Any]) -> Policy | None:
         """The created policy as the service answered it, or None when it answered without
@@ -223,20 +227,24 @@ class TeamsAdminClient:
         if response.status_code == 204 or not response.content.strip():
             return None
         body = self.http.json_of(response, TEAMS_RESOURCE)
+        return self._one_policy(body, route, name, response.url)
+
+    def _one_policy(self, body: Any, route: str, name: str, url: str) -> Policy:
+        """``name``'s policy from an answer that is its object or a one-element array of it."""
         if isinstance(body, list):
             if len(body) != 1:
                 raise InvalidResponseError(
                     f"Teams admin API answered {route} with {len(body)} objects, not the one "
-                    "policy written (docs/wire.md)",
-                    url=response.url,
+                    f"policy {bare_name(name)!r} (docs/wire.md)",
+                    url=url,
                 )
             body = body[0]
         policy = self._policy(body, route)
         if policy.key != policy_key(name):
             raise InvalidResponseError(
                 f"Teams admin API answered {route} with policy {policy.name!r}, not "
-                f"{bare_name(name)!r}, the one written",
-                url=response.url,
+                f"{bare_name(name)!r}",
+                url=url,
             )
         return policy
 
