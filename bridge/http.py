@@ -510,9 +510,9 @@ class HttpClient:
             next_url, next_params = link, None
         if reported is not None and listed < reported:
             raise InvalidResponseError(
-                f"{api_name(resource)} listed {listed} {items_key} from GET {self._route(url)} "
-                f"but reported {reported}: a page is missing, so the read is incomplete; run "
-                "again",
+                f"{api_name(resource)} listed {listed} {items_key!r} entries from GET "
+                f"{self._route(url)} but reported {reported}: a page is missing, so the read is "
+                "incomplete; run again",
                 url=url,
             )
 

@@ -632,10 +632,16 @@ def test_users_pages_named_by_a_bare_skip_token_are_all_read(rsps, teams, key):
     rsps.get(
         USERS,
         match=[matchers.query_param_matcher({"$top": "1000", "$skiptoken": "opaque=1"})],
-        json={"users": [_user("u2")], key: None},
+        json={"users": [_user("u2")], key: "b"},
+    )
+    # The next token replaces the one the request carried (in any spelling), $top stays.
+    rsps.get(
+        USERS,
+        match=[matchers.query_param_matcher({"$top": "1000", "$skiptoken": "b"})],
+        json={"users": [_user("u3")], key: None},
     )
     users, _ = teams.list_users()
-    assert [u.id for u in users] == ["u1", "u2"]
+    assert [u.id for u in users] == ["u1", "u2", "u3"]
 
 
 def test_users_in_the_live_shape_go_teams_records(rsps, teams):
@@ -789,7 +795,7 @@ def test_a_users_read_short_of_the_count_the_service_reports_fails(rsps, teams, 
         match=[matchers.query_param_matcher({"$skiptoken": "2"})],
         json={"users": [_user("u3")], key: 5},
     )
-    with pytest.raises(InvalidResponseError, match=r"listed 3 users .* but reported 5"):
+    with pytest.raises(InvalidResponseError, match=r"listed 3 'users' entries .* but reported 5"):
         teams.list_users()
 
 
