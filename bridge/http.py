@@ -299,6 +299,7 @@ class HttpClient:
         self._totals: Counter[str] = Counter()
         self._tokens: set[str] = set()
         self._last = threading.local()  # per thread: the correlation id of the last request
+        self._warned: set[str] = set()  # service warning texts logged so far
 
     @property
     def last_correlation_id(self) -> str | None:
@@ -317,7 +318,13 @@ class HttpClient:
         if not said:
             return
         said = self.redact(said)
-        log.warning("%s: the service warned: %s", route, said)
+        # Each text at warning level once per run (the service repeats it on every write);
+        # later ones at info, with their route.
+        with self._lock:
+            first = said not in self._warned
+            self._warned.add(said)
+        level = logging.WARNING if first else logging.INFO
+        log.log(level, "%s: the service warned: %s", route, said)
         if not hasattr(self._last, "warnings"):
             self._last.warnings = []
         self._last.warnings.append(said)

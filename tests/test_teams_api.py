@@ -880,16 +880,36 @@ def test_a_service_warning_is_logged_and_kept_for_the_change(rsps, teams, client
         status=204,
         headers={"X-Ms-ConfigApi-PowerShell-WarningMessage": WARNING},
     )
+    rsps.delete(
+        f"{POLICIES}/configuration/Tag:Kitchen",
+        status=204,
+        headers={"X-Ms-ConfigApi-PowerShell-WarningMessage": WARNING},
+    )
     rsps.get(POLICIES, json=[policy_obj("Global")])
-    with caplog.at_level("WARNING", logger="bridge.http"):
+    with caplog.at_level("INFO", logger="bridge.http"):
         teams.update_policy("Kitchen", {"AllowGiphy": False})
         teams.list_policies()
+        assert client.take_warnings() == [WARNING]
+        assert client.take_warnings() == []  # taken once
+        teams.delete_policy("Kitchen")
     assert client.take_warnings() == [WARNING]
-    assert client.take_warnings() == []  # taken once
-    said = [r.getMessage() for r in caplog.records if "the service warned" in r.getMessage()]
+    said = [
+        (r.levelname, r.getMessage())
+        for r in caplog.records
+        if "the service warned" in r.getMessage()
+    ]
+    # The same text logged at warning level once a run; repeats at info, with their route.
     assert said == [
-        "PUT /Skype.Policy/configurations/TeamsMessagingPolicy/configuration/{identity}: "
-        f"the service warned: {WARNING}"
+        (
+            "WARNING",
+            "PUT /Skype.Policy/configurations/TeamsMessagingPolicy/configuration/{identity}: "
+            f"the service warned: {WARNING}",
+        ),
+        (
+            "INFO",
+            "DELETE /Skype.Policy/configurations/TeamsMessagingPolicy/configuration/{identity}: "
+            f"the service warned: {WARNING}",
+        ),
     ]
 
 
