@@ -37,7 +37,7 @@ _PAGING_HINTS = ("next", "skip", "continuation", "cursor", "hasmore", "moreresul
 
 class Fields:
     """One JSON object of an answer, read case-insensitively. ``where`` says which answer and
-    which entry, for errors: ``Teams admin API answered GET /Skype.Policy/... with entry 3``."""
+    which entry, for errors: ``Teams admin API answer to GET /Skype.Policy/..., entry 3,``."""
 
     def __init__(self, obj: Mapping[str, Any], where: str, url: str | None = None):
         self.where = where

@@ -569,6 +569,7 @@ def test_group_assignments_in_every_recorded_key_spelling(rsps, teams, entry):
         (_ga(GroupId=CLIN_A, PolicyName="Clinical"), "'Rank' / 'Priority'"),
         (_ga(GroupId=CLIN_A, PolicyName="Clinical", Rank="first"), "not a whole number"),
         (_ga(GroupId=CLIN_A, PolicyName="Clinical", Rank=True), "not a whole number"),
+        (_ga(GroupId=CLIN_A, PolicyName="Clinical", Rank=0), "rank 0, below 1"),
         (_ga(GroupId=CLIN_A, PolicyName="Clinical", Rank=1, Priority=2), "different values"),
         (_ga(GroupId=CLIN_A, groupId=FAC, PolicyName="Clinical", Rank=1), "different values"),
     ],
@@ -579,6 +580,7 @@ def test_group_assignments_in_every_recorded_key_spelling(rsps, teams, entry):
         "no rank",
         "rank text",
         "rank bool",
+        "rank 0",
         "rank/priority",
         "two ids",
     ],
@@ -588,7 +590,7 @@ def test_a_group_assignment_entry_that_cannot_be_placed_fails_the_read(rsps, tea
     with pytest.raises(InvalidResponseError) as info:
         teams.list_group_assignments()
     message = str(info.value)
-    assert "GET /Skype.Policy/groupPolicyAssignments/ with entry 1" in message
+    assert "GET /Skype.Policy/groupPolicyAssignments/, entry 1, " in message
     assert said in message
 
 
@@ -760,7 +762,7 @@ def test_a_user_entry_that_cannot_be_placed_fails_the_read(rsps, teams, row, sai
     rsps.get(USERS, json={"users": [_user("u1"), row]})
     with pytest.raises(InvalidResponseError) as info:
         teams.list_users()
-    assert "GET /Teams.User/users with user 1" in str(info.value)
+    assert "GET /Teams.User/users, user 1, " in str(info.value)
     assert said in str(info.value)
 
 

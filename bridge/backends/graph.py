@@ -57,27 +57,27 @@ def user_path(ref: str) -> str:
     return "/users/" + quote(ref, safe="@")
 
 
-def user_from_graph(obj: Any, where: str = "Graph answered with a user") -> User:
+def user_from_graph(obj: Any, where: str = "Graph answer, a user,") -> User:
     """A Graph user object (``id`` required; names matched in any case): an object without an
     id is an ``InvalidResponseError`` naming ``where``, never a KeyError or a user skipped."""
     if not isinstance(obj, Mapping):
-        raise InvalidResponseError(f"{where} that is not an object: {str(obj)[:80]!r}")
+        raise InvalidResponseError(f"{where} is not an object: {str(obj)[:80]!r}")
     row = Fields(obj, where)
     uid = row.text("id")
     upn, name, department = (row.get(k) for k in ("userPrincipalName", "displayName", "department"))
     return User(uid, str(upn or uid), name, department)
 
 
-def group_from_graph(obj: Any, where: str = "Graph answered with a group") -> Group:
+def group_from_graph(obj: Any, where: str = "Graph answer, a group,") -> Group:
     if not isinstance(obj, Mapping):
-        raise InvalidResponseError(f"{where} that is not an object: {str(obj)[:80]!r}")
+        raise InvalidResponseError(f"{where} is not an object: {str(obj)[:80]!r}")
     row = Fields(obj, where)
     return Group(row.text("id"), str(row.get("displayName") or ""))
 
 
 def _member(obj: Any, where: str) -> Fields:
     if not isinstance(obj, Mapping):
-        raise InvalidResponseError(f"{where} that is not an object: {str(obj)[:80]!r}")
+        raise InvalidResponseError(f"{where} is not an object: {str(obj)[:80]!r}")
     return Fields(obj, where)
 
 
@@ -243,11 +243,11 @@ class GraphClient:
                         f"named {ref!r}: rename them or name the group by object id"
                     )
                 found[ref] = [
-                    group_from_graph(g, f"Graph {req.method} {req.url} answered with a group")
+                    group_from_graph(g, f"Graph answer to {req.method} {req.url}, a group,")
                     for g in listed
                 ]
             else:
-                found[ref] = [group_from_graph(body, f"Graph {req.method} {req.url} answered")]
+                found[ref] = [group_from_graph(body, f"Graph answer to {req.method} {req.url}")]
         return found
 
     def resolve_users(self, refs: Iterable[str]) -> dict[str, User | None]:
@@ -266,7 +266,7 @@ class GraphClient:
             elif status != 200 or not isinstance(body, dict):
                 raise self._inner_error(req, status, body)
             else:
-                found[ref] = user_from_graph(body, f"Graph {req.method} {req.url} answered")
+                found[ref] = user_from_graph(body, f"Graph answer to {req.method} {req.url}")
         return found
 
     def user(self, ref: str) -> User:
@@ -283,8 +283,8 @@ class GraphClient:
             resource=self.resource,
             params={"$select": _USER_SELECT, "$top": str(USERS_PAGE_SIZE)},
         )
-        where = "Graph answered GET /v1.0/users with user"
-        return [user_from_graph(item, f"{where} {n}") for n, item in enumerate(items)]
+        where = "Graph answer to GET /v1.0/users, user"
+        return [user_from_graph(item, f"{where} {n},") for n, item in enumerate(items)]
 
     def group(self, group_id: str) -> Group:
         body = self.http.get_json(
@@ -292,7 +292,7 @@ class GraphClient:
             resource=self.resource,
             params={"$select": "id,displayName"},
         )
-        return group_from_graph(body, "Graph answered GET /v1.0/groups/{id}")
+        return group_from_graph(body, "Graph answer to GET /v1.0/groups/{id}")
 
     def group_members(self, group_id: str) -> list[str]:
         """The user ids of ``group_id``'s direct members."""
@@ -301,8 +301,8 @@ class GraphClient:
             resource=self.resource,
             params={"$select": "id,userPrincipalName", "$top": "999"},
         )
-        where = "Graph answered GET /v1.0/groups/{id}/members with member"
-        members = (_member(m, f"{where} {n}") for n, m in enumerate(items))
+        where = "Graph answer to GET /v1.0/groups/{id}/members, member"
+        members = (_member(m, f"{where} {n},") for n, m in enumerate(items))
         return [
             row.text("id")
             for row in members
@@ -316,8 +316,8 @@ class GraphClient:
             resource=self.resource,
             params={"$select": "id,displayName"},
         )
-        where = "Graph answered GET /v1.0/users/{id}/memberOf with entry"
-        entries = (_member(g, f"{where} {n}") for n, g in enumerate(items))
+        where = "Graph answer to GET /v1.0/users/{id}/memberOf, entry"
+        entries = (_member(g, f"{where} {n},") for n, g in enumerate(items))
         return [
             Group(row.text("id"), str(row.get("displayName") or ""))
             for row in entries

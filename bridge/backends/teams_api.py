@@ -79,11 +79,10 @@ def read_group_assignment(entry: Any, where: str, url: str | None = None) -> Gro
     row = Fields(_object(entry, where, url), where, url)
     if row.text("PolicyType").casefold() != POLICY_TYPE.casefold():
         return None
-    return GroupAssignment(
-        row.text("GroupId"),
-        bare_name(row.text("PolicyName")),
-        row.whole_number("Rank", "Priority"),
-    )
+    rank = row.whole_number("Rank", "Priority")
+    if rank < 1:  # the service numbers ranks 1, 2, 3...
+        raise row.error(f"has rank {rank}, below 1")
+    return GroupAssignment(row.text("GroupId"), bare_name(row.text("PolicyName")), rank)
 
 
 def read_user(entry: Any, where: str, url: str | None = None) -> tuple[User, str | None]:
@@ -128,7 +127,7 @@ def _direct_policy(row: Fields) -> str | None:
         raise row.error("has 'effectivePolicyAssignments' that is not a list")
     direct: str | None = None
     for n, item in enumerate(entries):
-        where = f"{row.where}, effectivePolicyAssignments[{n}],"
+        where = f"{row.where} effectivePolicyAssignments[{n}],"
         entry = Fields(_object(item, where, row.url), where, row.url)
         if entry.text("policyType").casefold() != POLICY_TYPE.casefold():
             continue
@@ -278,7 +277,7 @@ class TeamsAdminClient:
             )
         found = (
             read_group_assignment(
-                entry, f"Teams admin API answered {GROUPS_ROUTE} with entry {n}", url
+                entry, f"Teams admin API answer to {GROUPS_ROUTE}, entry {n},", url
             )
             for n, entry in enumerate(body)
         )
@@ -335,7 +334,7 @@ class TeamsAdminClient:
         )
         for n, obj in enumerate(pages):
             user, policy = read_user(
-                obj, f"Teams admin API answered {USERS_ROUTE} with user {n}", url
+                obj, f"Teams admin API answer to {USERS_ROUTE}, user {n},", url
             )
             users.append(user)
             if policy:
