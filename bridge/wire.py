@@ -156,8 +156,7 @@ def read_page(body: Any, items_key: str, where: str, url: str | None = None) -> 
         if folded.startswith("@odata.") and not any(h in folded for h in _PAGING_HINTS):
             continue
         raise fields.error(
-            f"carries {key!r}, which teams-bridge does not know: it may lead to more pages, "
-            "so this page is not taken for the last"
+            f"carries {key!r}, which may lead to more pages, so this page is not taken for the last"
         )
     link = fields.get(*NEXT_LINK_KEYS)
     if link is not None and not isinstance(link, str):
