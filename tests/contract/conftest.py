@@ -16,6 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fake_pwsh import FakePwsh
+from wire_shapes import SHAPES
 
 from bridge.auth import build_token_provider
 from bridge.backends import make_backend
@@ -26,45 +27,6 @@ from bridge.settings import Settings
 from bridge.state import TenantState
 
 TRANSPORTS = ("rest", "powershell")
-WARNING = "The policy was saved; some settings take up to 24 hours to apply."
-
-
-@dataclass(frozen=True)
-class Shape:
-    """Sandbox knobs for one answer shape a public source records (docs/wire.md), and what the
-    shape changes: ``read`` (group assignments, users, pages), ``users`` (user pages and rows),
-    ``groups`` (group assignment rows) or ``policy_writes`` (PUT/POST answers)."""
-
-    knobs: dict[str, Any]
-    touches: frozenset[str]
-
-
-def _shape(touches: str, **knobs: Any) -> Shape:
-    return Shape(knobs, frozenset(touches.split()))
-
-
-# The REST transport runs the contract through each of these as well as the default shape.
-SHAPES = {
-    "rest:group_keys=camel": _shape("read groups", group_keys="camel"),
-    "rest:group_keys=priority": _shape("read groups", group_keys="priority"),
-    "rest:paging=nextLink": _shape("read users", paging="nextLink", page_size=23),
-    "rest:paging=NextLink": _shape("read users", paging="NextLink", page_size=23),
-    "rest:paging=skipToken": _shape(
-        "read users", paging="skipToken", page_size=23, user_count="@odata.count"
-    ),
-    "rest:paging=SkipToken": _shape("read users", paging="SkipToken", page_size=23),
-    "rest:paging=$skiptoken": _shape(
-        "read users", paging="$skiptoken", page_size=23, user_count="totalCount"
-    ),
-    "rest:user_rows=camel": _shape("read users", user_rows="camel", user_count="Count"),
-    "rest:user_rows=effective": _shape("read users", user_rows="effective", page_size=41),
-    "rest:write_answer=array": _shape("policy_writes", write_answer="array"),
-    "rest:write_answer=empty": _shape("policy_writes", write_answer="empty"),
-    "rest:write_answer=no_content": _shape("policy_writes", write_answer="no_content"),
-    "rest:warning": _shape("policy_writes groups", warning=WARNING),
-    "rest:compression=br": _shape("read policy_writes", compression="br"),
-    "rest:compression=br-unprompted": _shape("read users", compression="br-unprompted"),
-}
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import SHAPES, WARNING
 from test_contract import _desired
+from wire_shapes import SHAPES, WARNING
 
 from bridge.apply import apply_plan, describe
 from bridge.backends.base import Wanted

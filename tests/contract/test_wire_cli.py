@@ -16,8 +16,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
-from conftest import WARNING
 from e2e_support import Cli, journal_lines
+from wire_shapes import WARNING
 
 from bridge.sandbox import Sandbox, SandboxConfig
 
