@@ -118,6 +118,14 @@ class PendingChange:
         return f"{describe(self.change)} (not visible after {self.waited:.0f} s; {self.shows})"
 
 
+@dataclass(frozen=True)
+class ServiceWarning:
+    """What the service warned when it took a change (it is also in the change's journal line)."""
+
+    change: Change
+    message: str
+
+
 @dataclass
 class ApplyResult:
     """``done``: accepted by the service; of those, ``applied`` (verified, or not checked when
@@ -138,6 +146,7 @@ class ApplyResult:
     # For a group left with no policy: how to run apply again so that it is assigned again, with
     # the least override of the safety limits that re-run needs (see _Run._rerun_advice).
     rerun_advice: str | None = None
+    warnings: list[ServiceWarning] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -205,6 +214,12 @@ class ApplyResult:
                 "  Pending changes were accepted; the service shows them later. "
                 "Run plan again in a while to confirm."
             )
+        # Each text once, with every change it came with (a warning repeated per write is noise).
+        said: dict[str, list[str]] = {}
+        for w in self.warnings:
+            said.setdefault(w.message, []).append(describe(w.change))
+        for message, changes in said.items():
+            lines.append(f"  service warning ({', '.join(changes)}): {message}")
         return lines
 
 
@@ -331,6 +346,7 @@ class _Run:
         correlation_id: str | None = None,
         operation_id: str | None = None,
         verification: bool = False,
+        warnings: Sequence[str] = (),
     ) -> dict[str, Any]:
         return change_entry(
             self.run_id,
@@ -342,6 +358,7 @@ class _Run:
             correlation_id=correlation_id,
             operation_id=operation_id,
             verification=verification,
+            warnings=warnings,
         )
 
     def _correlation_id(self) -> str | None:
@@ -350,6 +367,15 @@ class _Run:
         http = getattr(self.backend, "http", None)
         cid = getattr(http, "last_correlation_id", None)
         return cid if isinstance(cid, str) else None
+
+    def _warnings(self, change: Change | None = None) -> list[str]:
+        """What the service warned since the last call (already logged by the HTTP client),
+        recorded for the summary against ``change``; None drops them (leftovers of reads)."""
+        take = getattr(getattr(self.backend, "http", None), "take_warnings", None)
+        said = list(dict.fromkeys(take())) if callable(take) else []
+        if change is not None:
+            self.result.warnings.extend(ServiceWarning(change, w) for w in said)
+        return said
 
     def _finish(self, outcome: str | None = None) -> None:
         r = self.result
@@ -502,6 +528,7 @@ class _Run:
                 return True
         self.progress(describe(first))
         self._journal([self._entry(first.data(), "started")])
+        self._warnings()
         replaced = False
         try:
             if isinstance(first, SetGroupAssignment) and first.existing is not None:
@@ -529,7 +556,8 @@ class _Run:
                     getattr(exc, "hint", None),
                 )
             )
-            self._journal([self._entry(first.data(), "failed", exc)])
+            said = self._warnings(first)
+            self._journal([self._entry(first.data(), "failed", exc, warnings=said)])
             log.warning("%s failed: %s", describe(first), error)
             return False
         except BaseException as exc:
@@ -545,12 +573,14 @@ class _Run:
             )
             raise
         self.result.done.append(first)
+        said = self._warnings(first)
         if conflict is not None:
             self.held.append(PendingChange(first, 0.0, conflict))
-            self._journal([self._entry(first.data(), "pending", conflict)])
+            self._journal([self._entry(first.data(), "pending", conflict, warnings=said)])
             log.info("%s: pending (%s)", describe(first), conflict)
             return True
-        self._journal([self._entry(first.data(), "ok", correlation_id=self._correlation_id())])
+        cid = self._correlation_id()
+        self._journal([self._entry(first.data(), "ok", correlation_id=cid, warnings=said)])
         log.info("%s: ok", describe(first))
         return True
 

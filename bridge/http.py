@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import requests
 import tenacity
@@ -53,6 +53,7 @@ from .errors import (
     UnauthorizedError,
 )
 from .settings import Settings, redact
+from .wire import read_page
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,12 @@ _ERRORS: dict[int, type[ApiError]] = {
     409: ConflictError,
     429: ThrottledError,
 }
+# brotli is a dependency, so br is always asked for and always decoded (urllib3 uses it): the
+# Teams admin API compresses with it even unasked (docs/wire.md). Only a broken install lacks it.
 _BROTLI = any(importlib.util.find_spec(m) for m in ("brotli", "brotlicffi"))
-ACCEPT_ENCODING = "gzip, deflate, br" if _BROTLI else "gzip, deflate"
+ACCEPT_ENCODING = "gzip, deflate, br"
+# How the Teams admin API passes on what a cmdlet would print as a warning (on writes).
+WARNING_HEADER = "X-Ms-ConfigApi-PowerShell-WarningMessage"
 
 # A 403 from the Teams admin API, by what was refused: a write needs Teams Administrator; a read
 # is allowed to Global Reader or Teams Reader as well.
@@ -327,11 +332,35 @@ class HttpClient:
         self._totals: Counter[str] = Counter()
         self._tokens: set[str] = set()
         self._last = threading.local()  # per thread: the correlation id of the last request
+        self._warned: set[str] = set()  # service warning texts logged so far
 
     @property
     def last_correlation_id(self) -> str | None:
         """The ``x-ms-correlation-id`` of this thread's last request (for the apply journal)."""
         return getattr(self._last, "correlation_id", None)
+
+    def take_warnings(self) -> list[str]:
+        """The service warnings (``WARNING_HEADER``) this thread's requests received since the
+        last call; each was logged when it came."""
+        warnings = list(getattr(self._last, "warnings", ()))
+        self._last.warnings = []
+        return warnings
+
+    def _note_warning(self, route: str, response: requests.Response) -> None:
+        said = " ".join(response.headers.get(WARNING_HEADER, "").split())
+        if not said:
+            return
+        said = self.redact(said)
+        # Each text at warning level once per run (the service repeats it on every write);
+        # later ones at info, with their route.
+        with self._lock:
+            first = said not in self._warned
+            self._warned.add(said)
+        level = logging.WARNING if first else logging.INFO
+        log.log(level, "%s: the service warned: %s", route, said)
+        if not hasattr(self._last, "warnings"):
+            self._last.warnings = []
+        self._last.warnings.append(said)
 
     @classmethod
     def for_webhooks(cls, settings: Settings | None) -> HttpClient:
@@ -428,6 +457,7 @@ class HttpClient:
                 url=self._safe_url(url),
             ) from None
         if response.status_code in tuple(expected):
+            self._note_warning(route, response)
             return response
         if method == "DELETE" and response.status_code == 404 and attempts["n"] > 1:
             # An earlier attempt removed it and its answer was lost: gone is what was asked.
@@ -467,6 +497,8 @@ class HttpClient:
         except ValueError:
             route = f"{response.request.method} {self._route(response.url)}"
             snippet = " ".join(response.text.split())[:120]
+            if "br" in response.headers.get("Content-Encoding", "").lower() and not _BROTLI:
+                snippet = "brotli-compressed; no brotli decoder is installed: pip install brotli"
             raise InvalidResponseError(
                 self.redact(
                     f"{api_name(resource)} answered {route} with {response.status_code} but the "
@@ -485,28 +517,29 @@ class HttpClient:
         items_key: str = "value",
         params: Mapping[str, Any] | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Every item of every page, following ``@odata.nextLink`` (or a Teams-style
-        ``nextLink``) until there is none; empty pages are fine, a page without ``items_key``
-        is an ``InvalidResponseError`` (never an empty result)."""
+        """Every item of every page, following the next page however the page names it
+        (``@odata.nextLink``, ``nextLink``, ``NextLink`` or a skip token: ``wire.read_page``)
+        until there is none; empty pages are fine. A page without ``items_key``, or with a
+        paging key this client does not know, is an ``InvalidResponseError`` (never an empty
+        or a short result), and so is a total short of a count the service reports."""
         origin = urlsplit(url)[:2]
         # The first page counts as seen: a link back to it is a loop, not a second page.
         seen = {url, str(requests.Request("GET", url, params=params).prepare().url)}
         next_url: str | None = url
         next_params = params
+        listed, reported = 0, None
         while next_url:
-            page = self.get_json(next_url, resource=resource, params=next_params)
-            items = page.get(items_key) if isinstance(page, dict) else None
-            if not isinstance(items, list):
-                raise InvalidResponseError(
-                    f"{api_name(resource)} page from GET {self._route(next_url)} has no "
-                    f"{items_key!r} list",
-                    url=next_url,
-                )
-            yield from items
-            link = page.get("@odata.nextLink") or page.get("nextLink")
+            current = str(requests.Request("GET", next_url, params=next_params).prepare().url)
+            body = self.get_json(next_url, resource=resource, params=next_params)
+            where = f"{api_name(resource)} page from GET {self._route(next_url)}"
+            page = read_page(body, items_key, where, url=next_url)
+            if page.count is not None:
+                reported = max(reported or 0, page.count)
+            listed += len(page.items)
+            yield from page.items
+            link = page.next_url(current)
             if not link:
-                return
-            link = urljoin(next_url, str(link))
+                break
             # The bearer token must never be sent to a host the first request did not name.
             if urlsplit(link)[:2] != origin or link in seen:
                 raise InvalidResponseError(
@@ -516,6 +549,13 @@ class HttpClient:
                 )
             seen.add(link)
             next_url, next_params = link, None
+        if reported is not None and listed < reported:
+            raise InvalidResponseError(
+                f"{api_name(resource)} listed {listed} {items_key!r} entries from GET "
+                f"{self._route(url)} but reported {reported}: a page is missing, so the read is "
+                "incomplete; run again",
+                url=url,
+            )
 
     def map_concurrent(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         """``[fn(i) for i in items]`` with at most ``concurrency`` running at once; results in

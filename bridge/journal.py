@@ -10,7 +10,9 @@ One object per line, every line with ``time`` (UTC, ISO 8601), ``run_id``, ``ten
   ``ok`` | ``failed`` | ``pending`` | ``not_attempted``: a user of a bulk call that stopped before
   its request), ``error``, ``correlation_id``, ``user_count`` (bulk only), ``operation_id`` (a
   user of a batch operation only), ``verification`` (true on a ``pending`` line written by
-  verification: it re-records a change the run sent, and journaled, earlier);
+  verification: it re-records a change the run sent, and journaled, earlier), ``warnings`` (only
+  when the service warned about the change: its texts, as the ``X-Ms-ConfigApi-PowerShell-
+  WarningMessage`` header carried them);
 - ``run_finished``: ``result`` and the counts of the run.
 
 ``writes_after`` and ``group_writes`` read the journal back, so ``apply`` can tell what earlier runs
@@ -78,9 +80,11 @@ def change_entry(
     correlation_id: str | None = None,
     operation_id: str | None = None,
     verification: bool = False,
+    warnings: Iterable[str] = (),
 ) -> dict[str, Any]:
     """One ``change`` line, for ``Journal.write_many``. ``verification``: a line verification
-    writes about a change sent earlier in the run (not a send of its own)."""
+    writes about a change sent earlier in the run (not a send of its own). ``warnings``: what
+    the service warned when it took the change."""
     if result not in RESULTS:
         raise ValueError(f"journal result must be one of {sorted(RESULTS)}, not {result!r}")
     entry = {
@@ -97,6 +101,9 @@ def change_entry(
         entry["operation_id"] = operation_id
     if verification:
         entry["verification"] = True
+    said = [mask_secrets(str(w)) for w in warnings]
+    if said:
+        entry["warnings"] = said
     return entry
 
 

@@ -240,7 +240,9 @@ def test_list_users_refuses_a_page_without_value_or_a_user_without_id(rsps, clie
     with pytest.raises(InvalidResponseError, match="'value'"):
         graph.list_users()
     rsps.replace(responses.GET, f"{GRAPH}/v1.0/users", json={"value": [{"displayName": "X"}]})
-    with pytest.raises(InvalidResponseError, match="without an id"):
+    with pytest.raises(
+        InvalidResponseError, match=r"user 0, has no value for .id. \(it is missing"
+    ):
         graph.list_users()
 
 
@@ -345,3 +347,71 @@ def test_organization(rsps, client):
     org = graph.organization()
     assert org.verified_domains == ("contoso.onmicrosoft.com", "contoso.org")
     assert org.default_domain == "contoso.org"
+
+
+# --------------------------------------------------------------------------- answer shapes
+
+
+def test_a_batched_user_without_an_id_is_an_invalid_response_not_a_key_error(rsps, client):
+    select = "?$select=id,userPrincipalName,displayName,department"
+    rsps.post(
+        BATCH,
+        match=[matchers.json_params_matcher(batch_body(("0", "/users/ann@contoso.org" + select)))],
+        json={"responses": [{"id": "0", "status": 200, "body": {"userPrincipalName": "ann"}}]},
+    )
+    with pytest.raises(InvalidResponseError, match=r"GET /users/ann@contoso\.org.* 'id'"):
+        GraphClient(client, GRAPH).resolve_users(["ann@contoso.org"])
+
+
+def test_graph_fields_match_in_any_case(rsps, client):
+    rsps.post(
+        BATCH,
+        match=[matchers.json_params_matcher(batch_body(("0", by_name("Kitchen"))))],
+        json={
+            "responses": [
+                {
+                    "id": "0",
+                    "status": 200,
+                    "body": {"value": [{"ID": FAC, "DisplayName": "Kitchen"}]},
+                }
+            ]
+        },
+    )
+    (group,) = GraphClient(client, GRAPH).resolve_groups(["Kitchen"])["Kitchen"]
+    assert (group.id, group.display_name) == (FAC, "Kitchen")
+
+
+def test_a_group_name_lookup_that_graph_pages_is_refused(rsps, client):
+    rsps.post(
+        BATCH,
+        match=[matchers.json_params_matcher(batch_body(("0", by_name("Volunteers"))))],
+        json={
+            "responses": [
+                {
+                    "id": "0",
+                    "status": 200,
+                    "body": {
+                        "value": [{"id": CLIN_A, "displayName": "Volunteers"}],
+                        "@odata.nextLink": f"{GRAPH}/v1.0/groups?$skiptoken=x",
+                    },
+                }
+            ]
+        },
+    )
+    with pytest.raises(InvalidResponseError, match="more than one page of groups named"):
+        GraphClient(client, GRAPH).resolve_groups(["Volunteers"])
+
+
+def test_graph_users_short_of_the_reported_count_fail(rsps, client):
+    rsps.get(
+        f"{GRAPH}/v1.0/users",
+        json={"value": [{"id": "u1", "userPrincipalName": "a@contoso.org"}], "@odata.count": 2},
+    )
+    with pytest.raises(InvalidResponseError, match=r"listed 1 'value' entries .* but reported 2"):
+        GraphClient(client, GRAPH).list_users()
+
+
+def test_a_member_that_is_not_an_object_is_refused(rsps, client):
+    rsps.get(f"{GRAPH}/v1.0/groups/{FAC}/members", json={"value": ["u1"]})
+    with pytest.raises(InvalidResponseError, match="member 0, is not an object"):
+        GraphClient(client, GRAPH).group_members(FAC)

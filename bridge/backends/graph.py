@@ -18,6 +18,7 @@ from ..auth import is_guid
 from ..errors import InvalidResponseError, NotFoundError, ServerError, ThrottledError
 from ..http import HttpClient, retry_after_seconds
 from ..state import Group, User, bare_name, policy_key
+from ..wire import Fields
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +57,28 @@ def user_path(ref: str) -> str:
     return "/users/" + quote(ref, safe="@")
 
 
-def user_from_graph(obj: Mapping[str, Any]) -> User:
-    return User(
-        str(obj["id"]),
-        str(obj.get("userPrincipalName") or obj["id"]),
-        obj.get("displayName"),
-        obj.get("department"),
-    )
+def user_from_graph(obj: Any, where: str = "Graph answer, a user,") -> User:
+    """A Graph user object (``id`` required; names matched in any case): an object without an
+    id is an ``InvalidResponseError`` naming ``where``, never a KeyError or a user skipped."""
+    if not isinstance(obj, Mapping):
+        raise InvalidResponseError(f"{where} is not an object: {str(obj)[:80]!r}")
+    row = Fields(obj, where)
+    uid = row.text("id")
+    upn, name, department = (row.get(k) for k in ("userPrincipalName", "displayName", "department"))
+    return User(uid, str(upn or uid), name, department)
+
+
+def group_from_graph(obj: Any, where: str = "Graph answer, a group,") -> Group:
+    if not isinstance(obj, Mapping):
+        raise InvalidResponseError(f"{where} is not an object: {str(obj)[:80]!r}")
+    row = Fields(obj, where)
+    return Group(row.text("id"), str(row.get("displayName") or ""))
+
+
+def _member(obj: Any, where: str) -> Fields:
+    if not isinstance(obj, Mapping):
+        raise InvalidResponseError(f"{where} is not an object: {str(obj)[:80]!r}")
+    return Fields(obj, where)
 
 
 class GraphClient:
@@ -215,11 +231,23 @@ class GraphClient:
             elif status != 200 or not isinstance(body, dict):
                 raise self._inner_error(req, status, body)
             elif "value" in body:
+                listed = body["value"]
+                if not isinstance(listed, list):
+                    raise InvalidResponseError(
+                        f"Graph {req.method} {req.url}: 'value' is not a list"
+                    )
+                # A name lookup that Graph pages would hide matches: never a partial answer.
+                if body.get("@odata.nextLink"):
+                    raise InvalidResponseError(
+                        f"Graph {req.method} {req.url} answered with more than one page of groups "
+                        f"named {ref!r}: rename them or name the group by object id"
+                    )
                 found[ref] = [
-                    Group(str(g["id"]), str(g.get("displayName") or "")) for g in body["value"]
+                    group_from_graph(g, f"Graph answer to {req.method} {req.url}, a group,")
+                    for g in listed
                 ]
             else:
-                found[ref] = [Group(str(body["id"]), str(body.get("displayName") or ""))]
+                found[ref] = [group_from_graph(body, f"Graph answer to {req.method} {req.url}")]
         return found
 
     def resolve_users(self, refs: Iterable[str]) -> dict[str, User | None]:
@@ -238,7 +266,7 @@ class GraphClient:
             elif status != 200 or not isinstance(body, dict):
                 raise self._inner_error(req, status, body)
             else:
-                found[ref] = user_from_graph(body)
+                found[ref] = user_from_graph(body, f"Graph answer to {req.method} {req.url}")
         return found
 
     def user(self, ref: str) -> User:
@@ -255,12 +283,8 @@ class GraphClient:
             resource=self.resource,
             params={"$select": _USER_SELECT, "$top": str(USERS_PAGE_SIZE)},
         )
-        users = []
-        for item in items:
-            if not isinstance(item, dict) or not item.get("id"):
-                raise InvalidResponseError(f"Graph listed a user without an id: {item!r}")
-            users.append(user_from_graph(item))
-        return users
+        where = "Graph answer to GET /v1.0/users, user"
+        return [user_from_graph(item, f"{where} {n},") for n, item in enumerate(items)]
 
     def group(self, group_id: str) -> Group:
         body = self.http.get_json(
@@ -268,7 +292,7 @@ class GraphClient:
             resource=self.resource,
             params={"$select": "id,displayName"},
         )
-        return Group(str(body["id"]), str(body.get("displayName") or ""))
+        return group_from_graph(body, "Graph answer to GET /v1.0/groups/{id}")
 
     def group_members(self, group_id: str) -> list[str]:
         """The user ids of ``group_id``'s direct members."""
@@ -277,10 +301,12 @@ class GraphClient:
             resource=self.resource,
             params={"$select": "id,userPrincipalName", "$top": "999"},
         )
+        where = "Graph answer to GET /v1.0/groups/{id}/members, member"
+        members = (_member(m, f"{where} {n},") for n, m in enumerate(items))
         return [
-            str(m["id"])
-            for m in items
-            if m.get("@odata.type", "#microsoft.graph.user") == "#microsoft.graph.user"
+            row.text("id")
+            for row in members
+            if row.get("@odata.type", default="#microsoft.graph.user") == "#microsoft.graph.user"
         ]
 
     def member_of(self, user_id: str) -> list[Group]:
@@ -290,10 +316,12 @@ class GraphClient:
             resource=self.resource,
             params={"$select": "id,displayName"},
         )
+        where = "Graph answer to GET /v1.0/users/{id}/memberOf, entry"
+        entries = (_member(g, f"{where} {n},") for n, g in enumerate(items))
         return [
-            Group(str(g["id"]), str(g.get("displayName") or ""))
-            for g in items
-            if g.get("@odata.type", "#microsoft.graph.group") == "#microsoft.graph.group"
+            Group(row.text("id"), str(row.get("displayName") or ""))
+            for row in entries
+            if row.get("@odata.type", default="#microsoft.graph.group") == "#microsoft.graph.group"
         ]
 
     def user_configuration(self, user_id: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -25,7 +25,7 @@ from ..errors import (
     NotFoundError,
     UnauthorizedError,
 )
-from ..http import HttpClient
+from ..http import HttpClient, route_of
 from ..settings import Settings
 from ..state import (
     Directory,
@@ -39,6 +39,7 @@ from ..state import (
     policy_key,
     wire_identity,
 )
+from ..wire import Fields
 from .base import BulkResult, ChunkResult, UserFailure, Wanted
 from .graph import GraphClient
 from .snapshot import policy_from_service
@@ -51,19 +52,99 @@ GRAPH_ASSIGN_CHUNK = 1000
 _NOTHING = Wanted()
 
 
-def _entry(route: str, url: str) -> Callable[[Any], Mapping[str, Any]]:
-    """A check that a list entry is a JSON object (InvalidResponseError naming the route)."""
+GROUPS_ROUTE = "GET /Skype.Policy/groupPolicyAssignments/"
+USERS_ROUTE = "GET /Teams.User/users"
+# effectivePolicyAssignments' assignmentType values that are not a direct assignment.
+_NOT_DIRECT = frozenset({"group", "default"})
 
-    def check(entry: Any) -> Mapping[str, Any]:
-        if not isinstance(entry, Mapping):
-            raise InvalidResponseError(
-                f"Teams admin API answered {route} with an entry that is not an object: "
-                f"{str(entry)[:80]!r}",
-                url=url,
+
+# ---------------------------------------------------------------------- answer readers
+# One reader per kind of answer. Field names match in any case and under every name a source
+# records (docs/wire.md, "Answer shapes"); an entry a reader cannot place raises
+# InvalidResponseError naming the route and the field, never drops the entry.
+
+
+def _object(entry: Any, where: str, url: str | None) -> Mapping[str, Any]:
+    if not isinstance(entry, Mapping):
+        raise InvalidResponseError(
+            f"{where} is not an object: {str(entry)[:80]!r} (docs/wire.md)", url=url
+        )
+    return entry
+
+
+def read_group_assignment(entry: Any, where: str, url: str | None = None) -> GroupAssignment | None:
+    """One entry of the group assignment list (every policy type): ``GroupId``, ``PolicyType``,
+    ``PolicyName`` and ``Rank`` (or ``Priority``, the cmdlet object's name), in any case. None
+    for another policy type; an entry without a policy type cannot be placed (it may be ours)."""
+    row = Fields(_object(entry, where, url), where, url)
+    if row.text("PolicyType").casefold() != POLICY_TYPE.casefold():
+        return None
+    rank = row.whole_number("Rank", "Priority")
+    if rank < 1:  # the service numbers ranks 1, 2, 3...
+        raise row.error(f"has rank {rank}, below 1")
+    return GroupAssignment(row.text("GroupId"), bare_name(row.text("PolicyName")), rank)
+
+
+def read_user(entry: Any, where: str, url: str | None = None) -> tuple[User, str | None]:
+    """One Get-CsOnlineUser entry: the user, and the bare name of their direct messaging policy
+    (None: none). The id is ``Identity`` or ``ObjectId``; the direct policy is the
+    ``TeamsMessagingPolicy`` property (null: none), or else the ``Direct`` entry for the type in
+    ``effectivePolicyAssignments`` (the shape go-teams records from a live tenant). An entry with
+    neither cannot say whether the user has a direct assignment, so it is refused."""
+    row = Fields(_object(entry, where, url), where, url)
+    uid = row.text("Identity", "ObjectId")
+    if not row.has("UserPrincipalName"):
+        raise row.error(f"has no 'UserPrincipalName' field (fields: {', '.join(row.names)})")
+    upn = row.get("UserPrincipalName")
+    user = User(
+        uid, str(upn or uid), _optional_text(row, "DisplayName"), _optional_text(row, "Department")
+    )
+    return user, _direct_policy(row)
+
+
+def _optional_text(row: Fields, name: str) -> str | None:
+    value = row.get(name)
+    if value is not None and not isinstance(value, str):
+        raise row.error(f"has {name!r} that is not text")
+    return value
+
+
+def _direct_policy(row: Fields) -> str | None:
+    if row.has(POLICY_TYPE):
+        value = row.get(POLICY_TYPE)
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            raise row.error(f"has {POLICY_TYPE!r} that is not a policy name")
+        return bare_name(value)
+    if not row.has("effectivePolicyAssignments"):
+        raise row.error(
+            f"has neither {POLICY_TYPE!r} nor 'effectivePolicyAssignments', so whether the user "
+            f"has a direct assignment is unknown (fields: {', '.join(row.names)})"
+        )
+    entries = row.get("effectivePolicyAssignments") or []
+    if not isinstance(entries, list):
+        raise row.error("has 'effectivePolicyAssignments' that is not a list")
+    direct: str | None = None
+    for n, item in enumerate(entries):
+        where = f"{row.where} effectivePolicyAssignments[{n}],"
+        entry = Fields(_object(item, where, row.url), where, row.url)
+        if entry.text("policyType").casefold() != POLICY_TYPE.casefold():
+            continue
+        assignment = entry.need("policyAssignment")
+        inner = Fields(_object(assignment, f"{where} policyAssignment", row.url), where, row.url)
+        kind = inner.text("assignmentType").casefold()
+        if kind in _NOT_DIRECT:
+            continue
+        if kind != "direct":
+            raise inner.error(
+                f"has assignmentType {kind!r}; known: direct, {', '.join(sorted(_NOT_DIRECT))}"
             )
-        return entry
-
-    return check
+        name = bare_name(inner.text("displayName", "policyName"))
+        if direct is not None and policy_key(direct) != policy_key(name):
+            raise inner.error("is a second direct assignment of the same policy type")
+        direct = name
+    return direct
 
 
 @contextlib.contextmanager
@@ -103,18 +184,28 @@ class TeamsAdminClient:
         return [self._policy(obj) for obj in body]
 
     def get_policy(self, name: str) -> Policy:
+        """One policy: the object, or a one-element array of it (AzRanger strips that wrapper
+        from the answers of ``.../configuration/{Identity}``)."""
+        url = self._policy_url(name)
         with _about(f"messaging policy {bare_name(name)!r}"):
-            return self._policy(self.http.get_json(self._policy_url(name), resource=TEAMS_RESOURCE))
+            body = self.http.get_json(url, resource=TEAMS_RESOURCE)
+        return self._one_policy(body, f"GET {route_of(url)}", name, url)
 
-    def create_policy(self, name: str, settings: Mapping[str, Any]) -> Policy:
+    def create_policy(self, name: str, settings: Mapping[str, Any]) -> Policy | None:
+        """The created policy as the service answered it, or None when it answered without
+        one (204, an empty 200): both are success (see ``read_write_answer``)."""
         body = {"Identity": wire_identity(name), **settings}
         with _about(f"creating messaging policy {bare_name(name)!r}"):
             response = self.http.request(
-                "POST", self._policies, resource=TEAMS_RESOURCE, json=body, expected=(200, 201)
+                "POST",
+                self._policies,
+                resource=TEAMS_RESOURCE,
+                json=body,
+                expected=(200, 201, 204),
             )
-        return self._policy(self.http.json_of(response, TEAMS_RESOURCE))
+        return self.read_write_answer(response, name)
 
-    def update_policy(self, name: str, settings: Mapping[str, Any]) -> Policy:
+    def update_policy(self, name: str, settings: Mapping[str, Any]) -> Policy | None:
         """Send only ``settings``; the service merges them into the policy."""
         with _about(f"updating messaging policy {bare_name(name)!r}"):
             response = self.http.request(
@@ -122,9 +213,39 @@ class TeamsAdminClient:
                 self._policy_url(name),
                 resource=TEAMS_RESOURCE,
                 json=dict(settings),
-                expected=(200,),
+                expected=(200, 204),
             )
-        return self._policy(self.http.json_of(response, TEAMS_RESOURCE))
+        return self.read_write_answer(response, name)
+
+    def read_write_answer(self, response: Any, name: str) -> Policy | None:
+        """A policy write's answer: the policy object, a one-element array of it (go-teams
+        records that for a PUT), or no body at all (204, or an empty 200/201). Anything else,
+        or a policy other than ``name``, is an ``InvalidResponseError``: the write may have
+        gone through, so the run stops and the next plan reads what the tenant holds."""
+        route = f"{response.request.method} {route_of(response.url)}"
+        if response.status_code == 204 or not response.content.strip():
+            return None
+        body = self.http.json_of(response, TEAMS_RESOURCE)
+        return self._one_policy(body, route, name, response.url)
+
+    def _one_policy(self, body: Any, route: str, name: str, url: str) -> Policy:
+        """``name``'s policy from an answer that is its object or a one-element array of it."""
+        if isinstance(body, list):
+            if len(body) != 1:
+                raise InvalidResponseError(
+                    f"Teams admin API answered {route} with {len(body)} objects, not the one "
+                    f"policy {bare_name(name)!r} (docs/wire.md)",
+                    url=url,
+                )
+            body = body[0]
+        policy = self._policy(body, route)
+        if policy.key != policy_key(name):
+            raise InvalidResponseError(
+                f"Teams admin API answered {route} with policy {policy.name!r}, not "
+                f"{bare_name(name)!r}",
+                url=url,
+            )
+        return policy
 
     def delete_policy(self, name: str) -> None:
         with _about(f"deleting messaging policy {bare_name(name)!r}"):
@@ -132,14 +253,15 @@ class TeamsAdminClient:
                 "DELETE", self._policy_url(name), resource=TEAMS_RESOURCE, expected=(200, 204)
             )
 
-    def _policy(self, obj: Any) -> Policy:
+    def _policy(self, obj: Any, route: str = "") -> Policy:
         try:
             if not isinstance(obj, Mapping):
                 raise ValueError("not an object")
             return policy_from_service(obj)
         except ValueError as exc:
+            answered = f" ({route})" if route else ""
             raise InvalidResponseError(
-                f"Teams admin API returned a policy that cannot be read: {exc}"
+                f"Teams admin API returned a policy that cannot be read{answered}: {exc}"
             ) from None
 
     # ------------------------------------------------------------------ group assignments
@@ -149,20 +271,17 @@ class TeamsAdminClient:
         body = self.http.get_json(url, resource=TEAMS_RESOURCE)
         if not isinstance(body, list):
             raise InvalidResponseError(
-                "Teams admin API group assignment list is not a JSON array", url=url
-            )
-        route = "GET /Skype.Policy/groupPolicyAssignments/"
-        try:
-            return [
-                GroupAssignment(str(a["GroupId"]), bare_name(str(a["PolicyName"])), int(a["Rank"]))
-                for a in map(_entry(route, url), body)
-                if str(a.get("PolicyType", "")).casefold() == POLICY_TYPE.casefold()
-            ]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InvalidResponseError(
-                f"Teams admin API group assignment entry from {route} cannot be read ({exc!r})",
+                f"Teams admin API answered {GROUPS_ROUTE} with something that is not a JSON "
+                "array (docs/wire.md)",
                 url=url,
-            ) from None
+            )
+        found = (
+            read_group_assignment(
+                entry, f"Teams admin API answer to {GROUPS_ROUTE}, entry {n},", url
+            )
+            for n, entry in enumerate(body)
+        )
+        return [a for a in found if a is not None]
 
     def add_group_assignment(self, group_id: str, policy: str, rank: int | None = None) -> None:
         body: dict[str, Any] = {"PolicyName": bare_name(policy)}
@@ -206,29 +325,20 @@ class TeamsAdminClient:
         """Every user (the directory) and every direct messaging policy assignment, paged."""
         users: list[User] = []
         assignments: list[UserAssignment] = []
+        url = f"{self.base_url}/Teams.User/users"
         pages = self.http.paged(
-            f"{self.base_url}/Teams.User/users",
+            url,
             resource=TEAMS_RESOURCE,
             items_key="users",
             params={"$top": str(USERS_PAGE_SIZE)},
         )
-        for obj in pages:
-            try:
-                uid = str(obj["Identity"])
-                user = User(
-                    uid,
-                    str(obj.get("UserPrincipalName") or uid),
-                    obj.get("DisplayName"),
-                    obj.get("Department"),
-                )
-            except (KeyError, TypeError) as exc:
-                raise InvalidResponseError(
-                    f"Teams admin API user entry has no Identity ({exc!r})"
-                ) from None
+        for n, obj in enumerate(pages):
+            user, policy = read_user(
+                obj, f"Teams admin API answer to {USERS_ROUTE}, user {n},", url
+            )
             users.append(user)
-            policy = obj.get(POLICY_TYPE)
             if policy:
-                assignments.append(UserAssignment(user.id, bare_name(str(policy)), user.upn))
+                assignments.append(UserAssignment(user.id, policy, user.upn))
         return users, assignments
 
 

@@ -258,11 +258,23 @@ def get_policy(sb: Sandbox, req: Request) -> Response:
     return Response(200, sb.tenant.get_policy(req.params["identity"]))
 
 
+def _written(sb: Sandbox, status: int, policy: dict[str, Any]) -> Response:
+    """A policy write's answer in the shape the ``write_answer`` knob names."""
+    shape = sb.config.write_answer
+    if shape == "array":
+        return Response(status, [policy])
+    if shape == "empty":
+        return Response(200)
+    if shape == "no_content":
+        return Response(204)
+    return Response(status, policy)
+
+
 def create_policy(sb: Sandbox, req: Request) -> Response:
     body = req.json()
     if not isinstance(body, dict):
         raise ServiceError(400, "BadRequest", "The body must be a JSON object.")
-    return Response(201, sb.tenant.create_policy(body))
+    return _written(sb, 201, sb.tenant.create_policy(body))
 
 
 def update_policy(sb: Sandbox, req: Request) -> Response:
@@ -275,7 +287,7 @@ def update_policy(sb: Sandbox, req: Request) -> Response:
         raise ServiceError(
             400, "BadRequest", f"The body's Identity '{sent}' does not match '{identity}'."
         )
-    return Response(200, sb.tenant.update_policy(identity, body))
+    return _written(sb, 200, sb.tenant.update_policy(identity, body))
 
 
 def delete_policy(sb: Sandbox, req: Request) -> Response:
@@ -283,8 +295,24 @@ def delete_policy(sb: Sandbox, req: Request) -> Response:
     return Response(204)
 
 
+_CAMEL_GROUP_KEYS = {
+    "GroupId": "groupId",
+    "PolicyType": "policyType",
+    "PolicyName": "policyName",
+    "Rank": "rank",
+    "CreatedTime": "createdTime",
+    "CreatedBy": "createdBy",
+}
+
+
 def list_group_assignments(sb: Sandbox, req: Request) -> Response:
-    return Response(200, sb.tenant.list_group_assignments())
+    rows = sb.tenant.list_group_assignments()
+    shape = sb.config.group_keys
+    if shape == "camel":
+        rows = [{_CAMEL_GROUP_KEYS[k]: v for k, v in r.items() if k != "Priority"} for r in rows]
+    elif shape == "priority":
+        rows = [{k: v for k, v in r.items() if k != "Rank"} for r in rows]
+    return Response(200, rows)
 
 
 def add_group_assignment(sb: Sandbox, req: Request) -> Response:
@@ -321,11 +349,46 @@ def list_users(sb: Sandbox, req: Request) -> Response:
     top = min(top, limit)
     skip = _skip(req)
     users, more = sb.tenant.users_page(skip, top)
-    body: dict[str, Any] = {"users": users}
-    if more:
+    body: dict[str, Any] = {"users": [_user_row(sb, u) for u in users]}
+    paging = sb.config.paging
+    if more and paging.casefold() in ("skiptoken", "$skiptoken"):
+        body[paging] = str(skip + top)  # the client sends it back as $skiptoken
+    elif more:
         query = urlencode({"$top": top, "$skiptoken": skip + top}, safe="$")
-        body["@odata.nextLink"] = f"{sb.base_url}/Teams.User/users?{query}"
+        body[paging] = f"{sb.base_url}/Teams.User/users?{query}"
+    if sb.config.user_count:
+        body[sb.config.user_count] = sb.tenant.user_count
     return Response(200, body)
+
+
+def _user_row(sb: Sandbox, row: dict[str, Any]) -> dict[str, Any]:
+    """A users page entry in the shape the ``user_rows`` knob names."""
+    shape = sb.config.user_rows
+    if shape == "cmdlet":
+        return row
+    out = {
+        "objectId": row["Identity"],
+        "userPrincipalName": row["UserPrincipalName"],
+        "displayName": row["DisplayName"],
+        "department": row["Department"],
+    }
+    direct = row["TeamsMessagingPolicy"]
+    if shape == "camel":
+        out["teamsMessagingPolicy"] = direct
+        return out
+    # go-teams' live shape: the direct policy is the type's Direct entry; a group's policy shows
+    # as a Group entry, which is not a direct assignment.
+    entries = []
+    if direct:
+        entries.append({"assignmentType": "Direct", "displayName": direct})
+    else:
+        name, kind, group_id = sb.tenant.effective_policy(row["Identity"])
+        if kind == "group":
+            entries.append({"assignmentType": "Group", "displayName": name, "groupId": group_id})
+    out["effectivePolicyAssignments"] = [
+        {"policyType": MESSAGING, "policyAssignment": e} for e in entries
+    ]
+    return out
 
 
 # ---------------------------------------------------------------------------------- Graph

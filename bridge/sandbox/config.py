@@ -19,8 +19,19 @@ READ_ROLES = WRITE_ROLES | {ROLE_TEMPLATE_IDS["global_reader"]}
 # The service allows at most 64 group assignments per policy type.
 MAX_GROUP_ASSIGNMENTS = 64
 
+# Answer shapes the public sources record (docs/wire.md, "Answer shapes"), one knob each.
+GROUP_KEYS = ("pascal", "camel", "priority")
+PAGING = ("@odata.nextLink", "nextLink", "NextLink", "skipToken", "SkipToken", "$skiptoken")
+USER_ROWS = ("cmdlet", "camel", "effective")
+USER_COUNT_KEYS = ("@odata.count", "count", "Count", "totalCount")
+WRITE_ANSWERS = ("object", "array", "empty", "no_content")
+COMPRESSION = ("gzip", "br", "br-unprompted")
+SHAPE_KNOBS = frozenset(
+    {"group_keys", "paging", "user_rows", "user_count", "write_answer", "warning", "compression"}
+)
+
 # Knobs ``Sandbox.configure`` may change while the server runs.
-LIVE_KNOBS = frozenset(
+LIVE_KNOBS = SHAPE_KNOBS | frozenset(
     {
         "latency",
         "throttle_rps",
@@ -95,6 +106,55 @@ class SandboxConfig:
     page_size: int = field(
         default=1000, metadata=_help("users per page on /Teams.User/users (the largest $top)")
     )
+    group_keys: str = field(
+        default="pascal",
+        metadata=_help(
+            "group assignment keys: pascal (GroupId, PolicyType, PolicyName, Rank, Priority), "
+            "camel (groupId, policyType, policyName, rank), priority (Priority, no Rank)"
+        ),
+    )
+    paging: str = field(
+        default="@odata.nextLink",
+        metadata=_help(
+            "how a /Teams.User/users page names the next: a link under @odata.nextLink, "
+            "nextLink or NextLink, or a bare skip token under skipToken, SkipToken or $skiptoken"
+        ),
+    )
+    user_rows: str = field(
+        default="cmdlet",
+        metadata=_help(
+            "user entries: cmdlet (Identity, UserPrincipalName, TeamsMessagingPolicy), camel "
+            "(objectId, userPrincipalName, teamsMessagingPolicy), effective (objectId, "
+            "userPrincipalName, effectivePolicyAssignments)"
+        ),
+    )
+    user_count: str | None = field(
+        default=None,
+        metadata=_help(
+            "report the number of users on every users page under this key (@odata.count, "
+            "count, Count, totalCount; default: none)"
+        ),
+    )
+    write_answer: str = field(
+        default="object",
+        metadata=_help(
+            "what a policy PUT or POST answers: object, array (one element), empty (200, no "
+            "body) or no_content (204)"
+        ),
+    )
+    warning: str | None = field(
+        default=None,
+        metadata=_help(
+            "send this text in X-Ms-ConfigApi-PowerShell-WarningMessage on every Teams write"
+        ),
+    )
+    compression: str = field(
+        default="gzip",
+        metadata=_help(
+            "answer compression: gzip (when asked), br (brotli when asked, else gzip when "
+            "asked), br-unprompted (brotli always)"
+        ),
+    )
     host: str = field(default="127.0.0.1", metadata=_help("address to listen on"))
     port: int = field(default=0, metadata=_help("port to listen on (0: any free port)"))
 
@@ -126,6 +186,17 @@ def validate(cfg: SandboxConfig) -> None:
         raise ValueError("users must be >= 0")
     if cfg.page_size < 1:
         raise ValueError("page_size must be >= 1")
+    for name, allowed in (
+        ("group_keys", GROUP_KEYS),
+        ("paging", PAGING),
+        ("user_rows", USER_ROWS),
+        ("user_count", (None, *USER_COUNT_KEYS)),
+        ("write_answer", WRITE_ANSWERS),
+        ("compression", COMPRESSION),
+    ):
+        if getattr(cfg, name) not in allowed:
+            choices = ", ".join(str(a) for a in allowed if a is not None)
+            raise ValueError(f"{name} must be one of {choices}, not {getattr(cfg, name)!r}")
     if cfg.group_assignments is not None and cfg.group_assignments > MAX_GROUP_ASSIGNMENTS:
         raise ValueError(
             f"group_assignments must be <= {MAX_GROUP_ASSIGNMENTS} (the service's limit per "

@@ -41,6 +41,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import brotli
+
 from . import api
 from .api import Request, Response, error_body
 from .config import LIVE_KNOBS, READ_ROLES, ROLE_TEMPLATE_IDS, WRITE_ROLES, SandboxConfig, validate
@@ -59,6 +61,7 @@ from .tenant import ServiceError, Tenant
 
 log = logging.getLogger(__name__)
 
+WARNING_HEADER = "X-Ms-ConfigApi-PowerShell-WarningMessage"
 _MAX_REMEMBERED = 10_000  # 429'd requests whose retry time is kept (see _check_retry)
 _DROP = object()  # a handler result meaning "close the connection without answering"
 _STATUS_CODES = {
@@ -191,7 +194,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             return
         payload = json.dumps(res.body, separators=(",", ":")).encode()
-        if "gzip" in req.headers.get("accept-encoding", "").lower():
+        accepted = req.headers.get("accept-encoding", "").lower()
+        compression = self.server.sandbox.config.compression
+        if compression == "br-unprompted" or (compression == "br" and "br" in accepted):
+            payload = brotli.compress(payload, quality=5)
+            self.send_header("Content-Encoding", "br")
+        elif "gzip" in accepted:
             payload = gzip.compress(payload, compresslevel=5)
             self.send_header("Content-Encoding", "gzip")
         content_type = res.headers.get("Content-Type", "application/json; charset=utf-8")
@@ -414,6 +422,10 @@ class Sandbox:
             if early is None and route is not None and route.handler is not api.batch:
                 early = self._throttled(which)
         result = early if early is not None else self._run(route, params, req, which)
+        warning = self.config.warning
+        teams_write = which == "teams" and route is not None and route.write
+        if warning and teams_write and isinstance(result, Response) and _succeeded(result):
+            result.headers[WARNING_HEADER] = warning
         if early is None and route is not None and route.write and _succeeded(result):
             lost = self._injected(req, which, after=True)
             if lost is None and which != "identity":

@@ -16,6 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fake_pwsh import FakePwsh
+from wire_shapes import SHAPES
 
 from bridge.auth import build_token_provider
 from bridge.backends import make_backend
@@ -26,6 +27,23 @@ from bridge.settings import Settings
 from bridge.state import TenantState
 
 TRANSPORTS = ("rest", "powershell")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "wire(*touches): the answer shapes a contract case exercises (see SHAPES); the "
+        "backend fixture adds the REST transport through each shape that touches one of them",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("wire")
+    touches = set(marker.args) if marker else set()
+    shaped = [name for name, shape in SHAPES.items() if shape.touches & touches]
+    metafunc.parametrize("backend", [*TRANSPORTS, *shaped], indirect=True)
 
 
 @dataclass
@@ -66,9 +84,13 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
         yield World(sb, settings, tokens, wanted, initial, tmp_path, monkeypatch)
 
 
-@pytest.fixture(params=TRANSPORTS)
+@pytest.fixture
 def backend(request: pytest.FixtureRequest, world: World) -> Iterator[Backend]:
-    b = world.open(request.param)
+    """The transport named by the test's parameter; ``rest:<shape>`` is REST against the
+    sandbox answering in that shape (from the first request after the initial read)."""
+    if request.param in SHAPES:
+        world.sandbox.configure(**SHAPES[request.param].knobs)
+    b = world.open("rest" if request.param in SHAPES else request.param)
     yield b
     b.close()
 

@@ -31,6 +31,7 @@ def _unassigned_users(state: TenantState, n: int) -> list[str]:
     return sorted(u for u in state.directory.users if u not in state.user_assignments)[:n]
 
 
+@pytest.mark.wire("read")
 def test_read_gives_bare_names_and_the_tenant_as_rest_reads_it(backend: Backend, initial, world):
     state = backend.read(world.wanted)
 
@@ -47,6 +48,7 @@ def test_read_gives_bare_names_and_the_tenant_as_rest_reads_it(backend: Backend,
     assert len(volunteers) == 2  # an ambiguous name keeps every match
 
 
+@pytest.mark.wire("policy_writes")
 def test_create_update_delete_policy_with_enum_casing_and_quoted_text(backend: Backend):
     backend.create_policy("Night Shift", {"Description": QUOTED, "GiphyRatingType": "STRICT"})
     backend.update_policy(
@@ -63,6 +65,7 @@ def test_create_update_delete_policy_with_enum_casing_and_quoted_text(backend: B
     assert backend.read().policy("Night Shift") is None
 
 
+@pytest.mark.wire("groups")
 def test_group_assignment_insert_and_remove_renumber(backend: Backend, initial, world):
     before = [g.group_id for g in initial.ranked_groups()]
     new = _unassigned_groups(initial)[0]
@@ -79,6 +82,7 @@ def test_group_assignment_insert_and_remove_renumber(backend: Backend, initial, 
     ]
 
 
+@pytest.mark.wire("users")
 def test_grant_and_remove_direct_assignments(backend: Backend, initial):
     users = _unassigned_users(initial, 3)
     result = backend.assign_users([(u, "Kitchen") for u in users])
