@@ -7,6 +7,7 @@ result and shown by the CLI, but do not fail the file.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import json
@@ -19,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from . import catalogue
+from . import catalogue, limits
 from .errors import DesiredStateError, Location, Problem
 from .rules import RULE_IDS
 from .state import (
@@ -608,26 +609,29 @@ def _validate_safety(c: _Checker, top: LocMap) -> SafetyLimits:
     values: dict[str, Any] = {}
     deletes = m.get("max_policy_deletes")
     if deletes is not None:
-        if isinstance(deletes, bool) or not isinstance(deletes, int) or deletes < 0:
+        why = limits.COUNT.problem(deletes)
+        if why is not None or not isinstance(deletes, int):
             c.error(
-                m.value_pos["max_policy_deletes"], "max_policy_deletes takes a whole number from 0"
+                m.value_pos["max_policy_deletes"],
+                f"max_policy_deletes takes a whole number: {why or f'{shown(deletes)} is not one'}",
             )
         else:
             values["max_policy_deletes"] = deletes
     share = m.get("max_user_change_share")
     if share is not None:
+        number = share
         if isinstance(share, str) and share.endswith("%"):
-            try:
-                share = float(share[:-1]) / 100
-            except ValueError:
-                share = None
-        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
+            with contextlib.suppress(ValueError):
+                number = float(share[:-1]) / 100
+        why = limits.SHARE.problem(number)
+        if why is not None:
             c.error(
                 m.value_pos["max_user_change_share"],
-                "max_user_change_share takes a share from 0 to 1 (or a percentage such as '10%')",
+                f"max_user_change_share takes a share from 0 to 1 (or a percentage such as "
+                f"'10%'): {shown(share)} is not one",
             )
         else:
-            values["max_user_change_share"] = float(share)
+            values["max_user_change_share"] = float(number)
     protect = m.get("protect_clinical_settings")
     if protect is not None:
         if isinstance(protect, bool):
