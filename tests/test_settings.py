@@ -300,7 +300,7 @@ def test_an_unreadable_dotenv_via_the_reader(clean_env, monkeypatch):
 
 def test_a_huge_dotenv_is_refused_unread(clean_env):
     (clean_env / ".env").write_bytes(b"#" * (DOTENV_MAX_BYTES + 1))
-    with pytest.raises(ConfigError, match="no .env file is"):
+    with pytest.raises(ConfigError, match=r"no \.env file is"):
         Settings.load()
 
 
