@@ -556,3 +556,18 @@ def decode_utf8(data: bytes) -> tuple[str | None, tuple[int, int, int]]:
         before = data[bom:start].decode("utf-8", "replace")
         line = before.count("\n") + 1
         return None, (line, len(before) - (before.rfind("\n") + 1) + 1, data[start])
+
+
+def too_nested(value: Any, limit: int) -> tuple[Any, ...] | None:
+    """The path (keys and indexes) to the first container nested more than ``limit`` levels
+    inside ``value``, or None. Iterative, so any depth is safe to look at; containers only."""
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(value, ())]
+    while stack:
+        node, path = stack.pop()
+        if len(path) > limit:
+            return path
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, child in items:
+            if isinstance(child, dict | list):
+                stack.append((child, (*path, key)))
+    return None
