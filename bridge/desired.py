@@ -110,10 +110,12 @@ def _did_you_mean(name: str, choices: Any) -> str:
 
 
 def load_desired(path: str | os.PathLike[str]) -> DesiredState:
-    """Read and validate ``path``. Raises ``DesiredStateError`` listing every problem."""
+    """Read and validate ``path``. Raises ``DesiredStateError`` listing every problem. A file
+    over ``limits.DESIRED_MAX_BYTES`` or one that is not a regular file (``/dev/zero``) is
+    refused before it is read into memory."""
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        raw = limits.read_bounded(p, limits.DESIRED_MAX_BYTES)
     except OSError as exc:
         raise DesiredStateError(
             [Problem(Location(str(p)), f"cannot read the file: {exc.strerror or exc}")]

@@ -36,7 +36,14 @@ from . import limits
 from .errors import PlanError
 from .plan import Plan
 from .state import SafetyLimits
-from .yamlloc import JsonFileError, decode_utf8, json_position, parse_json, too_deep
+from .yamlloc import (
+    JsonFileError,
+    decode_utf8,
+    json_position,
+    parse_json,
+    too_deep,
+    too_nested,
+)
 
 DIGEST_PREFIX = "sha256:"
 # What the digest covers; the rest of the file (summary, notes) is derived or informational.
@@ -54,6 +61,8 @@ EDITED = "the plan file was changed after it was made: run plan --out again"
 # plan was made, and would make the journal's "written since the plan" check see nothing.
 CLOCK_SKEW = dt.timedelta(hours=1)
 _SAFETY_RANGES = {"max_policy_deletes": limits.COUNT, "max_user_change_share": limits.SHARE}
+# A saved plan is 5 levels deep (changes, a change, its settings, a value); far more is not one.
+_MAX_NESTING = 32
 
 
 @dataclass(frozen=True)
@@ -109,6 +118,13 @@ def loads(
 
 
 def _from_data(data: dict[str, Any], text: str, source: str, now: dt.datetime) -> SavedPlan:
+    deep = too_nested(data, _MAX_NESTING)
+    if deep is not None:
+        pos = json_position(text, deep)
+        where = f"{source}:{pos[0]}:{pos[1]}" if pos else source
+        raise PlanError(
+            f"{where}: not a saved plan: nested more than {_MAX_NESTING} levels deep: {EDITED}"
+        )
     stored = data.get("digest")
     if not isinstance(stored, str):
         raise PlanError(
@@ -144,6 +160,17 @@ def _from_data(data: dict[str, Any], text: str, source: str, now: dt.datetime) -
         protect = safety.get("protect_clinical_settings", True)
         if not isinstance(protect, bool):
             raise bad(("safety", "protect_clinical_settings"), "is not true or false")
+    changes = data.get("changes")
+    for i, change in enumerate(changes if isinstance(changes, list) else ()):
+        for path in (("rank",), ("from", "rank")):
+            value: Any = change
+            for step in path:
+                value = value.get(step) if isinstance(value, dict) else None
+            if value is not None:
+                why = limits.RANK.problem(value)
+                if why is not None or not isinstance(value, int):
+                    why = why or f"{value!r} is not a whole number"
+                    raise bad(("changes", i, *path), f"is not a rank ({why})")
     created = _created_at(data.get("created_at"), now)
     if isinstance(created, str):
         raise bad(("created_at",), created)
