@@ -318,3 +318,24 @@ def test_cli_with_a_bad_dotenv_answers_version_and_errors_on_commands(clean_env,
         if code:
             assert err.startswith("error: .env:1:"), err
             assert "not UTF-8" in err
+
+
+EXAMPLE_DESIRED = str(
+    __import__("pathlib").Path(__file__).parents[1] / "examples" / "northwind.yaml"
+)
+
+
+@pytest.mark.parametrize("command", [["-vv", "doctor"], ["-vv", "plan", EXAMPLE_DESIRED]])
+def test_a_password_in_the_graph_url_never_reaches_output_or_logs(monkeypatch, capsys, command):
+    from bridge.cli import main
+
+    monkeypatch.setenv("AZURE_TENANT_ID", "t")
+    monkeypatch.setenv("AZURE_CLIENT_ID", "c")
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", "s3cret-value")
+    monkeypatch.setenv("BRIDGE_GRAPH_URL", "https://admin:hunter2-pw@graph.microsoft.com")
+    with pytest.raises(SystemExit) as info:
+        main(command)
+    out, err = capsys.readouterr()
+    assert info.value.code == 1
+    assert "BRIDGE_GRAPH_URL has a user name or password in it" in out + err
+    assert "hunter2" not in out + err and "Traceback" not in err
