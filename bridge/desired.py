@@ -36,7 +36,7 @@ from .state import (
     is_global,
     policy_key,
 )
-from .yamlloc import LocList, LocMap, Pos, load, load_json, shown
+from .yamlloc import LocList, LocMap, Pos, described, load, load_json, shown
 
 TOP_KEYS = ("tenant", "policies", "assignments", "prune", "safety", "rules")
 POLICY_META_KEYS = ("ensure", "extra")
@@ -93,13 +93,7 @@ def _plain_value(value: Any) -> bool:
 
 
 def _kind(value: Any) -> str:
-    if isinstance(value, LocMap):
-        return "a mapping"
-    if isinstance(value, LocList):
-        return "a list"
-    if value is None:
-        return "empty"
-    return f"{type(value).__name__} {shown(value)}"
+    return described(value)
 
 
 def _did_you_mean(name: str, choices: Any) -> str:

@@ -174,7 +174,9 @@ class Number(click.ParamType):
             self.fail(str(exc).split(": ", 1)[1], param, ctx)
 
     def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
-        return f"[{_num(self.rng.low)}-{_num(self.rng.high)}]" if self.rng.high < 1e6 else "NUMBER"
+        if self.rng.high < 1e6:
+            return f"[{_num(self.rng.low)}-{_num(self.rng.high)}]"
+        return "INTEGER" if self.rng.integer else "NUMBER"
 
 
 def _option_name(param: click.Parameter | None) -> str:

@@ -135,6 +135,20 @@ def shown(value: Any) -> str:
         return f"a {type(value).__name__}"
 
 
+def described(value: Any, *, json_words: bool = False) -> str:
+    """What a value is, for messages: "a mapping" (JSON: "an object"), "a list", "empty"
+    (JSON: "null"), or its type and value shown short (JSON: true and false as such)."""
+    if isinstance(value, dict):
+        return "an object" if json_words else "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "null" if json_words else "empty"
+    if json_words and isinstance(value, bool):
+        return "true" if value else "false"
+    return f"{type(value).__name__} {shown(value)}"
+
+
 def load(text: str) -> tuple[Any, list[YamlProblem]]:
     """Parse ``text``; returns the document (``None`` when empty) and the problems found (duplicate
     keys, unsafe tags). Raises ``yaml.YAMLError`` (with a mark) for syntax errors.

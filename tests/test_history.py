@@ -616,24 +616,22 @@ def test_history_reads_a_database_its_user_may_not_write():
         path = _recorded(folder)
         path.chmod(0o444)
         folder.chmod(0o555)
-        proc = subprocess.run(
-            [*prefix, sys.executable, "-m", "bridge", "history", "--history", str(path)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=folder,
-        )
+
+        def history(cwd: Path) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*prefix, sys.executable, "-m", "bridge", "history", "--history", str(path)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=cwd,
+            )
+
+        proc = history(folder)
         assert proc.returncode == 0, proc.stderr
         assert "Runs (latest 20):" in proc.stdout and "#2" in proc.stdout
         # A database the user may not even read: an error, not a traceback.
         folder.chmod(0o700)
-        proc = subprocess.run(
-            [*prefix, sys.executable, "-m", "bridge", "history", "--history", str(path)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=base,
-        )
+        proc = history(base)
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
         assert "Permission denied" in proc.stderr
     finally:

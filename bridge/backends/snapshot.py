@@ -42,6 +42,7 @@ from ..state import (
 from ..yamlloc import (
     JsonFileError,
     decode_utf8,
+    described,
     json_position,
     parse_json,
     shown,
@@ -144,15 +145,7 @@ def _field(obj: Any, path: tuple[Any, ...], key: str, kind: str, *, required: bo
 
 
 def _what(value: Any) -> str:
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, list):
-        return "a list"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return f"{type(value).__name__} {shown(value)}"
+    return described(value, json_words=True)
 
 
 def _items(data: dict[str, Any], key: str, *, required: bool) -> list[tuple[tuple[Any, ...], Any]]:

@@ -16,6 +16,7 @@ def test_a_saved_plan_with_a_nan_share_limit_is_refused_and_writes_nothing(
     share, fresh, cli_for, tmp_path
 ):
     from bridge import planfile
+    from bridge.plan import RemoveGroupAssignment
 
     cli = cli_for(fresh)
     assert cli("plan", str(NORTHWIND), "--out", "reviewed.plan").code == 0
@@ -24,14 +25,7 @@ def test_a_saved_plan_with_a_nan_share_limit_is_refused_and_writes_nothing(
     # min(NaN, 0.1) is NaN and "share > NaN" is never true, so it used to apply.
     data = json.loads(path.read_text())
     gid = fresh.tenant.groups_named("Physicians")[0]["id"]
-    data["changes"] = [
-        {
-            "kind": "remove_group_assignment",
-            "group_id": gid,
-            "group": "Physicians",
-            "from": {"policy": "Clinical", "rank": 2},
-        }
-    ]
+    data["changes"] = [RemoveGroupAssignment(gid, "Physicians", "Clinical", 2).data()]
     data["safety"]["max_user_change_share"] = share
     data["digest"] = planfile.digest(data)
     path.write_text(json.dumps(data))
