@@ -637,3 +637,13 @@ def test_history_reads_a_database_its_user_may_not_write():
     finally:
         (base / "ro").chmod(0o755)
         shutil.rmtree(base)
+
+
+def test_the_history_command_upgrades_an_older_database_it_may_write(tmp_path):
+    from bridge.commands import history_view
+
+    path = tmp_path / "h.sqlite"
+    _v1_database(path, scenario().tenant_id)
+    text, data = history_view(str(path), 5)
+    assert len(data["runs"]) == 2 and "Runs (latest 5):" in text
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
