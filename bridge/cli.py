@@ -21,6 +21,7 @@ import click
 from . import __version__
 from .errors import BridgeError, DesiredStateError
 from .files import write_text_atomic
+from .limits import COUNT, FLOOR, LOCK_SECONDS, NONNEGATIVE, SHARE, VERIFY_SECONDS, Number
 from .logconfig import configure_logging
 from .session import Session, SessionOptions
 
@@ -152,6 +153,8 @@ def main_group(
     and report drift. Exit codes: 0 ok / in sync, 1 error, 2 changes or drift present.
     """
     configure_logging(verbose, log_format)
+    if _DOTENV_ERROR:
+        raise _DOTENV_ERROR[0]  # here, so --version and --help still answer
     ctx.obj = _Ctx(
         SessionOptions(
             sandbox=sandbox,
@@ -293,33 +296,33 @@ def plan(ctx: _Ctx, file: str, out: str | None, fmt: str, detailed_exitcode: boo
 )
 @click.option(
     "--lock-timeout",
-    type=float,
+    type=Number(LOCK_SECONDS),
     default=60.0,
     show_default=True,
     help="Seconds to wait for another apply on the same tenant.",
 )
 @click.option(
     "--max-policy-deletes",
-    type=click.IntRange(0),
+    type=Number(COUNT),
     default=None,
     help="Override the file's safety.max_policy_deletes (default 3).",
 )
 @click.option(
     "--max-user-change-share",
-    type=click.FloatRange(0, 1),
+    type=Number(SHARE),
     default=None,
     help="Override the file's safety.max_user_change_share, 0 to 1 (default 0.1).",
 )
 @click.option(
     "--user-change-floor",
-    type=click.IntRange(0),
+    type=Number(FLOOR),
     default=None,
     help="Override the file's safety.user_change_floor: the share limit applies only when "
     "more users than this move (default 50).",
 )
 @click.option(
     "--verify-timeout",
-    type=float,
+    type=Number(VERIFY_SECONDS),
     default=60.0,
     show_default=True,
     help="Seconds to wait for accepted assignments to show on reads.",
@@ -502,7 +505,9 @@ def drift(
     required=True,
     help="The SQLite history file drift --history writes.",
 )
-@click.option("--limit", type=int, default=20, show_default=True, help="How many runs to list.")
+@click.option(
+    "--limit", type=Number(COUNT), default=20, show_default=True, help="How many runs to list."
+)
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
@@ -619,7 +624,8 @@ def _sandbox_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     from .sandbox.config import SandboxConfig, option_fields
 
     defaults = SandboxConfig()
-    types = {"int": int, "float": float, "str": str}
+    # Numbers finite and not negative (each knob's own range is SandboxConfig's check).
+    types = {"int": int, "float": Number(NONNEGATIVE), "str": str}
     for f in reversed(option_fields()):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
@@ -722,17 +728,21 @@ def _run(fn: Callable[[], Any]) -> NoReturn:
     raise SystemExit(EXIT_OK)
 
 
+# A .env that cannot be read: raised by every command, while --version and --help still work.
+_DOTENV_ERROR: list[BridgeError] = []
+
+
 def _load_dotenv(path: str = ".env") -> None:
     """``.env`` in the working directory feeds every setting, the command-line ones
     (BRIDGE_JOURNAL, BRIDGE_HISTORY...) included; the real environment wins, and empty values
     are skipped (as in ``.env.example``)."""
-    if not os.path.isfile(path):
-        return
-    from dotenv import dotenv_values
+    from .settings import load_dotenv
 
-    for key, value in dotenv_values(path).items():
-        if value and key not in os.environ:
-            os.environ[key] = value
+    _DOTENV_ERROR.clear()
+    try:
+        load_dotenv(path)
+    except BridgeError as exc:
+        _DOTENV_ERROR.append(exc)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

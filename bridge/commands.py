@@ -419,15 +419,25 @@ def _webhook_poster(session: Session) -> Callable[[str, dict[str, Any], dict[str
 
 def history_view(history_file: str, limit: int) -> tuple[str, dict[str, Any]]:
     from .errors import ConfigError
-    from .report.history import HistoryStore, render_history
+    from .report.history import HistoryOutdatedError, HistoryStore, render_history
 
     # Reading must not create: a typo would otherwise show an empty history and exit 0.
-    if not Path(history_file).is_file():
+    try:
+        found = Path(history_file).is_file()
+    except OSError as exc:  # a directory on the way the user may not enter
+        raise ConfigError(f"{history_file}: cannot read the history: {exc.strerror}") from None
+    if not found:
         raise ConfigError(
             f"{history_file}: no history there (drift --history {history_file} creates it); "
             "check the path"
         )
-    with HistoryStore(history_file) as store:
+    # Read-only: a reader may not be allowed to write the file. An older file is upgraded first,
+    # which needs write access (and says so when it is missing).
+    try:
+        store = HistoryStore(history_file, read_only=True)
+    except HistoryOutdatedError:
+        store = HistoryStore(history_file)
+    with store:
         return render_history(store, limit)
 
 

@@ -7,6 +7,7 @@ result and shown by the CLI, but do not fail the file.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import json
@@ -19,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from . import catalogue
+from . import catalogue, limits
 from .errors import DesiredStateError, Location, Problem
 from .rules import RULE_IDS
 from .state import (
@@ -35,7 +36,7 @@ from .state import (
     is_global,
     policy_key,
 )
-from .yamlloc import LocList, LocMap, Pos, load, load_json, shown
+from .yamlloc import LocList, LocMap, Pos, described, load, load_json, shown
 
 TOP_KEYS = ("tenant", "policies", "assignments", "prune", "safety", "rules")
 POLICY_META_KEYS = ("ensure", "extra")
@@ -92,13 +93,7 @@ def _plain_value(value: Any) -> bool:
 
 
 def _kind(value: Any) -> str:
-    if isinstance(value, LocMap):
-        return "a mapping"
-    if isinstance(value, LocList):
-        return "a list"
-    if value is None:
-        return "empty"
-    return f"{type(value).__name__} {shown(value)}"
+    return described(value)
 
 
 def _did_you_mean(name: str, choices: Any) -> str:
@@ -109,10 +104,12 @@ def _did_you_mean(name: str, choices: Any) -> str:
 
 
 def load_desired(path: str | os.PathLike[str]) -> DesiredState:
-    """Read and validate ``path``. Raises ``DesiredStateError`` listing every problem."""
+    """Read and validate ``path``. Raises ``DesiredStateError`` listing every problem. A file
+    over ``limits.DESIRED_MAX_BYTES`` or one that is not a regular file (``/dev/zero``) is
+    refused before it is read into memory."""
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        raw = limits.read_bounded(p, limits.DESIRED_MAX_BYTES)
     except OSError as exc:
         raise DesiredStateError(
             [Problem(Location(str(p)), f"cannot read the file: {exc.strerror or exc}")]
@@ -630,36 +627,39 @@ def _validate_safety(c: _Checker, top: LocMap) -> SafetyLimits:
     values: dict[str, Any] = {}
     deletes = m.get("max_policy_deletes")
     if deletes is not None:
-        if isinstance(deletes, bool) or not isinstance(deletes, int) or deletes < 0:
+        why = limits.COUNT.problem(deletes)
+        if why is not None or not isinstance(deletes, int):
             c.error(
-                m.value_pos["max_policy_deletes"], "max_policy_deletes takes a whole number from 0"
+                m.value_pos["max_policy_deletes"],
+                f"max_policy_deletes takes a whole number: {why or f'{shown(deletes)} is not one'}",
             )
         else:
             values["max_policy_deletes"] = deletes
     share = m.get("max_user_change_share")
     if share is not None:
+        number = share
         if isinstance(share, str) and share.endswith("%"):
-            try:
-                share = float(share[:-1]) / 100
-            except ValueError:
-                share = None
-        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
+            with contextlib.suppress(ValueError):
+                number = float(share[:-1]) / 100
+        why = limits.SHARE.problem(number)
+        if why is not None:
             c.error(
                 m.value_pos["max_user_change_share"],
-                "max_user_change_share takes a share from 0 to 1 (or a percentage such as '10%')",
+                f"max_user_change_share takes a share from 0 to 1 (or a percentage such as "
+                f"'10%'): {shown(share)} is not one",
             )
         else:
-            values["max_user_change_share"] = float(share)
+            values["max_user_change_share"] = float(number)
     floor = m.get("user_change_floor")
     if floor is not None:
-        if isinstance(floor, bool) or not isinstance(floor, int) or floor < 0:
+        why = limits.FLOOR.problem(floor)
+        if why is not None:
             c.error(
                 m.value_pos["user_change_floor"],
-                "user_change_floor takes a whole number of users from 0 (0: the share limit "
-                "always applies)",
+                f"user_change_floor: {why} (0: the share limit always applies)",
             )
         else:
-            values["user_change_floor"] = floor
+            values["user_change_floor"] = int(floor)
     protect = m.get("protect_clinical_settings")
     if protect is not None:
         if isinstance(protect, bool):

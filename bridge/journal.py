@@ -23,16 +23,28 @@ truncated.
 
 Lines are only ever appended (the file is never truncated) and are on disk (flush + fsync) before
 the call that wrote them returns, so the journal is complete up to the last tenant write even if
-the process dies. Change data carries no secrets; error texts come from services, so anything that
-looks like a bearer token or a JWT is masked before it is written.
+the process dies. The file is private (0600, set on every open, whatever mode it had) and a
+symlink at its path is refused rather than followed (``O_NOFOLLOW`` where the system has it).
+
+Reading back is linear in the file's size and bounded per line: a line longer than
+``MAX_LINE_BYTES`` (a crash can leave megabytes of NUL bytes and no newline) is skipped, with a
+warning, without being joined or parsed. A line dated later than the reader's clock (a clock that
+was ahead once) is taken as written no later than the earliest line after it, or than now, so one
+such line cannot hold a change back as pending, or a saved plan as stale, forever.
+
+Change data carries no secrets; error texts come from services, so anything that looks like a
+bearer token or a JWT is masked before it is written.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
+import logging
 import os
 import socket
+import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -40,13 +52,20 @@ from typing import Any
 from .errors import ConfigError
 from .redact import redact
 
+log = logging.getLogger(__name__)
+
 RESULTS = frozenset({"started", "ok", "failed", "pending", "not_attempted"})
 # Journal results that mean the service may have carried the write out.
 _SENT = frozenset({"started", "ok", "pending"})
 # Reading back stops this long before the time asked about: lines are appended in time order,
 # but a clock stepped back between two runs must not hide the later run's writes.
 CLOCK_SLACK = dt.timedelta(hours=1)
-_BLOCK = 1 << 16
+# A line dated later than now by more than this was written by a clock that was ahead.
+CLOCK_SKEW = dt.timedelta(minutes=5)
+_BLOCK = 1 << 20
+# The longest line read back. teams-bridge writes lines of a few KB (one per change, one per user
+# of a bulk call); anything this long is debris from a crash, skipped unread.
+MAX_LINE_BYTES = 4 << 20
 _TIME_PREFIX = b'{"time": "'
 _GROUP_KINDS = frozenset(
     {"set_group_assignment", "remove_group_assignment", "restore_group_assignment"}
@@ -133,6 +152,48 @@ def _line_time(raw: bytes) -> dt.datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
 
 
+def _open_private(path: Path) -> int:
+    """``path`` opened for appending, created 0600 if new and made 0600 if it was not (the
+    journal names people (UPNs) and what they may do). A symlink at ``path`` is refused, not
+    followed: it could point the audit trail at any file the user can write."""
+    # Read and write: the last byte is read to end a torn line first (see ``write_many``).
+    flags = os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    if not hasattr(os, "O_NOFOLLOW") and path.is_symlink():  # Windows: no O_NOFOLLOW
+        raise OSError(errno.ELOOP, "the journal path is a symlink", str(path))
+    try:
+        try:
+            fd = os.open(path, flags | os.O_RDWR, 0o600)
+        except PermissionError:  # a file we may append to but not read
+            fd = os.open(path, flags | os.O_WRONLY, 0o600)
+    except OSError as exc:
+        if path.is_symlink():
+            raise OSError(exc.errno, "the journal path is a symlink", str(path)) from exc
+        raise
+    try:
+        info = os.fstat(fd)
+        # Not a device (/dev/null cannot be synced, and must not be made 0600) nor a FIFO.
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        if stat.S_IMODE(info.st_mode) != 0o600 and hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _ends_a_line(fd: int) -> bool:
+    """Whether the file is empty or ends with a newline (True when it cannot be read)."""
+    end = os.lseek(fd, 0, os.SEEK_END)
+    if not end:
+        return True
+    os.lseek(fd, end - 1, os.SEEK_SET)
+    try:
+        return os.read(fd, 1) == b"\n"
+    except OSError:
+        return True
+
+
 class Journal:
     """Appends to the JSON-lines file at ``path`` (parent directories are created)."""
 
@@ -152,9 +213,12 @@ class Journal:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            # 0600: the journal names people (UPNs) and what they may do.
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = _open_private(self.path)
             try:
+                # A killed run (or a crash's debris) can leave the file without a final newline:
+                # start on a line of our own, or the first line written now would be torn too.
+                if not _ends_a_line(fd):
+                    data = b"\n" + data
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
@@ -164,7 +228,7 @@ class Journal:
         except OSError as exc:
             raise ConfigError(
                 f"cannot write the apply journal {self.path}: {exc.strerror or exc}; "
-                "set BRIDGE_JOURNAL to a writable file"
+                "set BRIDGE_JOURNAL to a writable file (not a symlink)"
             ) from exc
 
     def write(self, entry: Mapping[str, Any]) -> None:
@@ -176,21 +240,15 @@ class Journal:
         return self._now().astimezone(dt.timezone.utc)
 
     def entries(self) -> Iterator[dict[str, Any]]:
-        """Every readable line, oldest first (a torn last line from a killed run is skipped)."""
-        try:
-            f = self.path.open(encoding="utf-8")
-        except (FileNotFoundError, NotADirectoryError):
-            return  # nothing written yet (a path that cannot be written fails on the write)
-        except OSError as exc:
-            raise ConfigError(f"cannot read the apply journal {self.path}: {exc}") from exc
-        with f:
-            for line in f:
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(entry, dict):
-                    yield entry
+        """Every readable line, oldest first (a torn last line from a killed run, and a line
+        longer than ``MAX_LINE_BYTES``, are skipped)."""
+        for raw in reversed(list(self._lines_backwards())):
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(entry, dict):
+                yield entry
 
     def writes_after(self, tenant: str | None, since: dt.datetime) -> dict[str, Any] | None:
         """The first change line for ``tenant`` after ``since`` that records a write sent then
@@ -199,44 +257,69 @@ class Journal:
         scheduled apply re-records a propagating re-rank every run for up to 24 h) and
         verification's pending lines (they re-record a send journaled earlier in that run)."""
         first = None
-        for entry in self._changes_since(tenant, since):
-            if _is_send(entry) and entry_time(entry) > since:
+        for entry, written in self._changes_since(tenant, since):
+            if _is_send(entry) and written > since:
                 first = entry  # newest first: the last one found is the first written
         return first
 
     def group_writes(self, tenant: str | None, since: dt.datetime) -> dict[str, dict[str, Any]]:
         """group id -> the last group assignment line for ``tenant`` since ``since`` that was
         accepted (ok) or left pending, with the run that wrote it: what teams-bridge last sent
-        for each group (lines of changes a run held back, ``not_sent``, are not sends)."""
+        for each group (lines of changes a run held back, ``not_sent``, are not sends).
+        A line dated in the future comes back with ``time`` the latest it can have been written
+        (see ``_changes_since``) and its own time as ``time_written``.
+        """
         out: dict[str, dict[str, Any]] = {}
-        for entry in self._changes_since(tenant, since):
+        for entry, written in self._changes_since(tenant, since):
             change = entry.get("change")
             if (
                 isinstance(change, dict)
                 and change.get("kind") in _GROUP_KINDS
                 and entry.get("result") in ("ok", "pending")
                 and not change.get("not_sent")
-                and entry_time(entry) >= since
+                and written >= since
             ):
                 # Newest first: the first line found for a group is its last.
-                out.setdefault(str(change.get("group_id")), entry)
+                group = str(change.get("group_id"))
+                if group not in out:
+                    if written != entry_time(entry):
+                        entry = {
+                            **entry,
+                            "time": written.isoformat(timespec="milliseconds"),
+                            "time_written": entry.get("time"),
+                        }
+                    out[group] = entry
         return out
 
-    def _changes_since(self, tenant: str | None, since: dt.datetime) -> Iterator[dict[str, Any]]:
-        """Change lines for ``tenant``, newest first, back to ``since`` (less ``CLOCK_SLACK``).
+    def _changes_since(
+        self, tenant: str | None, since: dt.datetime
+    ) -> Iterator[tuple[dict[str, Any], dt.datetime]]:
+        """Change lines for ``tenant`` with when each was written, newest first, back to
+        ``since`` (less ``CLOCK_SLACK``).
 
         A journal grows by a line per user per apply and is never truncated, while apply only
         asks about the last hours: the file is read backwards in blocks and the scan stops at
         the first line written well before ``since`` (lines are appended in time order; the
         slack allows for a clock stepped back between runs). Lines that cannot be changes, or
-        are for another tenant, are skipped before they are parsed."""
+        are for another tenant, are skipped before they are parsed.
+
+        When a line was written: its own time, unless that is later than now (plus
+        ``CLOCK_SKEW``): a clock that was ahead. Such a line was written before every line after
+        it in the file, so it is taken as written at the earliest of their times, or now when
+        none follows. Trusting it instead would keep it "recent" until the clock catches up:
+        a re-rank held back as pending, or every saved plan refused as stale, for years."""
         want = (tenant or "").casefold()
         stop = since - CLOCK_SLACK
+        now = self.now()
+        future = now + CLOCK_SKEW
+        later: dt.datetime | None = None  # the earliest time of the lines after this one
         for raw in self._lines_backwards():
             written = _line_time(raw)
             if written is not None and written < stop:
                 return
             if b'"change"' not in raw or (want.isascii() and want.encode() not in raw.lower()):
+                if written is not None:
+                    later = written if later is None else min(later, written)
                 continue
             try:
                 entry = json.loads(raw)
@@ -244,13 +327,21 @@ class Journal:
                 continue  # a torn line from a killed run
             if not isinstance(entry, dict):
                 continue
-            if written is None and entry_time(entry) < stop:
+            own = written if written is not None else entry_time(entry)
+            if written is None and own < stop:
                 return
+            at = own
+            if own > future:
+                at = min(later or now, now)
+                log.debug("journal line dated %s, later than now: taken as %s", own, at)
+            later = own if later is None else min(later, own)
             if entry.get("event") == "change" and str(entry.get("tenant") or "").casefold() == want:
-                yield entry
+                yield entry, at
 
     def _lines_backwards(self) -> Iterator[bytes]:
-        """The file's non-empty lines, last first, read in blocks from the end."""
+        """The file's non-empty lines, last first, read in blocks from the end. Linear in the
+        file's size: the pieces of a line that spans blocks are joined once, when its start is
+        found; a line longer than ``MAX_LINE_BYTES`` is dropped piece by piece, never joined."""
         try:
             f = self.path.open("rb")
         except (FileNotFoundError, NotADirectoryError):
@@ -259,18 +350,50 @@ class Journal:
             raise ConfigError(f"cannot read the apply journal {self.path}: {exc}") from exc
         with f:
             pos = f.seek(0, os.SEEK_END)
-            rest = b""
+            tail: list[bytes] = []  # the end of the current line, last piece first
+            tail_size = 0
+            skipped = 0  # bytes of the current line dropped as too long
             while pos > 0:
                 size = min(_BLOCK, pos)
                 pos -= size
                 f.seek(pos)
-                lines = (f.read(size) + rest).split(b"\n")
-                rest = lines[0]  # the start of a line the block before holds the rest of
-                for line in reversed(lines[1:]):
-                    if line.strip():
-                        yield line
-            if rest.strip():
-                yield rest
+                block = f.read(size)
+                end = len(block)
+                cut = block.rfind(b"\n", 0, end)
+                while cut >= 0:
+                    piece = block[cut + 1 : end]
+                    if skipped or tail_size + len(piece) > MAX_LINE_BYTES:
+                        self._skipped(pos + cut + 1, skipped + tail_size + len(piece))
+                    else:
+                        tail.append(piece)
+                        line = b"".join(reversed(tail))
+                        if line.strip():
+                            yield line
+                    tail, tail_size, skipped = [], 0, 0
+                    end = cut
+                    cut = block.rfind(b"\n", 0, end)
+                piece = block[:end]
+                if skipped or tail_size + len(piece) > MAX_LINE_BYTES:
+                    skipped += tail_size + len(piece)
+                    tail, tail_size = [], 0
+                elif piece:
+                    tail.append(piece)
+                    tail_size += len(piece)
+            if skipped:
+                self._skipped(0, skipped + tail_size)
+            elif tail:
+                line = b"".join(reversed(tail))
+                if line.strip():
+                    yield line
+
+    def _skipped(self, offset: int, size: int) -> None:
+        log.warning(
+            "apply journal %s: skipped a line of %d bytes at byte %d (longer than any line "
+            "teams-bridge writes: debris from a crash?)",
+            self.path,
+            size,
+            offset,
+        )
 
     # ------------------------------------------------------------------ the three line kinds
 

@@ -14,7 +14,13 @@ that matter most are therefore not taken on trust from the file: ``effective_lim
 saved plan's safety limits be looser than the built-in defaults (``SafetyLimits()``); only
 options given to ``apply`` itself (``--max-policy-deletes``, ``--max-user-change-share``,
 ``--user-change-floor``, ``--force``) can loosen them. A higher floor is looser (the share limit
-applies to fewer changes), so the saved floor is clamped down to the default.
+applies to fewer changes), so the saved floor is clamped down to the default. Every number in the
+file is checked finite and in range first (``limits``): a NaN limit would otherwise make ``min``
+keep the NaN and the check never trip.
+
+Reading never ends in a traceback: a file that is not UTF-8, not JSON (``NaN``, ``Infinity``
+included), nested too deeply, or holds a field of the wrong type or out of range is a
+``PlanError`` naming the file, the line and column where known, and the field.
 """
 
 from __future__ import annotations
@@ -28,9 +34,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import limits
 from .errors import PlanError
 from .plan import Plan
 from .state import SafetyLimits
+from .yamlloc import (
+    JsonFileError,
+    decode_utf8,
+    json_position,
+    parse_json,
+    too_deep,
+    too_nested,
+)
 
 DIGEST_PREFIX = "sha256:"
 # What the digest covers; the rest of the file (summary, notes) is derived or informational.
@@ -44,6 +59,12 @@ _COVERED = (
     "created_at",
 )
 EDITED = "the plan file was changed after it was made: run plan --out again"
+# A plan made on another machine may carry that machine's clock; later than this is not a time a
+# plan was made, and would make the journal's "written since the plan" check see nothing.
+CLOCK_SKEW = dt.timedelta(hours=1)
+_SAFETY_RANGES = {"max_policy_deletes": limits.COUNT, "max_user_change_share": limits.SHARE}
+# A saved plan is 5 levels deep (changes, a change, its settings, a value); far more is not one.
+_MAX_NESTING = 32
 
 
 @dataclass(frozen=True)
@@ -72,13 +93,40 @@ def dumps(plan: Plan, *, now: Callable[[], dt.datetime] = _utc_now) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
-def loads(text: str, source: str = "<plan>") -> SavedPlan:
+def loads(
+    text: str | bytes,
+    source: str = "<plan>",
+    *,
+    now: Callable[[], dt.datetime] = _utc_now,
+) -> SavedPlan:
+    if isinstance(text, bytes):
+        decoded, (line, column, byte) = decode_utf8(text)
+        if decoded is None:
+            raise PlanError(
+                f"{source}:{line}:{column}: not a saved plan: not UTF-8 text (byte 0x{byte:02x})"
+            )
+        text = decoded
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PlanError(f"{source}:{exc.lineno}:{exc.colno}: not a saved plan: {exc.msg}") from exc
+        data = parse_json(text)
+    except JsonFileError as exc:
+        raise PlanError(f"{exc.where(source)}: not a saved plan: {exc.message}") from None
     if not isinstance(data, dict):
         raise PlanError(f"{source}: not a saved plan (expected a JSON object)")
+    try:
+        return _from_data(data, text, source, now())
+    except RecursionError:
+        where = too_deep(text).where(source)
+        raise PlanError(f"{where}: not a saved plan: nested too deeply") from None
+
+
+def _from_data(data: dict[str, Any], text: str, source: str, now: dt.datetime) -> SavedPlan:
+    deep = too_nested(data, _MAX_NESTING)
+    if deep is not None:
+        pos = json_position(text, deep)
+        where = f"{source}:{pos[0]}:{pos[1]}" if pos else source
+        raise PlanError(
+            f"{where}: not a saved plan: nested more than {_MAX_NESTING} levels deep: {EDITED}"
+        )
     stored = data.get("digest")
     if not isinstance(stored, str):
         raise PlanError(
@@ -87,27 +135,83 @@ def loads(text: str, source: str = "<plan>") -> SavedPlan:
         )
     if stored != digest(data):
         raise PlanError(f"{source}: {EDITED}")
-    try:
-        created = dt.datetime.fromisoformat(str(data["created_at"]))
-    except (KeyError, ValueError) as exc:
-        raise PlanError(f"{source}: the plan file has no readable created_at: {exc}") from exc
-    if created.tzinfo is None:
-        created = created.replace(tzinfo=dt.timezone.utc)
+
+    def bad(path: tuple[Any, ...], what: str) -> PlanError:
+        pos = json_position(text, path)
+        where = f"{source}:{pos[0]}:{pos[1]}" if pos else source
+        field = ".".join(str(p) for p in path)
+        return PlanError(f"{where}: the saved plan's {field} {what}: {EDITED}")
+
+    if data.get("tenant_id") is not None and not isinstance(data["tenant_id"], str):
+        raise bad(("tenant_id",), "is not text")
+    for key in ("state_checksum", "desired_sha256"):
+        if not isinstance(data.get(key, ""), str):
+            raise bad((key,), "is not text")
+    notes = data.get("notes", [])
+    if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+        raise bad(("notes",), "is not a list of text")
+    safety = data.get("safety")
+    if safety is not None:
+        if not isinstance(safety, dict):
+            raise bad(("safety",), "is not an object")
+        for name, rng in _SAFETY_RANGES.items():
+            if name in safety:
+                why = rng.problem(safety[name])
+                if why is not None:
+                    raise bad(("safety", name), f"is not valid ({why})")
+        protect = safety.get("protect_clinical_settings", True)
+        if not isinstance(protect, bool):
+            raise bad(("safety", "protect_clinical_settings"), "is not true or false")
+    changes = data.get("changes")
+    for i, change in enumerate(changes if isinstance(changes, list) else ()):
+        for path in (("rank",), ("from", "rank")):
+            value: Any = change
+            for step in path:
+                value = value.get(step) if isinstance(value, dict) else None
+            if value is not None:
+                why = limits.RANK.problem(value)
+                if why is not None or not isinstance(value, int):
+                    why = why or f"{value!r} is not a whole number"
+                    raise bad(("changes", i, *path), f"is not a rank ({why})")
+    created = _created_at(data.get("created_at"), now)
+    if isinstance(created, str):
+        raise bad(("created_at",), created)
     try:
         plan = Plan.from_data(data)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except PlanError as exc:
+        raise PlanError(f"{source}: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise PlanError(
             f"{source}: the saved plan cannot be read ({exc!r}): run plan again"
         ) from exc
-    return SavedPlan(plan, created.astimezone(dt.timezone.utc))
+    return SavedPlan(plan, created)
+
+
+def _created_at(value: Any, now: dt.datetime) -> dt.datetime | str:
+    """The plan's creation time (aware, UTC), or why it is not one."""
+    if not isinstance(value, str):
+        return "is missing or not text (an ISO 8601 time)"
+    try:
+        created = dt.datetime.fromisoformat(value)
+        if created.tzinfo is None:
+            created = created.replace(tzinfo=dt.timezone.utc)
+        created = created.astimezone(dt.timezone.utc)
+    except (ValueError, OverflowError) as exc:
+        return f"{value[:40]!r} is not a time ({exc})"
+    if created > now + CLOCK_SKEW:
+        return (
+            f"{value[:40]!r} is later than now ({now.isoformat(timespec='seconds')}); a plan "
+            "made in the future would pass the journal's freshness check unchecked"
+        )
+    return created
 
 
 def read_plan(path: str | Path) -> SavedPlan:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = limits.read_bounded(path, limits.PLAN_MAX_BYTES)
     except OSError as exc:
         raise PlanError(f"{path}: cannot read the saved plan: {exc.strerror or exc}") from exc
-    return loads(text, str(path))
+    return loads(data, str(path))
 
 
 def effective_limits(
@@ -122,33 +226,32 @@ def effective_limits(
     explicit overrides, which may loosen them."""
     default = SafetyLimits()
     try:
-        deletes, share = int(saved.max_policy_deletes), float(saved.max_user_change_share)
-    except (TypeError, ValueError) as exc:
-        raise PlanError(f"the saved plan has unreadable safety limits ({exc}): {EDITED}") from exc
-    limits = SafetyLimits(
+        # NaN would survive min() below (every comparison with it is false) and switch the
+        # limit off; infinities and wrong types are as wrong.
+        deletes = limits.check(saved.max_policy_deletes, limits.COUNT, "safety.max_policy_deletes")
+        share = limits.check(
+            saved.max_user_change_share, limits.SHARE, "safety.max_user_change_share"
+        )
+        floor = limits.check(saved.user_change_floor, limits.FLOOR, "safety.user_change_floor")
+    except limits.NumberError as exc:
+        raise PlanError(f"the saved plan has unreadable safety limits ({exc}): {EDITED}") from None
+    effective = SafetyLimits(
         max_policy_deletes=min(deletes, default.max_policy_deletes),
         max_user_change_share=min(share, default.max_user_change_share),
         protect_clinical_settings=bool(saved.protect_clinical_settings)
         or default.protect_clinical_settings,
-        user_change_floor=min(_whole(saved.user_change_floor), default.user_change_floor),
+        user_change_floor=min(floor, default.user_change_floor),
     )
     if max_policy_deletes is not None:
-        limits = dataclasses.replace(limits, max_policy_deletes=max_policy_deletes)
+        deletes = limits.check(max_policy_deletes, limits.COUNT, "--max-policy-deletes")
+        effective = dataclasses.replace(effective, max_policy_deletes=deletes)
     if max_user_change_share is not None:
-        limits = dataclasses.replace(limits, max_user_change_share=max_user_change_share)
+        share = limits.check(max_user_change_share, limits.SHARE, "--max-user-change-share")
+        effective = dataclasses.replace(effective, max_user_change_share=share)
     if user_change_floor is not None:
-        limits = dataclasses.replace(limits, user_change_floor=user_change_floor)
-    return limits
-
-
-def _whole(value: object) -> int:
-    """A saved floor: a whole number from 0, else the plan file was edited (a higher floor, or
-    one that cannot compare, would loosen the share limit)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise PlanError(
-            f"the saved plan's safety.user_change_floor {value!r} is not valid: {EDITED}"
-        )
-    return value
+        floor = limits.check(user_change_floor, limits.FLOOR, "--user-change-floor")
+        effective = dataclasses.replace(effective, user_change_floor=floor)
+    return effective
 
 
 def looser_than_applied(saved: SafetyLimits) -> list[str]:

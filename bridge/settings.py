@@ -7,21 +7,28 @@ contradictory. Which credential to use is decided by ``credential_kind()``, only
 needed, so commands that never touch the tenant (``validate``, ``--snapshot``) need no credential.
 
 Secrets are ``SecretStr`` (never in ``repr``); ``redact()`` removes them and anything token-shaped
-from text before it is logged or raised.
+from text before it is logged or raised. An endpoint URL with a user name or password in it is
+refused without echoing it (it would reach logs, errors and the login endpoint).
+
+Numbers are checked by ``limits`` (finite and in range, naming the variable); ``.env`` is read by
+``read_dotenv`` alone, which turns an unreadable or non-UTF-8 file into a ``ConfigError`` with the
+line and column.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from . import limits
 from .errors import ConfigError
 from .redact import redact, register_secret
 
@@ -98,6 +105,17 @@ ENV_NAMES: dict[str, str] = {
     "auth": "BRIDGE_AUTH",
 }
 _FIELD_BY_ENV = {env: field for field, env in ENV_NAMES.items()}
+# The numeric settings and their ranges (checked by ``limits``, naming the variable).
+NUMBER_RANGES: dict[str, limits.Range] = {
+    "timeout_connect": limits.TIMEOUT_SECONDS,
+    "timeout_read": limits.TIMEOUT_SECONDS,
+    "retry_attempts": limits.RETRY_ATTEMPTS,
+    "retry_max_seconds": limits.RETRY_SECONDS,
+    "concurrency": limits.CONCURRENCY,
+    "max_rps": limits.RATE,
+}
+# A .env is a few lines; anything this large is not one (and is not read into memory).
+DOTENV_MAX_BYTES = 1 << 20
 
 
 def _env(field: str) -> Any:
@@ -110,7 +128,6 @@ class Settings(BaseSettings):
         populate_by_name=True,
         env_ignore_empty=True,
         case_sensitive=False,
-        env_file_encoding="utf-8",
     )
 
     tenant_id: str | None = _env("tenant_id")
@@ -126,12 +143,13 @@ class Settings(BaseSettings):
     graph_url: str = Field("", validation_alias="BRIDGE_GRAPH_URL")
     teams_url: str = Field("", validation_alias="BRIDGE_TEAMS_URL")
     ca_bundle: str | None = _env("ca_bundle")
-    timeout_connect: float = Field(10.0, gt=0, validation_alias="BRIDGE_TIMEOUT_CONNECT")
-    timeout_read: float = Field(60.0, gt=0, validation_alias="BRIDGE_TIMEOUT_READ")
-    retry_attempts: int = Field(5, ge=1, le=20, validation_alias="BRIDGE_RETRY_ATTEMPTS")
-    retry_max_seconds: float = Field(120.0, gt=0, validation_alias="BRIDGE_RETRY_MAX_SECONDS")
-    concurrency: int = Field(4, ge=1, le=32, validation_alias="BRIDGE_CONCURRENCY")
-    max_rps: float | None = Field(None, gt=0, validation_alias="BRIDGE_MAX_RPS")
+    # Ranges: NUMBER_RANGES, checked in ``_check_numbers`` (NaN and infinities refused).
+    timeout_connect: float = Field(10.0, validation_alias="BRIDGE_TIMEOUT_CONNECT")
+    timeout_read: float = Field(60.0, validation_alias="BRIDGE_TIMEOUT_READ")
+    retry_attempts: int = Field(5, validation_alias="BRIDGE_RETRY_ATTEMPTS")
+    retry_max_seconds: float = Field(120.0, validation_alias="BRIDGE_RETRY_MAX_SECONDS")
+    concurrency: int = Field(4, validation_alias="BRIDGE_CONCURRENCY")
+    max_rps: float | None = Field(None, validation_alias="BRIDGE_MAX_RPS")
     token_cache: str | None = _env("token_cache")
     auth: AuthChoice = Field("auto", validation_alias="BRIDGE_AUTH")
 
@@ -154,12 +172,19 @@ class Settings(BaseSettings):
                     f"unknown setting {key!r}; known: {', '.join(sorted(ENV_NAMES.values()))}"
                 )
             given[field] = value
-        if env_file is not None and not os.path.isfile(env_file):
-            env_file = None
+        # .env under the environment: a variable set (non-empty) in the environment wins.
+        from_file: dict[str, Any] = {}
+        if env_file is not None and os.path.isfile(env_file):
+            in_env = {k.upper() for k, v in os.environ.items() if v}
+            for name, text in read_dotenv(env_file).items():
+                known = _FIELD_BY_ENV.get(name.upper())
+                if known is not None and text and name.upper() not in in_env:
+                    from_file[known] = text
         try:
-            settings = cls(_env_file=env_file, **given)  # type: ignore[call-arg]
+            settings = cls(**{**from_file, **given})
         except ValidationError as exc:
             raise ConfigError(_validation_message(exc)) from None
+        settings._check_numbers()
         settings._strip_ids()
         settings._resolve_endpoints()
         settings._check()
@@ -247,6 +272,16 @@ class Settings(BaseSettings):
 
     # ------------------------------------------------------------------ checks
 
+    def _check_numbers(self) -> None:
+        for field, rng in NUMBER_RANGES.items():
+            value = getattr(self, field)
+            if value is None:
+                continue
+            try:
+                limits.check(value, rng, ENV_NAMES[field])
+            except limits.NumberError as exc:
+                raise ConfigError(f"invalid configuration: {exc}") from None
+
     def _resolve_endpoints(self) -> None:
         cloud = self.cloud_info
         for field, default in (
@@ -254,15 +289,14 @@ class Settings(BaseSettings):
             ("graph_url", cloud.graph_url),
             ("teams_url", cloud.teams_url),
         ):
+            var = ENV_NAMES[field]
             value = (getattr(self, field) or default).rstrip("/")
-            parts = urlsplit(value)
+            parts = _split_endpoint(var, value, default)
             # TLS is never switched off; MSAL also refuses a non-https authority.
             if parts.scheme != "https" or not parts.netloc:
                 raise ConfigError(
-                    f"{ENV_NAMES[field]}={value!r} is not an https URL: give scheme and host, "
-                    f"e.g. {default}"
+                    f"{var}={value!r} is not an https URL: give scheme and host, e.g. {default}"
                 )
-            var = ENV_NAMES[field]
             if parts.query or parts.fragment or value.endswith(("?", "#")):
                 raise ConfigError(
                     f"{var}={value!r} has a query string or fragment: give scheme and host only, "
@@ -290,6 +324,75 @@ class Settings(BaseSettings):
             path = getattr(self, field)
             if path and not os.path.isfile(path):
                 raise ConfigError(f"{ENV_NAMES[field]}={path!r}: no such file")
+
+
+def _split_endpoint(var: str, value: str, default: str) -> SplitResult:
+    """``value`` split, or ``ConfigError``: not a URL (``https://[::1``, a port that is not one),
+    or a URL carrying a user name or password. Credentials are never echoed: the message shows
+    the URL with them cut out. They would otherwise reach logs, errors and reports, and be sent
+    to the login endpoint; teams-bridge authenticates with the app's credential only."""
+    if "@" in value:
+        # Scheme and host only, so an "@" anywhere is a user name or password (or junk).
+        scheme, sep, rest = value.partition("://")
+        shown = f"{scheme}{sep}***@{rest.rsplit('@', 1)[1]}" if sep else "***"
+        raise ConfigError(
+            f"{var} has a user name or password in it ({shown}): endpoint URLs carry no "
+            f"credentials; give scheme and host only, e.g. {default}, and the credential in "
+            "AZURE_CLIENT_CERTIFICATE_PATH or AZURE_CLIENT_SECRET"
+        )
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - validates the port (ValueError when it is not one)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{var}={value!r} is not a valid URL ({exc}): give scheme and host, e.g. {default}"
+        ) from None
+    return parts
+
+
+def read_dotenv(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The variables a ``.env`` file sets (``None`` values, ``KEY`` without ``=``, dropped).
+    An unreadable, oversized or non-UTF-8 file is a ``ConfigError`` naming the file (and the
+    line and column of the first byte that is not UTF-8), never a traceback."""
+    from dotenv import dotenv_values
+
+    name = os.fspath(path)
+    try:
+        with open(name, "rb") as f:
+            data = f.read(DOTENV_MAX_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(
+            f"{name}: cannot read the .env file: {exc.strerror or exc}; fix its permissions or "
+            "remove it"
+        ) from None
+    if len(data) > DOTENV_MAX_BYTES:
+        raise ConfigError(
+            f"{name}: larger than {DOTENV_MAX_BYTES // 1024} KB, which no .env file is: check "
+            "what it is, or remove it"
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        before = data[: exc.start].decode("utf-8", "replace")
+        line = before.count("\n") + 1
+        column = len(before) - (before.rfind("\n") + 1) + 1
+        raise ConfigError(
+            f"{name}:{line}:{column}: the .env file is not UTF-8 text (byte "
+            f"0x{data[exc.start]:02x}): save it as UTF-8"
+        ) from None
+    values = dotenv_values(stream=io.StringIO(text))
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def load_dotenv(path: str = ".env") -> None:
+    """Put a ``.env`` file's variables into the environment (the real environment wins; empty
+    values are skipped, as in ``.env.example``), so the command-line options that read
+    variables (BRIDGE_JOURNAL, BRIDGE_HISTORY...) see them too. No file: nothing to do."""
+    if not os.path.isfile(path):
+        return
+    for key, value in read_dotenv(path).items():
+        if value and key not in os.environ:
+            os.environ[key] = value
 
 
 def _path_hint(field: str, default: str) -> str:

@@ -135,6 +135,20 @@ def shown(value: Any) -> str:
         return f"a {type(value).__name__}"
 
 
+def described(value: Any, *, json_words: bool = False) -> str:
+    """What a value is, for messages: "a mapping" (JSON: "an object"), "a list", "empty"
+    (JSON: "null"), or its type and value shown short (JSON: true and false as such)."""
+    if isinstance(value, dict):
+        return "an object" if json_words else "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "null" if json_words else "empty"
+    if json_words and isinstance(value, bool):
+        return "true" if value else "false"
+    return f"{type(value).__name__} {shown(value)}"
+
+
 def load(text: str) -> tuple[Any, list[YamlProblem]]:
     """Parse ``text``; returns the document (``None`` when empty) and the problems found (duplicate
     keys, unsafe tags). Raises ``yaml.YAMLError`` (with a mark) for syntax errors.
@@ -446,3 +460,128 @@ def load_json(text: str) -> tuple[Any, list[YamlProblem]]:
                 pos = value.pos
                 continue
             fail(f"expected ',' or '{close}'", i)
+
+
+# --------------------------------------------------------------------------- strict JSON files
+
+# Nesting no teams-bridge file comes near (a snapshot is 4 levels deep): reported as the place a
+# file is nested too deeply when Python's recursion limit stopped reading or using it.
+NESTING_SHOWN = 100
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+
+
+class JsonFileError(ValueError):
+    """A JSON file that is not JSON, or holds what JSON does not allow and Python would take
+    (NaN, Infinity, 1e999, an integer of 5,000 digits), or is nested too deeply. ``line`` and
+    ``column`` are 1-based (0 when unknown); ``str()`` is the message alone."""
+
+    def __init__(self, message: str, line: int = 0, column: int = 0):
+        super().__init__(message)
+        self.message, self.line, self.column = message, line, column
+
+    def where(self, source: str) -> str:
+        return f"{source}:{self.line}:{self.column}" if self.line else source
+
+
+class _NotJson(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotJson(f"{name} is not a JSON value (JSON numbers are finite)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotJson(f"number {shown(text)} is too large to read")
+    return value
+
+
+def parse_json(text: str) -> Any:
+    """``json.loads`` at C speed, but strict: NaN, Infinity and numbers beyond what Python holds
+    are refused, and every failure is a ``JsonFileError`` with the line and column (found again
+    with ``load_json``, which reads the same text without recursion, only when reading failed)."""
+    try:
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except json.JSONDecodeError as exc:
+        raise JsonFileError(f"not valid JSON: {exc.msg}", exc.lineno, exc.colno) from None
+    except RecursionError:
+        raise too_deep(text) from None
+    except ValueError as exc:  # a constant, a huge float, an int past int()'s digit limit
+        line, column, message = 0, 0, str(exc)
+        try:
+            _, problems = load_json(text)
+        except json.JSONDecodeError as again:
+            line, column = again.lineno, again.colno
+        else:
+            if problems:
+                (line, column), message = problems[0].pos, problems[0].message
+        raise JsonFileError(message, line, column) from None
+
+
+def too_deep(text: str) -> JsonFileError:
+    """The error for a JSON text nested too deeply to read or use, at the bracket that opens
+    level ``NESTING_SHOWN``."""
+    depth = 0
+    for m in _JSON_TOKEN.finditer(text):
+        ch = m.group()
+        if ch in "[{":
+            depth += 1
+            if depth > NESTING_SHOWN:
+                line = text.count("\n", 0, m.start()) + 1
+                column = m.start() - (text.rfind("\n", 0, m.start()) + 1) + 1
+                return JsonFileError(
+                    f"nested more than {NESTING_SHOWN} levels deep: not a teams-bridge file",
+                    line,
+                    column,
+                )
+        elif ch in "]}":
+            depth -= 1
+    return JsonFileError("nested too deeply to read: not a teams-bridge file")
+
+
+def json_position(text: str, path: tuple[Any, ...]) -> tuple[int, int] | None:
+    """Where the value at ``path`` (keys and list indexes from the top) was written in the JSON
+    ``text``, or None. Reads the file again with positions: call it on the error path only."""
+    try:
+        node: Any = load_json(text)[0]
+    except (json.JSONDecodeError, RecursionError):
+        return None
+    pos: tuple[int, int] | None = getattr(node, "pos", None)
+    for step in path:
+        if isinstance(node, LocMap) and step in node:
+            pos, node = node.value_pos[step], node[step]
+        elif isinstance(node, LocList) and isinstance(step, int) and 0 <= step < len(node):
+            pos, node = node.item_pos[step], node[step]
+        else:
+            break
+    return pos
+
+
+def decode_utf8(data: bytes) -> tuple[str | None, tuple[int, int, int]]:
+    """``data`` as text (a UTF-8 BOM dropped), or None with the line, column and value of the
+    first byte that is not UTF-8."""
+    try:
+        return data.decode("utf-8-sig"), (0, 0, 0)
+    except UnicodeDecodeError as exc:
+        bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+        start = exc.start + bom if exc.object is not data else exc.start
+        before = data[bom:start].decode("utf-8", "replace")
+        line = before.count("\n") + 1
+        return None, (line, len(before) - (before.rfind("\n") + 1) + 1, data[start])
+
+
+def too_nested(value: Any, limit: int) -> tuple[Any, ...] | None:
+    """The path (keys and indexes) to the first container nested more than ``limit`` levels
+    inside ``value``, or None. Iterative, so any depth is safe to look at; containers only."""
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(value, ())]
+    while stack:
+        node, path = stack.pop()
+        if len(path) > limit:
+            return path
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, child in items:
+            if isinstance(child, dict | list):
+                stack.append((child, (*path, key)))
+    return None

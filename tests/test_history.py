@@ -487,3 +487,163 @@ def test_drifted_policy_has_a_first_seen_of_its_own(tmp_path: Path) -> None:
     global_policy = next(p for p in second.to_dict()["policies"] if p["name"] == "Global")
     assert global_policy["status"] == "drifted"
     assert global_policy["first_seen"] == "2024-05-01T08:00:00Z"
+
+
+# --------------------------------------------------------------------------- hardening (issue 17)
+
+
+def _recorded(tmp_path: Path) -> Path:
+    path = tmp_path / "h.sqlite"
+    with HistoryStore(path) as store:
+        store.record(at(scenario(), DAY1))
+        store.record(at(scenario(), DAY2))
+    return path
+
+
+def _edit(path: Path, sql: str) -> None:
+    db = sqlite3.connect(path)
+    db.execute(sql)
+    db.commit()
+    db.close()
+
+
+@pytest.mark.parametrize(
+    ("sql", "names"),
+    [
+        (
+            "UPDATE runs SET generated_at = 'yesterday' WHERE id = 2",
+            "table runs, row 2, column generated_at",
+        ),
+        (
+            "UPDATE runs SET observed_at = '2024-13-45T00:00:00.000000Z' WHERE id = 1",
+            "column observed_at",
+        ),
+        ("UPDATE runs SET observed_at = '' WHERE id = 1", "column observed_at"),
+        (
+            "UPDATE runs SET drift_count = 'ten' WHERE id = 2",
+            "table runs, row 2, column drift_count",
+        ),
+        ("UPDATE runs SET desired_sha256 = x'00' WHERE id = 2", "column desired_sha256"),
+        ("UPDATE drift_items SET first_seen = 'soon' WHERE run_id = 2", "table drift_items"),
+        ("UPDATE drift_items SET expected = '{not json' WHERE run_id = 2", "column expected"),
+        ("UPDATE drift_items SET first_seen = x'00ff' WHERE run_id = 2", "column first_seen"),
+    ],
+)
+def test_a_row_with_a_bad_value_is_a_history_error_naming_it(tmp_path, sql, names):
+    path = _recorded(tmp_path)
+    _edit(path, sql)
+    with pytest.raises(HistoryError) as err, HistoryStore(path, read_only=True) as store:
+        render_history(store, now=DAY3)
+    assert names in str(err.value) and str(path) in str(err.value)
+    assert "edited or damaged" in str(err.value)
+
+
+def test_a_bad_first_seen_stops_the_next_drift_run_with_an_error(tmp_path):
+    path = _recorded(tmp_path)
+    _edit(path, "UPDATE drift_items SET first_seen = 'soon' WHERE run_id = 2")
+    with HistoryStore(path) as store, pytest.raises(HistoryError, match="column first_seen"):
+        store.record(at(scenario(), DAY3))
+    with HistoryStore(path) as store, pytest.raises(HistoryError, match="column first_seen"):
+        store.annotate(at(scenario(), DAY3))
+
+
+def test_the_history_command_reports_a_bad_timestamp_without_a_traceback(tmp_path, capsys):
+    from bridge.cli import main
+
+    path = _recorded(tmp_path)
+    _edit(path, "UPDATE runs SET generated_at = 'yesterday' WHERE id = 2")
+    with pytest.raises(SystemExit) as info:
+        main(["history", "--history", str(path)])
+    _, err = capsys.readouterr()
+    assert info.value.code == 1
+    assert err.startswith(f"error: history database {path} holds a value"), err
+    assert "Traceback" not in err
+
+
+def test_read_only_opening_reads_and_never_writes(tmp_path):
+    path = _recorded(tmp_path)
+    before = (path.read_bytes(), path.stat().st_mtime_ns)
+    with HistoryStore(path, read_only=True) as store:
+        assert len(store.runs()) == 2
+        with pytest.raises(HistoryError):
+            store.record(at(scenario(), DAY3))
+    assert (path.read_bytes(), path.stat().st_mtime_ns) == before
+    with pytest.raises(HistoryError, match="cannot read history database"):
+        HistoryStore(tmp_path / "missing.sqlite", read_only=True)
+    assert not (tmp_path / "missing.sqlite").exists()
+
+
+def test_read_only_opening_upgrades_nothing_and_says_so(tmp_path):
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE runs (id INTEGER)")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    from bridge.report.history import HistoryOutdatedError
+
+    with pytest.raises(HistoryOutdatedError, match="run drift --history"):
+        HistoryStore(path, read_only=True)
+
+
+def _as_nobody() -> list[str] | None:
+    """A command prefix that runs as an unprivileged user (root reads and writes anything)."""
+    import os
+    import shutil
+
+    if not hasattr(os, "geteuid"):
+        return None
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"] if setpriv else None
+
+
+def test_history_reads_a_database_its_user_may_not_write():
+    """Defect 9: a compliance reader (or a read-only mount) could not list the history: opening
+    it tried to switch journal modes and upgrade inside a write transaction."""
+    import shutil
+    import tempfile
+
+    prefix = _as_nobody()
+    if prefix is None:
+        pytest.skip("cannot drop privileges here")
+    base = Path(tempfile.mkdtemp())  # pytest's own temporary directories are 0700
+    try:
+        base.chmod(0o755)
+        folder = base / "ro"
+        folder.mkdir()
+        path = _recorded(folder)
+        path.chmod(0o444)
+        folder.chmod(0o555)
+
+        def history(cwd: Path) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*prefix, sys.executable, "-m", "bridge", "history", "--history", str(path)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=cwd,
+            )
+
+        proc = history(folder)
+        assert proc.returncode == 0, proc.stderr
+        assert "Runs (latest 20):" in proc.stdout and "#2" in proc.stdout
+        # A database the user may not even read: an error, not a traceback.
+        folder.chmod(0o700)
+        proc = history(base)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert "Permission denied" in proc.stderr
+    finally:
+        (base / "ro").chmod(0o755)
+        shutil.rmtree(base)
+
+
+def test_the_history_command_upgrades_an_older_database_it_may_write(tmp_path):
+    from bridge.commands import history_view
+
+    path = tmp_path / "h.sqlite"
+    _v1_database(path, scenario().tenant_id)
+    text, data = history_view(str(path), 5)
+    assert len(data["runs"]) == 2 and "Runs (latest 5):" in text
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3

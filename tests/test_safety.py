@@ -426,7 +426,7 @@ def test_a_saved_floor_only_gets_stricter_unless_apply_says_so():
     default; a lower one is kept; only apply's own option raises it."""
     from bridge import planfile
 
-    assert planfile.effective_limits(SafetyLimits(user_change_floor=10**9)).user_change_floor == 50
+    assert planfile.effective_limits(SafetyLimits(user_change_floor=10**7)).user_change_floor == 50
     assert planfile.effective_limits(SafetyLimits(user_change_floor=51)).user_change_floor == 50
     assert planfile.effective_limits(SafetyLimits(user_change_floor=50)).user_change_floor == 50
     assert planfile.effective_limits(SafetyLimits(user_change_floor=0)).user_change_floor == 0
@@ -434,12 +434,14 @@ def test_a_saved_floor_only_gets_stricter_unless_apply_says_so():
     assert raised.user_change_floor == 500
 
 
-@pytest.mark.parametrize("floor", [-1, 1.5, float("nan"), float("inf"), "50", True, None])
+@pytest.mark.parametrize(
+    "floor", [-1, 1.5, float("nan"), float("inf"), "50", True, None, 10**7 + 1]
+)
 def test_a_saved_floor_that_is_not_a_whole_number_is_refused(floor):
     from bridge import planfile
     from bridge.errors import PlanError
 
-    with pytest.raises(PlanError, match=r"user_change_floor .* is not valid: the plan file was"):
+    with pytest.raises(PlanError, match=r"user_change_floor: .*: the plan file was"):
         planfile.effective_limits(SafetyLimits(user_change_floor=floor))
 
 
@@ -490,6 +492,7 @@ def test_the_file_sets_the_floor_and_validation_refuses_a_bad_one(tmp_path):
     bad.write_text("safety:\n  user_change_floor: -3\n")
     with pytest.raises(DesiredStateError) as err:
         load_desired(str(bad))
-    assert f"{bad}:2:22: error: user_change_floor takes a whole number of users from 0" in str(
-        err.value
-    )
+    assert (
+        f"{bad}:2:22: error: user_change_floor: -3 is out of range; give a whole number of users "
+        "from 0 to 10,000,000 (0: the share limit always applies)"
+    ) in str(err.value)

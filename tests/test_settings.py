@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
 
 import pytest
 from http_fixtures import clean_env_fixture  # noqa: F401
 
 from bridge.errors import ConfigError
-from bridge.settings import CLOUDS, Settings, redact
+from bridge.settings import CLOUDS, DOTENV_MAX_BYTES, Settings, redact
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 GRAPH_COMMERCIAL = "https://graph.microsoft.com"
@@ -210,3 +212,131 @@ def test_redact_removes_secrets_and_token_shapes():
     for leaked in ("abc.def-ghi", "hunter22", jwt, "opaque123"):
         assert leaked not in out
     assert "x=1" in out and "Bearer [redacted]" in out
+
+
+# --------------------------------------------------------------------------- hardening (issue 17)
+
+
+@pytest.mark.parametrize("var", ["BRIDGE_GRAPH_URL", "BRIDGE_TEAMS_URL", "AZURE_AUTHORITY_HOST"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://admin:hunter2-pw@graph.example.test",
+        "https://hunter2-pw@graph.example.test",
+        "https://admin:hunter2-pw@graph.example.test/v1.0",
+        "https:admin:hunter2-pw@graph.example.test",
+        "http://admin:hunter2-pw@graph.example.test",
+    ],
+)
+def test_credentials_in_an_endpoint_url_are_refused_without_echoing_them(
+    monkeypatch, caplog, var, url
+):
+    monkeypatch.setenv(var, url)
+    with caplog.at_level(logging.DEBUG), pytest.raises(ConfigError) as err:
+        Settings.load()
+    message = str(err.value)
+    assert f"{var} has a user name or password in it" in message
+    assert "graph.example.test" in message or "***" in message
+    assert "hunter2" not in message and "admin" not in message
+    assert "hunter2" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        ("https://[::1", "BRIDGE_GRAPH_URL='https://[::1' is not a valid URL"),
+        ("https://graph.test:99999", "is not a valid URL"),
+        ("https://graph.test:port", "is not a valid URL"),
+    ],
+)
+def test_an_endpoint_that_is_not_a_url_is_a_config_error(monkeypatch, url, needle):
+    monkeypatch.setenv("BRIDGE_GRAPH_URL", url)
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        Settings.load()
+
+
+def test_an_ipv6_endpoint_with_a_port_is_fine(monkeypatch):
+    monkeypatch.setenv("BRIDGE_GRAPH_URL", "https://[::1]:8443")
+    assert Settings.load().graph_url == "https://[::1]:8443"
+
+
+def test_a_dotenv_that_is_not_utf8_names_line_and_column(clean_env):
+    (clean_env / ".env").write_bytes(b"BRIDGE_CLOUD=gcc\nAZURE_CLIENT_ID=ab\xffcd\n")
+    with pytest.raises(ConfigError) as err:
+        Settings.load()
+    assert str(err.value).startswith(".env:2:19: the .env file is not UTF-8 text (byte 0xff)")
+
+
+def test_a_dotenv_with_a_bom_reads(clean_env):
+    (clean_env / ".env").write_bytes(b"\xef\xbb\xbfBRIDGE_CLOUD=gcc\n")
+    assert Settings.load().cloud == "gcc"
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads anything")
+def test_an_unreadable_dotenv_is_a_config_error(clean_env):
+    path = clean_env / ".env"
+    path.write_text("BRIDGE_CLOUD=gcc\n")
+    path.chmod(0)
+    with pytest.raises(ConfigError, match=r"\.env: cannot read the \.env file"):
+        Settings.load()
+
+
+def test_an_unreadable_dotenv_via_the_reader(clean_env, monkeypatch):
+    # Root reads a mode-0 file, so the OSError is made by hand here.
+    import builtins
+
+    real_open = builtins.open
+
+    def deny(path, *args, **kwargs):
+        if str(path) == ".env":
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, *args, **kwargs)
+
+    (clean_env / ".env").write_text("BRIDGE_CLOUD=gcc\n")
+    monkeypatch.setattr(builtins, "open", deny)
+    with pytest.raises(ConfigError, match=r"\.env: cannot read the \.env file: Permission denied"):
+        Settings.load()
+
+
+def test_a_huge_dotenv_is_refused_unread(clean_env):
+    (clean_env / ".env").write_bytes(b"#" * (DOTENV_MAX_BYTES + 1))
+    with pytest.raises(ConfigError, match=r"no \.env file is"):
+        Settings.load()
+
+
+@pytest.mark.parametrize("content", [b"A=\xff\n", b"\xfe\xff\x00A"])
+def test_cli_with_a_bad_dotenv_answers_version_and_errors_on_commands(clean_env, capsys, content):
+    from bridge.cli import main
+
+    (clean_env / ".env").write_bytes(content)
+    for args, code in ((["--version"], 0), (["--help"], 0), (["validate", "x.yaml"], 1)):
+        with pytest.raises(SystemExit) as info:
+            main(args)
+        out, err = capsys.readouterr()
+        assert (info.value.code or 0) == code, (args, out, err)
+        assert "Traceback" not in err
+        if code:
+            assert err.startswith("error: .env:1:"), err
+            assert "not UTF-8" in err
+
+
+EXAMPLE_DESIRED = str(
+    __import__("pathlib").Path(__file__).parents[1] / "examples" / "northwind.yaml"
+)
+
+
+@pytest.mark.parametrize("command", [["-vv", "doctor"], ["-vv", "plan", EXAMPLE_DESIRED]])
+def test_a_password_in_the_graph_url_never_reaches_output_or_logs(monkeypatch, capsys, command):
+    from bridge.cli import main
+
+    monkeypatch.setenv("AZURE_TENANT_ID", "t")
+    monkeypatch.setenv("AZURE_CLIENT_ID", "c")
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", "s3cret-value")
+    monkeypatch.setenv("BRIDGE_GRAPH_URL", "https://admin:hunter2-pw@graph.microsoft.com")
+    with pytest.raises(SystemExit) as info:
+        main(command)
+    out, err = capsys.readouterr()
+    assert info.value.code == 1
+    assert "BRIDGE_GRAPH_URL has a user name or password in it" in out + err
+    # -vv logs the error's traceback at debug level by design; the secret is in neither.
+    assert "hunter2" not in out + err

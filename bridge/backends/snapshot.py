@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import catalogue
+from .. import catalogue, limits
 from ..errors import NotFoundError, SnapshotError
 from ..files import write_text_atomic
 from ..state import (
@@ -38,6 +38,16 @@ from ..state import (
     bare_name,
     policy_key,
     wire_identity,
+)
+from ..yamlloc import (
+    JsonFileError,
+    decode_utf8,
+    described,
+    json_position,
+    parse_json,
+    shown,
+    too_deep,
+    too_nested,
 )
 from .base import BulkResult, ChunkResult, Wanted
 
@@ -103,13 +113,64 @@ def state_to_snapshot(state: TenantState, source: str, now: dt.datetime | None =
     }
 
 
-def snapshot_to_state(data: Any, source: str = "<snapshot>") -> TenantState:
-    """Parse a snapshot; every malformed entry is reported with its place in the file."""
+# Nesting no policy object as the service returns it comes near (Key.SchemaId.XName is 3 deep).
+_MAX_POLICY_NESTING = 32
+
+
+class _Bad(Exception):
+    """A snapshot field that is missing, of the wrong type or out of range, at ``path``."""
+
+    def __init__(self, path: tuple[Any, ...], message: str):
+        super().__init__(message)
+        self.path, self.message = path, message
+
+
+def _field(obj: Any, path: tuple[Any, ...], key: str, kind: str, *, required: bool = True) -> Any:
+    """``obj[key]`` checked: ``kind`` is "text" (non-empty), "text?" (text or null), "list"."""
+    if not isinstance(obj, dict):
+        raise _Bad(path, f"is {_what(obj)}, not an object")
+    if key not in obj:
+        if required:
+            raise _Bad(path, f"has no {key!r}")
+        return None
+    value = obj[key]
+    where = (*path, key)
+    if kind == "text" and not (isinstance(value, str) and value):
+        raise _Bad(where, f"is {_what(value)}, not text")
+    if kind == "text?" and value is not None and not isinstance(value, str):
+        raise _Bad(where, f"is {_what(value)}, not text or null")
+    if kind == "list" and not isinstance(value, list):
+        raise _Bad(where, f"is {_what(value)}, not a list")
+    return value
+
+
+def _what(value: Any) -> str:
+    return described(value, json_words=True)
+
+
+def _items(data: dict[str, Any], key: str, *, required: bool) -> list[tuple[tuple[Any, ...], Any]]:
+    """The entries of the list ``data[key]`` with their paths, each checked to be an object."""
+    value = _field(data, (), key, "list", required=required) or []
+    out = []
+    for i, entry in enumerate(value):
+        if not isinstance(entry, dict):
+            raise _Bad((key, i), f"is {_what(entry)}, not an object")
+        out.append(((key, i), entry))
+    return out
+
+
+def snapshot_to_state(
+    data: Any, source: str = "<snapshot>", text: str | None = None
+) -> TenantState:
+    """Parse a snapshot. Every field is checked for presence, type and range; the first that is
+    wrong is a ``SnapshotError`` naming the file, the field and (given the file's ``text``) the
+    line and column: never a traceback, never a smaller tenant."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise SnapshotError(f'{source}: not a teams-bridge snapshot (no "format": "{FORMAT}")')
-    if data.get("version") != VERSION:
+    version = data.get("version")
+    if isinstance(version, bool) or version != VERSION:
         raise SnapshotError(
-            f"{source}: snapshot version {data.get('version')!r} is not supported "
+            f"{source}: snapshot version {version!r} is not supported "
             f"(this teams-bridge reads version {VERSION})"
         )
     missing = [k for k in ("policies", "group_assignments", "user_assignments") if k not in data]
@@ -120,36 +181,76 @@ def snapshot_to_state(data: Any, source: str = "<snapshot>") -> TenantState:
             "teams-bridge snapshot"
         )
     try:
-        directory = Directory()
-        for u in data.get("users", []):
-            directory.add_user(
-                User(u["id"], u["userPrincipalName"], u.get("displayName"), u.get("department"))
+        return _to_state(data, source)
+    except _Bad as bad:
+        pos = json_position(text, bad.path) if text is not None else None
+        where = f"{source}:{pos[0]}:{pos[1]}" if pos else source
+        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in bad.path)
+        raise SnapshotError(
+            f"{where}: malformed snapshot entry: {field.lstrip('.') or 'the snapshot'} "
+            f"{bad.message}; take the snapshot again with teams-bridge snapshot"
+        ) from None
+
+
+def _to_state(data: dict[str, Any], source: str) -> TenantState:
+    tenant_id = _field(data, (), "tenant_id", "text?", required=False)
+    domains = _field(data, (), "domains", "list", required=False) or []
+    for i, domain in enumerate(domains):
+        if not isinstance(domain, str):
+            raise _Bad(("domains", i), f"is {_what(domain)}, not text")
+    directory = Directory()
+    for path, u in _items(data, "users", required=False):
+        directory.add_user(
+            User(
+                _field(u, path, "id", "text"),
+                _field(u, path, "userPrincipalName", "text"),
+                _field(u, path, "displayName", "text?", required=False),
+                _field(u, path, "department", "text?", required=False),
             )
-        for g in data.get("groups", []):
-            members = g.get("members")
-            directory.add_group(
-                Group(g["id"], g["displayName"], tuple(members) if members is not None else None)
+        )
+    for path, g in _items(data, "groups", required=False):
+        members = _field(g, path, "members", "list", required=False)
+        for i, member in enumerate(members or ()):
+            if not isinstance(member, str):
+                raise _Bad((*path, "members", i), f"is {_what(member)}, not a user id")
+        directory.add_group(
+            Group(
+                _field(g, path, "id", "text"),
+                _field(g, path, "displayName", "text?") or "",
+                tuple(members) if members is not None else None,
             )
-        policies = [policy_from_service(p) for p in data["policies"]]
-        groups = [
+        )
+    policies = []
+    for path, p in _items(data, "policies", required=True):
+        _field(p, path, "Identity", "text")
+        deep = too_nested(p, _MAX_POLICY_NESTING)
+        if deep is not None:
+            raise _Bad((*path, *deep), f"is nested more than {_MAX_POLICY_NESTING} levels deep")
+        policies.append(policy_from_service(p))
+    groups = []
+    for path, a in _items(data, "group_assignments", required=True):
+        group_id = _field(a, path, "GroupId", "text")
+        policy = _field(a, path, "PolicyName", "text")
+        rank = _field(a, path, "Rank", "number")
+        why = limits.RANK.problem(rank)
+        if why is not None:
+            raise _Bad((*path, "Rank"), f"is not a rank: {why}")
+        name = _field(a, path, "GroupName", "text?", required=False)
+        groups.append(
             GroupAssignment(
-                a["GroupId"],
-                bare_name(a["PolicyName"]),
-                int(a["Rank"]),
-                a.get("GroupName") or _group_name(directory, a["GroupId"]),
+                group_id, bare_name(policy), int(rank), name or _group_name(directory, group_id)
             )
-            for a in data["group_assignments"]
-        ]
-        users = []
-        for a in data["user_assignments"]:
-            upn = a.get("UserPrincipalName")
-            if not upn and a["UserId"] in directory.users:
-                upn = directory.users[a["UserId"]].upn
-            users.append(UserAssignment(a["UserId"], bare_name(a["PolicyName"]), upn))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise SnapshotError(f"{source}: malformed snapshot entry ({exc!r})") from exc
-    state = TenantState.build(data.get("tenant_id"), policies, groups, users, directory)
-    state.domains = tuple(data.get("domains", ()))
+        )
+    users = []
+    for path, a in _items(data, "user_assignments", required=True):
+        user_id = _field(a, path, "UserId", "text")
+        policy = _field(a, path, "PolicyName", "text")
+        upn = _field(a, path, "UserPrincipalName", "text?", required=False)
+        if not upn and user_id in directory.users:
+            upn = directory.users[user_id].upn
+        users.append(UserAssignment(user_id, bare_name(policy), upn))
+    state = TenantState.build(tenant_id, policies, groups, users, directory)
+    state.domains = tuple(domains)
     state.observed_at = _taken_at(data.get("taken_at"), source)
     return state
 
@@ -161,12 +262,16 @@ def _taken_at(value: Any, source: str) -> dt.datetime | None:
         return None
     try:
         taken = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError as exc:
+        if taken.tzinfo is None:
+            taken = taken.replace(tzinfo=dt.timezone.utc)
+        # In UTC now: a time at the edge of the calendar (year 1 or 9999 with an offset)
+        # cannot be, and would overflow later when a report or history converts it.
+        return taken.astimezone(dt.timezone.utc)
+    except (ValueError, OverflowError) as exc:
         raise SnapshotError(
-            f"{source}: taken_at {value!r} is not an ISO 8601 time ({exc}); take the snapshot "
-            "again with teams-bridge snapshot, or correct the time"
+            f"{source}: taken_at {shown(value)} is not an ISO 8601 time ({exc}); take the "
+            "snapshot again with teams-bridge snapshot, or correct the time"
         ) from exc
-    return taken if taken.tzinfo else taken.replace(tzinfo=dt.timezone.utc)
 
 
 def _all_done(user_ids: Sequence[str]) -> BulkResult:
@@ -182,16 +287,27 @@ def _group_name(directory: Directory, group_id: str) -> str | None:
 
 
 def load_snapshot(path: str | os.PathLike[str]) -> TenantState:
+    """Read a snapshot file. Anything wrong with it (unreadable, too large, not a regular file,
+    not UTF-8, not JSON, NaN or Infinity, nested too deeply, a field missing or of the wrong
+    type) is a ``SnapshotError`` naming the file and, where it can, the line and column."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        raw = limits.read_bounded(p, limits.SNAPSHOT_MAX_BYTES)
     except OSError as exc:
         raise SnapshotError(f"{p}: cannot read snapshot: {exc.strerror or exc}") from exc
+    text, (line, column, byte) = decode_utf8(raw)
+    if text is None:
+        raise SnapshotError(
+            f"{p}:{line}:{column}: not a snapshot: not UTF-8 text (byte 0x{byte:02x})"
+        )
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SnapshotError(f"{p}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from exc
-    return snapshot_to_state(data, str(p))
+        data = parse_json(text)
+    except JsonFileError as exc:
+        raise SnapshotError(f"{exc.where(str(p))}: invalid JSON: {exc.message}") from None
+    try:
+        return snapshot_to_state(data, str(p), text)
+    except RecursionError:
+        raise SnapshotError(f"{too_deep(text).where(str(p))}: nested too deeply") from None
 
 
 def write_snapshot(state: TenantState, path: str | os.PathLike[str], source: str) -> None:

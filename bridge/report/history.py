@@ -28,6 +28,12 @@ run shows fixed starts a new first-seen time after it).
 Several processes may write at once (a cron job and a person): WAL journal, a busy timeout, and
 one short ``BEGIN IMMEDIATE`` transaction per ``record`` so the previous-run lookup and the
 insert cannot interleave with another writer.
+
+``HistoryStore(path, read_only=True)`` (the ``history`` command) opens the file read-only
+(SQLite's ``mode=ro``): a database the user may read but not write (a compliance reader, a
+read-only mount) can be shown. Every value read back is checked: a row a hand edit, another tool
+or a damaged file left with a time that is not one, or a number that is text, is a
+``HistoryError`` naming the database, the table, the row and the column, never a traceback.
 """
 
 from __future__ import annotations
@@ -96,6 +102,10 @@ class HistoryError(ConfigError):
     """The history database cannot be opened, read or written."""
 
 
+class HistoryOutdatedError(HistoryError):
+    """Opened read-only, the database has an older schema that only a writer can upgrade."""
+
+
 @dataclass(frozen=True)
 class RunRecord:
     id: int
@@ -137,6 +147,43 @@ def _ts(t: dt.datetime) -> str:
 
 def _parse(text: str) -> dt.datetime:
     return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc)
+
+
+class _BadValue(Exception):
+    """A value read back that is not what teams-bridge writes there."""
+
+    def __init__(self, table: str, row: Any, column: str, value: Any, wanted: str):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        super().__init__(f"table {table}, row {row}, column {column}: {shown} is not {wanted}")
+
+
+def _at(value: Any, table: str, row: Any, column: str) -> dt.datetime:
+    """A stored time, or ``_BadValue``."""
+    try:
+        return _parse(value)
+    except (TypeError, ValueError):
+        raise _BadValue(table, row, column, value, "a time as teams-bridge writes it") from None
+
+
+def _int(value: Any, table: str, row: Any, column: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise _BadValue(table, row, column, value, "a whole number")
+
+
+def _text(value: Any, table: str, row: Any, column: str) -> str:
+    if isinstance(value, str):
+        return value
+    raise _BadValue(table, row, column, value, "text")
+
+
+def _json_value(value: Any, table: str, row: Any, column: str) -> Any:
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError, RecursionError):
+        raise _BadValue(table, row, column, value, "JSON") from None
 
 
 def _tenant(report_tenant: str | None) -> str:
@@ -186,8 +233,12 @@ class HistoryStore:
     """A drift history database at ``path`` (created on first use). Not shared across threads:
     open one store per thread or process."""
 
-    def __init__(self, path: str | os.PathLike[str]):
+    def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False):
         self.path = Path(path)
+        self.read_only = read_only
+        if read_only:
+            self._db = self._open_read_only()
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
@@ -199,12 +250,7 @@ class HistoryStore:
             self._db.execute("PRAGMA foreign_keys = ON")
             with self._write():
                 version = self._db.execute("PRAGMA user_version").fetchone()[0]
-                if version > SCHEMA_VERSION:
-                    raise HistoryError(
-                        f"history database {self.path} has schema version {version}, newer than "
-                        f"this teams-bridge reads ({SCHEMA_VERSION}): upgrade teams-bridge or "
-                        "use another --history file"
-                    )
+                self._refuse_newer(version)
                 if version < SCHEMA_VERSION:
                     self._migrate(version)
         except (sqlite3.Error, OSError) as exc:
@@ -213,6 +259,54 @@ class HistoryStore:
                 "writable file on a local disk (SQLite locking does not work on every network "
                 "share)"
             ) from exc
+
+    def _refuse_newer(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise HistoryError(
+                f"history database {self.path} has schema version {version}, newer than "
+                f"this teams-bridge reads ({SCHEMA_VERSION}): upgrade teams-bridge or "
+                "use another --history file"
+            )
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        """The database opened read-only, never created, never changed. A WAL database in a
+        directory the user cannot write, with no ``-shm`` file left, can only be opened as
+        immutable (nobody can be writing it then: nobody may write there)."""
+        uri = self.path.resolve().as_uri() + "?mode=ro"
+        db: sqlite3.Connection | None = None
+        try:
+            for attempt in (uri, uri + "&immutable=1"):
+                try:
+                    db = sqlite3.connect(
+                        attempt, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
+                    )
+                    version = db.execute("PRAGMA user_version").fetchone()[0]
+                    break
+                except sqlite3.OperationalError:
+                    if db is not None:
+                        db.close()
+                        db = None
+                    if attempt != uri:
+                        raise
+            assert db is not None
+        except (sqlite3.Error, OSError, ValueError) as exc:
+            raise HistoryError(
+                f"cannot read history database {self.path}: {exc}; check it is a teams-bridge "
+                "history file you may read"
+            ) from exc
+        try:
+            self._refuse_newer(version)
+        except HistoryError:
+            db.close()
+            raise
+        if version < SCHEMA_VERSION:
+            db.close()
+            raise HistoryOutdatedError(
+                f"history database {self.path} was written by an older teams-bridge (schema "
+                f"version {version}): run drift --history {self.path} once, as a user who may "
+                "write it, to upgrade it"
+            )
+        return db
 
     def _migrate(self, version: int) -> None:
         statements = [t for t in _SCHEMA.split(";") if t.strip()]
@@ -310,6 +404,12 @@ class HistoryStore:
             raise
         self._db.execute("COMMIT")
 
+    def _damaged(self, exc: _BadValue) -> HistoryError:
+        return HistoryError(
+            f"history database {self.path} holds a value teams-bridge did not write ({exc}): "
+            "it was edited or damaged; correct or delete that row, or start a new --history file"
+        )
+
     def _fail(self, action: str, exc: sqlite3.Error) -> HistoryError:
         return HistoryError(
             f"cannot {action} history database {self.path}: {exc}; if another teams-bridge run "
@@ -327,6 +427,8 @@ class HistoryStore:
             )
         except sqlite3.Error as exc:
             raise self._fail("read", exc) from exc
+        except _BadValue as exc:
+            raise self._damaged(exc) from None
         first_seen, resolved = _compare(report, previous)
         report.first_seen = first_seen
         report.resolved = resolved
@@ -390,6 +492,8 @@ class HistoryStore:
                 self._recompute_later(tenant, file_key, report.observed, first_seen)
         except sqlite3.Error as exc:
             raise self._fail("write to", exc) from exc
+        except _BadValue as exc:
+            raise self._damaged(exc) from None
         report.first_seen, report.resolved = first_seen, resolved
         log.info(
             "recorded drift run %d (%d drift item(s), %d resolved) in %s",
@@ -414,9 +518,9 @@ class HistoryStore:
         ).fetchall()
         previous = dict(first_seen)
         for run_id, generated in later:
-            at = _parse(generated)
+            at = _at(generated, "runs", run_id, "observed_at")
             stored = {
-                key: _parse(seen)
+                key: _at(seen, "drift_items", f"{run_id}/{key}", "first_seen")
                 for key, seen in self._db.execute(
                     "SELECT key, first_seen FROM drift_items WHERE run_id = ?", (run_id,)
                 )
@@ -454,7 +558,7 @@ class HistoryStore:
         if row is None:
             return {}
         return {
-            key: _parse(seen)
+            key: _at(seen, "drift_items", f"{row[0]}/{key}", "first_seen")
             for key, seen in self._db.execute(
                 "SELECT key, first_seen FROM drift_items WHERE run_id = ?", (row[0],)
             )
@@ -472,22 +576,10 @@ class HistoryStore:
             ).fetchall()
         except sqlite3.Error as exc:
             raise self._fail("read", exc) from exc
-        return [
-            RunRecord(
-                r[0],
-                r[1] or None,
-                _parse(r[2]),
-                r[3],
-                r[4],
-                r[5],
-                r[6],
-                {"error": r[7], "warning": r[8], "info": r[9]},
-                bool(r[10]),
-                r[11],
-                _parse(r[12]),
-            )
-            for r in rows
-        ]
+        try:
+            return [_run_record(r) for r in rows]
+        except _BadValue as exc:
+            raise self._damaged(exc) from None
 
     def open_drift(
         self, tenant_id: str | None = None, now: dt.datetime | None = None
@@ -508,18 +600,25 @@ class HistoryStore:
             ).fetchall()
         except sqlite3.Error as exc:
             raise self._fail("read", exc) from exc
-        return [
-            OpenDrift(
-                key,
-                tenant or None,
-                obj,
-                _unjson(exp),
-                _unjson(act),
-                _parse(seen),
-                now - _parse(seen),
-            )
-            for key, tenant, obj, exp, act, seen in rows
-        ]
+        out = []
+        try:
+            for key, tenant, obj, exp, act, seen in rows:
+                where = ("drift_items", key)
+                first = _at(seen, *where, "first_seen")
+                out.append(
+                    OpenDrift(
+                        _text(key, *where, "key"),
+                        tenant or None,
+                        _text(obj, *where, "object"),
+                        _json_value(exp, *where, "expected"),
+                        _json_value(act, *where, "actual"),
+                        first,
+                        now - first,
+                    )
+                )
+        except _BadValue as exc:
+            raise self._damaged(exc) from None
+        return out
 
     def resolved(self, limit: int = 50, tenant_id: str | None = None) -> list[ResolvedRecord]:
         """Drift items that went away, latest resolution first."""
@@ -533,7 +632,18 @@ class HistoryStore:
             ).fetchall()
         except sqlite3.Error as exc:
             raise self._fail("read", exc) from exc
-        return [ResolvedRecord(k, t or None, _parse(f), _parse(r)) for k, t, f, r in rows]
+        try:
+            return [
+                ResolvedRecord(
+                    _text(k, "resolutions", k, "key"),
+                    t or None,
+                    _at(f, "resolutions", k, "first_seen"),
+                    _at(r, "resolutions", k, "resolved_at"),
+                )
+                for k, t, f, r in rows
+            ]
+        except _BadValue as exc:
+            raise self._damaged(exc) from None
 
     def first_seen(self, key: str, tenant_id: str | None = None) -> dt.datetime | None:
         """When ``key`` was first seen, as of the latest run that showed it; None if never."""
@@ -546,7 +656,38 @@ class HistoryStore:
             ).fetchone()
         except sqlite3.Error as exc:
             raise self._fail("read", exc) from exc
-        return _parse(row[0]) if row else None
+        try:
+            return _at(row[0], "drift_items", key, "first_seen") if row else None
+        except _BadValue as exc:
+            raise self._damaged(exc) from None
+
+
+def _run_record(r: Any) -> RunRecord:
+    run = r[0]
+
+    def text(i: int, column: str) -> str:
+        return _text(r[i], "runs", run, column)
+
+    def number(i: int, column: str) -> int:
+        return _int(r[i], "runs", run, column)
+
+    return RunRecord(
+        _int(run, "runs", run, "id"),
+        (text(1, "tenant_id") if r[1] is not None else "") or None,
+        _at(r[2], "runs", run, "generated_at"),
+        text(3, "tool_version"),
+        text(4, "desired_path"),
+        text(5, "desired_sha256"),
+        number(6, "drift_count"),
+        {
+            "error": number(7, "findings_error"),
+            "warning": number(8, "findings_warning"),
+            "info": number(9, "findings_info"),
+        },
+        bool(number(10, "in_sync")),
+        number(11, "exit_code"),
+        _at(r[12], "runs", run, "observed_at"),
+    )
 
 
 def _compare(
@@ -563,10 +704,6 @@ def _compare(
 
 def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
-
-
-def _unjson(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
 
 
 def render_history(
