@@ -1,5 +1,8 @@
 """Logging set-up for the CLI: text or JSON lines on stderr, every line passed through
-``bridge.redact`` so a token or secret can never reach a log."""
+``bridge.redact`` so a token or secret can never reach a log. In text, a record's message is one
+line with its control characters escaped (``bridge.text.printable``): log messages carry group
+names, UPNs and service warnings, and an escape sequence or a line break there could hide or
+forge lines on the admin's terminal. JSON lines are escaped by ``json.dumps`` itself."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import logging
 import sys
 
 from .redact import redact
+from .text import printable
 
 
 class RedactingFilter(logging.Filter):
@@ -20,7 +24,12 @@ class RedactingFilter(logging.Filter):
 
 
 class RedactingFormatter(logging.Formatter):
-    """Redacts the whole line, tracebacks included (``-vv`` logs them)."""
+    """Redacts the whole line, tracebacks included (``-vv`` logs them); the message itself is
+    shown on one line with control characters escaped (a traceback keeps its lines)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
 
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))

@@ -35,6 +35,7 @@ from .state import (
     is_global,
     policy_key,
 )
+from .text import printable
 
 PLAN_SCHEMA_VERSION = 1
 C = TypeVar("C", bound="Change")
@@ -506,7 +507,7 @@ class Plan:
         if reasons and not force:
             raise UnsafePlanError(
                 "the plan is over a safety limit:\n  - "
-                + "\n  - ".join(reasons)
+                + "\n  - ".join(printable(reason) for reason in reasons)  # they name groups
                 + "\nreview it, then re-run with --force (or change the limits in the file's "
                 "safety: block)"
             )

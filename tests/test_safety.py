@@ -496,3 +496,37 @@ def test_the_file_sets_the_floor_and_validation_refuses_a_bad_one(tmp_path):
         f"{bad}:2:22: error: user_change_floor: -3 is out of range; give a whole number of users "
         "from 0 to 10,000,000 (0: the share limit always applies)"
     ) in str(err.value)
+
+
+def test_a_refusal_shows_tenant_names_escaped_one_reason_per_line():
+    """The refusal names groups from the tenant: an escape sequence or a line break in a group's
+    name must not hide a reason or forge one."""
+    from factories import TENANT, gid, uid
+    from factories import desired as make_desired
+
+    from bridge.plan import diff
+    from bridge.state import Directory, Group, GroupAssignment, Policy, TenantState, User
+
+    hostile = "Group 1\x1b[2K\r\n  - nothing else"
+    on = {"AllowPriorityMessages": True, "ReadReceiptsEnabledType": "Everyone"}
+    off = {"AllowPriorityMessages": False, "ReadReceiptsEnabledType": "Everyone"}
+    directory = Directory()
+    directory.add_user(User(uid(0), "user0@northwind-health.org"))
+    directory.add_group(Group(gid(1), hostile, (uid(0),)))
+    current = TenantState.build(
+        TENANT,
+        [Policy("Global", {}), Policy("Clinical", on), Policy("Kitchen", off)],
+        [GroupAssignment(gid(1), "Clinical", 1, hostile)],
+        [],
+        directory,
+    )
+    want = make_desired({"Clinical": on, "Kitchen": off}, groups=[(gid(1), "Kitchen", 1)])
+    plan = diff(current, want)
+    limits = SafetyLimits(max_user_change_share=1.0)
+    with pytest.raises(UnsafePlanError) as err:
+        plan.raise_if_unsafe(current, limits, force=False)
+    message = str(err.value)
+    assert "\x1b" not in message and "\r" not in message
+    reasons = [line for line in message.splitlines() if line.startswith("  - ")]
+    assert len(reasons) == len(plan.unsafe_reasons(current, limits))
+    assert any("Group 1\\x1b[2K\\x0d\\x0a  - nothing else" in line for line in reasons)

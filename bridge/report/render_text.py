@@ -7,28 +7,16 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Callable
 
+from ..text import printable, printable_lines
 from .model import DriftReport, format_value, utc
+
+__all__ = ["printable", "printable_lines", "render_text"]
 
 SYMBOL = {"in_sync": " ", "drifted": "~", "missing": "+", "extra": "-"}
 _STATUS_COLOR = {"in_sync": "32", "drifted": "33", "missing": "32", "extra": "31"}
 _SEVERITY_COLOR = {"error": "31;1", "warning": "33;1", "info": "36"}
 _SYMBOL_COLOR = {"~": "33", "+": "32", "-": "31", " ": ""}
 DEFAULT_MAX_ITEMS = 50
-
-
-def printable(text: object) -> str:
-    """``text`` without control characters: tenant data must not move the cursor or recolour
-    the terminal."""
-    return "".join(
-        ch if ch.isprintable() else f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}"
-        for ch in str(text)
-    )
-
-
-def printable_lines(text: object) -> str:
-    """``printable`` line by line, for a message of several lines: its line breaks stay, every
-    other control character (in tenant text it carries) is shown escaped."""
-    return "\n".join(printable(line) for line in str(text).split("\n"))
 
 
 def render_text(
