@@ -11,6 +11,7 @@ sees names the option, variable or file field and the allowed range, the same wa
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import math
 import os
@@ -38,6 +39,7 @@ __all__ = [
     "Range",
     "check",
     "read_bounded",
+    "time_problem",
 ]
 
 DAY = 86_400.0
@@ -91,7 +93,9 @@ LOCK_SECONDS = Range(0, DAY, unit="seconds")
 VERIFY_SECONDS = Range(0, DAY, unit="seconds")
 RETRY_ATTEMPTS = Range(1, 20, integer=True, unit="attempts")
 CONCURRENCY = Range(1, 32, integer=True, unit="parallel requests")
-RATE = Range(0, 10_000, above=True, unit="requests per second")
+# At least one request every 10 s: a slower rate would hold the tenant lock for hours (and a
+# denormal rate overflows the clock arithmetic of the pacer).
+RATE = Range(0.1, 10_000, unit="requests per second")
 # A share of users (the safety limit): 0 to 1.
 SHARE = Range(0, 1)
 # A count a user sets a limit with (max_policy_deletes), and list lengths (history --limit).
@@ -129,6 +133,23 @@ def parse(text: str, rng: Range, where: str) -> Any:
                 f"{where}: {_shown(text)} is not a number; give {rng.describe()}"
             ) from None
     return check(value, rng, where, raw)
+
+
+# Times read from files (a snapshot's taken_at, a saved plan's created_at): Teams messaging
+# policies did not exist before 2017, and a time far ahead of the clock is an edited file. Both
+# bounds also keep the calendar's edges (year 1, year 9999) away from later arithmetic
+# (``since - slack``) and from history's fixed-width text.
+EARLIEST_TIME = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def time_problem(value: dt.datetime, now: dt.datetime, skew: dt.timedelta) -> str | None:
+    """Why an aware time read from a file cannot be right, or None: before 2000, or later than
+    ``now`` plus ``skew`` (a clock a little ahead is forgiven)."""
+    if value < EARLIEST_TIME:
+        return f"is before {EARLIEST_TIME.year}"
+    if value > now + skew:
+        return f"is later than now ({now.isoformat(timespec='seconds')})"
+    return None
 
 
 # Files teams-bridge reads whole: the largest each may be. A desired file for 200,000 users is

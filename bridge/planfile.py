@@ -198,11 +198,10 @@ def _created_at(value: Any, now: dt.datetime) -> dt.datetime | str:
         created = created.astimezone(dt.timezone.utc)
     except (ValueError, OverflowError) as exc:
         return f"{value[:40]!r} is not a time ({exc})"
-    if created > now + CLOCK_SKEW:
-        return (
-            f"{value[:40]!r} is later than now ({now.isoformat(timespec='seconds')}); a plan "
-            "made in the future would pass the journal's freshness check unchecked"
-        )
+    why = limits.time_problem(created, now, CLOCK_SKEW)
+    if why is not None:
+        # A plan dated in the future would pass the journal's freshness check unchecked.
+        return f"{value[:40]!r} {why}; a saved plan is dated when plan --out made it"
     return created
 
 

@@ -647,3 +647,16 @@ def test_the_history_command_upgrades_an_older_database_it_may_write(tmp_path):
     text, data = history_view(str(path), 5)
     assert len(data["runs"]) == 2 and "Runs (latest 5):" in text
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
+
+
+def test_times_are_written_fixed_width_whatever_the_year():
+    """strftime's %Y does not pad a year before 1000 on Linux: such a row could not be read
+    back, and every later drift --history failed."""
+    import datetime as dt
+
+    from bridge.report.history import _parse, _ts
+
+    for year in (1, 999, 2026, 9999):
+        t = dt.datetime(year, 6, 1, 12, 0, tzinfo=dt.timezone.utc)
+        assert len(_ts(t)) == len("2026-06-01T12:00:00.000000Z")
+        assert _parse(_ts(t)) == t

@@ -115,6 +115,8 @@ def test_history_limit_and_sandbox_knobs_refuse_non_finite_numbers(capsys, tmp_p
         ("BRIDGE_TIMEOUT_CONNECT", "-inf"),
         ("BRIDGE_RETRY_MAX_SECONDS", "1e999"),
         ("BRIDGE_MAX_RPS", "nan"),
+        ("BRIDGE_MAX_RPS", "1e-320"),  # the pacer's clock arithmetic overflowed
+        ("BRIDGE_MAX_RPS", "0.001"),  # a request every 1000 s, holding the lock for hours
         ("BRIDGE_CONCURRENCY", "33"),
         ("BRIDGE_RETRY_ATTEMPTS", "0"),
     ],

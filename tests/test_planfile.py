@@ -78,6 +78,8 @@ def test_a_tenant_id_that_is_not_text(value):
         12345,
         None,
         "2999-01-01T00:00:00+00:00",  # later than now: would dodge the journal check
+        "0001-01-01T00:00:00+00:00",  # since - slack overflowed in the journal check
+        "1999-12-31T23:59:59+00:00",
     ],
 )
 def test_a_created_at_that_is_not_a_time_the_plan_was_made(value):

@@ -160,6 +160,21 @@ def test_a_taken_at_at_the_edge_of_the_calendar_is_an_error(tmp_path, when):
         load_snapshot(_write(tmp_path, data))
 
 
+@pytest.mark.parametrize(
+    ("when", "why"),
+    [
+        ("0001-01-01T00:00:00+00:00", "is before 2000"),  # history could not read it back
+        ("0999-06-01T00:00:00Z", "is before 2000"),
+        ("9999-12-31T00:00:00Z", "is later than now"),  # would sort as the newest run forever
+    ],
+)
+def test_a_taken_at_history_cannot_order_is_an_error(tmp_path, when, why):
+    data = _example()
+    data["taken_at"] = when
+    with pytest.raises(SnapshotError, match=re.escape(f"taken_at {when!r} {why}")):
+        load_snapshot(_write(tmp_path, data))
+
+
 def test_a_device_or_directory_is_refused_without_reading_it(tmp_path):
     if os.path.exists("/dev/zero"):
         with pytest.raises(SnapshotError, match="/dev/zero: cannot read snapshot: not a regular"):

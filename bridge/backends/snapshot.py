@@ -255,6 +255,10 @@ def _to_state(data: dict[str, Any], source: str) -> TenantState:
     return state
 
 
+# A snapshot taken on a machine whose clock runs a little ahead is still a snapshot.
+_CLOCK_SKEW = dt.timedelta(days=1)
+
+
 def _taken_at(value: Any, source: str) -> dt.datetime | None:
     """A snapshot's ``taken_at`` (UTC when it names no zone): reports describe the tenant as it
     was then, and history orders runs by it."""
@@ -266,12 +270,20 @@ def _taken_at(value: Any, source: str) -> dt.datetime | None:
             taken = taken.replace(tzinfo=dt.timezone.utc)
         # In UTC now: a time at the edge of the calendar (year 1 or 9999 with an offset)
         # cannot be, and would overflow later when a report or history converts it.
-        return taken.astimezone(dt.timezone.utc)
+        taken = taken.astimezone(dt.timezone.utc)
     except (ValueError, OverflowError) as exc:
         raise SnapshotError(
             f"{source}: taken_at {shown(value)} is not an ISO 8601 time ({exc}); take the "
             "snapshot again with teams-bridge snapshot, or correct the time"
         ) from exc
+    # History orders runs by this time: one from year 1 or 9999 would sort first or last forever.
+    why = limits.time_problem(taken, dt.datetime.now(dt.timezone.utc), _CLOCK_SKEW)
+    if why is not None:
+        raise SnapshotError(
+            f"{source}: taken_at {shown(value)} {why}; take the snapshot again with "
+            "teams-bridge snapshot, or correct the time"
+        )
+    return taken
 
 
 def _all_done(user_ids: Sequence[str]) -> BulkResult:

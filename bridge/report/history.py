@@ -141,8 +141,10 @@ class ResolvedRecord:
 
 
 def _ts(t: dt.datetime) -> str:
-    # One fixed-width format, so text order is time order in SQL.
-    return utc(t).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # One fixed-width format, so text order is time order in SQL (the year padded by hand:
+    # strftime's %Y does not pad years before 1000 on every platform).
+    t = utc(t)
+    return f"{t.year:04d}-" + t.strftime("%m-%dT%H:%M:%S.%fZ")
 
 
 def _parse(text: str) -> dt.datetime:
