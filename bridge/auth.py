@@ -178,7 +178,17 @@ class PinnedSession(requests.Session):
             kwargs["verify"] = self.verify
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self._timeout
-        return super().request(method, url, *args, **kwargs)
+        from .http import observe_before, observe_done  # http imports this module
+
+        # MSAL's token requests are requests to an API too: serve counts them as api="login".
+        observe_before("login")
+        try:
+            response = super().request(method, url, *args, **kwargs)
+        except requests.RequestException:
+            observe_done("login", None)
+            raise
+        observe_done("login", response.status_code)
+        return response
 
 
 class MsalTokenProvider:
