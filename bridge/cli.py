@@ -722,7 +722,7 @@ def sandbox(no_roles: bool, **knobs: Any) -> None:
     "--run-timeout",
     default=None,
     help="Longest a run may take before it is stopped and counted an error (default: the "
-    "interval).",
+    "interval, at least 10m).",
 )
 @click.option(
     "--history",

@@ -43,6 +43,8 @@ SUCCESS = frozenset({"in_sync", "drift", "applied", "refused"})  # the tenant wa
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
 MAX_DURATION = 7 * 24 * 3600.0
+# A short interval (a test, a demo) must not cut a run of a large tenant short by default.
+MIN_DEFAULT_TIMEOUT = 600.0
 
 
 def parse_duration(text: str, option: str = "--interval", minimum: float = 1.0) -> float:
@@ -78,7 +80,7 @@ class ServiceConfig:
     desired_file: str
     mode: str = "drift"
     interval: float = 900.0
-    run_timeout: float | None = None  # None: the interval
+    run_timeout: float | None = None  # None: the interval, at least MIN_DEFAULT_TIMEOUT
     jitter: float = 0.1  # each wait is the delay +- this share of it
     backoff_base: float = 30.0  # the first wait after a failure; doubles per failure
     history_file: str | None = None
@@ -90,7 +92,9 @@ class ServiceConfig:
 
     @property
     def timeout(self) -> float:
-        return self.run_timeout if self.run_timeout is not None else self.interval
+        if self.run_timeout is not None:
+            return self.run_timeout
+        return max(self.interval, MIN_DEFAULT_TIMEOUT)
 
 
 @dataclass
@@ -437,15 +441,17 @@ class ServiceLoop:
                 self._notified_failing = True
             return
         self._notified_failing = False
+        report = record.report
+        now = frozenset(_drift_keys(report)) if report is not None else frozenset()
         if record.result == "refused":
+            # One post says both: the drift (its report) and that it waits for a person.
             if record.message != self._notified_refusal and self._post("refused", record):
                 self._notified_refusal = record.message
-        else:
-            self._notified_refusal = None
-        report = record.report
+                self._notified_drift = now
+            return
+        self._notified_refusal = None
         if report is None:
             return
-        now = frozenset(_drift_keys(report))
         if now - self._notified_drift:
             if self._post("drift", record):
                 self._notified_drift = now
