@@ -269,3 +269,17 @@ def test_an_unexpected_exception_is_an_error_run_and_the_loop_goes_on() -> None:
 def test_mode_is_checked() -> None:
     with pytest.raises(ConfigError, match="--mode"):
         make_loop([], mode="fix")
+
+
+def test_loading_the_desired_file_again_and_again_keeps_no_memory() -> None:
+    """serve loads the file on every run: the YAML loader must not remember its nodes (the soak
+    benchmark found the shared constructor's memo growing by ~50 entries a run)."""
+    from pathlib import Path
+
+    from bridge import yamlloc
+    from bridge.desired import load_desired
+
+    northwind = Path(__file__).resolve().parents[1] / "examples" / "northwind.yaml"
+    for _ in range(3):
+        load_desired(str(northwind))
+    assert len(yamlloc._constructor.constructed_objects) == 0
