@@ -283,3 +283,42 @@ def test_loading_the_desired_file_again_and_again_keeps_no_memory() -> None:
     for _ in range(3):
         load_desired(str(northwind))
     assert len(yamlloc._constructor.constructed_objects) == 0
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    from bridge.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    return int(exc.value.code or 0), capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--interval", "5x"], "--interval '5x': not a duration"),
+        (["--run-timeout", "0s"], "--run-timeout '0s': must be between"),
+        (["--listen", "nohost"], "--listen 'nohost': give HOST:PORT"),
+        (["--notify", "http://example.org/hook"], "plain http"),
+    ],
+)
+def test_serve_refuses_bad_options_before_starting(
+    capsys: pytest.CaptureFixture[str], args: list[str], said: str
+) -> None:
+    from pathlib import Path
+
+    northwind = Path(__file__).resolve().parents[1] / "examples" / "northwind.yaml"
+    code, err = _cli(capsys, "--sandbox", "serve", str(northwind), *args)
+    assert code == 1
+    assert said in err and "Traceback" not in err
+
+
+def test_serve_refuses_an_invalid_desired_file_before_listening(
+    capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("policies:\n  Global:\n    AllowGiphys: true\n")
+    code, err = _cli(capsys, "--sandbox", "serve", str(bad))
+    assert code == 1
+    assert "bad.yaml:3:5" in err and "AllowGiphy" in err
+    assert "serving" not in err
