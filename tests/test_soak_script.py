@@ -15,14 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_soak_short_mode(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
     done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "soak.py"), "--cycles", "40", "--warmup", "10",
-         "--faults", "15-25", "--json", str(out)],
+        [sys.executable, str(ROOT / "scripts" / "soak.py"), "--cycles", "30", "--warmup", "8",
+         "--faults", "12-17", "--json", str(out)],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     figures = json.loads(out.read_text())
-    assert sum(figures["results"].values()) == 40
-    assert figures["results"].get("drift", 0) >= 30  # most runs read through the faults
+    assert sum(figures["results"].values()) == 30
+    assert figures["results"].get("drift", 0) >= 24  # most runs read through the faults
     assert figures["sandbox_status"].get("429", 0) + figures["sandbox_status"].get("500", 0) > 0
     assert figures["rss_growth"] < 0.05
     if figures["fds_start"] is not None:

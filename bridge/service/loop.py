@@ -408,6 +408,8 @@ class ServiceLoop:
         from ..report.render import render_json
         from ..report.render_html import render_html
 
+        if record.message:
+            record.message = redact(record.message)  # shown on /healthz, /readyz and in posts
         self.runs += 1
         self.failures = 0 if record.success else self.failures + 1
         m = self.metrics
