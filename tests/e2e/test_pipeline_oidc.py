@@ -125,6 +125,12 @@ def test_drift_signs_in_with_the_pipelines_oidc_token(
     )
     assert REQUEST_TOKEN not in done.stdout + done.stderr
     assert "eyJ" not in done.stdout + done.stderr
+    doctor = subprocess.run(
+        [*BRIDGE, "doctor"], env=env, cwd=tmp_path,
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert "oidc credential" in doctor.stdout
 
 
 def test_without_the_pipeline_nor_a_credential_the_error_says_what_to_set(
