@@ -322,3 +322,34 @@ def test_serve_refuses_an_invalid_desired_file_before_listening(
     assert code == 1
     assert "bad.yaml:3:5" in err and "AllowGiphy" in err
     assert "serving" not in err
+
+
+def test_the_endpoints_answer_as_the_contract_says() -> None:
+    import http.client
+
+    from bridge.service import StatusServer
+
+    loop, _, _ = make_loop([RunRecord("drift", "in_sync")])
+    server = StatusServer(loop, "127.0.0.1", 0).start()
+    host, port = server.address
+
+    def ask(method: str, path: str) -> tuple[int, str, bytes]:
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+        conn.request(method, path)
+        r = conn.getresponse()
+        body = r.read()
+        conn.close()
+        return r.status, r.getheader("Content-Type") or "", body
+
+    try:
+        assert ask("GET", "/healthz")[0] == 200
+        assert ask("GET", "/readyz")[0] == 503
+        assert ask("GET", "/report")[0] == 404
+        assert ask("GET", "/report.json")[0] == 404
+        status, kind, body = ask("GET", "/nope")
+        assert status == 404 and b"/metrics" in body
+        status, kind, body = ask("HEAD", "/metrics")
+        assert status == 200 and kind.startswith("text/plain") and body == b""
+        assert ask("POST", "/metrics")[0] == 501  # nothing here changes anything
+    finally:
+        server.close()
