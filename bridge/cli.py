@@ -729,7 +729,10 @@ def sandbox(no_roles: bool, **knobs: Any) -> None:
     "history_file",
     metavar="FILE",
     envvar="BRIDGE_HISTORY",
-    help="Record every run in this SQLite history file.",
+    default="teams-bridge-history.sqlite",
+    show_default=True,
+    help="Record every run in this SQLite history file (teams-bridge history reads it); "
+    "reports show when drift was first seen.",
 )
 @click.option(
     "--journal",

@@ -132,6 +132,10 @@ def test_apply_mode_brings_drift_objects_to_zero_and_counts_changes(
         assert applied[(("kind", "user_assignment"), ("result", "applied"))] == 2
         assert json.loads(s.get("/report.json")[2])["in_sync"] is True
         assert s.stop() == 0
+    # Every run recorded in the default history file, read back by the history command.
+    history = cli("history", "--history", "teams-bridge-history.sqlite", "--format", "json")
+    assert history.code == 0, history
+    assert len(json.loads(history.out)["runs"]) >= 3
     events = [e["event"] for e in journal_lines(journal) if e.get("event", "").startswith("run_")]
     assert events == ["run_started", "run_finished"]
 
