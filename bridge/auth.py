@@ -2,7 +2,9 @@
 
 ``build_token_provider(settings)`` picks the credential ``settings.credential_kind()`` names:
 a certificate (PEM with key and certificate, or PFX with a password), a client secret, a federated
-token file (re-read on every token request: Kubernetes rotates it), device code sign-in (the prompt
+token file (re-read on every token request: Kubernetes rotates it), a CI pipeline's own OIDC token
+(GitHub Actions or Azure Pipelines, fetched fresh for every token request; ``pipeline_oidc``),
+device code sign-in (the prompt
 goes to a callback; the library never prints) or a managed identity.
 
 Resources: the Teams admin API is an app id (``TEAMS_RESOURCE``); Graph is its base URL. Scopes
@@ -21,6 +23,7 @@ import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import msal
 import requests
@@ -178,7 +181,17 @@ class PinnedSession(requests.Session):
             kwargs["verify"] = self.verify
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self._timeout
-        return super().request(method, url, *args, **kwargs)
+        from .http import observe_before, observe_done  # http imports this module
+
+        # MSAL's token requests are requests to an API too: serve counts them as api="login".
+        observe_before("login")
+        try:
+            response = super().request(method, url, *args, **kwargs)
+        except requests.RequestException:
+            observe_done("login", None)
+            raise
+        observe_done("login", response.status_code)
+        return response
 
 
 class MsalTokenProvider:
@@ -294,6 +307,8 @@ class MsalTokenProvider:
         if self.kind == "secret":
             assert s.client_secret is not None  # credential_kind() checked
             return s.client_secret.get_secret_value()
+        if self.kind in PIPELINE_KINDS:
+            return {"client_assertion": pipeline_assertion(self.kind, self._session_for_oidc())}
         if self.kind == "federated":
             path = s.federated_token_file
             assert path is not None
@@ -318,6 +333,10 @@ class MsalTokenProvider:
         if _msal_computes_sha256():
             return {"private_key": key_pem, "public_certificate": cert_pem}
         return {"private_key": key_pem, "thumbprint": sha1}
+
+    def _session_for_oidc(self) -> requests.Session:
+        s = self.settings
+        return self._session or PinnedSession(s.verify, s.timeout)
 
     def _persist(self) -> None:
         if not self._cache_path or not self._cache.has_state_changed:
@@ -350,7 +369,15 @@ def build_token_provider(
 ) -> MsalTokenProvider:
     """The provider for the configured credential (``ConfigError`` if none is configured).
     ``prompt`` receives the device-code sign-in instructions for the CLI to print."""
-    kind = settings.credential_kind()
+    kind: str
+    try:
+        kind = settings.credential_kind()
+    except ConfigError:
+        # No credential configured: in a pipeline that can hand out its OIDC token, use it.
+        pipeline = pipeline_kind()
+        if pipeline is None or not (settings.tenant_id and settings.client_id):
+            raise
+        kind = pipeline
     if kind == "certificate":
         # Fail now, with the variable's name, rather than on the first request.
         password = settings.client_certificate_password
@@ -378,3 +405,111 @@ def decode_claims(token: str) -> dict[str, Any]:
     if not isinstance(claims, dict):
         raise AuthError("the access token's payload is not a JSON object")
     return claims
+
+
+# --------------------------------------------------------------------------- pipeline OIDC
+
+# The audience Entra expects on a federated credential's token.
+FEDERATION_AUDIENCE = "api://AzureADTokenExchange"
+PIPELINE_KINDS = ("github_oidc", "azure_pipelines_oidc")
+_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+
+
+def pipeline_kind(environ: Mapping[str, str] | None = None) -> str | None:
+    """``github_oidc`` in a GitHub Actions job with ``permissions: id-token: write``
+    (``ACTIONS_ID_TOKEN_REQUEST_URL`` and ``_TOKEN``); ``azure_pipelines_oidc`` in Azure Pipelines
+    with ``SYSTEM_OIDCREQUESTURI`` and ``SYSTEM_ACCESSTOKEN`` mapped into the step; else None."""
+    env = os.environ if environ is None else environ
+    if env.get("ACTIONS_ID_TOKEN_REQUEST_URL") and env.get("ACTIONS_ID_TOKEN_REQUEST_TOKEN"):
+        return "github_oidc"
+    if env.get("SYSTEM_OIDCREQUESTURI") and env.get("SYSTEM_ACCESSTOKEN"):
+        return "azure_pipelines_oidc"
+    return None
+
+
+def _check_oidc_url(url: str, name: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK):
+        return
+    raise ConfigError(f"{name}: not an https URL; the pipeline sets it, check the job's settings")
+
+
+def pipeline_assertion(
+    kind: str, session: requests.Session, environ: Mapping[str, str] | None = None
+) -> Callable[[], str]:
+    """A callable MSAL calls for every token request: it asks the pipeline for a fresh OIDC token
+    (they live minutes) and returns it as the client assertion."""
+    env = os.environ if environ is None else environ
+
+    def github() -> str:
+        url, bearer = env["ACTIONS_ID_TOKEN_REQUEST_URL"], env["ACTIONS_ID_TOKEN_REQUEST_TOKEN"]
+        _check_oidc_url(url, "ACTIONS_ID_TOKEN_REQUEST_URL")
+        register_secret(bearer)
+        return _fetch(
+            session,
+            "GET",
+            url,
+            params={"audience": FEDERATION_AUDIENCE},
+            bearer=bearer,
+            key="value",
+            what="GitHub Actions OIDC token (does the job have permissions: id-token: write?)",
+        )
+
+    def azure_pipelines() -> str:
+        url, bearer = env["SYSTEM_OIDCREQUESTURI"], env["SYSTEM_ACCESSTOKEN"]
+        _check_oidc_url(url, "SYSTEM_OIDCREQUESTURI")
+        register_secret(bearer)
+        connection = env.get("AZURE_SERVICE_CONNECTION_ID") or env.get(
+            "AZURESUBSCRIPTION_SERVICE_CONNECTION_ID"
+        )
+        if not connection:
+            raise ConfigError(
+                "Azure Pipelines OIDC needs the service connection's id: set "
+                "AZURE_SERVICE_CONNECTION_ID"
+            )
+        return _fetch(
+            session,
+            "POST",
+            url,
+            params={"api-version": "7.1", "serviceConnectionId": connection},
+            bearer=bearer,
+            key="oidcToken",
+            what="Azure Pipelines OIDC token (is SYSTEM_ACCESSTOKEN mapped into the step?)",
+        )
+
+    return github if kind == "github_oidc" else azure_pipelines
+
+
+def _fetch(
+    session: requests.Session,
+    method: str,
+    url: str,
+    *,
+    params: dict[str, str],
+    bearer: str,
+    key: str,
+    what: str,
+) -> str:
+    try:
+        response = session.request(
+            method,
+            url,
+            params=params,
+            headers={"Authorization": f"Bearer {bearer}", "Accept": "application/json"},
+            json={} if method == "POST" else None,
+        )
+    except requests.RequestException as exc:
+        raise AuthError(f"could not get the {what}: {redact(_short(exc))}") from None
+    token = None
+    if response.status_code == 200:
+        try:
+            token = response.json().get(key)
+        except (ValueError, AttributeError):
+            token = None
+    if not isinstance(token, str) or not token:
+        raise AuthError(
+            f"could not get the {what}: the pipeline answered {response.status_code} without "
+            f"a token under {key!r}"
+        )
+    register_secret(token)
+    return token

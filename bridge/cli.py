@@ -690,6 +690,170 @@ def sandbox(no_roles: bool, **knobs: Any) -> None:
             click.echo("# sandbox stopped")
 
 
+# --------------------------------------------------------------------------- serve
+
+
+@main_group.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--interval",
+    default="15m",
+    show_default=True,
+    envvar="BRIDGE_INTERVAL",
+    help="Time between runs: 90s, 15m, 1h (a bare number is seconds); +-10% jitter.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["drift", "apply"]),
+    default="drift",
+    show_default=True,
+    help="drift: report only; apply: also apply within the safety limits (never forced: a plan "
+    "over them is a 'refused' run, notified once).",
+)
+@click.option(
+    "--listen",
+    default="127.0.0.1:9464",
+    show_default=True,
+    envvar="BRIDGE_LISTEN",
+    help="HOST:PORT for /healthz, /readyz, /metrics, /report, /report.json (0.0.0.0:9464 in a "
+    "container).",
+)
+@click.option(
+    "--run-timeout",
+    default=None,
+    help="Longest a run may take before it is stopped and counted an error (default: the "
+    "interval, at least 10m).",
+)
+@click.option(
+    "--history",
+    "history_file",
+    metavar="FILE",
+    envvar="BRIDGE_HISTORY",
+    default="teams-bridge-history.sqlite",
+    show_default=True,
+    help="Record every run in this SQLite history file (teams-bridge history reads it); "
+    "reports show when drift was first seen.",
+)
+@click.option(
+    "--journal",
+    metavar="FILE",
+    envvar="BRIDGE_JOURNAL",
+    default="teams-bridge-journal.jsonl",
+    show_default=True,
+    help="Apply mode: JSON-lines audit trail of every change attempted.",
+)
+@click.option(
+    "--lock-dir",
+    metavar="DIR",
+    envvar="BRIDGE_LOCK_DIR",
+    default=None,
+    help="Apply mode: where the one-writer-per-tenant lock lives.",
+)
+@click.option(
+    "--notify",
+    metavar="URL",
+    envvar="BRIDGE_NOTIFY_URL",
+    help="POST here when the state changes: new drift, drift resolved, runs failing, a plan "
+    "refused (once each, not on every run).",
+)
+@click.option(
+    "--notify-format", type=click.Choice(["teams", "json"]), default="teams", show_default=True
+)
+@click.option(
+    "--fail-on",
+    type=click.Choice(["warning", "error", "never"]),
+    default="error",
+    show_default=True,
+    help="Which healthcare findings count as drift.",
+)
+@pass_ctx
+def serve(
+    ctx: _Ctx,
+    file: str,
+    interval: str,
+    mode: str,
+    listen: str,
+    run_timeout: str | None,
+    history_file: str | None,
+    journal: str,
+    lock_dir: str | None,
+    notify: str | None,
+    notify_format: str,
+    fail_on: str,
+) -> None:
+    """The reconciling service: run drift (or apply) on FILE every --interval and serve health,
+    Prometheus metrics and the last report on --listen. SIGTERM stops it after the current step
+    (exit 0)."""
+    import signal
+
+    from .desired import load_desired
+    from .report.notify import check_webhook_url, webhook_poster
+    from .service import (
+        Reconciler,
+        RunRecord,
+        ServiceConfig,
+        ServiceLoop,
+        ServiceMetrics,
+        StatusServer,
+        parse_duration,
+        parse_listen,
+    )
+
+    config = ServiceConfig(
+        desired_file=file,
+        mode=mode,
+        interval=parse_duration(interval),
+        run_timeout=parse_duration(run_timeout, "--run-timeout") if run_timeout else None,
+        history_file=history_file,
+        journal_path=journal,
+        lock_dir=lock_dir,
+        notify_url=notify,
+        notify_format=notify_format,
+        fail_on={"warning": ("warning", "error"), "error": ("error",), "never": ()}[fail_on],
+    )
+    host, port = parse_listen(listen)
+    if notify:
+        check_webhook_url(notify)
+    desired = load_desired(file)  # an invalid file stops the service before it starts
+    with ctx.session() as session:
+        if config.mode == "apply" and session.is_offline:
+            raise BridgeError("serve --mode apply needs a tenant: a snapshot is read-only")
+        session.backend()  # settings and credentials checked now (and the sandbox started)
+        settings = session.settings
+        tenant = desired.tenant or (settings.tenant_id if settings else None) or "unknown"
+        metrics = ServiceMetrics(tenant)
+
+        def said(record: RunRecord) -> None:
+            drift = f", {record.pending} change(s) pending" if record.pending else ""
+            why = f": {record.message}" if record.message else ""
+            _err(f"run {loop.runs}: {record.result} in {record.seconds:.1f}s{drift}{why}")
+
+        loop = ServiceLoop(
+            config,
+            Reconciler(session, config).run,
+            metrics,
+            poster=webhook_poster(settings),
+            on_run=said,
+        )
+        server = StatusServer(loop, host, port).start()
+        _err(
+            f"serving {config.mode} of {file} for tenant {tenant} every {interval} on "
+            f"{server.url} (/healthz /readyz /metrics /report /report.json)"
+        )
+        sys.stderr.flush()
+        previous = {
+            sig: signal.signal(sig, lambda *_: loop.stop())
+            for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        try:
+            loop.run_forever()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            server.close()
+    _err("stopped")
+
+
 # --------------------------------------------------------------------------- entry point
 
 

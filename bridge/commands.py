@@ -189,6 +189,9 @@ class ApplyOutcome:
     # Declined at the confirmation prompt: nothing was applied, so the run did not do what it
     # was asked (the CLI exits 1, as Terraform does).
     cancelled: bool = False
+    # What apply did (the apply module's result: applied, pending, failed, not_attempted), for
+    # serve's change counts; None when there was nothing to apply.
+    result: Any = None
 
 
 def default_lock_dir() -> str:
@@ -305,7 +308,7 @@ def run_apply(
     lines = list(result.summary_lines())
     if request.journal_path:
         lines.append(f"journal: {request.journal_path} (run {run_id})")
-    return ApplyOutcome(lines)
+    return ApplyOutcome(lines, result=result)
 
 
 # --------------------------------------------------------------------------- drift
@@ -330,6 +333,7 @@ class DriftOutcome:
     exit_code: int
     written: list[Path] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    changes: int = 0  # what apply would change (serve's pending changes)
 
 
 def run_drift(session: Session, request: DriftRequest) -> DriftOutcome:
@@ -407,7 +411,12 @@ def _drift(session: Session, request: DriftRequest, store: Any) -> DriftOutcome:
     if store is not None:
         store.record(report, exit_code=exit_code)
     return DriftOutcome(
-        report, render_text(report, color=request.color), exit_code, written, warnings
+        report,
+        render_text(report, color=request.color),
+        exit_code,
+        written,
+        warnings,
+        changes=len(result.plan.changes),
     )
 
 

@@ -54,8 +54,9 @@ def run_doctor(
     """Every check, in order; a failed step skips only the checks that depend on it."""
     checks: list[Check] = []
     try:
-        kind = settings.credential_kind()
         provider = token_provider or build_token_provider(settings)
+        # The provider's kind: it may be a pipeline's OIDC token, which settings do not know.
+        kind = str(getattr(provider, "kind", "") or settings.credential_kind())
     except BridgeError as exc:
         checks.append(configuration_failed(exc))
         return checks

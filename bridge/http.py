@@ -22,6 +22,7 @@ Nothing here logs the ``Authorization`` header; every logged line and error mess
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import importlib.util
 import logging
@@ -34,7 +35,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -100,6 +101,52 @@ GRAPH_PERMISSIONS = (
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+# --------------------------------------------------------------------------- observers
+# Whoever needs to see every request (``serve``'s metrics and its run time-out) registers an
+# observer here: ``before(api)`` runs before each attempt is sent and may raise to stop the run;
+# ``done(api, status)`` after each attempt (status: the HTTP code, or "error" when no answer came);
+# ``throttled(api)`` for each 429, a ``$batch`` inner one too. ``api`` is "teams", "graph" or
+# "login" (MSAL's token requests, counted in ``auth``). Requests without a token (webhooks) are
+# not an API of the tenant and are not observed.
+
+
+class RequestObserver(Protocol):
+    def before(self, api: str) -> None: ...
+    def done(self, api: str, status: str) -> None: ...
+    def throttled(self, api: str) -> None: ...
+
+
+_OBSERVERS: list[RequestObserver] = []
+
+
+def add_observer(observer: RequestObserver) -> None:
+    _OBSERVERS.append(observer)
+
+
+def remove_observer(observer: RequestObserver) -> None:
+    with contextlib.suppress(ValueError):
+        _OBSERVERS.remove(observer)
+
+
+def observe_before(api: str) -> None:
+    for observer in list(_OBSERVERS):
+        observer.before(api)
+
+
+def observe_done(api: str, status: int | None) -> None:
+    for observer in list(_OBSERVERS):
+        observer.done(api, "error" if status is None else str(status))
+        if status == 429:
+            observer.throttled(api)
+
+
+def metric_api(resource: str | None) -> str | None:
+    """The ``api`` label of a request for ``resource`` (None: not observed)."""
+    if resource is None:
+        return None
+    return "teams" if resource == TEAMS_RESOURCE else "graph"
 
 
 @dataclass(frozen=True)
@@ -580,10 +627,12 @@ class HttpClient:
                 "routes": dict(sorted(self._routes.items())),
             }
 
-    def note_throttled(self) -> None:
-        """Count a throttle the caller saw inside a response (a ``$batch`` inner 429)."""
+    def note_throttled(self, api: str = "graph") -> None:
+        """Count a throttle the caller saw inside a response (a ``$batch`` inner 429: Graph)."""
         with self._lock:
             self._totals["throttled"] += 1
+        for observer in list(_OBSERVERS):
+            observer.throttled(api)
 
     def hold(self, seconds: float) -> None:
         """Every thread holds off ``seconds`` (capped at ``retry_max_seconds``): call it only
@@ -691,6 +740,9 @@ class HttpClient:
         headers: Mapping[str, str] | None,
         cost: int = 1,
     ) -> requests.Response:
+        api = metric_api(resource)
+        if api:
+            observe_before(api)
         paced = self.pacer.acquire(cost)
         if paced >= 1.0:
             log.debug("%s waited %.1fs to stay under the request rate", route, paced)
@@ -725,6 +777,8 @@ class HttpClient:
                 verify=self.options.verify,
             )
         except requests.RequestException as exc:
+            if api:
+                observe_done(api, None)
             log.warning(
                 "%s -> %s after %.2fs (attempt %d, correlation id %s)",
                 route,
@@ -735,6 +789,8 @@ class HttpClient:
             )
             raise
         elapsed = time.monotonic() - started
+        if api:
+            observe_done(api, response.status_code)
         if response.status_code == 429:
             with self._lock:
                 self._totals["throttled"] += 1

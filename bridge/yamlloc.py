@@ -108,6 +108,10 @@ def _scalar(event: yaml.ScalarEvent, pos: Pos, problems: list[YamlProblem]) -> A
             )
         )
         return event.value
+    finally:
+        # The shared constructor memoizes every node it builds: forget them, or a long-lived
+        # process (serve loads the file on every run) grows without end (scripts/soak.py).
+        _constructor.constructed_objects.clear()
 
 
 _CONTAINER_TAGS = {_SAFE_TAG_PREFIX + "map": "a mapping", _SAFE_TAG_PREFIX + "seq": "a list"}
