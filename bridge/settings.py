@@ -292,18 +292,23 @@ class Settings(BaseSettings):
             var = ENV_NAMES[field]
             value = (getattr(self, field) or default).rstrip("/")
             parts = _split_endpoint(var, value, default)
+            # Only scheme and host are ever echoed: whatever else an endpoint carries (a
+            # query, a fragment, a path) may hold a secret, and errors reach logs and CI output.
+            shown = _origin(parts)
             # TLS is never switched off; MSAL also refuses a non-https authority.
             if parts.scheme != "https" or not parts.netloc:
                 raise ConfigError(
-                    f"{var}={value!r} is not an https URL: give scheme and host, e.g. {default}"
+                    f"{var} ({shown}) is not an https URL: give scheme and host, e.g. {default}"
                 )
             if parts.query or parts.fragment or value.endswith(("?", "#")):
                 raise ConfigError(
-                    f"{var}={value!r} has a query string or fragment: give scheme and host only, "
-                    f"e.g. {default}"
+                    f"{var} ({shown}?...) has a query string or fragment (not shown): give "
+                    f"scheme and host only, e.g. {default}"
                 )
             if parts.path:
-                raise ConfigError(f"{var}={value!r} has a path: {_path_hint(field, default)}")
+                raise ConfigError(
+                    f"{var} ({shown}/...) has a path (not shown): {_path_hint(field, default)}"
+                )
             _warn_other_cloud(var, parts.netloc, field, self.cloud)
             setattr(self, field, value)
 
@@ -343,11 +348,17 @@ def _split_endpoint(var: str, value: str, default: str) -> SplitResult:
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - validates the port (ValueError when it is not one)
-    except ValueError as exc:
+    except ValueError:
         raise ConfigError(
-            f"{var}={value!r} is not a valid URL ({exc}): give scheme and host, e.g. {default}"
+            f"{var} is not a valid URL (not shown: it may hold a secret; a bracket or port that "
+            f"does not close or parse?): give scheme and host, e.g. {default}"
         ) from None
     return parts
+
+
+def _origin(parts: SplitResult) -> str:
+    """``scheme://host[:port]`` of an endpoint that carries no credentials (checked before)."""
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme else (parts.netloc or "...")
 
 
 def read_dotenv(path: str | os.PathLike[str]) -> dict[str, str]:

@@ -98,16 +98,16 @@ def test_secrets_never_in_repr(monkeypatch):
         (
             "BRIDGE_TEAMS_URL",
             "http://teams.test",
-            "BRIDGE_TEAMS_URL='http://teams.test' is not an https URL",
+            "BRIDGE_TEAMS_URL (http://teams.test) is not an https URL",
         ),
         ("AZURE_AUTHORITY_HOST", "https://login.test/tenant", "give scheme and host only"),
-        ("AZURE_AUTHORITY_HOST", "https://login.test?x=1", "AZURE_AUTHORITY_HOST='https://login"),
+        ("AZURE_AUTHORITY_HOST", "https://login.test?x=1", "AZURE_AUTHORITY_HOST (https://login"),
         ("AZURE_AUTHORITY_HOST", "https://login.test#frag", "query string or fragment"),
         ("BRIDGE_GRAPH_URL", "https://graph.microsoft.com/v1.0", "without /v1.0"),
-        ("BRIDGE_GRAPH_URL", "https://graph.test/beta/", "BRIDGE_GRAPH_URL='https://graph.test/"),
+        ("BRIDGE_GRAPH_URL", "https://graph.test/beta/", "BRIDGE_GRAPH_URL (https://graph.test/"),
         ("BRIDGE_GRAPH_URL", "https://graph.test?$top=5", "query string or fragment"),
         ("BRIDGE_TEAMS_URL", "https://teams.test/Skype.Policy", "appends /Skype.Policy"),
-        ("BRIDGE_TEAMS_URL", "https://teams.test/?a=b", "BRIDGE_TEAMS_URL='https://teams.test"),
+        ("BRIDGE_TEAMS_URL", "https://teams.test/?a=b", "BRIDGE_TEAMS_URL (https://teams.test"),
         (
             "REQUESTS_CA_BUNDLE",
             "/nonexistent/ca.pem",
@@ -241,10 +241,23 @@ def test_credentials_in_an_endpoint_url_are_refused_without_echoing_them(
     assert "hunter2" not in caplog.text
 
 
+@pytest.mark.usefixtures("clean_env")
+@pytest.mark.parametrize("var", ["BRIDGE_GRAPH_URL", "BRIDGE_TEAMS_URL", "AZURE_AUTHORITY_HOST"])
+@pytest.mark.parametrize(
+    "tail", ["/?code=S3CRETPW", "#S3CRETPW", "/S3CRETPW/x", ":S3CRETPW", "?S3CRETPW"]
+)
+def test_an_endpoint_error_never_echoes_more_than_scheme_and_host(monkeypatch, var, tail):
+    """A query, fragment, path or port may carry a secret: the error shows scheme and host."""
+    monkeypatch.setenv(var, "https://host.test" + tail)
+    with pytest.raises(ConfigError) as err:
+        Settings.load()
+    assert var in str(err.value) and "S3CRETPW" not in str(err.value)
+
+
 @pytest.mark.parametrize(
     ("url", "needle"),
     [
-        ("https://[::1", "BRIDGE_GRAPH_URL='https://[::1' is not a valid URL"),
+        ("https://[::1", "BRIDGE_GRAPH_URL is not a valid URL"),
         ("https://graph.test:99999", "is not a valid URL"),
         ("https://graph.test:port", "is not a valid URL"),
     ],
