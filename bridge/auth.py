@@ -31,7 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from .errors import AuthError, ConfigError
+from .errors import AuthError, ConfigError, LoginUnreachableError, connection_failure
 from .files import write_text_atomic
 from .redact import register_secret
 from .settings import Settings, redact
@@ -153,6 +153,12 @@ def _certificate_of(key: Any, certs: list[x509.Certificate]) -> x509.Certificate
     return next((c for c in certs if _public_der(c.public_key()) == wanted), None)
 
 
+def _origin(url: str) -> str:
+    """Scheme, host and port of an endpoint (settings refuse anything more in one)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.netloc else url
+
+
 def _short(exc: Exception) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
@@ -231,6 +237,14 @@ class MsalTokenProvider:
                 result = self._acquire(resource)
             except (AuthError, ConfigError):
                 raise
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                raise LoginUnreachableError(
+                    f"could not reach the login endpoint {_origin(self.settings.authority_host)} "
+                    f"for a token for {resource_label(resource)}: {connection_failure(exc)}; "
+                    "check the network and any proxy (HTTPS_PROXY), that AZURE_AUTHORITY_HOST "
+                    "(or --cloud / BRIDGE_CLOUD) names the right login host, and "
+                    "BRIDGE_TIMEOUT_CONNECT/BRIDGE_TIMEOUT_READ"
+                ) from None
             except (ValueError, requests.RequestException, msal.ManagedIdentityError) as exc:
                 # MSAL raises for an unreachable or invalid authority before any token request.
                 raise AuthError(

@@ -12,7 +12,7 @@ from typing import Any
 from .auth import TEAMS_RESOURCE, TokenProvider, build_token_provider, decode_claims
 from .backends.graph import GraphClient
 from .backends.teams_api import TeamsAdminClient
-from .errors import BridgeError
+from .errors import BridgeError, LoginUnreachableError
 from .http import HttpClient
 from .settings import Settings
 
@@ -123,6 +123,11 @@ def _token_checks(
                 "the login host's TLS certificate is not trusted: point REQUESTS_CA_BUNDLE at a "
                 "bundle holding its CA (a proxy's or a simulator's); check that the variable is "
                 "not already set system-wide to another bundle"
+            )
+        elif isinstance(exc, LoginUnreachableError):
+            fix = (
+                "the login endpoint did not answer: check the network, any proxy (HTTPS_PROXY) "
+                "and AZURE_AUTHORITY_HOST / BRIDGE_CLOUD; the credential was not tried"
             )
         else:
             fix = "fix the credential named above"

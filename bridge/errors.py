@@ -11,6 +11,7 @@ BridgeError
 ├── StalePlanError         a saved plan no longer matches the tenant
 ├── TenantMismatchError    the token's tenant is not the desired file's ``tenant:``
 ├── AuthError              a token could not be acquired (names the credential used)
+│   └── LoginUnreachableError  the login endpoint could not be reached at all
 ├── ApiError               a request to a Microsoft API failed (after retries)
 │   ├── UnauthorizedError  401
 │   ├── ForbiddenError     403: almost always a missing directory role or permission
@@ -95,6 +96,32 @@ class TenantMismatchError(BridgeError):
 
 class AuthError(BridgeError):
     pass
+
+
+class LoginUnreachableError(AuthError):
+    """The login endpoint did not answer (refused, unresolved, timed out): the network or the
+    endpoint, not the credential, is what to check."""
+
+
+def connection_failure(exc: BaseException) -> str:
+    """Why a connection failed, in a few words instead of urllib3's text (which repeats the URL
+    and pool internals): for the messages of the HTTP choke point and of sign-in alike."""
+    import requests
+
+    text = repr(exc)
+    if isinstance(exc, requests.exceptions.ProxyError):
+        return "the proxy failed the connection"
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return "connecting timed out"
+    if isinstance(exc, requests.Timeout):
+        return "it did not answer in time"
+    if "NameResolution" in text or "getaddrinfo" in text or "not known" in text:
+        return "its name could not be resolved"
+    if "refused" in text.casefold():
+        return "the connection was refused"
+    if "reset" in text.casefold() or "RemoteDisconnected" in text or "aborted" in text:
+        return "the connection was closed before an answer"
+    return type(exc).__name__
 
 
 class ApiError(BridgeError):

@@ -52,6 +52,7 @@ from .errors import (
     ServerError,
     ThrottledError,
     UnauthorizedError,
+    connection_failure,
 )
 from .settings import Settings, redact
 from .wire import read_page
@@ -321,21 +322,7 @@ def _host(url: str) -> str:
 
 def _unreachable(exc: requests.RequestException, resource: str | None) -> tuple[str, str]:
     """A failed connection in a few words (not urllib3's text), and what names the endpoint."""
-    text = repr(exc)
-    if isinstance(exc, requests.exceptions.ProxyError):
-        why = "the proxy failed the connection"
-    elif isinstance(exc, requests.exceptions.ConnectTimeout):
-        why = "connecting timed out"
-    elif isinstance(exc, requests.Timeout):
-        why = "it did not answer in time"
-    elif "NameResolution" in text or "getaddrinfo" in text or "not known" in text:
-        why = "its name could not be resolved"
-    elif "refused" in text.casefold():
-        why = "the connection was refused"
-    elif "reset" in text.casefold() or "RemoteDisconnected" in text or "aborted" in text:
-        why = "the connection was closed before an answer"
-    else:
-        why = type(exc).__name__
+    why = connection_failure(exc)
     if resource is None:
         where = "the URL given"
     elif resource == TEAMS_RESOURCE:

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
+import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -31,7 +32,7 @@ from bridge.auth import (
     decode_claims,
     load_certificate,
 )
-from bridge.errors import AuthError, ConfigError
+from bridge.errors import AuthError, ConfigError, LoginUnreachableError
 from bridge.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("clean_env")
@@ -266,6 +267,29 @@ def test_unreachable_authority_is_an_auth_error(rsps):
     provider = build_token_provider(settings(AZURE_CLIENT_SECRET=SECRET))
     with pytest.raises(AuthError, match="could not get a token for Graph"):
         provider.get_token(GRAPH)
+
+
+@pytest.mark.parametrize(
+    ("failure", "why"),
+    [
+        (
+            requests.ConnectionError("HTTPSConnectionPool(host='x', port=1): [Errno 111] refused"),
+            "the connection was refused",
+        ),
+        (requests.ReadTimeout("Read timed out. (read timeout=3.0)"), "did not answer in time"),
+    ],
+)
+def test_a_login_endpoint_that_does_not_answer_is_named_with_what_to_check(rsps, failure, why):
+    """Not urllib3's text: the login host, why, and what to check (the credential was not
+    tried, so it is not what to fix)."""
+    rsps.get(f"{AUTHORITY}/v2.0/.well-known/openid-configuration", body=failure)
+    provider = build_token_provider(settings(AZURE_CLIENT_SECRET=SECRET))
+    with pytest.raises(LoginUnreachableError) as err:
+        provider.get_token(GRAPH)
+    message = str(err.value)
+    assert message.startswith(f"could not reach the login endpoint {AUTHORITY.rsplit('/', 1)[0]}")
+    assert why in message and "AZURE_AUTHORITY_HOST" in message and "HTTPS_PROXY" in message
+    assert "HTTPSConnectionPool" not in message and "Errno" not in message
 
 
 def test_persistent_cache_is_private_and_reused(rsps, tmp_path):

@@ -18,7 +18,7 @@ from http_fixtures import (  # noqa: F401  (fixtures)
 )
 
 from bridge.doctor import run_doctor
-from bridge.errors import AuthError
+from bridge.errors import AuthError, LoginUnreachableError
 from bridge.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("clean_env")
@@ -151,6 +151,19 @@ def test_a_tls_failure_is_not_blamed_on_the_credential():
             "token: Teams admin API"
         ].fix
     )
+
+
+class UnreachableLogin(FakeTokens):
+    def get_token(self, resource: str) -> str:
+        raise LoginUnreachableError("could not reach the login endpoint https://login.test: ...")
+
+
+def test_an_unreachable_login_is_not_blamed_on_the_credential():
+    fix = by_name(run_doctor(configured(), token_provider=UnreachableLogin()))[
+        "token: Teams admin API"
+    ].fix
+    assert "HTTPS_PROXY" in fix and "AZURE_AUTHORITY_HOST" in fix
+    assert "fix the credential" not in fix
 
 
 @pytest.mark.parametrize(
