@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
+from .. import limits
 from ..auth import TEAMS_RESOURCE, decode_claims
 from ..errors import (
     ApiError,
@@ -80,8 +81,10 @@ def read_group_assignment(entry: Any, where: str, url: str | None = None) -> Gro
     if row.text("PolicyType").casefold() != POLICY_TYPE.casefold():
         return None
     rank = row.whole_number("Rank", "Priority")
-    if rank < 1:  # the service numbers ranks 1, 2, 3...
-        raise row.error(f"has rank {rank}, below 1")
+    # The service numbers ranks 1, 2, 3... (at most 64 groups a policy type); the same range a
+    # snapshot or saved plan is held to, so what is read can be saved and read back.
+    if limits.RANK.problem(rank) is not None:
+        raise row.error(f"has rank {rank}, out of {limits.RANK.describe().removeprefix('a ')}")
     return GroupAssignment(row.text("GroupId"), bare_name(row.text("PolicyName")), rank)
 
 
