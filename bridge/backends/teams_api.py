@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 
 POLICY_TYPE = "TeamsMessagingPolicy"
 USERS_PAGE_SIZE = 1000  # the service's maximum $top for /Teams.User/users
+USERS_PAGES_AHEAD = 2  # user pages fetched while the one before is read
+_CMDLET_FIELDS = frozenset(
+    {"Identity", "UserPrincipalName", "DisplayName", "Department", "TeamsMessagingPolicy"}
+)
 GRAPH_ASSIGN_CHUNK = 1000
 _NOTHING = Wanted()
 
@@ -322,24 +326,57 @@ class TeamsAdminClient:
             )
 
     def list_users(self) -> tuple[list[User], list[UserAssignment]]:
-        """Every user (the directory) and every direct messaging policy assignment, paged."""
+        """Every user (the directory) and every direct messaging policy assignment, paged. The
+        next page is on its way while this one is read (``HttpClient.pages``), and each page's
+        JSON is dropped once read, so only the users stay in memory."""
         users: list[User] = []
         assignments: list[UserAssignment] = []
         url = f"{self.base_url}/Teams.User/users"
-        pages = self.http.paged(
+        pages = self.http.pages(
             url,
             resource=TEAMS_RESOURCE,
             items_key="users",
             params={"$top": str(USERS_PAGE_SIZE)},
+            ahead=USERS_PAGES_AHEAD,
         )
-        for n, obj in enumerate(pages):
-            user, policy = read_user(
-                obj, f"Teams admin API answer to {USERS_ROUTE}, user {n},", url
-            )
-            users.append(user)
-            if policy:
-                assignments.append(UserAssignment(user.id, policy, user.upn))
+        departments: dict[str, str] = {}  # one string per department, not one per user
+        n = 0
+        for page in pages:
+            for obj in page:
+                user, policy = _read_cmdlet_user(obj, departments) or read_user(
+                    obj, f"Teams admin API answer to {USERS_ROUTE}, user {n},", url
+                )
+                n += 1
+                users.append(user)
+                if policy:
+                    assignments.append(UserAssignment(user.id, policy, user.upn))
         return users, assignments
+
+
+def _read_cmdlet_user(
+    entry: Any, departments: dict[str, str]
+) -> tuple[User, str | None] | None:
+    """``read_user`` for the common row (exactly the cmdlet's five fields, in their casing, every
+    value text or null): the same answer in a fraction of the time. None for any other row,
+    which ``read_user`` then reads (or refuses, saying why)."""
+    if type(entry) is not dict or entry.keys() != _CMDLET_FIELDS:
+        return None
+    uid, upn = entry["Identity"], entry["UserPrincipalName"]
+    name, department = entry["DisplayName"], entry["Department"]
+    policy = entry[POLICY_TYPE]
+    if (
+        type(uid) is not str
+        or not uid
+        or type(upn) is not str
+        or not upn
+        or (name is not None and type(name) is not str)
+        or (department is not None and type(department) is not str)
+        or (policy is not None and type(policy) is not str)
+    ):
+        return None
+    if department is not None:
+        department = departments.setdefault(department, department)
+    return User(uid, upn, name, department), bare_name(policy) if policy else None
 
 
 class RestBackend:
