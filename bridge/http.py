@@ -367,6 +367,10 @@ class HttpClient:
         self._tokens: set[str] = set()
         self._last = threading.local()  # per thread: the correlation id of the last request
         self._warned: set[str] = set()  # service warning texts logged so far
+        # The token provider's own requests (MSAL's discovery and tokens) count here too.
+        observe = getattr(token_provider, "observe", None)
+        if callable(observe):
+            observe(self.note_request)
 
     @property
     def last_correlation_id(self) -> str | None:
@@ -651,6 +655,12 @@ class HttpClient:
                 "throttled": self._totals["throttled"],
                 "routes": dict(sorted(self._routes.items())),
             }
+
+    def note_request(self, method: str, url: str) -> None:
+        """Count a request sent outside ``request`` (MSAL's, through the token provider)."""
+        with self._lock:
+            self._routes[f"{method.upper()} {self._route(url)}"] += 1
+            self._totals["total"] += 1
 
     def note_throttled(self) -> None:
         """Count a throttle the caller saw inside a response (a ``$batch`` inner 429)."""
