@@ -8,6 +8,7 @@ and stripped from answers, and identities compare case-insensitively.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -325,10 +326,25 @@ class TeamsAdminClient:
                 idempotent=True,
             )
 
-    def list_users(self) -> tuple[list[User], list[UserAssignment]]:
+    def list_users(
+        self, directory: Directory | None = None
+    ) -> tuple[list[User], list[UserAssignment]]:
         """Every user (the directory) and every direct messaging policy assignment, paged. The
         next page is on its way while this one is read (``HttpClient.pages``), and each page's
-        JSON is dropped once read, so only the users stay in memory."""
+        JSON is dropped once read, so only the users stay in memory; ``directory`` gets each
+        user as it is read (while the next page is still on its way)."""
+        enabled = gc.isenabled()
+        # A million users are a million small objects, none in a cycle: the cyclic collector
+        # would rescan them again and again for nothing while they are read.
+        gc.disable()
+        try:
+            return self._list_users(directory)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _list_users(self, directory: Directory | None) -> tuple[list[User], list[UserAssignment]]:
+        add = directory.add_user if directory is not None else None
         users: list[User] = []
         assignments: list[UserAssignment] = []
         url = f"{self.base_url}/Teams.User/users"
@@ -348,14 +364,14 @@ class TeamsAdminClient:
                 )
                 n += 1
                 users.append(user)
+                if add is not None:
+                    add(user)
                 if policy:
                     assignments.append(UserAssignment(user.id, policy, user.upn))
         return users, assignments
 
 
-def _read_cmdlet_user(
-    entry: Any, departments: dict[str, str]
-) -> tuple[User, str | None] | None:
+def _read_cmdlet_user(entry: Any, departments: dict[str, str]) -> tuple[User, str | None] | None:
     """``read_user`` for the common row (exactly the cmdlet's five fields, in their casing, every
     value text or null): the same answer in a fraction of the time. None for any other row,
     which ``read_user`` then reads (or refuses, saying why)."""
@@ -399,12 +415,13 @@ class RestBackend:
         # Three independent reads side by side: the policy list; the group assignments and the
         # groups' names (Graph, while the users are still paging); the user pages, one after
         # another (each page's link comes from the one before).
+        directory = Directory()
         results: list[Any] = self.http.map_concurrent(
             lambda read: read(),
             [
                 self.teams.list_policies,
                 lambda: self._read_groups(wanted.groups),
-                self.teams.list_users,
+                lambda: self.teams.list_users(directory),
             ],
         )
         policies: list[Policy] = results[0]
@@ -412,9 +429,6 @@ class RestBackend:
         found: dict[str, list[Group]] = results[1][1]
         users: list[User] = results[2][0]
         user_assignments: list[UserAssignment] = results[2][1]
-        directory = Directory()
-        for user in users:
-            directory.add_user(user)
         self._resolve_users(directory, wanted.users)
         for ref, groups in found.items():
             if not groups:
