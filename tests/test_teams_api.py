@@ -1116,3 +1116,19 @@ def test_a_failed_page_fails_the_read_after_the_pages_before_it(rsps, client):
     assert len(next(pages)) == 2
     with pytest.raises(ForbiddenError):
         next(pages)
+
+
+def test_the_user_reader_lets_the_page_fetcher_run_every_hundred_users(rsps, teams, monkeypatch):
+    """Reading a page holds the interpreter; the thread fetching the next page would wait up to
+    the switch interval (5 ms) at each of its reads. The reader hands over every 100 users."""
+    import bridge.backends.teams_api as teams_api
+
+    rows = [
+        {**CMDLET_ROWS[1], "Identity": f"u{i}", "UserPrincipalName": f"u{i}@x.org"}
+        for i in range(250)
+    ]
+    rsps.get(USERS, json={"users": rows})
+    slept: list[float] = []
+    monkeypatch.setattr(teams_api.time, "sleep", slept.append)
+    users, _ = teams.list_users()
+    assert len(users) == 250 and slept == [0, 0]
