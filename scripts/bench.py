@@ -389,6 +389,8 @@ def render(result: Mapping[str, Any]) -> str:
         f"client: concurrency {cfg['concurrency']}, pacing {rate}; "
         f"{POLICIES} policies, {GROUP_ASSIGNMENTS} group assignments, "
         f"{DIRECT_SHARE:.0%} direct",
+        f"host: {result['host']['cpus']} CPUs, load average (1/5/15 min) before "
+        f"{result['host']['load_before']}, after {result['host']['load_after']}",
         "",
         f"{'drift':<10}{'floor s':>8}{'wall s':>8}{'best':>7}{'x floor':>8}{'RSS MB':>8}"
         f"{'HTTP':>7}{'min':>6}{'x min':>7}{'429':>6}{'per-user':>11}{'x fewer':>9}",
@@ -496,6 +498,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def _load() -> list[float] | None:
+    """The machine's 1/5/15-minute load averages (None where there are none: Windows): on a
+    shared machine the wall times mean little without them."""
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     result: dict[str, Any] = {
@@ -506,6 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
+            "load_before": _load(),
         },
         "config": {
             "sizes": args.sizes,
@@ -540,6 +549,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         flush=True,
                     )
                     result["apply"] = measure_apply(sb, users, args.apply_users, args, work)
+    result["host"]["load_after"] = _load()
     result["targets"] = targets(result)
     print(render(result))
     if args.json:
