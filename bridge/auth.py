@@ -15,11 +15,13 @@ the AADSTS code, never a secret.
 from __future__ import annotations
 
 import base64
+import inspect
 import json
 import logging
 import os
 import re
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -181,8 +183,12 @@ class PinnedSession(requests.Session):
         super().__init__()
         self.verify = verify
         self._timeout = timeout
+        # Called with (method, url) before each request: the HTTP client counts MSAL's too.
+        self.observers: list[Callable[[str, str], None]] = []
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        for observe in self.observers:
+            observe(str(method), str(url))
         if kwargs.get("verify") is None:
             kwargs["verify"] = self.verify
         if kwargs.get("timeout") is None:
@@ -198,6 +204,23 @@ class PinnedSession(requests.Session):
             raise
         observe_done("login", response.status_code)
         return response
+
+
+class _Observer:
+    """A request observer; a bound method only as long as its object lives."""
+
+    def __init__(self, fn: Callable[[str, str], None]):
+        self._ref = weakref.WeakMethod(fn) if inspect.ismethod(fn) else None
+        self._fn = None if self._ref is not None else fn
+
+    @property
+    def alive(self) -> bool:
+        return self._ref is None or self._ref() is not None
+
+    def __call__(self, method: str, url: str) -> None:
+        fn = self._ref() if self._ref is not None else self._fn
+        if fn is not None:
+            fn(method, url)
 
 
 class MsalTokenProvider:
@@ -217,6 +240,7 @@ class MsalTokenProvider:
         self._session = session
         self._lock = threading.RLock()
         self._app: Any = None
+        self._observers: list[Callable[[str, str], None]] = []
         self._cache = msal.SerializableTokenCache()
         self._cache_path = settings.token_cache
         self.thumbprint: str | None = None  # SHA-256 of the certificate, for doctor
@@ -230,6 +254,14 @@ class MsalTokenProvider:
         s = self.settings
         who = f"app {s.client_id}" if s.client_id else "the managed identity"
         return f"{self.kind.replace('_', ' ')} credential ({who}, tenant {s.tenant_id or '?'})"
+
+    def observe(self, observer: Callable[[str, str], None]) -> None:
+        """``observer(method, url)`` before every request MSAL sends (authority discovery,
+        tokens), so the HTTP client's request counts include them. A bound method is held
+        weakly: a client that is gone stops being told (and is not kept alive)."""
+        with self._lock:
+            self._observers[:] = [o for o in self._observers if getattr(o, "alive", True)]
+            self._observers.append(_Observer(observer))
 
     def get_token(self, resource: str) -> str:
         with self._lock:
@@ -294,6 +326,8 @@ class MsalTokenProvider:
     def _build(self) -> Any:
         s = self.settings
         session = self._session or PinnedSession(s.verify, s.timeout)
+        if isinstance(session, PinnedSession):
+            session.observers = self._observers
         if self.kind == "managed_identity":
             identity: Any = (
                 msal.UserAssignedManagedIdentity(client_id=s.client_id)

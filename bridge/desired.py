@@ -36,7 +36,16 @@ from .state import (
     is_global,
     policy_key,
 )
-from .yamlloc import LocList, LocMap, Pos, described, load, load_json, shown
+from .yamlloc import (
+    LocList,
+    LocMap,
+    Pos,
+    UserRows,
+    described,
+    load_desired_text,
+    load_json,
+    shown,
+)
 
 TOP_KEYS = ("tenant", "policies", "assignments", "prune", "safety", "rules")
 POLICY_META_KEYS = ("ensure", "extra")
@@ -152,7 +161,7 @@ def _parse_desired(raw: bytes | str, source: str) -> DesiredState:
                 ) from None
     try:
         if not parsed:
-            doc, yaml_problems = load(text)
+            doc, yaml_problems = load_desired_text(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
@@ -529,8 +538,48 @@ def _whole(value: Any) -> Any:
     return value
 
 
+def _validate_user_rows(c: _Checker, users: UserRows, state: DesiredState) -> bool:
+    """The regular list (``yamlloc.UserRows``) checked in one tight loop: True when every entry
+    holds (each user once, each policy declared, none Global), and the assignments are added.
+    False at the first entry that does not, with nothing added or reported: the full checker
+    then reads the list and says where and what."""
+    added, reported = len(state.user_assignments), len(c.problems)
+    seen: set[str] = set()
+    policies: dict[str, str] = {}  # policy as written -> as checked
+    append = state.user_assignments.append
+    source, new_tuple, line, col = c.source, _new_tuple, users.first_line, users.indent + 3
+    ok = True
+    for k, (user, raw_policy) in enumerate(users.rows):
+        name = user.strip()
+        folded = name.casefold()
+        if not name or folded in seen:
+            ok = False
+            break
+        seen.add(folded)
+        policy = policies.get(raw_policy)
+        if policy is None:
+            if is_global(bare_name(raw_policy.strip())):
+                ok = False
+                break
+            checked = _policy_ref(c, users.entry(k), state, f"user {user!r}", state.policies)
+            if checked is None or len(c.problems) > reported:
+                ok = False
+                break
+            policy = policies[raw_policy] = checked
+        location = new_tuple(Location, (source, line + 2 * k, col))
+        append(new_tuple(DesiredUserAssignment, (name, policy, False, location)))
+    if not ok:
+        del state.user_assignments[added:]
+        del c.problems[reported:]
+    return ok
+
+
 def _validate_users(c: _Checker, users: LocList, state: DesiredState) -> None:
     # Hot path: a hospital can list 100,000 users here.
+    if type(users) is UserRows:
+        if _validate_user_rows(c, users, state):
+            return
+        users.materialize()
     seen: dict[str, Pos] = {}  # case-folded user -> where it was first written
     policy_names: dict[str, str | None] = {}
     bad_policy: dict[str, list[int]] = {}  # policy name -> [index of its problem, other users]

@@ -27,6 +27,7 @@ import email.utils
 import importlib.util
 import logging
 import math
+import queue
 import re
 import threading
 import time
@@ -64,6 +65,8 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 NOT_PROCESSED_STATUSES = frozenset({429, 503})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 MIN_RETRY_WAIT = 0.5
+# Tokens other requests leave in the bucket while a sequential chain (user pages) runs.
+CHAIN_RESERVE = 1.0
 THROTTLED_ATTEMPTS_FACTOR = 4
 _ERRORS: dict[int, type[ApiError]] = {
     401: UnauthorizedError,
@@ -201,19 +204,40 @@ class Pacer:
         self._gate = 0.0  # nobody sends before this (a Retry-After)
         self._served = threading.local()  # per thread: gate time this thread already waited out
         self.waited = 0.0  # seconds spent waiting, all threads together
+        self._chains = 0  # sequential chains running (their requests go first)
 
-    def acquire(self, cost: int = 1) -> float:
-        """Wait until ``cost`` requests may go out; the seconds waited."""
-        with self._lock:
-            now = self._clock()
-            ready = now
-            if self.rate is not None:
-                full_at = max(self._full_at, now)
-                # Enough tokens once the bucket is within (burst - cost) of full; a cost over
-                # the burst waits for its surplus too.
-                ready = max(now, full_at - (self.burst - cost) / self.rate)
-                self._full_at = max(full_at, ready) + cost / self.rate
+    def acquire(self, cost: int = 1, *, chain: bool = False) -> float:
+        """Wait until ``cost`` requests may go out; the seconds waited. While a sequential chain
+        runs (``chain_started``), its requests (``chain=True``) book tokens first and every other
+        request waits for spare ones, leaving ``CHAIN_RESERVE`` in the bucket: a chain's next
+        request then never waits behind lookups that could have gone at any time."""
         waited = 0.0
+        ready = 0.0
+        while True:
+            with self._lock:
+                now = self._clock()
+                ready = now
+                if self.rate is None:
+                    break
+                full_at = max(self._full_at, now)
+                if self._chains and not chain:
+                    level = self.burst - (full_at - now) * self.rate
+                    need = min(cost + CHAIN_RESERVE, self.burst)
+                    if level < need - 1e-9:  # not a rounding error's wait
+                        short = (need - level) / self.rate
+                        self.waited += short
+                    else:
+                        short = 0.0
+                else:
+                    short = 0.0
+                if not short:
+                    # Enough tokens once the bucket is within (burst - cost) of full; a cost
+                    # over the burst waits for its surplus too.
+                    ready = max(now, full_at - (self.burst - cost) / self.rate)
+                    self._full_at = max(full_at, ready) + cost / self.rate
+                    break
+            self._sleep(short)
+            waited += short
         seen: float | None = None
         while True:
             with self._lock:
@@ -228,6 +252,16 @@ class Pacer:
             if delay > 0:
                 self._sleep(delay)
                 waited += delay
+
+    def chain_started(self) -> None:
+        """A sequential chain (pages, each named by the one before) begins: until it ends, its
+        requests go first (see ``acquire``)."""
+        with self._lock:
+            self._chains += 1
+
+    def chain_ended(self) -> None:
+        with self._lock:
+            self._chains -= 1
 
     def hold(self, seconds: float) -> None:
         """A 429 asked to wait ``seconds``: nobody sends before then (at most ``max_hold``)."""
@@ -367,6 +401,10 @@ class HttpClient:
         self._tokens: set[str] = set()
         self._last = threading.local()  # per thread: the correlation id of the last request
         self._warned: set[str] = set()  # service warning texts logged so far
+        # The token provider's own requests (MSAL's discovery and tokens) count here too.
+        observe = getattr(token_provider, "observe", None)
+        if callable(observe):
+            observe(self.note_request)
 
     @property
     def last_correlation_id(self) -> str | None:
@@ -425,10 +463,12 @@ class HttpClient:
         expected: Iterable[int] = (200, 201, 204),
         cost: int = 1,
         idempotent: bool | None = None,
+        chain: bool = False,
     ) -> requests.Response:
         """Send with retries; return the response if its status is ``expected``, else raise the
         typed error for its status (after retries for 429 and 5xx). ``cost`` is what the request
-        counts against the service's rate (a ``$batch``: its number of inner requests)."""
+        counts against the service's rate (a ``$batch``: its number of inner requests); ``chain``
+        marks a request of a sequential chain (``paged``), which the pacer serves first."""
         method = method.upper()
         route = f"{method} {self._route(url)}"
         correlation_id = str(uuid.uuid4())
@@ -454,6 +494,7 @@ class HttpClient:
                 params=params,
                 headers=headers,
                 cost=cost,
+                chain=chain,
             )
 
         retrying = tenacity.Retrying(
@@ -520,8 +561,11 @@ class HttpClient:
         *,
         resource: str | None = None,
         params: Mapping[str, Any] | None = None,
+        chain: bool = False,
     ) -> Any:
-        response = self.request("GET", url, resource=resource, params=params, expected=(200,))
+        response = self.request(
+            "GET", url, resource=resource, params=params, expected=(200,), chain=chain
+        )
         return self.json_of(response, resource)
 
     def json_of(self, response: requests.Response, resource: str | None = None) -> Any:
@@ -551,38 +595,70 @@ class HttpClient:
         items_key: str = "value",
         params: Mapping[str, Any] | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Every item of every page, following the next page however the page names it
+        """Every item of every page (see ``pages``)."""
+        for items in self.pages(url, resource=resource, items_key=items_key, params=params):
+            yield from items
+
+    def pages(
+        self,
+        url: str,
+        *,
+        resource: str | None = None,
+        items_key: str = "value",
+        params: Mapping[str, Any] | None = None,
+        ahead: int = 0,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Every page's items, following the next page however the page names it
         (``@odata.nextLink``, ``nextLink``, ``NextLink`` or a skip token: ``wire.read_page``)
         until there is none; empty pages are fine. A page without ``items_key``, or with a
         paging key this client does not know, is an ``InvalidResponseError`` (never an empty
-        or a short result), and so is a total short of a count the service reports."""
+        or a short result), and so is a total short of a count the service reports.
+
+        The pages are a sequential chain (each link comes from the page before), which the
+        pacer serves first. ``ahead``: fetch up to that many pages ahead of the caller, in a
+        thread, so each round trip overlaps the caller's work on the page before; an error
+        reaches the caller after the pages before it."""
+        chain = self._chain(url, resource, items_key, params)
+        return _fetched_ahead(chain, ahead) if ahead > 0 else chain
+
+    def _chain(
+        self,
+        url: str,
+        resource: str | None,
+        items_key: str,
+        params: Mapping[str, Any] | None,
+    ) -> Iterator[list[dict[str, Any]]]:
         origin = urlsplit(url)[:2]
         # The first page counts as seen: a link back to it is a loop, not a second page.
         seen = {url, str(requests.Request("GET", url, params=params).prepare().url)}
         next_url: str | None = url
         next_params = params
         listed, reported = 0, None
-        while next_url:
-            current = str(requests.Request("GET", next_url, params=next_params).prepare().url)
-            body = self.get_json(next_url, resource=resource, params=next_params)
-            where = f"{api_name(resource)} page from GET {self._route(next_url)}"
-            page = read_page(body, items_key, where, url=next_url)
-            if page.count is not None:
-                reported = max(reported or 0, page.count)
-            listed += len(page.items)
-            yield from page.items
-            link = page.next_url(current)
-            if not link:
-                break
-            # The bearer token must never be sent to a host the first request did not name.
-            if urlsplit(link)[:2] != origin or link in seen:
-                raise InvalidResponseError(
-                    f"{api_name(resource)} returned a next page link that is not on "
-                    f"{origin[0]}://{origin[1]} or repeats: {link}",
-                    url=link,
-                )
-            seen.add(link)
-            next_url, next_params = link, None
+        self.pacer.chain_started()
+        try:
+            while next_url:
+                current = str(requests.Request("GET", next_url, params=next_params).prepare().url)
+                body = self.get_json(next_url, resource=resource, params=next_params, chain=True)
+                where = f"{api_name(resource)} page from GET {self._route(next_url)}"
+                page = read_page(body, items_key, where, url=next_url)
+                if page.count is not None:
+                    reported = max(reported or 0, page.count)
+                listed += len(page.items)
+                link = page.next_url(current)
+                yield page.items
+                if not link:
+                    break
+                # The bearer token must never be sent to a host the first request did not name.
+                if urlsplit(link)[:2] != origin or link in seen:
+                    raise InvalidResponseError(
+                        f"{api_name(resource)} returned a next page link that is not on "
+                        f"{origin[0]}://{origin[1]} or repeats: {link}",
+                        url=link,
+                    )
+                seen.add(link)
+                next_url, next_params = link, None
+        finally:
+            self.pacer.chain_ended()
         if reported is not None and listed < reported:
             raise InvalidResponseError(
                 f"{api_name(resource)} listed {listed} {items_key!r} entries from GET "
@@ -613,6 +689,12 @@ class HttpClient:
                 "throttled": self._totals["throttled"],
                 "routes": dict(sorted(self._routes.items())),
             }
+
+    def note_request(self, method: str, url: str) -> None:
+        """Count a request sent outside ``request`` (MSAL's, through the token provider)."""
+        with self._lock:
+            self._routes[f"{method.upper()} {self._route(url)}"] += 1
+            self._totals["total"] += 1
 
     def note_throttled(self, api: str = "graph") -> None:
         """Count a throttle the caller saw inside a response (a ``$batch`` inner 429: Graph)."""
@@ -726,11 +808,12 @@ class HttpClient:
         params: Mapping[str, Any] | None,
         headers: Mapping[str, str] | None,
         cost: int = 1,
+        chain: bool = False,
     ) -> requests.Response:
         api = metric_api(resource)
         if api:
             observe_before(api)
-        paced = self.pacer.acquire(cost)
+        paced = self.pacer.acquire(cost, chain=chain)
         if paced >= 1.0:
             log.debug("%s waited %.1fs to stay under the request rate", route, paced)
         sent = {
@@ -856,3 +939,49 @@ class HttpClient:
             self._attempt_limit(rs),
             correlation_id,
         )
+
+
+_END = object()
+
+
+def _fetched_ahead(source: Iterator[T], depth: int) -> Iterator[T]:
+    """``source``'s items, produced by a thread up to ``depth`` ahead of the consumer; the
+    source's exception is raised in the consumer after the items before it. A consumer that
+    stops early stops the thread after its current item."""
+    box: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[Any, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                box.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in source:
+                if not put((item, None)):
+                    return
+            put((_END, None))
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put((None, exc))
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+
+    worker = threading.Thread(target=produce, name="bridge-pages", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, exc = box.get()
+            if exc is not None:
+                raise exc
+            if item is _END:
+                return
+            yield item
+    finally:
+        stop.set()

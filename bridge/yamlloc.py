@@ -589,3 +589,169 @@ def too_nested(value: Any, limit: int) -> tuple[Any, ...] | None:
             if isinstance(child, dict | list):
                 stack.append((child, (*path, key)))
     return None
+
+
+# --------------------------------------------------------------------------- regular user lists
+# A desired file can list 100,000 users as
+#
+#       - user: someone@example.org
+#         policy: Clinical
+#
+# libyaml alone takes about half a second to turn that into events, and each event then costs a
+# Python step. ``load_desired_text`` recognises that one regular shape in the text (each entry
+# exactly those two lines, the values plain words or double-quoted text without escapes), reads
+# it with two regular expressions, and parses the rest of the file as YAML. The entries are kept
+# as rows in a ``UserRows`` list, which turns them into positioned mappings only when asked
+# (``materialize``), e.g. to report an error at its line and column. Anything else, anywhere,
+# and the whole file is read the usual way.
+
+FAST_USERS_MIN = 64  # fewer entries are not worth the detour
+_STR_TAG = _SAFE_TAG_PREFIX + "str"
+_MARKER = "teams-bridge-regular-users-8c1f"
+# Text YAML reads the same in double quotes or plain: no escape, quote, control character, line
+# break (YAML's too: NEL, LS, PS), surrogate, BOM or non-character.
+_DQ = r'"[^"\\\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff\ufffe\uffff]*"'
+# Plain words: no leading indicator, no ': ', no ' #', no trailing space, ASCII only.
+_PLAIN = r"[A-Za-z0-9_.@+][A-Za-z0-9_.@+'-]*(?: [A-Za-z0-9_.@+'-]+)*"
+_VALUE = f"(?:{_DQ}|{_PLAIN})"
+_USERS_KEY = re.compile(r"^( *)users:\n(?=( *)- user: )", re.M)
+_resolver = yaml.resolver.Resolver()
+
+
+class UserRows(LocList):
+    """``assignments.users`` read by the fast path: ``rows`` of (user, policy) text, entry ``k``
+    on lines ``first_line + 2k`` and ``+1``, its dash in column ``indent + 1``. Empty as a list
+    until ``materialize`` fills it with the mappings ``load`` would have built."""
+
+    __slots__ = ("first_line", "indent", "rows")
+    rows: list[tuple[str, str]]
+    first_line: int
+    indent: int
+
+    def entry(self, k: int) -> LocMap:
+        """Entry ``k`` as ``load`` builds it, positions included."""
+        user, policy = self.rows[k]
+        line, col = self.first_line + 2 * k, self.indent + 3
+        m = LocMap(user=user, policy=policy)
+        m.pos = (line, col)
+        m.key_pos = {"user": (line, col), "policy": (line + 1, col)}
+        m.value_pos = {"user": (line, col + 6), "policy": (line + 1, col + 8)}
+        return m
+
+    def materialize(self) -> None:
+        if len(self) == len(self.rows):
+            return
+        self.clear()
+        self.item_pos = []
+        for k in range(len(self.rows)):
+            m = self.entry(k)
+            self.append(m)
+            self.item_pos.append(m.pos)
+
+
+def load_desired_text(text: str) -> tuple[Any, list[YamlProblem]]:
+    """``load``, with a regular ``users:`` list read fast (see above); the same document and
+    problems as ``load`` gives, except that such a list is a ``UserRows``."""
+    fast = _regular_users(text)
+    if fast is None:
+        return load(text)
+    start, end, rows, first_line, indent = fast
+    # The entries' lines become one marker entry and blank lines: every other line keeps its
+    # number and column.
+    lines = text.count("\n", start, end)
+    spliced = text[:start] + " " * indent + f"- {_MARKER}\n" + "\n" * (lines - 1) + text[end:]
+    try:
+        doc, problems = load(spliced)
+    except yaml.YAMLError:
+        return load(text)
+    target = _marked_list(doc)
+    if problems or target is None or target.item_pos[0] != (first_line, indent + 3):
+        return load(text)  # not where a regular list can be: read it all the usual way
+    parent, key, found = target.parent, target.key, target.found
+    users = UserRows()
+    users.pos = found.pos
+    users.item_pos = []
+    users.rows = rows
+    users.first_line = first_line
+    users.indent = indent
+    parent[key] = users
+    return doc, problems
+
+
+class _Found:
+    __slots__ = ("found", "item_pos", "key", "parent")
+
+    def __init__(self, parent: LocMap, key: str, found: LocList):
+        self.parent, self.key, self.found = parent, key, found
+        self.item_pos = found.item_pos
+
+
+def _marked_list(doc: Any) -> _Found | None:
+    """``doc["assignments"]["users"]`` when it is exactly the marker entry; None otherwise."""
+    if type(doc) is not LocMap:
+        return None
+    assignments = doc.get("assignments")
+    if type(assignments) is not LocMap:
+        return None
+    users = assignments.get("users")
+    if type(users) is not LocList or users != [_MARKER]:
+        return None
+    return _Found(assignments, "users", users)
+
+
+def _regular_users(text: str) -> tuple[int, int, list[tuple[str, str]], int, int] | None:
+    """Where a regular ``users:`` list is in ``text``: (start, end) of its entries' lines, the
+    rows, the first entry's line and the dashes' indentation; None when there is none."""
+    key = _USERS_KEY.search(text)
+    if key is None:
+        return None
+    indent = len(key.group(2))
+    if indent < len(key.group(1)):
+        return None
+    pad = " " * indent
+    entry = f"{pad}- user: ({_VALUE})\n{pad}  policy: ({_VALUE})\n"
+    start = key.end()
+    run = re.compile(f"(?:{entry})+").match(text, start)
+    if run is None:
+        return None
+    end = run.end()
+    # The next line must end the last entry: text no deeper than the dashes (a deeper line, even
+    # after blank ones, would be one of its keys).
+    if end < len(text):
+        line_end = text.find("\n", end)
+        line = text[end : line_end if line_end >= 0 else len(text)]
+        body = line.lstrip(" ")
+        if not body or body[0] in "#\t\r" or len(line) - len(body) > indent:
+            return None
+    block = text[start:end]
+    rows: list[tuple[str, str]] = re.findall(entry, block)
+    if len(rows) < FAST_USERS_MIN:
+        return None
+    # Plain words that could be something other than text: each distinct one asked once.
+    implicit = _IMPLICIT_FIRST_CHARS
+    doubtful = {p for _, p in rows if p[0] in implicit}
+    doubtful.update(u for u, _ in rows if u[0] in implicit and "@" not in u)
+    words: dict[str, bool] = {}
+    if any(_text(value, words) is None for value in doubtful):
+        return None
+    if '"' in block:
+        rows = [
+            (u[1:-1] if u[0] == '"' else u, p[1:-1] if p[0] == '"' else p) for u, p in rows
+        ]
+    first_line = text.count("\n", 0, start) + 1
+    return start, end, rows, first_line, indent
+
+
+def _text(value: str, words: dict[str, bool]) -> Any:
+    """A matched value as the text YAML reads, or None when a plain word is not text there
+    (``yes``, ``null``, ``1e5``, a date)."""
+    if value[0] == '"':
+        return value[1:-1]
+    if "@" in value or value[0] not in _IMPLICIT_FIRST_CHARS:
+        return value  # no implicit type (bool, number, null, date) has an '@' in it
+    ok = words.get(value)
+    if ok is None:
+        ok = words[value] = (
+            _resolver.resolve(yaml.nodes.ScalarNode, value, (True, False)) == _STR_TAG
+        )
+    return value if ok else None

@@ -351,3 +351,29 @@ def test_token_requests_use_the_configured_ca(rsps, monkeypatch, tmp_path):
     )
     provider.get_token(GRAPH)
     assert {c.request.req_kwargs["verify"] for c in rsps.calls} == {str(ca)}
+
+
+def test_msal_requests_count_with_the_http_clients_requests(rsps):
+    """``-v`` and the read's log line report what was sent: MSAL's authority discovery and
+    token requests go through its own session, which tells the HTTP client."""
+    import gc
+
+    from bridge.http import HttpClient, HttpOptions
+
+    mock_metadata(rsps)
+    rsps.post(TOKEN_URL, json=token_answer(TEAMS_RESOURCE))
+    rsps.get(f"{GRAPH}/v1.0/organization", json={"value": []})
+    provider = build_token_provider(settings(AZURE_CLIENT_SECRET=SECRET))
+    client = HttpClient(provider, HttpOptions())
+    client.get_json(f"{GRAPH}/v1.0/organization", resource=TEAMS_RESOURCE)
+    stats = client.stats
+    assert stats["total"] == len(rsps.calls) == 3
+    assert stats["routes"] == {
+        "GET /{id}/v2.0/.well-known/openid-configuration": 1,
+        "POST /{id}/oauth2/v2.0/token": 1,
+        "GET /v1.0/organization": 1,
+    }
+    # A client that is gone is no longer told, nor kept alive by the provider.
+    del client
+    gc.collect()
+    assert [o.alive for o in provider._observers] == [False]

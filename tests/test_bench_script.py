@@ -35,6 +35,22 @@ def test_minimum_requests_per_route():
     assert bench.per_user_requests(100_000, 60) == 100_060
 
 
+def test_floor_is_the_sign_in_and_the_page_chain_or_the_rate():
+    bench = load_bench()
+    # 2 sign-in round trips + 100 pages at 50 ms; 108 requests at 27/s (4 s) is less.
+    assert abs(bench.floor_seconds(100_000, 60, 0.05, 27) - 5.1) < 1e-9
+    assert abs(bench.floor_seconds(1_000_000, 60, 0.05, 27) - 50.1) < 1e-9
+    # With no latency the rate is the floor; with neither there is none.
+    assert abs(bench.floor_seconds(100_000, 60, 0.0, 27) - 4.0) < 1e-9
+    assert bench.floor_seconds(100_000, 60, 0.0, None) == 0.0
+
+
+def test_short_mode_is_small_and_unthrottled():
+    args = load_bench().parse_args(["--short"])
+    assert (args.sizes, args.apply_users, args.throttle_rps, args.client_rps) == ([1000], 100, 0, 0)
+    assert args.latency == 0.01
+
+
 def test_bench_runs_drift_and_apply_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     done = subprocess.run(
@@ -58,14 +74,15 @@ def test_bench_runs_drift_and_apply_and_writes_json(tmp_path):
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert "drift     wall s" in done.stdout
+    assert "drift      floor s  wall s" in done.stdout
     assert "PASS  apply 100: <= 1 write requests" in done.stdout
 
     result = json.loads(out.read_text())
-    assert (result["format"], result["version"]) == ("teams-bridge-bench", 1)
+    assert (result["format"], result["version"]) == ("teams-bridge-bench", 2)
     (drift,) = result["drift"]
     assert drift["users"] == 200
-    assert 0 < drift["wall_s"] < 30
+    assert 0 < drift["wall_s_best"] <= drift["wall_s"] < 30
+    assert drift["floor_s"] == 0 and drift["ratio_to_floor"] is None  # no latency, no rate
     assert 20 < drift["peak_rss_mb"] < 500
     # No throttle: exactly the fewest requests the APIs allow, and no 429.
     assert drift["requests"] == drift["minimum"]

@@ -71,6 +71,24 @@ def test_a_batch_costs_its_inner_requests():
     assert p.acquire(1) == pytest.approx(1.1)
 
 
+def test_a_sequential_chain_goes_first_and_lookups_take_the_spare_rate():
+    # Without a chain, two lookups of 5 empty the bucket and the next page waits behind them.
+    p, _clock = pacer(10.0, burst=10)
+    assert [p.acquire(5), p.acquire(5)] == [0.0, 0.0]
+    assert p.acquire(chain=True) == pytest.approx(0.1)
+    # While a chain runs, the lookups leave its token in the bucket: the page goes at once.
+    p, clock = pacer(10.0, burst=10)
+    p.chain_started()
+    assert p.acquire(5) == 0.0
+    assert p.acquire(5) == pytest.approx(0.1)  # waits for the spare token, not the page
+    assert p.acquire(chain=True) == 0.0
+    assert p.acquire(chain=True) == pytest.approx(0.1)  # then the chain goes at the rate
+    p.chain_ended()
+    # The chain over, lookups book ahead again.
+    clock.now += 10
+    assert [p.acquire(10), p.acquire(1)] == [0.0, pytest.approx(0.1)]
+
+
 def test_without_a_rate_nothing_waits():
     p, clock = pacer(None)
     assert sum(p.acquire(20) for _ in range(100)) == 0.0

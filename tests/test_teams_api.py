@@ -998,3 +998,139 @@ def test_get_policy_reads_an_object_or_a_one_element_array_of_it(rsps, teams):
     assert teams.get_policy("Global").name == "Global"
     with pytest.raises(InvalidResponseError, match="with policy 'Kitchen', not 'Nursing'"):
         teams.get_policy("Nursing")
+
+
+# --------------------------------------------------------------------------- reading users fast
+
+
+CMDLET_ROWS = [
+    {
+        "Identity": "u1",
+        "UserPrincipalName": "a@contoso.org",
+        "DisplayName": "A",
+        "Department": "Nursing",
+        "TeamsMessagingPolicy": "Tag:Clinical",
+    },
+    {
+        "Identity": "u2",
+        "UserPrincipalName": "b@contoso.org",
+        "DisplayName": None,
+        "Department": None,
+        "TeamsMessagingPolicy": None,
+    },
+    {
+        "Identity": "u3",
+        "UserPrincipalName": "c@contoso.org",
+        "DisplayName": "C",
+        "Department": "Nursing",
+        "TeamsMessagingPolicy": "",
+    },
+    {
+        "Identity": "u4",
+        "UserPrincipalName": "d@contoso.org",
+        "DisplayName": "D",
+        "Department": "IT",
+        "TeamsMessagingPolicy": "global",
+    },
+]
+# Rows the fast reader leaves to ``read_user`` (which reads or refuses them).
+OTHER_ROWS = [
+    {**CMDLET_ROWS[0], "Identity": 7},  # an id as a number
+    {**CMDLET_ROWS[0], "UserPrincipalName": None},  # no UPN: the id stands in
+    {**CMDLET_ROWS[0], "UserPrincipalName": ""},
+    {**CMDLET_ROWS[0], "DisplayName": 3},  # refused
+    {**CMDLET_ROWS[0], "TeamsMessagingPolicy": ["x"]},  # refused
+    {**CMDLET_ROWS[0], "Identity": ""},  # refused
+    {**CMDLET_ROWS[0], "JobTitle": "Nurse"},  # another field
+    {k.lower(): v for k, v in CMDLET_ROWS[0].items()},  # another casing
+    ["not", "a", "row"],  # refused
+]
+
+
+def test_the_common_user_row_is_read_fast_and_exactly_as_read_user_reads_it():
+    from bridge.backends.teams_api import _read_cmdlet_user, read_user
+
+    departments: dict[str, str] = {}
+    for row in CMDLET_ROWS:
+        fast = _read_cmdlet_user(row, departments)
+        assert fast is not None, row
+        assert fast == read_user(row, "row,")
+    # One string per department, however many users share it.
+    first = _read_cmdlet_user(CMDLET_ROWS[0], departments)
+    third = _read_cmdlet_user(CMDLET_ROWS[2], departments)
+    assert first is not None and third is not None
+    assert first[0].department is third[0].department
+
+
+@pytest.mark.parametrize("row", OTHER_ROWS)
+def test_any_other_user_row_goes_to_the_full_reader(rsps, teams, row):
+    from bridge.backends.teams_api import _read_cmdlet_user, read_user
+
+    assert _read_cmdlet_user(row, {}) is None
+    rsps.get(USERS, json={"users": [row]})
+    try:
+        expected = read_user(row, "row,")
+    except InvalidResponseError:
+        with pytest.raises(InvalidResponseError, match="user 0"):
+            teams.list_users()
+    else:
+        users, direct = teams.list_users()
+        assert users == [expected[0]]
+        assert [a.policy for a in direct] == ([expected[1]] if expected[1] else [])
+
+
+def test_the_next_users_page_is_fetched_while_the_caller_reads_this_one(rsps, client):
+    import time
+
+    rsps.get(
+        USERS,
+        match=[matchers.query_param_matcher({"$top": "1000"})],
+        json={"users": CMDLET_ROWS[:2], "@odata.nextLink": f"{USERS}?$skiptoken=p2"},
+    )
+    rsps.get(
+        USERS,
+        match=[matchers.query_param_matcher({"$skiptoken": "p2"})],
+        json={"users": CMDLET_ROWS[2:]},
+    )
+    pages = client.pages(
+        USERS, resource=TEAMS_RESOURCE, items_key="users", params={"$top": "1000"}, ahead=2
+    )
+    first = next(pages)
+    deadline = time.monotonic() + 5
+    while len(rsps.calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(rsps.calls) == 2  # page 2 asked for before page 1 was done with
+    assert [r["Identity"] for r in first] == ["u1", "u2"]
+    assert [r["Identity"] for r in next(pages)] == ["u3", "u4"]
+    assert list(pages) == []
+
+
+def test_a_failed_page_fails_the_read_after_the_pages_before_it(rsps, client):
+    rsps.get(
+        USERS,
+        match=[matchers.query_param_matcher({"$top": "1000"})],
+        json={"users": CMDLET_ROWS[:2], "@odata.nextLink": f"{USERS}?$skiptoken=p2"},
+    )
+    rsps.get(USERS, match=[matchers.query_param_matcher({"$skiptoken": "p2"})], status=403, json={})
+    pages = client.pages(
+        USERS, resource=TEAMS_RESOURCE, items_key="users", params={"$top": "1000"}, ahead=2
+    )
+    assert len(next(pages)) == 2
+    with pytest.raises(ForbiddenError):
+        next(pages)
+
+
+def test_the_user_reader_lets_the_page_fetcher_run_every_hundred_users(rsps, teams, monkeypatch):
+    """Reading a page holds the interpreter; the thread fetching the next page would wait up to
+    the switch interval (5 ms) at each of its reads. The reader hands over every 100 users."""
+    import bridge.backends.teams_api as teams_api
+
+    rows = [
+        {**CMDLET_ROWS[1], "Identity": f"u{i}", "UserPrincipalName": f"u{i}@x.org"}
+        for i in range(250)
+    ]
+    rsps.get(USERS, json={"users": rows})
+    slept: list[float] = []
+    monkeypatch.setattr(teams_api.time, "sleep", slept.append)
+    users, _ = teams.list_users()
+    assert len(users) == 250 and slept == [0, 0]

@@ -8,6 +8,7 @@ and stripped from answers, and identities compare case-insensitively.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -49,6 +50,11 @@ log = logging.getLogger(__name__)
 
 POLICY_TYPE = "TeamsMessagingPolicy"
 USERS_PAGE_SIZE = 1000  # the service's maximum $top for /Teams.User/users
+USERS_PAGES_AHEAD = 2  # user pages fetched while the one before is read
+_YIELD_EVERY = 100  # users read between two chances for the page fetcher to run
+_CMDLET_FIELDS = frozenset(
+    {"Identity", "UserPrincipalName", "DisplayName", "Department", "TeamsMessagingPolicy"}
+)
 GRAPH_ASSIGN_CHUNK = 1000
 _NOTHING = Wanted()
 
@@ -324,25 +330,77 @@ class TeamsAdminClient:
                 idempotent=True,
             )
 
-    def list_users(self) -> tuple[list[User], list[UserAssignment]]:
-        """Every user (the directory) and every direct messaging policy assignment, paged."""
+    def list_users(
+        self, directory: Directory | None = None
+    ) -> tuple[list[User], list[UserAssignment]]:
+        """Every user (the directory) and every direct messaging policy assignment, paged. The
+        next page is on its way while this one is read (``HttpClient.pages``), and each page's
+        JSON is dropped once read, so only the users stay in memory; ``directory`` gets each
+        user as it is read (while the next page is still on its way)."""
+        enabled = gc.isenabled()
+        # A million users are a million small objects, none in a cycle: the cyclic collector
+        # would rescan them again and again for nothing while they are read.
+        gc.disable()
+        try:
+            return self._list_users(directory)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _list_users(self, directory: Directory | None) -> tuple[list[User], list[UserAssignment]]:
+        add = directory.add_user if directory is not None else None
         users: list[User] = []
         assignments: list[UserAssignment] = []
         url = f"{self.base_url}/Teams.User/users"
-        pages = self.http.paged(
+        pages = self.http.pages(
             url,
             resource=TEAMS_RESOURCE,
             items_key="users",
             params={"$top": str(USERS_PAGE_SIZE)},
+            ahead=USERS_PAGES_AHEAD,
         )
-        for n, obj in enumerate(pages):
-            user, policy = read_user(
-                obj, f"Teams admin API answer to {USERS_ROUTE}, user {n},", url
-            )
-            users.append(user)
-            if policy:
-                assignments.append(UserAssignment(user.id, policy, user.upn))
+        departments: dict[str, str] = {}  # one string per department, not one per user
+        n = 0
+        for page in pages:
+            for obj in page:
+                user, policy = _read_cmdlet_user(obj, departments) or read_user(
+                    obj, f"Teams admin API answer to {USERS_ROUTE}, user {n},", url
+                )
+                n += 1
+                users.append(user)
+                if add is not None:
+                    add(user)
+                if policy:
+                    assignments.append(UserAssignment(user.id, policy, user.upn))
+                if not n % _YIELD_EVERY:
+                    # Hand the interpreter to the page fetcher if its answer has come: it would
+                    # otherwise wait for the switch interval (5 ms) at each of its reads.
+                    time.sleep(0)
         return users, assignments
+
+
+def _read_cmdlet_user(entry: Any, departments: dict[str, str]) -> tuple[User, str | None] | None:
+    """``read_user`` for the common row (exactly the cmdlet's five fields, in their casing, every
+    value text or null): the same answer in a fraction of the time. None for any other row,
+    which ``read_user`` then reads (or refuses, saying why)."""
+    if type(entry) is not dict or entry.keys() != _CMDLET_FIELDS:
+        return None
+    uid, upn = entry["Identity"], entry["UserPrincipalName"]
+    name, department = entry["DisplayName"], entry["Department"]
+    policy = entry[POLICY_TYPE]
+    if (
+        type(uid) is not str
+        or not uid
+        or type(upn) is not str
+        or not upn
+        or (name is not None and type(name) is not str)
+        or (department is not None and type(department) is not str)
+        or (policy is not None and type(policy) is not str)
+    ):
+        return None
+    if department is not None:
+        department = departments.setdefault(department, department)
+    return User(uid, upn, name, department), bare_name(policy) if policy else None
 
 
 class RestBackend:
@@ -365,12 +423,13 @@ class RestBackend:
         # Three independent reads side by side: the policy list; the group assignments and the
         # groups' names (Graph, while the users are still paging); the user pages, one after
         # another (each page's link comes from the one before).
+        directory = Directory()
         results: list[Any] = self.http.map_concurrent(
             lambda read: read(),
             [
                 self.teams.list_policies,
                 lambda: self._read_groups(wanted.groups),
-                self.teams.list_users,
+                lambda: self.teams.list_users(directory),
             ],
         )
         policies: list[Policy] = results[0]
@@ -378,9 +437,6 @@ class RestBackend:
         found: dict[str, list[Group]] = results[1][1]
         users: list[User] = results[2][0]
         user_assignments: list[UserAssignment] = results[2][1]
-        directory = Directory()
-        for user in users:
-            directory.add_user(user)
         self._resolve_users(directory, wanted.users)
         for ref, groups in found.items():
             if not groups:

@@ -10,9 +10,35 @@ admin API and the Microsoft Graph calls teams-bridge makes, answering exactly do
 ``build_hospital(cfg)`` builds the seeded tenant without a server.
 """
 
-from .config import SandboxConfig
-from .seed import TENANT_DOMAIN, build_hospital
-from .server import Sandbox
-from .tenant import ServiceError, Tenant
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import SandboxConfig
+    from .seed import TENANT_DOMAIN, build_hospital
+    from .server import Sandbox
+    from .tenant import ServiceError, Tenant
+
+# Loaded on first use: the CLI builds its --sandbox options from ``config`` at every start, and
+# the server (TLS, brotli, the tenant) is needed only when a sandbox actually runs.
+_WHERE = {
+    "SandboxConfig": "config",
+    "TENANT_DOMAIN": "seed",
+    "build_hospital": "seed",
+    "Sandbox": "server",
+    "ServiceError": "tenant",
+    "Tenant": "tenant",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["TENANT_DOMAIN", "Sandbox", "SandboxConfig", "ServiceError", "Tenant", "build_hospital"]

@@ -1,7 +1,9 @@
 """The sandbox: a threaded HTTPS server on 127.0.0.1 that answers docs/wire.md, with the
 services' throttling, faults, latency and propagation delay as knobs.
 
-Per API request, in this order: latency; a scripted fault (``inject``); a random drop or 5xx;
+Per API request, in this order: latency (the least time an answer takes: the sandbox's own work
+on the answer, serialising and compressing included, happens within it, as a service's does
+within its round trip); a scripted fault (``inject``); a random drop or 5xx;
 the throttle (token bucket, 429 + Retry-After); the bearer token (401) and directory role (403);
 then the route; then, for a write the route carried out, a scripted ``inject(after=True)`` or a
 random ``lost_answer_rate`` fault that loses its answer (a 500 or a dropped connection after the
@@ -175,39 +177,55 @@ class _Handler(BaseHTTPRequestHandler):
             headers={k.lower(): v for k, v in self.headers.items()},
             body=body,
         )
-        result = self.server.sandbox.handle(req)
+        started = time.monotonic()
+        result = self.server.sandbox.handle(req, wait=False)
         if result is _DROP:
+            self._until(started)
             self.close_connection = True
             return
         assert isinstance(result, Response)
-        self._send(result, req)
+        self._send(result, req, started)
 
-    def _send(self, res: Response, req: Request) -> None:
+    def _until(self, started: float) -> None:
+        """Wait out what is left of the latency since the request arrived."""
+        left = self.server.sandbox.config.latency - (time.monotonic() - started)
+        if left > 0:
+            time.sleep(left)
+
+    def _send(self, res: Response, req: Request, started: float) -> None:
+        payload, encoding = self._encoded(res, req)
+        self._until(started)
         self.send_response(res.status)
         correlation = req.headers.get("x-ms-correlation-id") or str(uuid.uuid4())
         self.send_header("x-ms-correlation-id", correlation)
         self.send_header("request-id", correlation)
         for name, value in res.headers.items():
             self.send_header(name, value)
-        if res.status == 204 or res.body is None:
+        if payload is None:
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        payload = json.dumps(res.body, separators=(",", ":")).encode()
-        accepted = req.headers.get("accept-encoding", "").lower()
-        compression = self.server.sandbox.config.compression
-        if compression == "br-unprompted" or (compression == "br" and "br" in accepted):
-            payload = brotli.compress(payload, quality=5)
-            self.send_header("Content-Encoding", "br")
-        elif "gzip" in accepted:
-            payload = gzip.compress(payload, compresslevel=5)
-            self.send_header("Content-Encoding", "gzip")
+        if encoding:
+            self.send_header("Content-Encoding", encoding)
         content_type = res.headers.get("Content-Type", "application/json; charset=utf-8")
         if "Content-Type" not in res.headers:
             self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+
+    def _encoded(self, res: Response, req: Request) -> tuple[bytes | None, str | None]:
+        """The body as sent, and its Content-Encoding (None: no body, or not compressed)."""
+        if res.status == 204 or res.body is None:
+            return None, None
+        payload = json.dumps(res.body, separators=(",", ":")).encode()
+        accepted = req.headers.get("accept-encoding", "").lower()
+        compression = self.server.sandbox.config.compression
+        if compression == "br-unprompted" or (compression == "br" and "br" in accepted):
+            return brotli.compress(payload, quality=5), "br"
+        if "gzip" in accepted:
+            return gzip.compress(payload, compresslevel=5), "gzip"
+        return payload, None
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
 
@@ -400,8 +418,9 @@ class Sandbox:
         with self._lock:
             self._stats[key] += n
 
-    def handle(self, req: Request) -> Response | object:
-        """One request from the wire: every knob applies."""
+    def handle(self, req: Request, *, wait: bool = True) -> Response | object:
+        """One request from the wire: every knob applies. ``wait=False``: the caller waits out
+        the latency (the HTTP handler does, after serialising the answer)."""
         route, params = api.match(req.method, req.path)
         which = route.api if route else api.api_of(req.path)
         retry_key = req.headers.get("x-ms-correlation-id", "")
@@ -414,7 +433,7 @@ class Sandbox:
                 self.config.drop_rate,
                 self.config.fault_rate,
             )
-        if latency:
+        if latency and wait:
             time.sleep(latency)
         early = self._injected(req, which)
         if early is None and which != "identity":
