@@ -551,9 +551,12 @@ def snapshot(ctx: _Ctx, out: str | None) -> None:
     import datetime as dt
 
     from .backends.snapshot import write_snapshot
+    from .roles import ATTRIBUTES
 
     with ctx.session() as session:
-        state = session.read()
+        # Every attribute a role may name, in the same pages: --snapshot then plans roles.
+        # (A snapshot of a snapshot keeps what the first one holds.)
+        state = session.read(attributes=() if session.is_offline else ATTRIBUTES)
         if not state.domains:
             state.domains = session.tenant_domains()
         if not session.is_offline:

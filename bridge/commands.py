@@ -123,7 +123,15 @@ def make_plan(
     current = session.read(desired)
     check_tenant_guard(desired, current, session)
     plan = diff(current, desired)
-    notes = list(desired.notes)
+    notes = [*desired.notes, *plan.notes]
+    if plan.roles is not None:
+        for uid, names in plan.roles.selection.several.items():
+            log.info(
+                "%s is selected by roles %s: %s decides (the first in the file)",
+                plan.roles.upns.get(uid, uid),
+                ", ".join(names),
+                names[0],
+            )
     if not check_safety:
         _log_requests(session)
         return PlanResult(plan, current, desired, notes)

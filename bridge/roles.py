@@ -252,3 +252,175 @@ def select(
     out.counts = dict(zip(names, counts, strict=True))
     out.matched = dict(zip(names, matched, strict=True))
     return out
+
+
+# --------------------------------------------------------------------------- planning
+
+
+@dataclass
+class RoleOutcome:
+    """What the roles decided for one plan, kept beside it (``Plan.roles``) so views can group
+    the direct assignment changes by role: the selection, and the users who lose a role's
+    policy because no role and no ``users:`` entry selects them any more."""
+
+    selection: RoleSelection
+    # user id -> the role policy of the direct assignment they lose (the leaver rule)
+    released: dict[str, str] = field(default_factory=dict)
+    upns: dict[str, str] = field(default_factory=dict)  # user id -> UPN, for views
+
+    def role_of(self, user_id: str) -> str | None:
+        return self.selection.by_user.get(user_id)
+
+    def warnings(self) -> list[str]:
+        return [
+            f"warning: role {r.name!r} selects nobody ({r.describe()}): check the attribute "
+            "values against the directory (teams-bridge explain USER shows a user's)"
+            for r in self.selection.roles
+            if r.name in self.selection.empty
+        ]
+
+    def data(self) -> dict[str, Any]:
+        """Every person each role selects (``plan --format json``), in file order."""
+        upn = self.upns.get
+        people: dict[str, list[dict[str, str]]] = {r.name: [] for r in self.selection.roles}
+        for uid, role in self.selection.by_user.items():
+            people[role].append({"user_id": uid, "user": upn(uid, uid)})
+        for listed in people.values():
+            listed.sort(key=lambda p: p["user"].casefold())
+        return {
+            "roles": [
+                {
+                    "role": r.name,
+                    "policy": r.policy,
+                    "where": {k: list(v) for k, v in r.where.items()},
+                    **({"except": {k: list(v) for k, v in r.except_.items()}} if r.except_ else {}),
+                    "count": len(people[r.name]),
+                    "users": people[r.name],
+                }
+                for r in self.selection.roles
+            ],
+            "selected_by_several": [
+                {"user_id": uid, "user": upn(uid, uid), "roles": list(names)}
+                for uid, names in sorted(
+                    self.selection.several.items(), key=lambda i: upn(*i[:1]) or ""
+                )
+            ],
+            "released": [
+                {"user_id": uid, "user": upn(uid, uid), "policy": policy}
+                for uid, policy in sorted(self.released.items())
+            ],
+            "empty": self.selection.empty,
+        }
+
+
+class MissingAttributes(ValueError):
+    """The directory was read without the attributes the roles need."""
+
+
+def decide(
+    roles: Sequence[Role],
+    users: Mapping[str, Any],
+    direct: Mapping[str, Any],
+    declared: set[str],
+) -> RoleOutcome:
+    """The roles' decision for a directory (``users``: id -> ``state.User``) given the current
+    direct assignments (``direct``: id -> ``state.UserAssignment``) and the ids ``users:``
+    entries decide. A user whose attributes were not read cannot be decided: that raises
+    ``MissingAttributes`` rather than taking them for people no role selects."""
+    unread = [u.upn for u in users.values() if u.attributes is None]
+    if unread and users:
+        raise MissingAttributes(
+            f"the directory was read without user attributes ({len(unread)} of {len(users)} "
+            f"users, e.g. {unread[0]}), so the roles cannot decide who gets what"
+        )
+    matcher = RoleMatcher(roles)
+    selection = select(roles, ((uid, u.attributes) for uid, u in users.items()), declared, matcher)
+    role_policies = {r.policy.casefold() for r in roles if r.policy.casefold() != "global"}
+    released = {
+        uid: a.policy
+        for uid, a in direct.items()
+        if uid not in declared and uid not in selection.by_user and _key(a.policy) in role_policies
+    }
+    upns = {uid: users[uid].upn for uid in selection.by_user}
+    for uid in released:
+        u = users.get(uid)
+        upns[uid] = u.upn if u is not None else (direct[uid].upn or uid)
+    return RoleOutcome(selection, released, upns)
+
+
+def _key(policy: str) -> str:
+    name = policy[4:] if policy[:4].casefold() == "tag:" else policy
+    return name.casefold()
+
+
+NAMES_SHOWN = 3  # a few names per line of a role summary; JSON lists everyone
+
+
+@dataclass(frozen=True)
+class RoleChangeLine:
+    """One line of a plan's role summary: ``+ 37 people -> 'Clinical' by role Clinicians
+    (department: Nursing): a, b, c and 34 more``."""
+
+    symbol: str  # "+", "~" or "-"
+    role: str | None  # None: released (no role selects them any more)
+    policy: str
+    count: int
+    names: tuple[str, ...]
+    text: str
+
+
+def summarize(
+    outcome: RoleOutcome,
+    sets: Iterable[tuple[str, str | None, str, str | None]],
+    removes: Iterable[tuple[str, str | None, str]],
+) -> tuple[list[RoleChangeLine], set[str]]:
+    """Group the user changes the roles made, per role: ``sets`` are ``(user id, UPN, policy,
+    policy before)``, ``removes`` ``(user id, UPN, policy)``. Returns the lines and the ids they
+    cover (the view lists the other user changes one by one, as before)."""
+    by_role = outcome.selection.by_user
+    groups: dict[tuple[str, str | None, str], list[str]] = {}
+    covered: set[str] = set()
+    for uid, upn, policy, before in sets:
+        role = by_role.get(uid)
+        if role is None:
+            continue
+        groups.setdefault(("~" if before else "+", role, policy), []).append(upn or uid)
+        covered.add(uid)
+    for uid, upn, policy in removes:
+        role = by_role.get(uid)
+        if role is None and uid not in outcome.released:
+            continue
+        groups.setdefault(("-", role, policy), []).append(upn or uid)
+        covered.add(uid)
+    order = {r.name: i for i, r in enumerate(outcome.selection.roles)}
+    lines = []
+    for (symbol, role, policy), names in sorted(
+        groups.items(), key=lambda g: (order.get(g[0][1] or "", len(order)), g[0][0])
+    ):
+        names.sort(key=str.casefold)
+        shown = ", ".join(names[:NAMES_SHOWN])
+        more = f" and {len(names) - NAMES_SHOWN} more" if len(names) > NAMES_SHOWN else ""
+        people = f"{len(names)} {'person' if len(names) == 1 else 'people'}"
+        if role is None:
+            text = f"{people} lose {policy!r}: no role and no users: entry selects them any more"
+        else:
+            clause = outcome.selection.role(role).describe()
+            if symbol == "-":
+                text = (
+                    f"{people} lose their direct assignment ({policy!r}) by role {role} ({clause})"
+                )
+            elif symbol == "~":
+                text = f"{people} move to {policy!r} by role {role} ({clause})"
+            else:
+                text = f"{people} -> {policy!r} by role {role} ({clause})"
+        lines.append(
+            RoleChangeLine(
+                symbol,
+                role,
+                policy,
+                len(names),
+                tuple(names[:NAMES_SHOWN]),
+                f"{text}: {shown}{more}",
+            )
+        )
+    return lines, covered

@@ -26,6 +26,7 @@ from ..errors import (
     UnauthorizedError,
 )
 from ..http import HttpClient, route_of
+from ..roles import attributes_from, graph_select
 from ..settings import Settings
 from ..state import (
     Directory,
@@ -50,6 +51,15 @@ POLICY_TYPE = "TeamsMessagingPolicy"
 USERS_PAGE_SIZE = 1000  # the service's maximum $top for /Teams.User/users
 GRAPH_ASSIGN_CHUNK = 1000
 _NOTHING = Wanted()
+# What every users page must carry; a $select for role attributes names these too (docs/wire.md).
+USER_FIELDS = (
+    "Identity",
+    "UserPrincipalName",
+    "DisplayName",
+    "Department",
+    "TeamsMessagingPolicy",
+    "effectivePolicyAssignments",
+)
 
 
 GROUPS_ROUTE = "GET /Skype.Policy/groupPolicyAssignments/"
@@ -85,7 +95,9 @@ def read_group_assignment(entry: Any, where: str, url: str | None = None) -> Gro
     return GroupAssignment(row.text("GroupId"), bare_name(row.text("PolicyName")), rank)
 
 
-def read_user(entry: Any, where: str, url: str | None = None) -> tuple[User, str | None]:
+def read_user(
+    entry: Any, where: str, url: str | None = None, attributes: Sequence[str] = ()
+) -> tuple[User, str | None]:
     """One Get-CsOnlineUser entry: the user, and the bare name of their direct messaging policy
     (None: none). The id is ``Identity`` or ``ObjectId``; the direct policy is the
     ``TeamsMessagingPolicy`` property (null: none), or else the ``Direct`` entry for the type in
@@ -97,9 +109,29 @@ def read_user(entry: Any, where: str, url: str | None = None) -> tuple[User, str
         raise row.error(f"has no 'UserPrincipalName' field (fields: {', '.join(row.names)})")
     upn = row.get("UserPrincipalName")
     user = User(
-        uid, str(upn or uid), _optional_text(row, "DisplayName"), _optional_text(row, "Department")
+        uid,
+        str(upn or uid),
+        _optional_text(row, "DisplayName"),
+        _optional_text(row, "Department"),
+        _user_attributes(entry, attributes) if attributes else None,
     )
     return user, _direct_policy(row)
+
+
+# Get-CsOnlineUser's names for Graph user properties (its object says Title, not jobTitle).
+_CMDLET_NAMES = {"jobTitle": "Title", "companyName": "Company", "state": "StateOrProvince"}
+
+
+def _user_attributes(entry: Mapping[str, Any], attributes: Sequence[str]) -> dict[str, Any]:
+    """The role attributes of a users entry, under Graph's names (any case), else the cmdlet's."""
+    found = attributes_from(entry, attributes)
+    missing = [a for a in attributes if a not in found and a in _CMDLET_NAMES]
+    if missing:
+        aliased = attributes_from(entry, [_CMDLET_NAMES[a] for a in missing])
+        for a in missing:
+            if _CMDLET_NAMES[a] in aliased:
+                found[a] = aliased[_CMDLET_NAMES[a]]
+    return found
 
 
 def _optional_text(row: Fields, name: str) -> str | None:
@@ -321,20 +353,22 @@ class TeamsAdminClient:
                 idempotent=True,
             )
 
-    def list_users(self) -> tuple[list[User], list[UserAssignment]]:
-        """Every user (the directory) and every direct messaging policy assignment, paged."""
+    def list_users(
+        self, attributes: Sequence[str] = ()
+    ) -> tuple[list[User], list[UserAssignment]]:
+        """Every user (the directory) and every direct messaging policy assignment, paged;
+        ``attributes`` (the roles' user properties) are asked for in the same pages with
+        ``$select`` (docs/wire.md)."""
         users: list[User] = []
         assignments: list[UserAssignment] = []
         url = f"{self.base_url}/Teams.User/users"
-        pages = self.http.paged(
-            url,
-            resource=TEAMS_RESOURCE,
-            items_key="users",
-            params={"$top": str(USERS_PAGE_SIZE)},
-        )
+        params = {"$top": str(USERS_PAGE_SIZE)}
+        if attributes:
+            params["$select"] = ",".join([*USER_FIELDS, *graph_select(attributes)])
+        pages = self.http.paged(url, resource=TEAMS_RESOURCE, items_key="users", params=params)
         for n, obj in enumerate(pages):
             user, policy = read_user(
-                obj, f"Teams admin API answer to {USERS_ROUTE}, user {n},", url
+                obj, f"Teams admin API answer to {USERS_ROUTE}, user {n},", url, attributes
             )
             users.append(user)
             if policy:
@@ -367,7 +401,7 @@ class RestBackend:
             [
                 self.teams.list_policies,
                 lambda: self._read_groups(wanted.groups),
-                self.teams.list_users,
+                lambda: self.teams.list_users(wanted.attributes),
             ],
         )
         policies: list[Policy] = results[0]
@@ -378,7 +412,7 @@ class RestBackend:
         directory = Directory()
         for user in users:
             directory.add_user(user)
-        self._resolve_users(directory, wanted.users)
+        self._resolve_users(directory, wanted.users, wanted.attributes)
         for ref, groups in found.items():
             if not groups:
                 directory.searched_groups.add(ref)
@@ -422,11 +456,13 @@ class RestBackend:
             found.update(self.graph.resolve_groups(rest))
         return assignments, found
 
-    def _resolve_users(self, directory: Directory, refs: Sequence[str]) -> None:
+    def _resolve_users(
+        self, directory: Directory, refs: Sequence[str], attributes: Sequence[str] = ()
+    ) -> None:
         missing = [r for r in dict.fromkeys(refs) if directory.user_by_ref(r) is None]
         if not missing:
             return
-        for ref, user in self.graph.resolve_users(missing).items():
+        for ref, user in self.graph.resolve_users(missing, attributes).items():
             if user is None:
                 directory.searched_users.add(ref)
             else:
