@@ -111,6 +111,15 @@ def read_members_for_safety(session: Session, current: TenantState, plan: Plan) 
         )
 
 
+def read_assigned_members(session: Session, result: PlanResult) -> None:
+    """The members of every assigned group, once: who gets what, person by person (clinical
+    coverage, the reports' "who gets what"). An older snapshot without them: a note."""
+    try:
+        session.fill_group_members(result.current, result.current.group_assignments)
+    except SnapshotError as exc:
+        result.notes.append(f"warning: {exc}; people in those groups are counted as on Global")
+
+
 def make_plan(
     session: Session, desired_file: str, *, saving: bool = False, check_safety: bool = True
 ) -> PlanResult:
@@ -372,6 +381,8 @@ def _drift(session: Session, request: DriftRequest, store: Any) -> DriftOutcome:
     from .rules import run_rules
 
     result = make_plan(session, request.desired_file, check_safety=False)
+    if result.desired.roles or result.desired.rules.has_clinicians:
+        read_assigned_members(session, result)
     findings = run_rules(result.current, result.desired)
     report = build_drift_report(
         result.current,
