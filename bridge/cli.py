@@ -582,14 +582,22 @@ def snapshot(ctx: _Ctx, out: str | None) -> None:
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
+@click.option(
+    "--desired",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A desired-state file: also say which of its roles selects USER, and why.",
+)
 @pass_ctx
-def explain(ctx: _Ctx, user: str, fmt: str) -> None:
-    """Show USER's effective messaging policy and why (direct, group and rank, or Global)."""
+def explain(ctx: _Ctx, user: str, fmt: str, desired: str | None) -> None:
+    """Show USER's effective messaging policy and why (direct, group and rank, or Global);
+    with --desired FILE, also which of its roles selects USER and the attribute values that
+    did (or why none does)."""
     from .commands import explain_user
     from .explain import render_explanation
 
     with ctx.session() as session:
-        result = explain_user(session, user)
+        result = explain_user(session, user, desired)
     if fmt == "json":
         click.echo(json.dumps(result.data(), indent=2))
         return

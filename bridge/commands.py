@@ -463,14 +463,36 @@ def history_view(history_file: str, limit: int) -> tuple[str, dict[str, Any]]:
 # --------------------------------------------------------------------------- explain / doctor
 
 
-def explain_user(session: Session, user_ref: str) -> Any:
+def explain_user(session: Session, user_ref: str, desired_file: str | None = None) -> Any:
+    """``desired_file``: also say which of its roles decides the user, from the attribute
+    values read with the directory."""
+    import dataclasses
+
     from .backends.base import Wanted
     from .explain import explain, find_user
+    from .roles import explain_user as explain_roles
 
-    current = session.backend().read(Wanted(users=(user_ref,)))
+    desired = load_desired(desired_file) if desired_file else None
+    attributes = tuple(desired.user_attributes()) if desired else ()
+    current = session.backend().read(Wanted(users=(user_ref,), attributes=attributes))
     user = find_user(current, user_ref)
     groups = session.backend().user_groups(user.id)
-    return explain(current, user, groups)
+    result = explain(current, user, groups)
+    if desired is None or not desired.roles:
+        return result
+    entry = next(
+        (
+            ua
+            for ua in desired.user_assignments
+            if current.directory.user_by_ref(ua.user) is not None
+            and current.directory.user_by_ref(ua.user) == user
+        ),
+        None,
+    )
+    role, reasons = explain_roles(
+        desired.roles, user.attributes, str(entry.location) if entry else None
+    )
+    return dataclasses.replace(result, role=role, role_reasons=reasons)
 
 
 def run_doctor_checks(session: Session) -> list[Any]:

@@ -424,3 +424,44 @@ def summarize(
             )
         )
     return lines, covered
+
+
+def explain_user(
+    roles: Sequence[Role], attributes: Mapping[str, Any] | None, users_entry: str | None = None
+) -> tuple[str | None, list[str]]:
+    """Which role decides a user and why, in words: ``(role name or None, reasons)``. The
+    reasons quote the attribute values that selected the user, or say per role why it did not
+    (``users_entry``: where a ``users:`` entry decides the user instead)."""
+    if not roles:
+        return None, []
+    if attributes is None:
+        return None, ["the user's attributes were not read, so no role could be checked"]
+    matcher = RoleMatcher(roles)
+    found = matcher.matches(attributes)
+    reasons: list[str] = []
+    if users_entry is not None:
+        reasons.append(
+            f"the users: entry at {users_entry} decides this user; roles are not applied"
+            + (f" (role {roles[found[0]].name} would select them)" if found else "")
+        )
+        return None, reasons
+    decided = roles[found[0]].name if found else None
+    for i, role in enumerate(roles):
+        if i in found:
+            values = ", ".join(
+                f"{key}: {attributes.get(key)!r}" for key in role.where if key in attributes
+            )
+            if i == found[0]:
+                reasons.append(
+                    f"role {role.name} selects the user ({values}): policy {role.policy}"
+                )
+            else:
+                reasons.append(
+                    f"role {role.name} also selects the user ({values}), but {decided} comes "
+                    "first in the file and decides"
+                )
+        else:
+            reasons.append(f"role {role.name} does not: {matcher.why_not(attributes, i)}")
+    if decided is None:
+        reasons.append("no role selects the user: groups, then Global, decide")
+    return decided, reasons
