@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from bridge.desired import parse_desired
 from bridge.roles import Role, RoleMatcher, attributes_from, graph_select, select
 
@@ -162,4 +164,126 @@ rules:
         "employeeType",
         "jobTitle",
         "onPremisesExtensionAttributes.extensionAttribute3",
+    ]
+
+
+# --------------------------------------------------------------------------- planning
+
+from factories import desired, tenant, uid  # noqa: E402
+
+from bridge.plan import (  # noqa: E402
+    RemoveUserAssignment,
+    SetUserAssignment,
+    diff,
+)
+from bridge.plan_view import render_plan  # noqa: E402
+
+PEOPLE = {
+    0: {"department": "Nursing", "jobTitle": "Registered Nurse", "accountEnabled": True},
+    1: {"department": "Nursing", "jobTitle": "Charge Nurse"},
+    2: {"department": "Nursing", "accountEnabled": False},  # a leaver not yet deleted
+    3: {"department": "Kitchen", "jobTitle": "Cook"},
+    4: {"department": "Medicine", "jobTitle": "Hospitalist"},
+}
+
+
+def _want(users: list[tuple[str, str | None]] | None = None) -> Any:
+    want = desired({"Clinical": {}, "Support": {}}, users=users)
+    want.roles = [
+        Role("Clinicians", "Clinical", {"department": ("Nursing", "Medicine")}),
+        Role("Support", "Support", {"department": ("Kitchen",)}),
+    ]
+    return want
+
+
+def test_roles_become_direct_assignments_and_release_what_nobody_selects() -> None:
+    # user 5 holds Clinical but no role selects them (moved to nothing); user 6 holds another
+    # policy nobody's role gives: untouched (pruning is off).
+    current = tenant(
+        {"Clinical": {}, "Support": {}, "Other": {}},
+        users={0: "Clinical", 5: "Clinical", 6: "Other", 2: "Clinical"},
+        attributes=PEOPLE,
+    )
+    plan = diff(current, _want([("user4@northwind-health.org", "Support")]))
+    sets = {c.user_id: (c.policy, c.existing_policy) for c in plan.of(SetUserAssignment)}
+    removes = {c.user_id: c.policy for c in plan.of(RemoveUserAssignment)}
+    assert sets == {
+        uid(1): ("Clinical", None),
+        uid(3): ("Support", None),
+        uid(4): ("Support", None),  # the users: entry wins over role Clinicians
+    }
+    assert removes == {uid(5): "Clinical", uid(2): "Clinical"}  # disabled: skipped, released
+    assert plan.roles is not None
+    assert plan.roles.selection.by_user == {
+        uid(0): "Clinicians",
+        uid(1): "Clinicians",
+        uid(3): "Support",
+    }
+    data = plan.data
+    assert [r["count"] for r in data["roles"]] == [2, 1]
+    assert {r["user"] for r in data["released"]} == {
+        "user2@northwind-health.org",
+        "user5@northwind-health.org",
+    }
+    text = render_plan(plan)
+    assert "+ 1 person -> 'Clinical' by role Clinicians (department: [Nursing, Medicine])" in text
+    assert "- 2 people lose 'Clinical': no role and no users: entry selects them any more" in text
+    assert "user user4@northwind-health.org will be assigned 'Support' directly" in text
+    assert "user user1@" not in text  # counted per role, never one line per person
+
+
+def test_a_role_that_selects_nobody_is_a_warning() -> None:
+    want = _want()
+    want.roles.append(Role("Typo", "Clinical", {"department": ("Nursrng",)}))
+    plan = diff(tenant({"Clinical": {}, "Support": {}}, attributes=PEOPLE), want)
+    assert plan.notes == [
+        "warning: role 'Typo' selects nobody (department: Nursrng): check the attribute values "
+        "against the directory (teams-bridge explain USER shows a user's)"
+    ]
+
+
+def test_a_directory_read_without_attributes_is_refused_not_taken_for_nobody() -> None:
+    from bridge.errors import PlanError
+
+    with pytest.raises(PlanError, match="read without user attributes"):
+        diff(tenant({"Clinical": {}, "Support": {}}, users={0: "Clinical"}), _want())
+
+
+def test_a_global_role_takes_direct_assignments_away() -> None:
+    want = _want()
+    want.roles.insert(0, Role("Kitchen to groups", "Global", {"department": ("Kitchen",)}))
+    plan = diff(
+        tenant({"Clinical": {}, "Support": {}}, users={3: "Support"}, attributes=PEOPLE), want
+    )
+    assert [(c.user_id, c.policy) for c in plan.of(RemoveUserAssignment)] == [(uid(3), "Support")]
+
+
+def test_role_changes_count_toward_the_safety_limits() -> None:
+    from bridge.state import SafetyLimits
+
+    plan = diff(tenant({"Clinical": {}, "Support": {}}, attributes=PEOPLE), _want())
+    current = tenant({"Clinical": {}, "Support": {}}, attributes=PEOPLE)
+    reasons = plan.unsafe_reasons(
+        current, SafetyLimits(max_user_change_share=0.1, user_change_floor=0)
+    )
+    assert any("would get a different policy" in r for r in reasons)
+
+
+def test_explain_names_the_role_and_the_values_or_why_not() -> None:
+    from bridge.roles import explain_user
+
+    roles = _want().roles
+    role, reasons = explain_user(roles, PEOPLE[0])
+    assert role == "Clinicians"
+    assert reasons[0] == "role Clinicians selects the user (department: 'Nursing'): policy Clinical"
+    assert reasons[1] == "role Support does not: department is 'Nursing', not Kitchen"
+    role, reasons = explain_user(roles, PEOPLE[2])
+    assert role is None
+    assert "the account is disabled" in reasons[0]
+    assert reasons[-1] == "no role selects the user: groups, then Global, decide"
+    role, reasons = explain_user(roles, PEOPLE[0], "desired.yaml:9:7")
+    assert role is None
+    assert reasons == [
+        "the users: entry at desired.yaml:9:7 decides this user; roles are not applied "
+        "(role Clinicians would select them)"
     ]

@@ -227,7 +227,7 @@ def clinical_coverage(ctx: RuleContext) -> list[Finding]:
             lacks.append("cannot send priority notifications (AllowPriorityMessages: false)")
         if _receipts_off(settings):
             lacks.append("have read receipts off for everyone (ReadReceiptsEnabledType: None)")
-        title = f"{main_count} clinician{'s' if main_count != 1 else ''} get {name} {main}"
+        title = f"{main_count} clinician{'s get' if main_count != 1 else ' gets'} {name} {main}"
         if len(ranked) > 1:
             title += f" (and {total - main_count} more clinicians get it otherwise)"
         detail = "; ".join(f"{count} {through}" for through, count in ranked)
