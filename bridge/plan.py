@@ -893,7 +893,10 @@ def _diff_users(
         if roles_out is not None:
             roles_out.append(outcome)
         policy_of = {r.name: r.policy for r in desired.roles}
-        for uid, role in outcome.selection.by_user.items():
+        users = directory.users
+        # In UPN order, whatever order the directory was read in (a snapshot's, the pages').
+        selected = sorted(outcome.selection.by_user.items(), key=lambda i: (users[i[0]].upn, i[0]))
+        for uid, role in selected:
             declared.add(uid)
             existing = current.user_assignments.get(uid)
             want = policy_of[role]
