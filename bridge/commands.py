@@ -381,7 +381,8 @@ def _drift(session: Session, request: DriftRequest, store: Any) -> DriftOutcome:
     from .rules import run_rules
 
     result = make_plan(session, request.desired_file, check_safety=False)
-    if result.desired.roles or result.desired.rules.has_clinicians:
+    if result.desired.rules.has_clinicians:
+        # Clinical coverage places every clinician: the assigned groups' members, once.
         read_assigned_members(session, result)
     findings = run_rules(result.current, result.desired)
     report = build_drift_report(

@@ -893,25 +893,22 @@ def _diff_users(
         if roles_out is not None:
             roles_out.append(outcome)
         policy_of = {r.name: r.policy for r in desired.roles}
+        # Per role, once (100,000 people share a handful of policies): the key and the spelling.
+        want_key = {r.name: policy_key(r.policy) for r in desired.roles}
+        send = {r.name: _policy_name(current, desired, r.policy) for r in desired.roles}
         users = directory.users
         # In UPN order, whatever order the directory was read in (a snapshot's, the pages').
         selected = sorted(outcome.selection.by_user.items(), key=lambda i: (users[i[0]].upn, i[0]))
         for uid, role in selected:
             declared.add(uid)
             existing = current.user_assignments.get(uid)
-            want = policy_of[role]
-            if is_global(want):  # the role's people get no direct assignment
+            if is_global(policy_of[role]):  # the role's people get no direct assignment
                 if existing is not None:
                     removes.append(RemoveUserAssignment(uid, existing.upn, existing.policy))
-            elif existing is None or policy_key(existing.policy) != policy_key(want):
-                sets.append(
-                    SetUserAssignment(
-                        uid,
-                        directory.users[uid].upn,
-                        _policy_name(current, desired, want),
-                        existing.policy if existing else None,
-                    )
-                )
+            elif existing is None:
+                sets.append(SetUserAssignment(uid, users[uid].upn, send[role], None))
+            elif policy_key(existing.policy) != want_key[role]:
+                sets.append(SetUserAssignment(uid, users[uid].upn, send[role], existing.policy))
         for uid, policy in sorted(outcome.released.items()):
             declared.add(uid)
             removes.append(RemoveUserAssignment(uid, outcome.upns.get(uid), policy))

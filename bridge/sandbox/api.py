@@ -87,10 +87,11 @@ def _skip(req: Request) -> int:
     return skip
 
 
-def _wants_attributes(req: Request) -> bool:
-    """Whether ``$select`` names a user property roles read (jobTitle, accountEnabled, ...)."""
+def _wants_attributes(req: Request) -> frozenset[str]:
+    """The user properties roles read that ``$select`` names (jobTitle, accountEnabled, ...),
+    case-folded; empty: none."""
     select = req.query.get("$select") or ""
-    return any(s.strip().casefold() in USER_PROPERTIES for s in select.split(","))
+    return frozenset(s.strip().casefold() for s in select.split(",")) & USER_PROPERTIES
 
 
 def _select(obj: dict[str, Any], req: Request) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import time
 import uuid
 from array import array
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import resources
@@ -240,46 +240,37 @@ class Tenant:
                 self.departments[pos] = dept
             self._attribute_overrides.setdefault(pos, {}).update(attributes)
 
-    def user_attributes(self, pos: int) -> dict[str, Any]:
-        """Graph's user properties roles read (nested objects as Graph nests them)."""
-        department = self.department_names[self.departments[pos]]
-        flags = self.user_flags[pos]
-        clinical = department in CLINICAL_DEPARTMENTS
-        flat: dict[str, Any] = {
-            "jobTitle": self.job_title_names[self.job_titles[pos]]
-            if self.job_title_names
-            else None,
-            "employeeType": "Contractor" if flags & USER_CONTRACTOR else "Employee",
-            "companyName": self.display_name,
-            "officeLocation": "Main Campus" if pos % 5 else "North Clinic",
-            "city": "Seattle",
-            "state": "WA",
-            "country": "United States",
-            "usageLocation": "US",
-            "userType": "Guest" if flags & USER_GUEST else "Member",
-            "accountEnabled": not flags & USER_DISABLED,
-            "employeeOrgData.division": "Clinical Services" if clinical else "Operations",
-            "employeeOrgData.costCenter": f"CC-{self.departments[pos] + 100}",
-            "onPremisesExtensionAttributes.extensionAttribute1": f"NW{pos + 1:06d}",
-            "onPremisesExtensionAttributes.extensionAttribute2": (
-                "Clinical" if clinical else "Non-clinical"
-            ),
-        }
-        flat.update(self._attribute_overrides.get(pos, ()))
+    def user_attributes(self, pos: int, wanted: Collection[str] | None = None) -> dict[str, Any]:
+        """Graph's user properties roles read (nested objects as Graph nests them); ``wanted``:
+        only these top-level properties (case-folded names), as a ``$select`` asks."""
+        overrides = self._attribute_overrides.get(pos, {})
         out: dict[str, Any] = {}
-        for key, value in flat.items():
+        for key, value_of in _PROPERTY_VALUES.items():
             parent, _, child = key.partition(".")
+            if wanted is not None and parent.casefold() not in wanted:
+                continue
+            value = overrides[key] if key in overrides else value_of(self, pos)
             if child:
                 out.setdefault(
                     parent,
-                    {f"extensionAttribute{i}": None for i in range(1, 16)}
+                    dict.fromkeys((f"extensionAttribute{i}" for i in range(1, 16)), None)
                     if parent == "onPremisesExtensionAttributes"
                     else {},
-                )
-                out[parent][child] = value
+                )[child] = value
+            else:
+                out[key] = value
+        for key, value in overrides.items():  # attributes the sandbox does not derive
+            parent, _, child = key.partition(".")
+            if key in _PROPERTY_VALUES or (wanted is not None and parent.casefold() not in wanted):
+                continue
+            if child:
+                out.setdefault(parent, {})[child] = value
             else:
                 out[key] = value
         return out
+
+    def _department(self, pos: int) -> str:
+        return self.department_names[self.departments[pos]]
 
     def add_group(self, group_id: str, display_name: str) -> None:
         with self._lock:
@@ -325,8 +316,9 @@ class Tenant:
             pos = self._user_by_id.get(ref)
             return pos if pos is not None else self._user_by_upn.get(ref.casefold())
 
-    def user(self, pos: int, attributes: bool = False) -> dict[str, Any]:
-        """Graph's view of one user (``attributes``: with the properties roles read)."""
+    def user(self, pos: int, attributes: Collection[str] = ()) -> dict[str, Any]:
+        """Graph's view of one user (``attributes``: with these properties roles read, by
+        case-folded top-level name)."""
         out = {
             "id": self.user_ids[pos],
             "userPrincipalName": self.upns[pos],
@@ -334,11 +326,11 @@ class Tenant:
             "department": self.department_names[self.departments[pos]],
         }
         if attributes:
-            out.update(self.user_attributes(pos))
+            out.update(self.user_attributes(pos, attributes))
         return out
 
     def graph_users_page(
-        self, skip: int, top: int, attributes: bool = False
+        self, skip: int, top: int, attributes: Collection[str] = ()
     ) -> tuple[list[dict[str, Any]], bool]:
         """Graph's view of users ``skip`` .. ``skip+top``, and whether more follow."""
         with self._lock:
@@ -660,7 +652,7 @@ class Tenant:
             return {self.user_ids[pos]: name for pos, name in self._direct_visible.items()}
 
     def users_page(
-        self, skip: int, top: int, attributes: bool = False
+        self, skip: int, top: int, attributes: Collection[str] = ()
     ) -> tuple[list[dict[str, Any]], bool]:
         """Get-CsOnlineUser's view of users ``skip`` .. ``skip+top``, and whether more follow
         (``attributes``: with the Graph user properties roles read, under Graph's names)."""
@@ -680,7 +672,7 @@ class Tenant:
             ]
             if attributes:
                 for pos, row in zip(range(skip, end), page, strict=True):
-                    row.update(self.user_attributes(pos))
+                    row.update(self.user_attributes(pos, attributes))
             return page, end < len(self.user_ids)
 
     # ------------------------------------------------------------------ effective policy
@@ -724,6 +716,36 @@ class Tenant:
             h.update(self.job_titles.tobytes() + self.user_flags.tobytes())
             h.update(json.dumps(sorted(self._attribute_overrides.items())).encode())
             return h.hexdigest()
+
+
+def _clinical(t: Tenant, pos: int) -> bool:
+    return t._department(pos) in CLINICAL_DEPARTMENTS
+
+
+# Every user property the sandbox derives (Graph names, dotted for nested ones): from the job
+# title and flags set at seeding, the department and the position.
+_PROPERTY_VALUES: dict[str, Callable[[Tenant, int], Any]] = {
+    "jobTitle": lambda t, pos: t.job_title_names[t.job_titles[pos]] if t.job_title_names else None,
+    "employeeType": lambda t, pos: (
+        "Contractor" if t.user_flags[pos] & USER_CONTRACTOR else "Employee"
+    ),
+    "companyName": lambda t, pos: t.display_name,
+    "officeLocation": lambda t, pos: "Main Campus" if pos % 5 else "North Clinic",
+    "city": lambda t, pos: "Seattle",
+    "state": lambda t, pos: "WA",
+    "country": lambda t, pos: "United States",
+    "usageLocation": lambda t, pos: "US",
+    "userType": lambda t, pos: "Guest" if t.user_flags[pos] & USER_GUEST else "Member",
+    "accountEnabled": lambda t, pos: not t.user_flags[pos] & USER_DISABLED,
+    "employeeOrgData.division": lambda t, pos: (
+        "Clinical Services" if _clinical(t, pos) else "Operations"
+    ),
+    "employeeOrgData.costCenter": lambda t, pos: f"CC-{t.departments[pos] + 100}",
+    "onPremisesExtensionAttributes.extensionAttribute1": lambda t, pos: f"NW{pos + 1:06d}",
+    "onPremisesExtensionAttributes.extensionAttribute2": lambda t, pos: (
+        "Clinical" if _clinical(t, pos) else "Non-clinical"
+    ),
+}
 
 
 def _policy_json(policy: Mapping[str, Any]) -> dict[str, Any]:
