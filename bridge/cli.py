@@ -604,6 +604,33 @@ def explain(ctx: _Ctx, user: str, fmt: str, desired: str | None) -> None:
     click.echo(render_explanation(result), nl=False)  # tenant text escaped there
 
 
+@main_group.command("suggest-roles")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0.5, 1.0),
+    default=0.95,
+    show_default=True,
+    help="Share of a department's (or job title's) people who must already share one policy.",
+)
+@click.option(
+    "--min-people",
+    type=click.IntRange(1),
+    default=5,
+    show_default=True,
+    help="Smallest department or job title to propose a role for.",
+)
+@pass_ctx
+def suggest_roles(ctx: _Ctx, threshold: float, min_people: int) -> None:
+    """Propose an assignments.roles block from the tenant as it is: departments, then job
+    titles, whose people already share one effective policy, with how many each would move."""
+    from .commands import suggest_roles as suggest
+    from .report.render_text import printable
+
+    with ctx.session() as session:
+        text = suggest(session, threshold, min_people)
+    click.echo("".join(printable(line) + "\n" for line in text.splitlines()), nl=False)
+
+
 # --------------------------------------------------------------------------- doctor / sandbox
 
 

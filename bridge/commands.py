@@ -496,6 +496,16 @@ def explain_user(session: Session, user_ref: str, desired_file: str | None = Non
     return dataclasses.replace(result, role=role, role_reasons=reasons)
 
 
+def suggest_roles(session: Session, threshold: float, min_people: int) -> str:
+    """A ``roles:`` block for the tenant as it is (``bridge.suggest``): the directory with the
+    attributes roles would use, and the assigned groups' members (effective policies)."""
+    from .suggest import ATTRIBUTES, render, suggest
+
+    current = session.read(attributes=ATTRIBUTES)
+    session.fill_group_members(current, current.group_assignments)
+    return render(suggest(current, threshold, min_people), threshold)
+
+
 def run_doctor_checks(session: Session) -> list[Any]:
     from .doctor import configuration_failed, run_doctor
 

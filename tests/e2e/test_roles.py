@@ -138,3 +138,11 @@ def test_roles_plan_offline_from_a_snapshot(ro, cli_for, tmp_path):
     assert json.loads(offline.out)["roles"] == json.loads(online.out)["roles"]
     assert json.loads(offline.out)["changes"] == json.loads(online.out)["changes"]
     assert MESSAGING
+
+
+def test_suggest_roles_proposes_what_people_already_get(ro, cli_for):
+    result = cli_for(ro)("suggest-roles")
+    assert result.code == 0, result
+    assert '  - role: "Nursing"' in result.out
+    assert '    where: {department: "Pharmacy"}' in result.out
+    assert ro.stats()["writes"] == 0
