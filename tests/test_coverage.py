@@ -119,3 +119,82 @@ def test_who_gets_what_per_policy_and_department() -> None:
         "priority_notifications": True,
     }
     assert who_gets_what(tenant(POLICIES, groups=[(1, "Students")])) is None  # type: ignore[arg-type]
+
+
+def test_the_report_json_with_roles_and_who_gets_what_meets_its_schema() -> None:
+    import json
+    from pathlib import Path
+
+    import jsonschema
+
+    from bridge.report import model
+
+    want = desired({"Clinical": {}, "Students": {}})
+    want.roles = [Role("Residents", "Clinical", {"department": ("Graduate Medical Education",)})]
+    current = _current()
+    plan = diff(current, want)  # type: ignore[arg-type]
+    report = build_drift_report(
+        current,  # type: ignore[arg-type]
+        want,
+        plan,
+        findings=[],
+        tool_version="t",
+        desired_path="d.yaml",
+        now=dt.datetime(2026, 1, 1),
+    )
+    data = report.to_dict()
+    schema = json.loads(
+        (Path(model.__file__).parent / "drift-report.schema.json").read_text(encoding="utf-8")
+    )
+    jsonschema.validate(data, schema)
+    assert data["roles"][0]["text"].startswith("2 people -> 'Clinical' by role Residents")
+    assert {u["role"] for u in data["user_assignments"]["listed"]} == {"Residents"}
+
+
+def test_the_desired_file_schema_covers_roles() -> None:
+    import json
+    from pathlib import Path
+
+    import jsonschema
+    import yaml
+
+    from bridge.schema import desired_state_schema
+
+    schema = json.loads(json.dumps(desired_state_schema()))
+    example = yaml.safe_load(
+        (Path(__file__).parents[1] / "examples" / "roles.yaml").read_text(encoding="utf-8")
+    )
+    jsonschema.validate(example, schema)
+    example["assignments"]["roles"][0]["where"] = {"jobtitel": "x"}
+    with __import__("pytest").raises(jsonschema.ValidationError):
+        jsonschema.validate(example, schema)
+
+
+def test_who_gets_what_in_text_markdown_and_html() -> None:
+    from bridge.report.render_html import render_html
+    from bridge.report.render_markdown import render_markdown
+    from bridge.report.render_text import render_text
+
+    current = _current()
+    report = build_drift_report(
+        current,  # type: ignore[arg-type]
+        desired({}),
+        diff(current, desired({})),  # type: ignore[arg-type]
+        findings=[],
+        tool_version="t",
+        desired_path="d.yaml",
+        now=dt.datetime(2026, 1, 1),
+    )
+    text = render_text(report)
+    assert "Who gets what" in text
+    assert any(
+        line.split() == ["Students", "Graduate", "Medical", "Education", "3", "Everyone", "no"]
+        for line in text.splitlines()
+    ), text
+    assert "| Students | Graduate Medical Education | 3 | Everyone | no |" in render_markdown(
+        report
+    )
+    assert (
+        "<td><bdi>Graduate Medical Education</bdi></td><td>3</td><td><bdi>Everyone</bdi></td>"
+        "<td>no</td>" in render_html(report)
+    )
