@@ -996,3 +996,25 @@ def test_get_policy_reads_an_object_or_a_one_element_array_of_it(rsps, teams):
     assert teams.get_policy("Global").name == "Global"
     with pytest.raises(InvalidResponseError, match="with policy 'Kitchen', not 'Nursing'"):
         teams.get_policy("Nursing")
+
+
+def test_list_users_asks_for_role_attributes_in_the_same_pages(rsps, teams):
+    select = (
+        "Identity,UserPrincipalName,DisplayName,Department,TeamsMessagingPolicy,"
+        "effectivePolicyAssignments,jobTitle,employeeOrgData"
+    )
+    rsps.get(
+        USERS,
+        match=[matchers.query_param_matcher({"$top": "1000", "$select": select})],
+        json={
+            "users": [
+                {**_user("u1"), "Title": "Pharmacist", "employeeOrgData": {"division": "Rx"}},
+                {**_user("u2"), "jobTitle": "Cook", "Title": "ignored: the Graph name wins"},
+            ]
+        },
+    )
+    users, _ = teams.list_users(["jobTitle", "employeeOrgData.division"])
+    assert [u.attributes for u in users] == [
+        {"jobTitle": "Pharmacist", "employeeOrgData.division": "Rx"},  # Get-CsOnlineUser's Title
+        {"jobTitle": "Cook"},
+    ]
