@@ -66,7 +66,8 @@ def main() -> None:
             total = sum(sb.stats()["requests"].values())
             base = base or total
             print(
-                f"{args.users} users, {name:<17} {total:5d} requests ({total / base:.3f}x), {wall:.1f} s"
+                f"{args.users} users, {name:<17} {total:5d} requests "
+                f"({total / base:.3f}x), {wall:.1f} s"
             )
 
 
