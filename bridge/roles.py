@@ -327,7 +327,9 @@ def decide(
     direct assignments (``direct``: id -> ``state.UserAssignment``) and the ids ``users:``
     entries decide. A user whose attributes were not read cannot be decided: that raises
     ``MissingAttributes`` rather than taking them for people no role selects."""
-    unread = [u.upn for u in users.values() if u.attributes is None]
+    # A users: entry decides its user whatever the attributes (a user looked up by name
+    # outside the listing may come without them).
+    unread = [u.upn for uid, u in users.items() if u.attributes is None and uid not in declared]
     if unread and users:
         raise MissingAttributes(
             f"the directory was read without user attributes ({len(unread)} of {len(users)} "

@@ -287,3 +287,13 @@ def test_explain_names_the_role_and_the_values_or_why_not() -> None:
         "the users: entry at desired.yaml:9:7 decides this user; roles are not applied "
         "(role Clinicians would select them)"
     ]
+
+
+def test_a_users_entry_decides_a_user_read_without_attributes() -> None:
+    from dataclasses import replace
+
+    current = tenant({"Clinical": {}, "Support": {}}, attributes=PEOPLE)
+    bare = replace(current.directory.users[uid(9)], attributes=None)
+    current.directory.add_user(bare)  # looked up by name, outside the listing
+    plan = diff(current, _want([("user9@northwind-health.org", "Support")]))
+    assert (uid(9), "Support") in [(c.user_id, c.policy) for c in plan.of(SetUserAssignment)]
