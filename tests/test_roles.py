@@ -297,3 +297,27 @@ def test_a_users_entry_decides_a_user_read_without_attributes() -> None:
     current.directory.add_user(bare)  # looked up by name, outside the listing
     plan = diff(current, _want([("user9@northwind-health.org", "Support")]))
     assert (uid(9), "Support") in [(c.user_id, c.policy) for c in plan.of(SetUserAssignment)]
+
+
+def test_the_sandbox_changes_who_a_person_is_between_runs() -> None:
+    from bridge.sandbox import SandboxConfig
+    from bridge.sandbox.seed import build_hospital
+
+    t = build_hospital(SandboxConfig(users=60, seed=3))
+    upn = t.upns[0]
+    before = t.digest()
+    t.set_user_attributes(
+        upn,
+        department="Nursing",
+        jobTitle="Charge Nurse",
+        accountEnabled=False,
+        **{"onPremisesExtensionAttributes.extensionAttribute9": "night"},
+    )
+    got = t.user(0, frozenset({"jobtitle", "accountenabled", "onpremisesextensionattributes"}))
+    assert got["department"] == "Nursing" and got["jobTitle"] == "Charge Nurse"
+    assert got["accountEnabled"] is False
+    assert got["onPremisesExtensionAttributes"]["extensionAttribute9"] == "night"
+    assert "employeeType" not in got  # only what the $select asked for
+    assert t.digest() != before
+    with pytest.raises(ValueError, match="not user attributes roles read: jobtitle"):
+        t.set_user_attributes(upn, jobtitle="x")

@@ -228,6 +228,14 @@ class Tenant:
         """Change who a person is between runs (a joiner's title, a mover's department, a
         leaver's disabled account): Graph property names, dotted for nested ones
         (``onPremisesExtensionAttributes.extensionAttribute1``); None clears one."""
+        from ..roles import ATTRIBUTES
+
+        unknown = sorted(set(attributes) - set(ATTRIBUTES))
+        if unknown:
+            raise ValueError(
+                f"not user attributes roles read: {', '.join(unknown)}; known: "
+                f"{', '.join(ATTRIBUTES)}"
+            )
         with self._lock:
             pos = self._user_pos(user_ref)
             if "department" in attributes:
