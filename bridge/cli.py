@@ -551,9 +551,12 @@ def snapshot(ctx: _Ctx, out: str | None) -> None:
     import datetime as dt
 
     from .backends.snapshot import write_snapshot
+    from .roles import ATTRIBUTES
 
     with ctx.session() as session:
-        state = session.read()
+        # Every attribute a role may name, in the same pages: --snapshot then plans roles.
+        # (A snapshot of a snapshot keeps what the first one holds.)
+        state = session.read(attributes=() if session.is_offline else ATTRIBUTES)
         if not state.domains:
             state.domains = session.tenant_domains()
         if not session.is_offline:
@@ -579,18 +582,53 @@ def snapshot(ctx: _Ctx, out: str | None) -> None:
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
+@click.option(
+    "--desired",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A desired-state file: also say which of its roles selects USER, and why.",
+)
 @pass_ctx
-def explain(ctx: _Ctx, user: str, fmt: str) -> None:
-    """Show USER's effective messaging policy and why (direct, group and rank, or Global)."""
+def explain(ctx: _Ctx, user: str, fmt: str, desired: str | None) -> None:
+    """Show USER's effective messaging policy and why (direct, group and rank, or Global);
+    with --desired FILE, also which of its roles selects USER and the attribute values that
+    did (or why none does)."""
     from .commands import explain_user
     from .explain import render_explanation
 
     with ctx.session() as session:
-        result = explain_user(session, user)
+        result = explain_user(session, user, desired)
     if fmt == "json":
         click.echo(json.dumps(result.data(), indent=2))
         return
     click.echo(render_explanation(result), nl=False)  # tenant text escaped there
+
+
+@main_group.command("suggest-roles")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0.5, 1.0),
+    default=0.95,
+    show_default=True,
+    help="Share of a department's (or job title's) people who must already share one policy.",
+)
+@click.option(
+    "--min-people",
+    type=click.IntRange(1),
+    default=5,
+    show_default=True,
+    help="Smallest department or job title to propose a role for.",
+)
+@pass_ctx
+def suggest_roles(ctx: _Ctx, threshold: float, min_people: int) -> None:
+    """Propose an assignments.roles block from the tenant as it is: departments, then job
+    titles, whose people already share one effective policy, with how many each would move."""
+    from .commands import suggest_roles as suggest
+    from .report.render_text import printable
+
+    with ctx.session() as session:
+        text = suggest(session, threshold, min_people)
+    click.echo("".join(printable(line) + "\n" for line in text.splitlines()), nl=False)
 
 
 # --------------------------------------------------------------------------- doctor / sandbox

@@ -111,6 +111,15 @@ def read_members_for_safety(session: Session, current: TenantState, plan: Plan) 
         )
 
 
+def read_assigned_members(session: Session, result: PlanResult) -> None:
+    """The members of every assigned group, once: who gets what, person by person (clinical
+    coverage, the reports' "who gets what"). An older snapshot without them: a note."""
+    try:
+        session.fill_group_members(result.current, result.current.group_assignments)
+    except SnapshotError as exc:
+        result.notes.append(f"warning: {exc}; people in those groups are counted as on Global")
+
+
 def make_plan(
     session: Session, desired_file: str, *, saving: bool = False, check_safety: bool = True
 ) -> PlanResult:
@@ -123,7 +132,15 @@ def make_plan(
     current = session.read(desired)
     check_tenant_guard(desired, current, session)
     plan = diff(current, desired)
-    notes = list(desired.notes)
+    notes = [*desired.notes, *plan.notes]
+    if plan.roles is not None:
+        for uid, names in plan.roles.selection.several.items():
+            log.info(
+                "%s is selected by roles %s: %s decides (the first in the file)",
+                plan.roles.upns.get(uid, uid),
+                ", ".join(names),
+                names[0],
+            )
     if not check_safety:
         _log_requests(session)
         return PlanResult(plan, current, desired, notes)
@@ -368,6 +385,9 @@ def _drift(session: Session, request: DriftRequest, store: Any) -> DriftOutcome:
     from .rules import run_rules
 
     result = make_plan(session, request.desired_file, check_safety=False)
+    if result.desired.rules.has_clinicians:
+        # Clinical coverage places every clinician: the assigned groups' members, once.
+        read_assigned_members(session, result)
     findings = run_rules(result.current, result.desired)
     report = build_drift_report(
         result.current,
@@ -453,14 +473,46 @@ def history_view(history_file: str, limit: int) -> tuple[str, dict[str, Any]]:
 # --------------------------------------------------------------------------- explain / doctor
 
 
-def explain_user(session: Session, user_ref: str) -> Any:
+def explain_user(session: Session, user_ref: str, desired_file: str | None = None) -> Any:
+    """``desired_file``: also say which of its roles decides the user, from the attribute
+    values read with the directory."""
+    import dataclasses
+
     from .backends.base import Wanted
     from .explain import explain, find_user
+    from .roles import explain_user as explain_roles
 
-    current = session.backend().read(Wanted(users=(user_ref,)))
+    desired = load_desired(desired_file) if desired_file else None
+    attributes = tuple(desired.user_attributes()) if desired else ()
+    current = session.backend().read(Wanted(users=(user_ref,), attributes=attributes))
     user = find_user(current, user_ref)
     groups = session.backend().user_groups(user.id)
-    return explain(current, user, groups)
+    result = explain(current, user, groups)
+    if desired is None or not desired.roles:
+        return result
+    entry = next(
+        (
+            ua
+            for ua in desired.user_assignments
+            if current.directory.user_by_ref(ua.user) is not None
+            and current.directory.user_by_ref(ua.user) == user
+        ),
+        None,
+    )
+    role, reasons = explain_roles(
+        desired.roles, user.attributes, str(entry.location) if entry else None
+    )
+    return dataclasses.replace(result, role=role, role_reasons=reasons)
+
+
+def suggest_roles(session: Session, threshold: float, min_people: int) -> str:
+    """A ``roles:`` block for the tenant as it is (``bridge.suggest``): the directory with the
+    attributes roles would use, and the assigned groups' members (effective policies)."""
+    from .suggest import ATTRIBUTES, render, suggest
+
+    current = session.read(attributes=ATTRIBUTES)
+    session.fill_group_members(current, current.group_assignments)
+    return render(suggest(current, threshold, min_people), threshold)
 
 
 def run_doctor_checks(session: Session) -> list[Any]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from . import catalogue, limits
+from . import catalogue, limits, roles
 from .errors import DesiredStateError, Location, Problem
 from .rules import RULE_IDS
 from .state import (
@@ -235,7 +235,7 @@ def _validate(c: _Checker, top: LocMap, state: DesiredState) -> None:
         top.get("assignments"), top.value_pos.get("assignments", top.pos), "assignments"
     )
     if assignments is not None:
-        c.only_keys(assignments, ("groups", "users"), "assignments")
+        c.only_keys(assignments, ("groups", "users", "roles"), "assignments")
         groups = c.sequence(
             assignments.get("groups"),
             assignments.value_pos.get("groups", (0, 0)),
@@ -250,12 +250,19 @@ def _validate(c: _Checker, top: LocMap, state: DesiredState) -> None:
         )
         if users is not None:
             _validate_users(c, users, state)
+        roles = c.sequence(
+            assignments.get("roles"),
+            assignments.value_pos.get("roles", (0, 0)),
+            "assignments.roles",
+        )
+        if roles is not None:
+            _validate_roles(c, roles, state)
 
     state.prune = _validate_flags(
         c, top, "prune", Prune, ("policies", "group_assignments", "user_assignments")
     )
     state.safety = _validate_safety(c, top)
-    state.rules = _validate_rules(c, top)
+    state.rules = _validate_rules(c, top, state)
 
 
 def _validate_policies(c: _Checker, policies: LocMap, state: DesiredState) -> None:
@@ -721,16 +728,145 @@ def _validate_safety(c: _Checker, top: LocMap) -> SafetyLimits:
     return SafetyLimits(**values)
 
 
-def _validate_rules(c: _Checker, top: LocMap) -> RulesConfig:
+_ROLE_EXAMPLE = "e.g. 'where: {department: Nursing}' or 'where: {jobTitle: \"*Nurse*\"}'"
+
+
+def _validate_clause(c: _Checker, value: Any, pos: Pos, what: str) -> dict[str, tuple[Any, ...]]:
+    """A where/except clause: attribute -> values (a list is any of). Empty: an error."""
+    m = c.mapping(value, pos, what)
+    if m is None:
+        if value is None:
+            c.error(pos, f"{what} is empty: name the attributes to match, {_ROLE_EXAMPLE}")
+        return {}
+    if not m:
+        c.error(pos, f"{what} is empty: name the attributes to match, {_ROLE_EXAMPLE}")
+        return {}
+    out: dict[str, tuple[Any, ...]] = {}
+    for key, raw in m.items():
+        kpos, vpos = m.key_pos[key], m.value_pos[key]
+        name = roles.canonical_attribute(key) if isinstance(key, str) else None
+        if name is None:
+            hint = _did_you_mean(str(key), roles.ATTRIBUTES)
+            if not hint and isinstance(key, str) and key.startswith("extensionAttribute"):
+                hint = f" (did you mean 'onPremisesExtensionAttributes.{key}'?)"
+            c.error(
+                kpos,
+                f"unknown user attribute {key!r} in {what}{hint}; attributes are Microsoft Graph "
+                f"user properties: {', '.join(roles.ATTRIBUTES[:13])}, "
+                "onPremisesExtensionAttributes.extensionAttribute1..15",
+            )
+            continue
+        if name in out:
+            c.error(kpos, f"attribute {name!r} is written twice in {what}: keep one")
+            continue
+        values = list(raw) if isinstance(raw, LocList) else [raw]
+        if not values:
+            c.error(vpos, f"{what}.{name} is an empty list: give at least one value")
+            continue
+        good = True
+        for v in values:
+            if name == roles.ACCOUNT_ENABLED:
+                if not isinstance(v, bool):
+                    c.error(vpos, f"{what}.accountEnabled takes true or false, not {shown(v)}")
+                    good = False
+            elif isinstance(v, bool) or not isinstance(v, str | int | float) or v == "":
+                c.error(
+                    vpos,
+                    f"{what}.{name} takes text (or a list of text), not {shown(v)}; "
+                    "* and ? are wildcards",
+                )
+                good = False
+        if good:
+            out[name] = tuple(v if isinstance(v, bool | str) else str(v) for v in values)
+    return out
+
+
+def _validate_roles(c: _Checker, items: LocList, state: DesiredState) -> None:
+    seen: dict[str, Pos] = {}
+    for i, item in enumerate(items):
+        ipos = items.item_pos[i]
+        m = c.mapping(item, ipos, f"role #{i + 1}")
+        if m is None:
+            if item is None:
+                c.error(ipos, "empty role: give role, policy and where")
+            continue
+        c.only_keys(m, ("role", "policy", "where", "except"), "a role")
+        name = m.get("role")
+        if not isinstance(name, str) or not name.strip():
+            c.error(m.value_pos.get("role", m.pos), "a role needs 'role: <name>' (for plans)")
+            continue
+        name = name.strip()
+        npos = m.value_pos["role"]
+        duplicate = name.casefold() in seen
+        if duplicate:
+            c.error(
+                npos,
+                f"role {name!r} is named twice (also at line {seen[name.casefold()][0]}): "
+                "give each role its own name",
+            )
+        seen.setdefault(name.casefold(), npos)
+        policy = _policy_ref(c, m, state, f"role {name!r}", state.policies)
+        where = _validate_clause(
+            c, m.get("where"), m.value_pos.get("where", m.pos), f"role {name!r} where"
+        )
+        excluded: dict[str, tuple[Any, ...]] = {}
+        if "except" in m:
+            excluded = _validate_clause(
+                c, m.get("except"), m.value_pos["except"], f"role {name!r} except"
+            )
+        if policy is not None and where and not duplicate:
+            state.roles.append(roles.Role(name, policy, where, excluded, c.loc(m.pos)))
+
+
+def _validate_clinicians(
+    c: _Checker, value: Any, pos: Pos, state: DesiredState
+) -> tuple[tuple[str, ...], dict[str, tuple[Any, ...]] | None]:
+    m = c.mapping(value, pos, "rules.clinicians")
+    if m is None:
+        if value is None:
+            c.error(pos, "rules.clinicians is empty: give roles: [...] and/or where: {...}")
+        return (), None
+    c.only_keys(m, ("roles", "where"), "rules.clinicians")
+    if "roles" not in m and "where" not in m:
+        c.error(pos, "rules.clinicians needs roles: [...] and/or where: {...}")
+    names: list[str] = []
+    if "roles" in m:
+        rpos = m.value_pos["roles"]
+        raw = m["roles"]
+        listed = list(raw) if isinstance(raw, LocList) else [raw]
+        known = {r.name.casefold(): r.name for r in state.roles}
+        for v in listed:
+            if not isinstance(v, str) or v.strip().casefold() not in known:
+                hint = _did_you_mean(str(v), [r.name for r in state.roles])
+                c.error(
+                    rpos,
+                    f"rules.clinicians names role {shown(v)}{hint}, which is not under "
+                    f"assignments.roles; roles: {', '.join(known.values()) or 'none'}",
+                )
+            else:
+                names.append(known[v.strip().casefold()])
+    where = None
+    if "where" in m:
+        where = _validate_clause(c, m["where"], m.value_pos["where"], "rules.clinicians where")
+    return tuple(names), where
+
+
+def _validate_rules(c: _Checker, top: LocMap, state: DesiredState | None = None) -> RulesConfig:
     m = c.mapping(top.get("rules"), top.value_pos.get("rules", top.pos), "rules")
     if m is None:
         return RulesConfig()
     enabled: dict[str, bool] = {}
     clinical: tuple[str, ...] = ()
     pattern = RulesConfig().clinical_pattern
+    clinician_roles: tuple[str, ...] = ()
+    clinician_where: dict[str, tuple[Any, ...]] | None = None
     for key, value in m.items():
         vpos = m.value_pos[key]
-        if key == "clinical_policies":
+        if key == "clinicians":
+            clinician_roles, clinician_where = _validate_clinicians(
+                c, value, vpos, state or DesiredState()
+            )
+        elif key == "clinical_policies":
             seq = c.sequence(value, vpos, "rules.clinical_policies")
             if seq is not None:
                 if all(isinstance(v, str) for v in seq):
@@ -759,10 +895,16 @@ def _validate_rules(c: _Checker, top: LocMap) -> RulesConfig:
             else:
                 c.error(vpos, f"rules.{key} takes true (check on) or false (check off)")
         else:
-            allowed = (*RULE_IDS, "clinical_policies", "clinical_pattern")
+            allowed = (*RULE_IDS, "clinicians", "clinical_policies", "clinical_pattern")
             c.error(
                 m.key_pos[key],
                 f"unknown rule {key!r}{_did_you_mean(str(key), allowed)}; "
                 f"known: {', '.join(allowed)}",
             )
-    return RulesConfig(enabled=enabled, clinical_policies=clinical, clinical_pattern=pattern)
+    return RulesConfig(
+        enabled=enabled,
+        clinical_policies=clinical,
+        clinical_pattern=pattern,
+        clinician_roles=clinician_roles,
+        clinician_where=clinician_where or None,
+    )

@@ -22,6 +22,10 @@ class Explanation:
     read_receipts: Any = None
     priority_messages: Any = None
     reasons: list[str] = field(default_factory=list)
+    # With a desired file (explain --desired): the role that decides the user, and why (or why
+    # none does); the attribute values the roles read.
+    role: str | None = None
+    role_reasons: list[str] = field(default_factory=list)
 
     def data(self) -> dict[str, Any]:
         return {
@@ -35,6 +39,15 @@ class Explanation:
             "ReadReceiptsEnabledType": self.read_receipts,
             "AllowPriorityMessages": self.priority_messages,
             "reasons": list(self.reasons),
+            **(
+                {
+                    "role": self.role,
+                    "role_reasons": list(self.role_reasons),
+                    "attributes": dict(self.user.attributes or {}),
+                }
+                if self.role_reasons
+                else {}
+            ),
         }
 
 
@@ -63,6 +76,9 @@ def render_explanation(result: Explanation) -> str:
         "  Why:",
         *(f"    - {reason}" for reason in result.reasons),
     ]
+    if result.role_reasons:
+        lines.append(f"  Role: {result.role or '(none)'}")
+        lines.extend(f"    - {reason}" for reason in result.role_reasons)
     return "".join(printable(line) + "\n" for line in lines)
 
 

@@ -20,6 +20,8 @@ from typing import Any, ClassVar, TypeVar
 
 from . import catalogue
 from .errors import PlanError, UnsafePlanError
+from .roles import MissingAttributes, RoleOutcome
+from .roles import decide as decide_roles
 from .state import (
     BUILTIN_POLICIES,
     MAX_GROUP_ASSIGNMENTS,
@@ -315,6 +317,8 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     # The desired file's safety limits, kept in a saved plan so 'apply --plan' honours them.
     safety: SafetyLimits = field(default_factory=SafetyLimits)
+    # What assignments.roles decided (views group the user changes by role); None: no roles.
+    roles: RoleOutcome | None = field(default=None, compare=False)
 
     def __bool__(self) -> bool:
         return bool(self.changes)
@@ -359,6 +363,7 @@ class Plan:
             "changes": [c.data() for c in self.changes],
             "notes": list(self.notes),
             "safety": dataclasses.asdict(self.safety),
+            **(self.roles.data() if self.roles is not None else {}),
         }
 
     @classmethod
@@ -579,7 +584,8 @@ def diff(current: TenantState, desired: DesiredState) -> Plan:
     problems: list[str] = []
     policy_changes, deletes = _diff_policies(current, desired)
     group_sets, group_removes = _diff_groups(current, desired, problems)
-    user_sets, user_removes = _diff_users(current, desired, problems)
+    roles: list[RoleOutcome] = []
+    user_sets, user_removes = _diff_users(current, desired, problems, roles)
 
     deleted = {policy_key(d.name) for d in deletes}
     if deleted:
@@ -623,6 +629,8 @@ def diff(current: TenantState, desired: DesiredState) -> Plan:
         state_checksum=state_checksum(current),
         desired_sha256=desired.sha256,
         safety=desired.safety,
+        notes=roles[0].warnings() if roles else [],
+        roles=roles[0] if roles else None,
     )
 
 
@@ -817,7 +825,10 @@ def _policy_name(current: TenantState, desired: DesiredState, name: str) -> str:
 
 
 def _diff_users(
-    current: TenantState, desired: DesiredState, problems: list[str]
+    current: TenantState,
+    desired: DesiredState,
+    problems: list[str],
+    roles_out: list[RoleOutcome] | None = None,
 ) -> tuple[list[SetUserAssignment], list[RemoveUserAssignment]]:
     sets: list[SetUserAssignment] = []
     removes: list[RemoveUserAssignment] = []
@@ -870,6 +881,38 @@ def _diff_users(
     if unknown:
         shown = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
         problems.append(f"{len(unknown)} user(s) not found in the tenant: {shown}")
+    if desired.roles:
+        # Roles decide everyone users: entries do not (DESIGN.md, "Roles"), as direct
+        # assignments; a role's policy held by nobody a role selects is released.
+        try:
+            outcome = decide_roles(
+                desired.roles, directory.users, current.user_assignments, declared
+            )
+        except MissingAttributes as exc:
+            problems.append(f"{exc}: read the tenant again (a snapshot: take it again)")
+            return sets, removes
+        if roles_out is not None:
+            roles_out.append(outcome)
+        policy_of = {r.name: r.policy for r in desired.roles}
+        # Per role, once (100,000 people share a handful of policies): the key and the spelling.
+        want_key = {r.name: policy_key(r.policy) for r in desired.roles}
+        send = {r.name: _policy_name(current, desired, r.policy) for r in desired.roles}
+        users = directory.users
+        # In UPN order, whatever order the directory was read in (a snapshot's, the pages').
+        selected = sorted(outcome.selection.by_user.items(), key=lambda i: (users[i[0]].upn, i[0]))
+        for uid, role in selected:
+            declared.add(uid)
+            existing = current.user_assignments.get(uid)
+            if is_global(policy_of[role]):  # the role's people get no direct assignment
+                if existing is not None:
+                    removes.append(RemoveUserAssignment(uid, existing.upn, existing.policy))
+            elif existing is None:
+                sets.append(SetUserAssignment(uid, users[uid].upn, send[role], None))
+            elif policy_key(existing.policy) != want_key[role]:
+                sets.append(SetUserAssignment(uid, users[uid].upn, send[role], existing.policy))
+        for uid, policy in sorted(outcome.released.items()):
+            declared.add(uid)
+            removes.append(RemoveUserAssignment(uid, outcome.upns.get(uid), policy))
     if desired.prune.user_assignments:
         for uid in sorted(current.user_assignments):
             if uid not in declared:

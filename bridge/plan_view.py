@@ -23,6 +23,7 @@ from .plan import (
     UpdatePolicy,
 )
 from .report.render_text import printable
+from .roles import RoleChangeLine, summarize
 
 _COLOURS = {"+": "\033[32m", "~": "\033[33m", "-": "\033[31m"}
 _RESET = "\033[0m"
@@ -75,14 +76,29 @@ def _lines(change: Change) -> tuple[str, list[str]]:
     return "-", [f"user {user} will lose the direct assignment of {change.policy!r}"]
 
 
+def role_summary(plan: Plan) -> tuple[list[RoleChangeLine], set[str]]:
+    """The plan's user changes that roles made, one line per role and kind (never one per
+    person), and the user ids those lines cover."""
+    if plan.roles is None:
+        return [], set()
+    return summarize(
+        plan.roles,
+        [(c.user_id, c.upn, c.policy, c.existing_policy) for c in plan.of(SetUserAssignment)],
+        [(c.user_id, c.upn, c.policy) for c in plan.of(RemoveUserAssignment)],
+    )
+
+
 def render_plan(plan: Plan, *, color: bool = False) -> str:
     if not plan.changes:
         return "No changes. The tenant matches the desired state.\n"
     out = ["teams-bridge will perform the following actions:", ""]
     user_lines = 0
     hidden = 0
+    role_lines, by_role = role_summary(plan)
     for change in plan.changes:
         if isinstance(change, SetUserAssignment | RemoveUserAssignment):
+            if change.user_id in by_role:
+                continue  # counted per role below
             user_lines += 1
             if user_lines > USER_LINES:
                 hidden += 1
@@ -95,6 +111,9 @@ def render_plan(plan: Plan, *, color: bool = False) -> str:
             head = f"{_COLOURS[symbol]}{head}{_RESET}"
         out.append(head)
         out.extend(lines[1:])
+    for line in role_lines:
+        head = f"  {line.symbol} {printable(line.text)}"
+        out.append(f"{_COLOURS[line.symbol]}{head}{_RESET}" if color else head)
     if hidden:
         out.append(
             f"  ... and {hidden} more direct user assignment change(s) "

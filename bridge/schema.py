@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import catalogue
+from . import catalogue, roles
 from .rules import RULE_IDS
 
 
@@ -49,6 +49,33 @@ def desired_state_schema() -> dict[str, Any]:
         },
         "additionalProperties": False,
     }
+    value = {"type": ["string", "number"], "minLength": 1}
+    clause = {
+        "type": "object",
+        "minProperties": 1,
+        "description": "Every key must match; a list is any of; * and ? are wildcards; case "
+        "is ignored.",
+        "properties": {
+            name: (
+                {"type": "boolean"}
+                if name == roles.ACCOUNT_ENABLED
+                else {"anyOf": [value, {"type": "array", "items": value, "minItems": 1}]}
+            )
+            for name in roles.ATTRIBUTES
+        },
+        "additionalProperties": False,
+    }
+    role = {
+        "type": "object",
+        "required": ["role", "policy", "where"],
+        "properties": {
+            "role": {"type": "string", "description": "A name for plans, reports and explain."},
+            "policy": {"type": "string"},
+            "where": clause,
+            "except": clause,
+        },
+        "additionalProperties": False,
+    }
     flag = {"type": "boolean", "default": False}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -68,6 +95,7 @@ def desired_state_schema() -> dict[str, Any]:
                 "properties": {
                     "groups": {"type": "array", "items": group},
                     "users": {"type": "array", "items": user},
+                    "roles": {"type": "array", "items": role},
                 },
             },
             "prune": {
@@ -100,6 +128,15 @@ def desired_state_schema() -> dict[str, Any]:
                 "additionalProperties": False,
                 "properties": {
                     **{rule: {"type": "boolean", "default": True} for rule in RULE_IDS},
+                    "clinicians": {
+                        "type": "object",
+                        "description": "Who the clinicians are: roles and/or a where-clause.",
+                        "properties": {
+                            "roles": {"type": "array", "items": {"type": "string"}},
+                            "where": clause,
+                        },
+                        "additionalProperties": False,
+                    },
                     "clinical_policies": {"type": "array", "items": {"type": "string"}},
                     "clinical_pattern": {
                         "anyOf": [

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -117,13 +117,17 @@ class Session:
         self._backend = make_backend(self.options.transport, self.settings, self.token_provider)
         return self._backend
 
-    def read(self, desired: DesiredState | None = None) -> TenantState:
-        """The tenant's whole current state, with the names ``desired`` uses resolved."""
-        wanted = Wanted()
+    def read(
+        self, desired: DesiredState | None = None, attributes: Sequence[str] = ()
+    ) -> TenantState:
+        """The tenant's whole current state, with the names ``desired`` uses resolved and the
+        user attributes its roles and rules use (or ``attributes``) read with the directory."""
+        wanted = Wanted(attributes=tuple(attributes))
         if desired is not None:
             wanted = Wanted(
                 groups=tuple(dict.fromkeys(desired.group_refs())),
                 users=tuple(u for u in desired.user_refs()),
+                attributes=tuple(dict.fromkeys([*desired.user_attributes(), *attributes])),
             )
         backend = self.backend()
         if self.activity is None:

@@ -12,9 +12,12 @@ import datetime as dt
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import Location
+
+if TYPE_CHECKING:
+    from .roles import Role
 
 GLOBAL = "Global"
 NOWHERE = Location("<memory>")  # the location of objects built in code, not read from a file
@@ -88,6 +91,9 @@ class User:
     upn: str
     display_name: str | None = None
     department: str | None = None
+    # The attributes roles and rules use (``roles.ATTRIBUTES`` spelling), when they were read;
+    # None: not read (no role needed them).
+    attributes: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -315,8 +321,17 @@ class RulesConfig:
     # matching off, leaving the list alone to decide.
     clinical_pattern: str = DEFAULT_CLINICAL_PATTERN
 
+    # Who the clinicians are (``rules.clinicians``): role names and/or a where-clause. When set,
+    # clinical coverage is checked on people, not policy names.
+    clinician_roles: tuple[str, ...] = ()
+    clinician_where: Mapping[str, tuple[Any, ...]] | None = None
+
     def is_enabled(self, rule_id: str) -> bool:
         return self.enabled.get(rule_id, True)
+
+    @property
+    def has_clinicians(self) -> bool:
+        return bool(self.clinician_roles) or self.clinician_where is not None
 
 
 @dataclass
@@ -325,6 +340,7 @@ class DesiredState:
     policies: dict[str, DesiredPolicy] = field(default_factory=dict)  # by key
     group_assignments: list[DesiredGroupAssignment] = field(default_factory=list)
     user_assignments: list[DesiredUserAssignment] = field(default_factory=list)
+    roles: list[Role] = field(default_factory=list)  # assignments.roles, in file order
     prune: Prune = field(default_factory=Prune)
     safety: SafetyLimits = field(default_factory=SafetyLimits)
     rules: RulesConfig = field(default_factory=RulesConfig)
@@ -340,3 +356,15 @@ class DesiredState:
 
     def user_refs(self) -> list[str]:
         return [u.user for u in self.user_assignments]
+
+    def user_attributes(self) -> list[str]:
+        """The user attributes the roles and ``rules.clinicians`` use (to read with the
+        directory); empty when nothing needs them."""
+        names: set[str] = set()
+        for role in self.roles:
+            names |= role.attributes()
+        if self.rules.clinician_where:
+            names |= set(self.rules.clinician_where)
+        if self.rules.has_clinicians or names:
+            names |= {"accountEnabled", "department"}
+        return sorted(names)

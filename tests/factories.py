@@ -38,10 +38,15 @@ def tenant(
     n_users: int = 10,
     n_groups: int = 10,
     members: dict[int, list[int]] | None = None,
+    attributes: dict[int, dict[str, Any]] | None = None,  # user number -> role attributes
 ) -> TenantState:
+    """``attributes``: when given, every user's attributes were read (a user not in it has
+    none set)."""
     directory = Directory()
     for i in range(n_users):
-        directory.add_user(User(uid(i), f"user{i}@northwind-health.org"))
+        attrs = None if attributes is None else dict(attributes.get(i, {}))
+        department = attrs.get("department") if attrs else None
+        directory.add_user(User(uid(i), f"user{i}@northwind-health.org", None, department, attrs))
     for i in range(n_groups):
         mem = tuple(uid(m) for m in (members or {}).get(i, []))
         directory.add_group(Group(gid(i), f"Group {i}", mem if members is not None else None))

@@ -72,6 +72,22 @@ CASES = {
     ),
     "not_utf8": ("3:21", "not UTF-8 text (byte 0xe9: invalid continuation byte): save the file"),
     "truncated_json": ("1:48", "not valid JSON: expected ',' or '}'"),
+    "role_unknown_attribute": (
+        "8:9",
+        "unknown user attribute 'jobtitel' in role 'Clinicians' where (did you mean 'jobTitle'?)",
+    ),
+    "role_empty_where": ("7:14", "role 'Clinicians' where is empty: name the attributes"),
+    "role_undeclared_policy": (
+        "6:15",
+        "role 'Clinicians' names policy 'Clinicl', which is neither declared under policies: "
+        "nor Global",
+    ),
+    "role_duplicate_name": ("8:13", "role 'clinicians' is named twice (also at line 5)"),
+    "clinicians_unknown_role": (
+        "9:23",
+        "rules.clinicians names role 'Clinician' (did you mean 'Clinicians'?), which is not "
+        "under assignments.roles",
+    ),
     "second_document": (
         "5:1",
         "a second YAML document starts here ('---'): a desired-state file is one",

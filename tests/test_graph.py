@@ -415,3 +415,44 @@ def test_a_member_that_is_not_an_object_is_refused(rsps, client):
     rsps.get(f"{GRAPH}/v1.0/groups/{FAC}/members", json={"value": ["u1"]})
     with pytest.raises(InvalidResponseError, match="member 0, is not an object"):
         GraphClient(client, GRAPH).group_members(FAC)
+
+
+def test_list_users_selects_the_role_attributes_in_the_same_pages(rsps, client):
+    """Roles add properties to the one directory listing's $select (a dotted attribute selects
+    its parent), never a second pass; the values are kept under the contract's names."""
+    graph = GraphClient(client, GRAPH)
+    select = (
+        "id,userPrincipalName,displayName,department,jobTitle,accountEnabled,"
+        "onPremisesExtensionAttributes"
+    )
+    rsps.get(
+        f"{GRAPH}/v1.0/users",
+        match=[matchers.query_param_matcher({"$select": select, "$top": "999"})],
+        json={
+            "value": [
+                {
+                    "id": "u1",
+                    "userPrincipalName": "ann@contoso.org",
+                    "department": "Nursing",
+                    "jobTitle": "Charge Nurse",
+                    "accountEnabled": False,
+                    "onPremisesExtensionAttributes": {"extensionAttribute3": "RN"},
+                },
+                {"id": "u2", "userPrincipalName": "bob@contoso.org"},
+            ]
+        },
+    )
+    names = [
+        "department",
+        "jobTitle",
+        "accountEnabled",
+        "onPremisesExtensionAttributes.extensionAttribute3",
+    ]
+    ann, bob = graph.list_users(names)
+    assert ann.attributes == {
+        "department": "Nursing",
+        "jobTitle": "Charge Nurse",
+        "accountEnabled": False,
+        "onPremisesExtensionAttributes.extensionAttribute3": "RN",
+    }
+    assert bob.attributes == {}  # read, and none set: not the same as not read (None)

@@ -75,3 +75,36 @@ def test_html_report_in_headless_chromium(tmp_path: Path) -> None:
     # The tenant's Description is text in the page, never an element the browser created.
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<script" not in page.lower()
+
+
+def test_who_gets_what_in_headless_chromium(tmp_path: Path) -> None:
+    """The compliance officer's view: per effective policy and department, people, read
+    receipts, priority notifications (issue 11), as the browser lays it out."""
+    import datetime as dt
+
+    from test_coverage import _current
+
+    from bridge.plan import diff
+    from bridge.report.model import build_drift_report
+    from bridge.state import DesiredState
+
+    current = _current()
+    report = build_drift_report(
+        current,  # type: ignore[arg-type]
+        DesiredState(),
+        diff(current, DesiredState()),  # type: ignore[arg-type]
+        findings=[],
+        tool_version="t",
+        desired_path="roles.yaml",
+        now=dt.datetime(2026, 1, 1),
+    )
+    (html_path,) = write_reports(report, tmp_path / "report", ["html"])
+    dom = _chromium(tmp_path, "--dump-dom", html_path.resolve().as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    page = dom.stdout
+    assert '<h2 id="who-gets-what">Who gets what</h2>' in page
+    row = (
+        "<tr><td><bdi>Students</bdi></td><td><bdi>Graduate Medical Education</bdi></td>"
+        "<td>3</td><td><bdi>Everyone</bdi></td><td>no</td></tr>"
+    )
+    assert row in page

@@ -1134,3 +1134,25 @@ def test_the_user_reader_lets_the_page_fetcher_run_every_hundred_users(rsps, tea
     monkeypatch.setattr(teams_api.time, "sleep", slept.append)
     users, _ = teams.list_users()
     assert len(users) == 250 and slept == [0, 0]
+
+
+def test_list_users_asks_for_role_attributes_in_the_same_pages(rsps, teams):
+    select = (
+        "Identity,UserPrincipalName,DisplayName,Department,TeamsMessagingPolicy,"
+        "effectivePolicyAssignments,jobTitle,employeeOrgData"
+    )
+    rsps.get(
+        USERS,
+        match=[matchers.query_param_matcher({"$top": "1000", "$select": select})],
+        json={
+            "users": [
+                {**_user("u1"), "Title": "Pharmacist", "employeeOrgData": {"division": "Rx"}},
+                {**_user("u2"), "jobTitle": "Cook", "Title": "ignored: the Graph name wins"},
+            ]
+        },
+    )
+    users, _ = teams.list_users(attributes=["jobTitle", "employeeOrgData.division"])
+    assert [u.attributes for u in users] == [
+        {"jobTitle": "Pharmacist", "employeeOrgData.division": "Rx"},  # Get-CsOnlineUser's Title
+        {"jobTitle": "Cook"},
+    ]

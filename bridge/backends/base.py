@@ -26,6 +26,9 @@ class Wanted:
 
     groups: Sequence[str] = ()
     users: Sequence[str] = ()
+    # User attributes the roles and rules use (``roles.ATTRIBUTES`` names), read with the
+    # directory listing itself (no second pass); empty: none needed.
+    attributes: Sequence[str] = ()
 
 
 @dataclass(frozen=True)

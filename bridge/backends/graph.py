@@ -17,6 +17,7 @@ from urllib.parse import quote
 from ..auth import is_guid
 from ..errors import InvalidResponseError, NotFoundError, ServerError, ThrottledError
 from ..http import HttpClient, retry_after_seconds
+from ..roles import attributes_from, graph_select
 from ..state import Group, User, bare_name, policy_key
 from ..wire import Fields
 
@@ -57,15 +58,26 @@ def user_path(ref: str) -> str:
     return "/users/" + quote(ref, safe="@")
 
 
-def user_from_graph(obj: Any, where: str = "Graph answer, a user,") -> User:
+def user_select(attributes: Sequence[str] = ()) -> str:
+    """``$select`` for users: the fields every read needs and the attributes roles use."""
+    if not attributes:
+        return _USER_SELECT
+    return ",".join(dict.fromkeys([*_USER_SELECT.split(","), *graph_select(attributes)]))
+
+
+def user_from_graph(
+    obj: Any, where: str = "Graph answer, a user,", attributes: Sequence[str] = ()
+) -> User:
     """A Graph user object (``id`` required; names matched in any case): an object without an
-    id is an ``InvalidResponseError`` naming ``where``, never a KeyError or a user skipped."""
+    id is an ``InvalidResponseError`` naming ``where``, never a KeyError or a user skipped.
+    ``attributes``: the role attributes to keep (``User.attributes``; None when none asked)."""
     if not isinstance(obj, Mapping):
         raise InvalidResponseError(f"{where} is not an object: {str(obj)[:80]!r}")
     row = Fields(obj, where)
     uid = row.text("id")
     upn, name, department = (row.get(k) for k in ("userPrincipalName", "displayName", "department"))
-    return User(uid, str(upn or uid), name, department)
+    attrs = attributes_from(obj, attributes) if attributes else None
+    return User(uid, str(upn or uid), name, department, attrs)
 
 
 def group_from_graph(obj: Any, where: str = "Graph answer, a group,") -> Group:
@@ -250,11 +262,14 @@ class GraphClient:
                 found[ref] = [group_from_graph(body, f"Graph answer to {req.method} {req.url}")]
         return found
 
-    def resolve_users(self, refs: Iterable[str]) -> dict[str, User | None]:
+    def resolve_users(
+        self, refs: Iterable[str], attributes: Sequence[str] = ()
+    ) -> dict[str, User | None]:
         """Each ref (object id or UPN) to its user, or ``None`` when Graph says 404."""
         unique = list(dict.fromkeys(refs))
+        select = user_select(attributes)
         requests = [
-            BatchRequest(str(i), f"{user_path(ref)}?$select={_USER_SELECT}")
+            BatchRequest(str(i), f"{user_path(ref)}?$select={select}")
             for i, ref in enumerate(unique)
         ]
         answers = self.batch(requests)
@@ -266,25 +281,32 @@ class GraphClient:
             elif status != 200 or not isinstance(body, dict):
                 raise self._inner_error(req, status, body)
             else:
-                found[ref] = user_from_graph(body, f"Graph answer to {req.method} {req.url}")
+                found[ref] = user_from_graph(
+                    body, f"Graph answer to {req.method} {req.url}", attributes
+                )
         return found
 
-    def user(self, ref: str) -> User:
+    def user(self, ref: str, attributes: Sequence[str] = ()) -> User:
         body = self.http.get_json(
-            self._url(user_path(ref)), resource=self.resource, params={"$select": _USER_SELECT}
+            self._url(user_path(ref)),
+            resource=self.resource,
+            params={"$select": user_select(attributes)},
         )
-        return user_from_graph(body)
+        return user_from_graph(body, attributes=attributes)
 
-    def list_users(self) -> list[User]:
-        """Every user in the directory (id, UPN, display name, department), 999 a page, every
-        ``@odata.nextLink`` followed; a page that fails raises (never a partial directory)."""
+    def list_users(self, attributes: Sequence[str] = ()) -> list[User]:
+        """Every user in the directory (id, UPN, display name, department, and ``attributes``
+        in the same ``$select``), 999 a page, every ``@odata.nextLink`` followed; a page that
+        fails raises (never a partial directory)."""
         items = self.http.paged(
             self._url("/users"),
             resource=self.resource,
-            params={"$select": _USER_SELECT, "$top": str(USERS_PAGE_SIZE)},
+            params={"$select": user_select(attributes), "$top": str(USERS_PAGE_SIZE)},
         )
         where = "Graph answer to GET /v1.0/users, user"
-        return [user_from_graph(item, f"{where} {n},") for n, item in enumerate(items)]
+        return [
+            user_from_graph(item, f"{where} {n},", attributes) for n, item in enumerate(items)
+        ]
 
     def group(self, group_id: str) -> Group:
         body = self.http.get_json(

@@ -61,6 +61,7 @@ time, each polled with ``Get-CsBatchPolicyAssignmentOperation`` until ``Complete
 from __future__ import annotations
 
 import base64
+import dataclasses
 import importlib.resources
 import itertools
 import json
@@ -157,8 +158,8 @@ class GroupDirectory(Protocol):
         """Every group each ref names (GUID: by id; else by display name); [] when none."""
         ...
 
-    def list_users(self) -> list[User]:
-        """Every user in the directory."""
+    def list_users(self, attributes: Sequence[str] = ()) -> list[User]:
+        """Every user in the directory (with ``attributes``, the roles' user properties)."""
         ...
 
     def member_of(self, user_id: str) -> list[Group]: ...
@@ -580,7 +581,9 @@ class PowerShellBackend:
         # The directory pages from Graph (HTTP) while pwsh answers; pwsh is one process taking
         # one request at a time, so the cmdlets stay in this thread.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bridge-graph-users") as pool:
-            listing = pool.submit(graph.list_users)
+            # The attributes only when roles need them (a GroupDirectory may take none).
+            extra = (wanted.attributes,) if wanted.attributes else ()
+            listing = pool.submit(graph.list_users, *extra)
             policies, rows, direct = self._read_pwsh()
             users = listing.result()
         directory = Directory()
@@ -588,6 +591,10 @@ class PowerShellBackend:
             directory.add_user(user)
         assignments: list[UserAssignment] = []
         for user, policy in direct:
+            listed = directory.users.get(user.id)
+            if listed is not None and listed.attributes is not None:
+                # Graph's entry carries the role attributes; the cmdlet row does not.
+                user = dataclasses.replace(user, attributes=listed.attributes)
             directory.add_user(user)
             assignments.append(UserAssignment(user.id, policy, user.upn))
         self._resolve_users(wanted.users, directory)

@@ -11,7 +11,8 @@ Snapshot format (version 1)::
       "group_assignments": [ {"GroupId", "GroupName", "PolicyName", "Rank"} ],
       "user_assignments": [ {"UserId", "UserPrincipalName", "PolicyName"} ],
       "groups": [ {"id", "displayName", "members": [<user ids>]} ],   # members optional
-      "users": [ {"id", "userPrincipalName", "displayName", "department"} ]
+      "users": [ {"id", "userPrincipalName", "displayName", "department",
+                  "attributes": {<roles.ATTRIBUTES name>: text or true/false}} ]  # optional
     }
 """
 
@@ -27,6 +28,7 @@ from typing import Any
 from .. import catalogue, limits
 from ..errors import NotFoundError, SnapshotError
 from ..files import write_text_atomic
+from ..roles import ACCOUNT_ENABLED, canonical_attribute
 from ..state import (
     Directory,
     Group,
@@ -107,6 +109,7 @@ def state_to_snapshot(state: TenantState, source: str, now: dt.datetime | None =
                 "userPrincipalName": u.upn,
                 "displayName": u.display_name,
                 "department": u.department,
+                **({"attributes": dict(u.attributes)} if u.attributes is not None else {}),
             }
             for _, u in sorted(state.directory.users.items())
         ],
@@ -141,6 +144,8 @@ def _field(obj: Any, path: tuple[Any, ...], key: str, kind: str, *, required: bo
         raise _Bad(where, f"is {_what(value)}, not text or null")
     if kind == "list" and not isinstance(value, list):
         raise _Bad(where, f"is {_what(value)}, not a list")
+    if kind == "object" and not isinstance(value, dict):
+        raise _Bad(where, f"is {_what(value)}, not an object")
     return value
 
 
@@ -192,6 +197,26 @@ def snapshot_to_state(
         ) from None
 
 
+def _attributes(user: Any, path: tuple[Any, ...]) -> dict[str, Any] | None:
+    """A user's role attributes (``roles.ATTRIBUTES`` names; text, or true/false for
+    accountEnabled); None when the snapshot was taken without them."""
+    attrs = _field(user, path, "attributes", "object", required=False)
+    if attrs is None:
+        return None
+    out: dict[str, Any] = {}
+    for key, value in attrs.items():
+        name = canonical_attribute(key) if isinstance(key, str) else None
+        if name is None:
+            raise _Bad((*path, "attributes", key), "is not a user attribute teams-bridge reads")
+        if name == ACCOUNT_ENABLED:
+            if not isinstance(value, bool):
+                raise _Bad((*path, "attributes", key), f"is {_what(value)}, not true or false")
+        elif not isinstance(value, str):
+            raise _Bad((*path, "attributes", key), f"is {_what(value)}, not text")
+        out[name] = value
+    return out
+
+
 def _to_state(data: dict[str, Any], source: str) -> TenantState:
     tenant_id = _field(data, (), "tenant_id", "text?", required=False)
     domains = _field(data, (), "domains", "list", required=False) or []
@@ -206,6 +231,7 @@ def _to_state(data: dict[str, Any], source: str) -> TenantState:
                 _field(u, path, "userPrincipalName", "text"),
                 _field(u, path, "displayName", "text?", required=False),
                 _field(u, path, "department", "text?", required=False),
+                _attributes(u, path),
             )
         )
     for path, g in _items(data, "groups", required=False):
@@ -344,6 +370,12 @@ class MemoryBackend:
 
     def read(self, wanted: Wanted = _NOTHING) -> TenantState:
         s = self.state
+        if wanted.attributes and any(u.attributes is None for u in s.directory.users.values()):
+            raise SnapshotError(
+                f"{self.source}: the snapshot has no user attributes, which the desired file's "
+                "roles need: take it again with this teams-bridge (teams-bridge snapshot reads "
+                "them)"
+            )
         state = TenantState.build(
             s.tenant_id,
             s.policies.values(),

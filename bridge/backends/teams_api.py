@@ -28,6 +28,7 @@ from ..errors import (
     UnauthorizedError,
 )
 from ..http import HttpClient, route_of
+from ..roles import attributes_from, graph_select
 from ..settings import Settings
 from ..state import (
     Directory,
@@ -57,6 +58,15 @@ _CMDLET_FIELDS = frozenset(
 )
 GRAPH_ASSIGN_CHUNK = 1000
 _NOTHING = Wanted()
+# What every users page must carry; a $select for role attributes names these too (docs/wire.md).
+USER_FIELDS = (
+    "Identity",
+    "UserPrincipalName",
+    "DisplayName",
+    "Department",
+    "TeamsMessagingPolicy",
+    "effectivePolicyAssignments",
+)
 
 
 GROUPS_ROUTE = "GET /Skype.Policy/groupPolicyAssignments/"
@@ -94,7 +104,9 @@ def read_group_assignment(entry: Any, where: str, url: str | None = None) -> Gro
     return GroupAssignment(row.text("GroupId"), bare_name(row.text("PolicyName")), rank)
 
 
-def read_user(entry: Any, where: str, url: str | None = None) -> tuple[User, str | None]:
+def read_user(
+    entry: Any, where: str, url: str | None = None, attributes: Sequence[str] = ()
+) -> tuple[User, str | None]:
     """One Get-CsOnlineUser entry: the user, and the bare name of their direct messaging policy
     (None: none). The id is ``Identity`` or ``ObjectId``; the direct policy is the
     ``TeamsMessagingPolicy`` property (null: none), or else the ``Direct`` entry for the type in
@@ -106,9 +118,29 @@ def read_user(entry: Any, where: str, url: str | None = None) -> tuple[User, str
         raise row.error(f"has no 'UserPrincipalName' field (fields: {', '.join(row.names)})")
     upn = row.get("UserPrincipalName")
     user = User(
-        uid, str(upn or uid), _optional_text(row, "DisplayName"), _optional_text(row, "Department")
+        uid,
+        str(upn or uid),
+        _optional_text(row, "DisplayName"),
+        _optional_text(row, "Department"),
+        _user_attributes(entry, attributes) if attributes else None,
     )
     return user, _direct_policy(row)
+
+
+# Get-CsOnlineUser's names for Graph user properties (its object says Title, not jobTitle).
+_CMDLET_NAMES = {"jobTitle": "Title", "companyName": "Company", "state": "StateOrProvince"}
+
+
+def _user_attributes(entry: Mapping[str, Any], attributes: Sequence[str]) -> dict[str, Any]:
+    """The role attributes of a users entry, under Graph's names (any case), else the cmdlet's."""
+    found = attributes_from(entry, attributes)
+    missing = [a for a in attributes if a not in found and a in _CMDLET_NAMES]
+    if missing:
+        aliased = attributes_from(entry, [_CMDLET_NAMES[a] for a in missing])
+        for a in missing:
+            if _CMDLET_NAMES[a] in aliased:
+                found[a] = aliased[_CMDLET_NAMES[a]]
+    return found
 
 
 def _optional_text(row: Fields, name: str) -> str | None:
@@ -331,40 +363,50 @@ class TeamsAdminClient:
             )
 
     def list_users(
-        self, directory: Directory | None = None
+        self, directory: Directory | None = None, attributes: Sequence[str] = ()
     ) -> tuple[list[User], list[UserAssignment]]:
         """Every user (the directory) and every direct messaging policy assignment, paged. The
         next page is on its way while this one is read (``HttpClient.pages``), and each page's
         JSON is dropped once read, so only the users stay in memory; ``directory`` gets each
-        user as it is read (while the next page is still on its way)."""
+        user as it is read (while the next page is still on its way). ``attributes`` (the
+        roles' user properties) are asked for in the same pages with ``$select``
+        (docs/wire.md)."""
         enabled = gc.isenabled()
         # A million users are a million small objects, none in a cycle: the cyclic collector
         # would rescan them again and again for nothing while they are read.
         gc.disable()
         try:
-            return self._list_users(directory)
+            return self._list_users(directory, tuple(attributes))
         finally:
             if enabled:
                 gc.enable()
 
-    def _list_users(self, directory: Directory | None) -> tuple[list[User], list[UserAssignment]]:
+    def _list_users(
+        self, directory: Directory | None, attributes: tuple[str, ...]
+    ) -> tuple[list[User], list[UserAssignment]]:
         add = directory.add_user if directory is not None else None
         users: list[User] = []
         assignments: list[UserAssignment] = []
         url = f"{self.base_url}/Teams.User/users"
+        params = {"$top": str(USERS_PAGE_SIZE)}
+        if attributes:
+            params["$select"] = ",".join([*USER_FIELDS, *graph_select(attributes)])
         pages = self.http.pages(
             url,
             resource=TEAMS_RESOURCE,
             items_key="users",
-            params={"$top": str(USERS_PAGE_SIZE)},
+            params=params,
             ahead=USERS_PAGES_AHEAD,
         )
         departments: dict[str, str] = {}  # one string per department, not one per user
+        # The fast reader knows the cmdlet's five fields only: with role attributes asked for,
+        # every row goes through read_user, which reads them.
+        fast = _read_cmdlet_user if not attributes else _no_fast_read
         n = 0
         for page in pages:
             for obj in page:
-                user, policy = _read_cmdlet_user(obj, departments) or read_user(
-                    obj, f"Teams admin API answer to {USERS_ROUTE}, user {n},", url
+                user, policy = fast(obj, departments) or read_user(
+                    obj, f"Teams admin API answer to {USERS_ROUTE}, user {n},", url, attributes
                 )
                 n += 1
                 users.append(user)
@@ -377,6 +419,10 @@ class TeamsAdminClient:
                     # otherwise wait for the switch interval (5 ms) at each of its reads.
                     time.sleep(0)
         return users, assignments
+
+
+def _no_fast_read(entry: Any, departments: dict[str, str]) -> None:
+    return None
 
 
 def _read_cmdlet_user(entry: Any, departments: dict[str, str]) -> tuple[User, str | None] | None:
@@ -429,7 +475,7 @@ class RestBackend:
             [
                 self.teams.list_policies,
                 lambda: self._read_groups(wanted.groups),
-                lambda: self.teams.list_users(directory),
+                lambda: self.teams.list_users(directory, wanted.attributes),
             ],
         )
         policies: list[Policy] = results[0]
@@ -437,7 +483,7 @@ class RestBackend:
         found: dict[str, list[Group]] = results[1][1]
         users: list[User] = results[2][0]
         user_assignments: list[UserAssignment] = results[2][1]
-        self._resolve_users(directory, wanted.users)
+        self._resolve_users(directory, wanted.users, wanted.attributes)
         for ref, groups in found.items():
             if not groups:
                 directory.searched_groups.add(ref)
@@ -481,11 +527,13 @@ class RestBackend:
             found.update(self.graph.resolve_groups(rest))
         return assignments, found
 
-    def _resolve_users(self, directory: Directory, refs: Sequence[str]) -> None:
+    def _resolve_users(
+        self, directory: Directory, refs: Sequence[str], attributes: Sequence[str] = ()
+    ) -> None:
         missing = [r for r in dict.fromkeys(refs) if directory.user_by_ref(r) is None]
         if not missing:
             return
-        for ref, user in self.graph.resolve_users(missing).items():
+        for ref, user in self.graph.resolve_users(missing, attributes).items():
             if user is None:
                 directory.searched_users.add(ref)
             else:

@@ -31,6 +31,12 @@ JSON form (``DriftReport.to_dict()``, schema ``drift-report.schema.json`` beside
     user_assignments      {counts {declared, in_sync, drifted, missing, extra},
                            listed[]: every user assignment not in sync: user_id, user, status,
                            expected, actual, first_seen}   (in-sync users are only counted)
+    roles[]               (a file with assignments.roles) per role and kind of change, never
+                          per person: symbol (+ ~ -), role (null: released), policy, count,
+                          names (a few), text
+    who_gets_what[]       (when group members were read: a file with roles or rules.clinicians)
+                          per effective policy and department: policy, department, people,
+                          read_receipts, priority_notifications (true/false)
     findings[]            rule_id, severity, title, explanation, policies, counts, first_seen
     resolved[]            drift seen in the previous run and gone now: key, first_seen,
                           resolved_at (filled by ``HistoryStore.annotate``)
@@ -68,7 +74,9 @@ from ..plan import (
     UpdatePolicy,
     policies_in_use,
 )
+from ..roles import RoleChangeLine, summarize
 from ..rules import SEVERITIES, Finding
+from ..rules.people import effective_policies, unread_groups
 from ..state import DesiredState, Policy, TenantState, is_global, policy_key
 
 SCHEMA_VERSION = 1
@@ -141,6 +149,7 @@ class UserAssignmentReport:
     status: str
     expected_policy: str | None
     actual_policy: str | None
+    role: str | None = None  # the role that decides this user's direct assignment
 
     @property
     def key(self) -> str:
@@ -192,6 +201,11 @@ class DriftReport:
     notification: dict[str, Any] | None = None
     # When the tenant state was read: a snapshot's taken_at; None means at generated_at.
     observed_at: dt.datetime | None = None
+    # The user changes roles make, per role (a file with assignments.roles).
+    role_lines: list[RoleChangeLine] = field(default_factory=list)
+    role_user_ids: frozenset[str] = frozenset()  # the users role_lines count
+    # Per effective policy and department; None when group members were not read.
+    who_gets_what: list[WhoGetsWhat] | None = None
 
     @property
     def observed(self) -> dt.datetime:
@@ -373,10 +387,33 @@ class DriftReport:
                         "expected": u.expected_policy,
                         "actual": u.actual_policy,
                         "first_seen": when(u.key),
+                        **({"role": u.role} if u.role else {}),
                     }
                     for u in self.users_listed
                 ],
             },
+            **(
+                {
+                    "roles": [
+                        {
+                            "symbol": r.symbol,
+                            "role": r.role,
+                            "policy": r.policy,
+                            "count": r.count,
+                            "names": list(r.names),
+                            "text": r.text,
+                        }
+                        for r in self.role_lines
+                    ]
+                }
+                if self.role_lines
+                else {}
+            ),
+            **(
+                {"who_gets_what": [w.to_dict() for w in self.who_gets_what]}
+                if self.who_gets_what is not None
+                else {}
+            ),
             "findings": [
                 {**f.to_dict(), "counts": self.counts(f), "first_seen": when(f.key)}
                 for f in self.findings
@@ -436,6 +473,14 @@ def build_drift_report(
         )
     policies, unmanaged = _policies(current, desired, plan)
     users_listed, user_counts = _users(current, desired, plan)
+    role_lines: list[RoleChangeLine] = []
+    covered: set[str] = set()
+    if plan.roles is not None:
+        role_lines, covered = summarize(
+            plan.roles,
+            [(c.user_id, c.upn, c.policy, c.existing_policy) for c in _of(plan, SetUserAssignment)],
+            [(c.user_id, c.upn, c.policy) for c in _of(plan, RemoveUserAssignment)],
+        )
     return DriftReport(
         tenant_id=current.tenant_id,
         generated_at=utc(now),
@@ -450,7 +495,64 @@ def build_drift_report(
         findings=sorted(findings, key=lambda f: (-SEVERITIES.index(f.severity), f.rule_id, f.key)),
         fail_on=frozenset(fail_on),
         observed_at=utc(observed_at) if observed_at is not None else None,
+        role_lines=role_lines,
+        role_user_ids=frozenset(covered),
+        who_gets_what=who_gets_what(current),
     )
+
+
+@dataclass(frozen=True)
+class WhoGetsWhat:
+    """How many people of one department get one effective policy, and what it gives them."""
+
+    policy: str
+    department: str | None
+    people: int
+    read_receipts: Any  # ReadReceiptsEnabledType of the policy (None: not reported)
+    priority_notifications: bool  # AllowPriorityMessages (the service's default: true)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "department": self.department,
+            "people": self.people,
+            "read_receipts": self.read_receipts,
+            "priority_notifications": self.priority_notifications,
+        }
+
+
+def who_gets_what(current: TenantState) -> list[WhoGetsWhat] | None:
+    """Per effective policy (Global first, then by name) and department (by name; people
+    without one last): how many people, their read receipts and priority notifications. None
+    when the members of an assigned group were not read (people could not be placed)."""
+    if unread_groups(current) or not current.directory.users:
+        return None
+    users = current.directory.users
+    counts: Counter[tuple[str, str | None]] = Counter()
+    for uid, eff in effective_policies(current):
+        counts[(policy_key(eff.policy), users[uid].department)] += 1
+    rows = []
+    for (key, department), people in counts.items():
+        policy = current.policies.get(key)
+        settings = policy.settings if policy is not None else {}
+        rows.append(
+            WhoGetsWhat(
+                policy.name if policy is not None else key,
+                department,
+                people,
+                settings.get("ReadReceiptsEnabledType"),
+                settings.get("AllowPriorityMessages") is not False,
+            )
+        )
+    rows.sort(
+        key=lambda r: (
+            not is_global(r.policy),
+            r.policy.casefold(),
+            r.department is None,
+            (r.department or "").casefold(),
+        )
+    )
+    return rows
 
 
 def _of(plan: Plan, kind: type[C]) -> list[C]:
@@ -646,6 +748,25 @@ def _users(
             continue
         counts[status] += 1
         listed.append(UserAssignmentReport(uid, upn, status, expected, actual))
+    by_role = plan.roles.selection.by_user if plan.roles is not None else {}
+    for uid, role in by_role.items():
+        if uid in declared:
+            continue
+        declared.add(uid)
+        counts["declared"] += 1
+        existing = current.user_assignments.get(uid)
+        upn = directory.users[uid].upn
+        actual = existing.policy if existing else None
+        set_change = sets.get(uid)
+        if set_change is not None:
+            status, expected = ("drifted" if existing else "missing"), set_change.policy
+        elif uid in removes:
+            status, expected = "extra", None
+        else:
+            counts["in_sync"] += 1
+            continue
+        counts[status] += 1
+        listed.append(UserAssignmentReport(uid, upn, status, expected, actual, role))
     for uid, rc in removes.items():
         if uid not in declared:
             counts["extra"] += 1

@@ -266,6 +266,33 @@ def render_html(report: DriftReport, *, max_items: int = DEFAULT_MAX_ITEMS) -> s
                 add(f'<tr><td colspan="5" class="muted">... and {hidden} more</td></tr>')
             add("</tbody></table></div>")
 
+    if report.role_lines:
+        add('<h2 id="roles">Roles</h2>')
+        add('<ul class="roles">')
+        for role_line in report.role_lines:
+            add(f"<li><code>{e(role_line.symbol)}</code> {t(role_line.text)}</li>")
+        add("</ul>")
+
+    if report.who_gets_what is not None:
+        add('<h2 id="who-gets-what">Who gets what</h2>')
+        add(
+            '<p class="note">Per effective policy (direct, else the best-ranked group, else '
+            "Global) and department: how many people, their read receipts and whether they can "
+            "send priority notifications.</p>"
+        )
+        add(
+            '<div class="table-card"><table id="who-gets-what-table"><thead><tr>'
+            "<th>Policy</th><th>Department</th><th>People</th><th>Read receipts</th>"
+            "<th>Priority notifications</th></tr></thead><tbody>"
+        )
+        for w in report.who_gets_what:
+            add(
+                f"<tr><td>{t(w.policy)}</td><td>{t(w.department or '(none)')}</td>"
+                f"<td>{w.people}</td><td>{t(w.read_receipts or '(not reported)')}</td>"
+                f"<td>{'yes' if w.priority_notifications else 'no'}</td></tr>"
+            )
+        add("</tbody></table></div>")
+
     if report.resolved:
         add('<h2 id="resolved">Resolved since the previous run</h2>')
         add(

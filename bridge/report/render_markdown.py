@@ -108,6 +108,22 @@ def render_markdown(report: DriftReport, *, max_items: int = DEFAULT_MAX_ITEMS) 
                 f"| {finding.severity} | {code(finding.rule_id, cell=True)} | "
                 f"{md(finding.title)} | {md(', '.join(finding.policies))} |"
             )
+    if report.role_lines:
+        add("")
+        add("Roles:")
+        add("")
+        for r in report.role_lines:
+            add(f"- {code(r.symbol)} {md(r.text)}")
+    if report.who_gets_what is not None:
+        add("")
+        add("| Policy | Department | People | Read receipts | Priority notifications |")
+        add("|---|---|---|---|---|")
+        for w in report.who_gets_what:
+            add(
+                f"| {md(w.policy)} | {md(w.department or '(none)')} | {w.people} | "
+                f"{md(w.read_receipts or '(not reported)')} | "
+                f"{'yes' if w.priority_notifications else 'no'} |"
+            )
     if report.resolved:
         add("")
         add(f"Resolved since the previous run: {len(report.resolved)} item(s).")

@@ -121,16 +121,41 @@ def render_text(
             f"{counts['in_sync']} in sync, {counts['drifted']} drifted, "
             f"{counts['missing']} missing, {counts['extra']} extra"
         )
-        uw = max([len(printable(u.label)) for u in report.users_listed[:max_items]] + [1])
-        for u in report.users_listed[:max_items]:
+        for role_line in report.role_lines:
+            add(
+                f"  {sym({'+': 'missing', '~': 'drifted', '-': 'extra'}[role_line.symbol])} "
+                f"{printable(role_line.text)}"
+            )
+        # Role changes are counted per role above, the other changes listed one by one.
+        listed = [u for u in report.users_listed if u.user_id not in report.role_user_ids]
+        uw = max([len(printable(u.label)) for u in listed[:max_items]] + [1])
+        for u in listed[:max_items]:
             add(
                 f"  {sym(u.status)} {printable(u.label):<{uw}}  "
                 f"{printable(u.actual_policy or '(none)')} -> "
                 f"{printable(u.expected_policy or '(none)')}" + first_seen(u.key)
             )
-        hidden = len(report.users_listed) - max_items
+        hidden = len(listed) - max_items
         if hidden > 0:
             add(f"  ... and {hidden} more")
+
+    if report.who_gets_what is not None:
+        add("")
+        add(c("1", "Who gets what") + c("2", " (effective policy per department)"))
+        rows = [
+            (
+                w.policy,
+                w.department or "(none)",
+                str(w.people),
+                str(w.read_receipts or "-"),
+                "yes" if w.priority_notifications else "no",
+            )
+            for w in report.who_gets_what
+        ]
+        head = ("Policy", "Department", "People", "Read receipts", "Priority")
+        widths = [max(len(printable(r[i])) for r in [head, *rows]) for i in range(5)]
+        for row in [head, *rows]:
+            add("  " + "  ".join(printable(v).ljust(widths[i]) for i, v in enumerate(row)).rstrip())
 
     if report.findings:
         add("")

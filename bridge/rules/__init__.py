@@ -13,6 +13,10 @@ explanation only.
 - ``clinical-read-receipts`` (error for "None", warning for "UserPreference"): a clinical
   policy's read receipts are not "Everyone";
 - ``clinical-priority`` (error): a clinical policy has AllowPriorityMessages false;
+- ``clinical-coverage`` (error): a person ``rules.clinicians`` selects gets, as their effective
+  policy (direct, else best-ranked group among direct memberships, else Global), one without
+  priority notifications or with read receipts off for everyone. A file with
+  ``rules.clinicians`` is checked this way instead of by the two name-based rules above;
 - ``no-priority-anywhere`` (warning): no policy in use allows priority notifications;
 - ``read-receipts-group-size`` (info): read receipts are managed or enabled (explains the
   20-person limit).

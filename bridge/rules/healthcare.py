@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from .base import Finding, Rule, RuleContext
+from .people import clinicians, effective_policies, unread_groups
 
 READ_RECEIPTS = "ReadReceiptsEnabledType"
 PRIORITY = "AllowPriorityMessages"
@@ -78,6 +79,8 @@ def read_receipts_consistency(ctx: RuleContext) -> list[Finding]:
 
 
 def clinical_read_receipts(ctx: RuleContext) -> list[Finding]:
+    if ctx.desired.rules.has_clinicians:
+        return []  # clinical-coverage checks the people themselves
     findings = []
     for p in ctx.clinical_policies():
         value = p.settings.get(READ_RECEIPTS)
@@ -104,6 +107,8 @@ def clinical_read_receipts(ctx: RuleContext) -> list[Finding]:
 
 
 def clinical_priority(ctx: RuleContext) -> list[Finding]:
+    if ctx.desired.rules.has_clinicians:
+        return []  # clinical-coverage checks the people themselves
     findings = []
     for p in ctx.clinical_policies():
         value = p.settings.get(PRIORITY)
@@ -173,6 +178,87 @@ def read_receipts_group_size(ctx: RuleContext) -> list[Finding]:
     ]
 
 
+def _priority_off(settings: Any) -> bool:
+    return settings.get(PRIORITY) is False
+
+
+def _receipts_off(settings: Any) -> bool:
+    return _is(settings.get(READ_RECEIPTS), "None")
+
+
+def clinical_coverage(ctx: RuleContext) -> list[Finding]:
+    """Every clinician (``rules.clinicians``) on their *effective* policy: one who cannot send
+    priority notifications, or whose read receipts are off for everyone, is an error. One
+    finding per policy, saying how many people get it and through what."""
+    who = clinicians(ctx.current, ctx.desired)
+    if who is None:
+        return []
+    findings: list[Finding] = []
+    if not who:
+        return [
+            Finding(
+                "clinical-coverage",
+                "warning",
+                "rules.clinicians selects nobody",
+                "The roles and where-clause under rules.clinicians select no user in the "
+                "directory, so no clinician's policy was checked. Check the attribute values "
+                "(teams-bridge explain USER shows a user's).",
+            )
+        ]
+    unread = unread_groups(ctx.current)
+    # policy key -> (policy name, {through: count})
+    short: dict[str, tuple[str, dict[str, int]]] = {}
+    for uid, eff in effective_policies(ctx.current):
+        if uid not in who:
+            continue
+        policy = ctx.current.policy(eff.policy)
+        if policy is None or not (_priority_off(policy.settings) or _receipts_off(policy.settings)):
+            continue
+        entry = short.setdefault(policy.key, (policy.name, {}))
+        through = eff.through()
+        entry[1][through] = entry[1].get(through, 0) + 1
+    for _key, (name, sources) in sorted(short.items()):
+        settings = ctx.current.policies[_key].settings
+        total = sum(sources.values())
+        ranked = sorted(sources.items(), key=lambda s: (-s[1], s[0]))
+        main, main_count = ranked[0]
+        lacks = []
+        if _priority_off(settings):
+            lacks.append("cannot send priority notifications (AllowPriorityMessages: false)")
+        if _receipts_off(settings):
+            lacks.append("have read receipts off for everyone (ReadReceiptsEnabledType: None)")
+        title = f"{main_count} clinician{'s get' if main_count != 1 else ' gets'} {name} {main}"
+        if len(ranked) > 1:
+            title += f" (and {total - main_count} more clinicians get it otherwise)"
+        detail = "; ".join(f"{count} {through}" for through, count in ranked)
+        findings.append(
+            Finding(
+                "clinical-coverage",
+                RULE_SEVERITY["clinical-coverage"],
+                title,
+                f"{total} of the {len(who)} people rules.clinicians selects get policy {name} "
+                f"({detail}), so they {' and '.join(lacks)}. A priority message re-notifies "
+                "every 2 minutes for up to 20 minutes until read, and read receipts tell a "
+                "nurse the doctor read the message: clinicians need both. Give these people a "
+                "clinical policy (a role, or a better-ranked group assignment), or change "
+                f"{name}.",
+                (name,),
+                per_policy=True,
+            )
+        )
+    if unread:
+        findings.append(
+            Finding(
+                "clinical-coverage",
+                "warning",
+                f"The members of {len(unread)} assigned group(s) were not read",
+                "Clinicians in those groups were counted as getting Global or their direct "
+                "assignment; read the tenant (not an older snapshot) to check them all.",
+            )
+        )
+    return findings
+
+
 HEALTHCARE_RULES = (
     Rule(
         "read-receipts-consistency",
@@ -191,6 +277,12 @@ HEALTHCARE_RULES = (
         "error",
         "Clinical policies allow priority notifications",
         clinical_priority,
+    ),
+    Rule(
+        "clinical-coverage",
+        "error",
+        "Every clinician can send priority notifications and sends read receipts",
+        clinical_coverage,
     ),
     Rule(
         "no-priority-anywhere",

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from .identity import TEAMS_RESOURCE, IdentityError
-from .tenant import MESSAGING, ServiceError, bare, wire_identity
+from .tenant import MESSAGING, USER_PROPERTIES, ServiceError, bare, wire_identity
 
 if TYPE_CHECKING:
     from .server import Sandbox
@@ -85,6 +85,13 @@ def _skip(req: Request) -> int:
     if skip < 0:
         raise ServiceError(400, "BadRequest", "The $skiptoken is not valid.")
     return skip
+
+
+def _wants_attributes(req: Request) -> frozenset[str]:
+    """The user properties roles read that ``$select`` names (jobTitle, accountEnabled, ...),
+    case-folded; empty: none."""
+    select = req.query.get("$select") or ""
+    return frozenset(s.strip().casefold() for s in select.split(",")) & USER_PROPERTIES
 
 
 def _select(obj: dict[str, Any], req: Request) -> dict[str, Any]:
@@ -348,13 +355,16 @@ def list_users(sb: Sandbox, req: Request) -> Response:
         raise ServiceError(400, "BadRequest", "$top must be at least 1.")
     top = min(top, limit)
     skip = _skip(req)
-    users, more = sb.tenant.users_page(skip, top)
+    users, more = sb.tenant.users_page(skip, top, _wants_attributes(req))
     body: dict[str, Any] = {"users": [_user_row(sb, u) for u in users]}
     paging = sb.config.paging
     if more and paging.casefold() in ("skiptoken", "$skiptoken"):
         body[paging] = str(skip + top)  # the client sends it back as $skiptoken
     elif more:
-        query = urlencode({"$top": top, "$skiptoken": skip + top}, safe="$")
+        link: dict[str, Any] = {"$top": top, "$skiptoken": skip + top}
+        if "$select" in req.query:
+            link["$select"] = req.query["$select"]
+        query = urlencode(link, safe="$,")
         body[paging] = f"{sb.base_url}/Teams.User/users?{query}"
     if sb.config.user_count:
         body[sb.config.user_count] = sb.tenant.user_count
@@ -372,6 +382,8 @@ def _user_row(sb: Sandbox, row: dict[str, Any]) -> dict[str, Any]:
         "displayName": row["DisplayName"],
         "department": row["Department"],
     }
+    # Role attributes asked for with $select keep their Graph names in every shape.
+    out.update({k: v for k, v in row.items() if k.casefold() in USER_PROPERTIES})
     direct = row["TeamsMessagingPolicy"]
     if shape == "camel":
         out["teamsMessagingPolicy"] = direct
@@ -472,7 +484,7 @@ def list_graph_users(sb: Sandbox, req: Request) -> Response:
         )
     top = _graph_top(req)
     skip = _skip(req)
-    users, more = sb.tenant.graph_users_page(skip, top)
+    users, more = sb.tenant.graph_users_page(skip, top, _wants_attributes(req))
     return _graph_page(sb, req, "/users", users, skip=skip, top=top, more=more)
 
 
@@ -493,7 +505,7 @@ def get_user(sb: Sandbox, req: Request) -> Response:
     pos = sb.tenant.find_user(req.params["user"])
     if pos is None:
         raise _not_found(req.params["user"])
-    user = sb.tenant.user(pos)
+    user = sb.tenant.user(pos, _wants_attributes(req))
     return Response(200, _select(user, req))
 
 

@@ -13,7 +13,7 @@ from importlib import resources
 from typing import Any
 
 from .config import SandboxConfig
-from .tenant import MESSAGING, Tenant
+from .tenant import MESSAGING, USER_CONTRACTOR, USER_DISABLED, USER_GUEST, Tenant
 
 TENANT_NAME = "Northwind Regional Health"
 TENANT_DOMAIN = "northwind-health.onmicrosoft.com"
@@ -97,6 +97,39 @@ GUESTS = [
     ("Locum Cardiologist", "locum.cardio_gmail.com#EXT#@" + TENANT_DOMAIN, 1),
     ("Agency Nurse", "agency.nurse_outlook.com#EXT#@" + TENANT_DOMAIN, 3),
 ]
+
+
+# Job titles by department (the first is the most common). Residents are "Resident Physician":
+# junior doctors, who need priority notifications as much as any clinician.
+JOB_TITLES: dict[str, tuple[str, ...]] = {
+    "Emergency Medicine": (
+        "Emergency Nurse",
+        "Emergency Physician",
+        "Paramedic",
+        "Emergency Department Technician",
+    ),
+    "Medicine": ("Attending Physician", "Hospitalist", "Physician Assistant"),
+    "Graduate Medical Education": ("Resident Physician", "Chief Resident"),
+    "Nursing": (
+        "Registered Nurse",
+        "Charge Nurse",
+        "Nurse Practitioner",
+        "Licensed Practical Nurse",
+        "Nursing Assistant",
+    ),
+    "Pharmacy": ("Pharmacist", "Pharmacy Technician"),
+    "Radiology": ("Radiologic Technologist", "Radiologist"),
+    "Facilities": ("Maintenance Technician", "Electrician", "Facilities Manager"),
+    "Food Services": ("Cook", "Dietary Aide", "Food Service Supervisor"),
+    "Volunteer Services": ("Volunteer",),
+    "Patient Experience": ("Patient Liaison", "Volunteer Coordinator"),
+    "Administration": ("Administrative Assistant", "Medical Secretary", "Director"),
+    "Finance": ("Accountant", "Billing Specialist"),
+    "Information Technology": ("Service Desk Analyst", "Systems Analyst"),
+}
+# Guests (agency and locum staff signed in from elsewhere): about 1 in GUEST_EVERY of a
+# department's people; disabled accounts (leavers not yet deleted): 1 in DISABLED_EVERY.
+GUEST_EVERY, DISABLED_EVERY, CONTRACTOR_EVERY = 60, 50, 25
 
 
 def tenant_id_for(seed: int) -> str:
@@ -200,3 +233,29 @@ def _add_users(
     for display, upn, group in GUESTS[: cfg.users - members]:
         pos = tenant.add_user(new_id(), upn, display, "Guests")
         tenant.add_member(group_ids[group], pos)
+    _describe_users(tenant, cfg.seed)
+
+
+def _describe_users(tenant: Tenant, seed: int) -> None:
+    """Job titles, guests, contractors and disabled accounts, from their own random stream so
+    the people (names, departments, groups) stay those of the seed."""
+    rng = random.Random(f"{seed}:who")
+    guests = {upn.casefold(): title for title, upn, _ in GUESTS}
+    names = tenant.department_names
+    for pos in range(tenant.user_count):
+        upn = tenant.upns[pos].casefold()
+        if upn in guests:
+            tenant.describe_user(pos, guests[upn], USER_GUEST)
+            continue
+        titles = JOB_TITLES.get(names[tenant.departments[pos]], ("Staff",))
+        # The first title is the most common: half the people, the rest share the other half.
+        title = titles[0] if rng.random() < 0.5 else rng.choice(titles)
+        pick = rng.randrange(GUEST_EVERY * DISABLED_EVERY * CONTRACTOR_EVERY)
+        flags = 0
+        if pick % GUEST_EVERY == 0:
+            flags |= USER_GUEST
+        if pick % DISABLED_EVERY == 1:
+            flags |= USER_DISABLED
+        if pick % CONTRACTOR_EVERY == 2:
+            flags |= USER_CONTRACTOR
+        tenant.describe_user(pos, title, flags)

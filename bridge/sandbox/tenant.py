@@ -18,7 +18,7 @@ import time
 import uuid
 from array import array
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import resources
@@ -30,6 +30,37 @@ MESSAGING = "TeamsMessagingPolicy"
 # Fields on every policy object that are not settings; a write may carry them back unchanged.
 ENVELOPE_FIELDS = frozenset({"Identity", "Key", "ConfigMetadata", "ConfigId"})
 NO_GROUP = -1
+USER_DISABLED, USER_GUEST, USER_CONTRACTOR = 1, 2, 4
+# Departments whose people are clinicians (the division and extensionAttribute2 say so).
+CLINICAL_DEPARTMENTS = frozenset(
+    {
+        "Emergency Medicine",
+        "Medicine",
+        "Graduate Medical Education",
+        "Nursing",
+        "Pharmacy",
+        "Radiology",
+    }
+)
+# The user properties the sandbox serves beyond id, UPN, display name and department (top-level
+# Graph names: a $select naming one of them asks for them).
+USER_PROPERTIES = frozenset(
+    p.casefold()
+    for p in (
+        "jobTitle",
+        "employeeType",
+        "companyName",
+        "officeLocation",
+        "city",
+        "state",
+        "country",
+        "usageLocation",
+        "userType",
+        "accountEnabled",
+        "employeeOrgData",
+        "onPremisesExtensionAttributes",
+    )
+)
 
 # The service's allowed values of enum settings, in its casing.
 ENUM_VALUES: dict[str, tuple[str, ...]] = {
@@ -140,6 +171,13 @@ class Tenant:
         self.departments = array("B")  # index into department_names
         self._user_by_id: dict[str, int] = {}
         self._user_by_upn: dict[str, int] = {}
+        # Who people are (Graph user properties for roles): a job title index and flags per
+        # user, the rest derived from the department and position; set_user_attributes
+        # overrides any of them per user.
+        self.job_title_names: list[str] = []
+        self.job_titles = array("H")
+        self.user_flags = array("B")  # USER_DISABLED | USER_GUEST | USER_CONTRACTOR
+        self._attribute_overrides: dict[int, dict[str, Any]] = {}
         # Groups and direct membership (the first group of a user is kept in an array).
         self._groups: list[GroupRecord] = []
         self._group_by_id: dict[str, int] = {}
@@ -168,10 +206,79 @@ class Tenant:
             self.upns.append(upn)
             self.display_names.append(display_name)
             self.departments.append(dept)
+            self.job_titles.append(0)
+            self.user_flags.append(0)
             self._primary_group.append(NO_GROUP)
             self._user_by_id[user_id] = pos
             self._user_by_upn[upn.casefold()] = pos
             return pos
+
+    def describe_user(self, pos: int, job_title: str, flags: int = 0) -> None:
+        """Set who a user is at seeding: job title and ``USER_*`` flags."""
+        with self._lock:
+            try:
+                title = self.job_title_names.index(job_title)
+            except ValueError:
+                self.job_title_names.append(job_title)
+                title = len(self.job_title_names) - 1
+            self.job_titles[pos] = title
+            self.user_flags[pos] = flags
+
+    def set_user_attributes(self, user_ref: str, **attributes: Any) -> None:
+        """Change who a person is between runs (a joiner's title, a mover's department, a
+        leaver's disabled account): Graph property names, dotted for nested ones
+        (``onPremisesExtensionAttributes.extensionAttribute1``); None clears one."""
+        from ..roles import ATTRIBUTES
+
+        unknown = sorted(set(attributes) - set(ATTRIBUTES))
+        if unknown:
+            raise ValueError(
+                f"not user attributes roles read: {', '.join(unknown)}; known: "
+                f"{', '.join(ATTRIBUTES)}"
+            )
+        with self._lock:
+            pos = self._user_pos(user_ref)
+            if "department" in attributes:
+                department = str(attributes.pop("department"))
+                try:
+                    dept = self.department_names.index(department)
+                except ValueError:
+                    self.department_names.append(department)
+                    dept = len(self.department_names) - 1
+                self.departments[pos] = dept
+            self._attribute_overrides.setdefault(pos, {}).update(attributes)
+
+    def user_attributes(self, pos: int, wanted: Collection[str] | None = None) -> dict[str, Any]:
+        """Graph's user properties roles read (nested objects as Graph nests them); ``wanted``:
+        only these top-level properties (case-folded names), as a ``$select`` asks."""
+        overrides = self._attribute_overrides.get(pos, {})
+        out: dict[str, Any] = {}
+        for key, value_of in _PROPERTY_VALUES.items():
+            parent, _, child = key.partition(".")
+            if wanted is not None and parent.casefold() not in wanted:
+                continue
+            value = overrides[key] if key in overrides else value_of(self, pos)
+            if child:
+                out.setdefault(
+                    parent,
+                    dict.fromkeys((f"extensionAttribute{i}" for i in range(1, 16)), None)
+                    if parent == "onPremisesExtensionAttributes"
+                    else {},
+                )[child] = value
+            else:
+                out[key] = value
+        for key, value in overrides.items():  # attributes the sandbox does not derive
+            parent, _, child = key.partition(".")
+            if key in _PROPERTY_VALUES or (wanted is not None and parent.casefold() not in wanted):
+                continue
+            if child:
+                out.setdefault(parent, {})[child] = value
+            else:
+                out[key] = value
+        return out
+
+    def _department(self, pos: int) -> str:
+        return self.department_names[self.departments[pos]]
 
     def add_group(self, group_id: str, display_name: str) -> None:
         with self._lock:
@@ -217,20 +324,27 @@ class Tenant:
             pos = self._user_by_id.get(ref)
             return pos if pos is not None else self._user_by_upn.get(ref.casefold())
 
-    def user(self, pos: int) -> dict[str, Any]:
-        """Graph's view of one user."""
-        return {
+    def user(self, pos: int, attributes: Collection[str] = ()) -> dict[str, Any]:
+        """Graph's view of one user (``attributes``: with these properties roles read, by
+        case-folded top-level name)."""
+        out = {
             "id": self.user_ids[pos],
             "userPrincipalName": self.upns[pos],
             "displayName": self.display_names[pos],
             "department": self.department_names[self.departments[pos]],
         }
+        if attributes:
+            out.update(self.user_attributes(pos, attributes))
+        return out
 
-    def graph_users_page(self, skip: int, top: int) -> tuple[list[dict[str, Any]], bool]:
+    def graph_users_page(
+        self, skip: int, top: int, attributes: Collection[str] = ()
+    ) -> tuple[list[dict[str, Any]], bool]:
         """Graph's view of users ``skip`` .. ``skip+top``, and whether more follow."""
         with self._lock:
             end = min(skip + top, len(self.user_ids))
-            return [self.user(pos) for pos in range(skip, end)], end < len(self.user_ids)
+            page = [self.user(pos, attributes) for pos in range(skip, end)]
+            return page, end < len(self.user_ids)
 
     def group(self, group_id: str) -> dict[str, str] | None:
         with self._lock:
@@ -545,8 +659,11 @@ class Tenant:
         with self._lock:
             return {self.user_ids[pos]: name for pos, name in self._direct_visible.items()}
 
-    def users_page(self, skip: int, top: int) -> tuple[list[dict[str, Any]], bool]:
-        """Get-CsOnlineUser's view of users ``skip`` .. ``skip+top``, and whether more follow."""
+    def users_page(
+        self, skip: int, top: int, attributes: Collection[str] = ()
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Get-CsOnlineUser's view of users ``skip`` .. ``skip+top``, and whether more follow
+        (``attributes``: with the Graph user properties roles read, under Graph's names)."""
         self.settle()
         with self._lock:
             end = min(skip + top, len(self.user_ids))
@@ -561,6 +678,9 @@ class Tenant:
                 }
                 for pos in range(skip, end)
             ]
+            if attributes:
+                for pos, row in zip(range(skip, end), page, strict=True):
+                    row.update(self.user_attributes(pos, attributes))
             return page, end < len(self.user_ids)
 
     # ------------------------------------------------------------------ effective policy
@@ -601,7 +721,39 @@ class Tenant:
                 for a in records:
                     h.update(f"{ptype}|{a.group_id}|{a.policy_name}\n".encode())
             h.update(json.dumps(sorted(self._direct_visible.items())).encode())
+            h.update(self.job_titles.tobytes() + self.user_flags.tobytes())
+            h.update(json.dumps(sorted(self._attribute_overrides.items())).encode())
             return h.hexdigest()
+
+
+def _clinical(t: Tenant, pos: int) -> bool:
+    return t._department(pos) in CLINICAL_DEPARTMENTS
+
+
+# Every user property the sandbox derives (Graph names, dotted for nested ones): from the job
+# title and flags set at seeding, the department and the position.
+_PROPERTY_VALUES: dict[str, Callable[[Tenant, int], Any]] = {
+    "jobTitle": lambda t, pos: t.job_title_names[t.job_titles[pos]] if t.job_title_names else None,
+    "employeeType": lambda t, pos: (
+        "Contractor" if t.user_flags[pos] & USER_CONTRACTOR else "Employee"
+    ),
+    "companyName": lambda t, pos: t.display_name,
+    "officeLocation": lambda t, pos: "Main Campus" if pos % 5 else "North Clinic",
+    "city": lambda t, pos: "Seattle",
+    "state": lambda t, pos: "WA",
+    "country": lambda t, pos: "United States",
+    "usageLocation": lambda t, pos: "US",
+    "userType": lambda t, pos: "Guest" if t.user_flags[pos] & USER_GUEST else "Member",
+    "accountEnabled": lambda t, pos: not t.user_flags[pos] & USER_DISABLED,
+    "employeeOrgData.division": lambda t, pos: (
+        "Clinical Services" if _clinical(t, pos) else "Operations"
+    ),
+    "employeeOrgData.costCenter": lambda t, pos: f"CC-{t.departments[pos] + 100}",
+    "onPremisesExtensionAttributes.extensionAttribute1": lambda t, pos: f"NW{pos + 1:06d}",
+    "onPremisesExtensionAttributes.extensionAttribute2": lambda t, pos: (
+        "Clinical" if _clinical(t, pos) else "Non-clinical"
+    ),
+}
 
 
 def _policy_json(policy: Mapping[str, Any]) -> dict[str, Any]:

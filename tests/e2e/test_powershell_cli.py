@@ -333,6 +333,17 @@ def test_a_pwsh_snapshot_plans_offline_like_the_tenant(cli: Cli, tmp_path: Path)
     assert json.loads(offline.out)["changes"] == online["changes"]
 
 
+def test_roles_plan_the_same_through_pwsh_and_rest(cli: Cli):
+    """The PowerShell transport reads the role attributes with Graph's users listing ($select):
+    the same people for each role as the REST transport's Teams users pages."""
+    roles = str(Path(__file__).resolve().parents[2] / "examples" / "roles.yaml")
+    pwsh = cli.json("plan", roles, "--format", "json")
+    rest = cli.json("plan", roles, "--format", "json", transport="rest")
+    assert pwsh["roles"] == rest["roles"]
+    assert pwsh["changes"] == rest["changes"]
+    assert pwsh["roles"][0]["count"] > 0
+
+
 # --------------------------------------------------------------------------- explain
 
 
