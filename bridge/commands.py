@@ -300,6 +300,7 @@ def run_apply(
             verify_timeout=request.verify_timeout,
             on_progress=progress,
             limits=limits,
+            fresh=True,  # made from ``current`` just now, or check_fresh above
         )
     _log_requests(session)
     lines = list(result.summary_lines())

@@ -57,6 +57,10 @@ class Change(ABC):
     @abstractmethod
     def data(self) -> dict[str, Any]: ...
 
+    @abstractmethod
+    def describe(self) -> str:
+        """The change in a few words, for messages: ``create policy Clinical``."""
+
 
 @dataclass(frozen=True)
 class CreatePolicy(Change):
@@ -69,6 +73,9 @@ class CreatePolicy(Change):
     @property
     def target(self) -> str:
         return f"policy {self.name}"
+
+    def describe(self) -> str:
+        return f"create policy {self.name}"
 
     def data(self) -> dict[str, Any]:
         return {"kind": self.kind, "policy": self.name, "settings": dict(self.settings)}
@@ -86,6 +93,9 @@ class UpdatePolicy(Change):
     @property
     def target(self) -> str:
         return f"policy {self.name}"
+
+    def describe(self) -> str:
+        return f"update policy {self.name}"
 
     def data(self) -> dict[str, Any]:
         return {
@@ -111,6 +121,9 @@ class SetGroupAssignment(Change):
     @property
     def target(self) -> str:
         return f"group {self.group_name or self.group_id}"
+
+    def describe(self) -> str:
+        return f"assign {self.target} to {self.policy} (rank {self.rank})"
 
     def data(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -139,6 +152,9 @@ class SetUserAssignment(Change):
     def target(self) -> str:
         return f"user {self.upn or self.user_id}"
 
+    def describe(self) -> str:
+        return f"assign {self.target} to {self.policy}"
+
     def data(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
@@ -162,6 +178,9 @@ class RemoveUserAssignment(Change):
     def target(self) -> str:
         return f"user {self.upn or self.user_id}"
 
+    def describe(self) -> str:
+        return f"unassign {self.target} from {self.policy}"
+
     def data(self) -> dict[str, Any]:
         return {"kind": self.kind, "user_id": self.user_id, "user": self.upn, "from": self.policy}
 
@@ -179,6 +198,9 @@ class RemoveGroupAssignment(Change):
     @property
     def target(self) -> str:
         return f"group {self.group_name or self.group_id}"
+
+    def describe(self) -> str:
+        return f"unassign {self.target} from {self.policy}"
 
     def data(self) -> dict[str, Any]:
         return {
@@ -199,6 +221,9 @@ class DeletePolicy(Change):
     @property
     def target(self) -> str:
         return f"policy {self.name}"
+
+    def describe(self) -> str:
+        return f"delete policy {self.name}"
 
     def data(self) -> dict[str, Any]:
         return {"kind": self.kind, "policy": self.name}

@@ -1077,7 +1077,7 @@ class ChunkedBackend(Wrapper):
                 exc = ForbiddenError("403 from Graph: forbidden", correlation_id=f"corr-{n}")
                 result.failures.extend(UserFailure(u, str(exc)) for u in ids)
                 result.chunks.append(ChunkResult(ids, f"op-{n}", f"corr-{n}", str(exc)))
-                result.attach_to(exc)
+                exc.partial = result
                 raise exc
             self.inner.assign_users(chunk)
             result.succeeded += len(ids)
@@ -1416,7 +1416,7 @@ class LostBatchBackend(Wrapper):
         exc = ServerError("reading batch operation op-7 failed: pwsh exited", status=None)
         result = BulkResult(requested=len(ids), write_requests=1, operation_ids=["op-7"])
         result.chunks.append(ChunkResult(ids, "op-7", error=str(exc), unknown=True))
-        result.attach_to(exc)
+        exc.partial = result
         raise exc
 
 

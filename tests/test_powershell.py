@@ -591,7 +591,7 @@ def test_a_batch_whose_outcome_is_not_read_in_time_stops_with_the_batches_sent(
         pytest.raises(ApiError, match="still InProgress") as err,
     ):
         backend.assign_users([(u, "Kitchen") for u in users])
-    partial = err.value.bulk_result
+    partial = err.value.partial
     assert partial.write_requests == 3 and len(partial.operation_ids) == 3
     first, *others = partial.chunks
     assert first.user_ids == tuple(users[:10]) and first.operation_id == partial.operation_ids[0]
@@ -609,7 +609,7 @@ def test_a_denied_grant_stops_the_one_by_one_grants_with_what_was_sent(
     users = sorted(seed.directory.users)[:3]
     with make_backend(seed, tokens) as backend, pytest.raises(ForbiddenError) as err:
         backend.unassign_users(users)
-    partial = err.value.bulk_result
+    partial = err.value.partial
     (denied,) = partial.chunks  # the other two were never sent
     assert denied.user_ids == (users[0],) and denied.error
     assert [f.user_id for f in partial.failures] == [users[0]]

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from ..errors import BridgeError
 from ..state import Group, GroupAssignment, TenantState
 
 
@@ -57,8 +58,8 @@ class BulkResult:
     chunk and not in ``failures`` were never sent).
 
     A backend that stops part-way (an error that every later request would repeat, such as a
-    403, or a transport that died) raises that error with the partial result attached as
-    ``exc.bulk_result`` (``attach_to``), so the caller can still tell which users' requests
+    403, or a transport that died) raises that error with the partial result as its declared
+    ``partial`` (``BridgeError.partial``), so the caller can still tell which users' requests
     went through.
     """
 
@@ -69,14 +70,10 @@ class BulkResult:
     write_requests: int = 0
     chunks: list[ChunkResult] = field(default_factory=list)
 
-    def attach_to(self, exc: BaseException) -> None:
-        """Let ``exc`` (about to be raised) carry this partial result as ``exc.bulk_result``."""
-        exc.bulk_result = self  # type: ignore[attr-defined]
-
 
 def partial_result(exc: BaseException) -> BulkResult | None:
-    """The partial ``BulkResult`` a bulk call attached to ``exc``, if any."""
-    found = getattr(exc, "bulk_result", None)
+    """The partial ``BulkResult`` a bulk call stopped by ``exc`` had done, if any."""
+    found = exc.partial if isinstance(exc, BridgeError) else None
     return found if isinstance(found, BulkResult) else None
 
 

@@ -720,7 +720,7 @@ class PowerShellBackend:
 
     def _assign(self, user_ids: list[str], policy: str | None, result: BulkResult) -> None:
         """Direct assignment of ``policy`` (None removes) to ``user_ids``, into ``result``; an
-        error that stops it is raised with ``result`` attached (``BulkResult.attach_to``)."""
+        error that stops it is raised with ``result`` as its ``partial``."""
         user_ids = list(dict.fromkeys(user_ids))
         result.requested += len(user_ids)
         if not user_ids:
@@ -738,7 +738,7 @@ class PowerShellBackend:
                     if isinstance(exc, ForbiddenError | UnauthorizedError) or not isinstance(
                         exc, ApiError
                     ):
-                        result.attach_to(exc)
+                        exc.partial = result
                         raise
                 else:
                     result.succeeded += 1
@@ -784,7 +784,7 @@ class PowerShellBackend:
                         result.chunks.append(ChunkResult(tuple(other), op_id, unknown=True))
                 if failed_op is None:
                     result.failures.extend(UserFailure(uid, str(exc)) for uid in batch)
-                result.attach_to(exc)
+                exc.partial = result
                 raise
 
     def _collect(self, op_id: str, batch: list[str], result: BulkResult) -> None:

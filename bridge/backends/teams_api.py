@@ -533,13 +533,13 @@ class RestBackend:
             )
             if isinstance(exc, UnauthorizedError | ForbiddenError):
                 # Every later chunk would fail the same way: say it once, and stop.
-                result.attach_to(exc)
+                exc.partial = result
                 raise
         except BridgeError as exc:
             # No token (AuthError): nothing was sent, and nothing later can be.
             result.failures.extend(UserFailure(uid, str(exc)) for uid in users)
             result.chunks.append(ChunkResult(users, error=str(exc)))
-            result.attach_to(exc)
+            exc.partial = result
             raise
         else:
             result.succeeded += len(users)
@@ -573,7 +573,7 @@ class RestBackend:
             (e for _, e in outcomes if isinstance(e, UnauthorizedError | ForbiddenError)), None
         )
         if stop is not None:
-            result.attach_to(stop)
+            stop.partial = result
             raise stop
         return result
 
