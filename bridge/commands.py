@@ -18,10 +18,7 @@ from .desired import load_desired
 from .errors import BridgeError, SnapshotError, StalePlanError, TenantMismatchError
 from .plan import (
     Plan,
-    RemoveGroupAssignment,
-    RemoveUserAssignment,
     SetGroupAssignment,
-    SetUserAssignment,
     diff,
     user_count,
 )
@@ -32,13 +29,6 @@ if TYPE_CHECKING:
     from .planfile import SavedPlan
 
 log = logging.getLogger(__name__)
-
-_ASSIGNMENT_CHANGES = (
-    SetGroupAssignment,
-    RemoveGroupAssignment,
-    SetUserAssignment,
-    RemoveUserAssignment,
-)
 
 
 def check_tenant_guard(desired: DesiredState, current: TenantState, session: Session) -> None:
@@ -104,7 +94,7 @@ def read_members_for_safety(session: Session, current: TenantState, plan: Plan) 
     moves depends on every assigned group a user is in (a direct assignment may restate what a
     group gives), so the members of every assigned group and of every group the plan assigns.
     ``plan`` and ``apply`` both call this, so they reach the same verdict."""
-    if any(isinstance(c, _ASSIGNMENT_CHANGES) for c in plan.changes):
+    if any(c.scope != "policy" for c in plan.changes):
         session.fill_group_members(
             current,
             {*current.group_assignments, *(c.group_id for c in plan.of(SetGroupAssignment))},

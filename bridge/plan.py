@@ -42,33 +42,78 @@ C = TypeVar("C", bound="Change")
 # --------------------------------------------------------------------------- change kinds
 
 
+class Simulation:
+    """The tenant being changed by ``simulate``: each change applies itself (``Change.simulate``)
+    with the service's behaviour (rank renumbering, merge updates)."""
+
+    def __init__(self, current: TenantState):
+        self.policies = dict(current.policies)
+        self.order = [g.group_id for g in current.ranked_groups()]
+        self.groups = dict(current.group_assignments)
+        self.users = dict(current.user_assignments)
+
+
 @dataclass(frozen=True)
 class Change(ABC):
-    """One change to the tenant. ``data()`` is its stable JSON form (plans, journal)."""
+    """One change to the tenant, which describes itself: ``data()`` is its stable JSON form
+    (plans, journal) and ``from_data`` reads it back; ``symbol`` is Terraform's ``+`` create, ``~``
+    update in place, ``-`` destroy; ``describe()`` says it in a few words; ``order`` is its
+    place in the order apply runs; ``scope`` what it changes (a policy, a group's assignment or
+    a user's direct one) and ``subject`` which (policy name, group id, user id)."""
 
     kind: ClassVar[str]
-    symbol: ClassVar[str]  # Terraform's + ~ -
     order: ClassVar[int]
+    scope: ClassVar[str]  # "policy", "group" or "user"
+
+    @property
+    @abstractmethod
+    def symbol(self) -> str: ...
+
+    @property
+    @abstractmethod
+    def subject(self) -> str: ...
 
     @property
     @abstractmethod
     def target(self) -> str: ...
 
     @abstractmethod
-    def data(self) -> dict[str, Any]: ...
-
-    @abstractmethod
     def describe(self) -> str:
         """The change in a few words, for messages: ``create policy Clinical``."""
+
+    @abstractmethod
+    def data(self) -> dict[str, Any]: ...
+
+    @classmethod
+    @abstractmethod
+    def from_data(cls, d: Mapping[str, Any]) -> Change:
+        """The change ``data()`` wrote (may raise KeyError, TypeError, ValueError: see
+        ``change_from_data``)."""
+
+    @abstractmethod
+    def simulate(self, sim: Simulation) -> None:
+        """Apply this change to ``sim`` as the service would."""
+
+    def settings_set(self) -> Mapping[str, Any] | None:
+        """The settings a policy change sets (name -> new value); None for assignments."""
+        return None
 
 
 @dataclass(frozen=True)
 class CreatePolicy(Change):
     kind = "create_policy"
-    symbol = "+"
     order = 0
+    scope = "policy"
     name: str
     settings: Mapping[str, Any]
+
+    @property
+    def symbol(self) -> str:
+        return "+"
+
+    @property
+    def subject(self) -> str:
+        return self.name
 
     @property
     def target(self) -> str:
@@ -80,15 +125,33 @@ class CreatePolicy(Change):
     def data(self) -> dict[str, Any]:
         return {"kind": self.kind, "policy": self.name, "settings": dict(self.settings)}
 
+    @classmethod
+    def from_data(cls, d: Mapping[str, Any]) -> CreatePolicy:
+        return cls(d["policy"], dict(d["settings"]))
+
+    def simulate(self, sim: Simulation) -> None:
+        sim.policies[policy_key(self.name)] = Policy(self.name, dict(self.settings))
+
+    def settings_set(self) -> Mapping[str, Any]:
+        return dict(self.settings)
+
 
 @dataclass(frozen=True)
 class UpdatePolicy(Change):
     kind = "update_policy"
-    symbol = "~"
     order = 0
+    scope = "policy"
     name: str
     # setting -> (current, desired); only settings that differ
     changes: Mapping[str, tuple[Any, Any]]
+
+    @property
+    def symbol(self) -> str:
+        return "~"
+
+    @property
+    def subject(self) -> str:
+        return self.name
 
     @property
     def target(self) -> str:
@@ -104,19 +167,40 @@ class UpdatePolicy(Change):
             "changes": {k: {"from": a, "to": b} for k, (a, b) in self.changes.items()},
         }
 
+    @classmethod
+    def from_data(cls, d: Mapping[str, Any]) -> UpdatePolicy:
+        return cls(d["policy"], {k: (v["from"], v["to"]) for k, v in d["changes"].items()})
+
+    def simulate(self, sim: Simulation) -> None:
+        old = sim.policies.get(policy_key(self.name))
+        settings = dict(old.settings) if old else {}
+        settings.update(self.settings_set())
+        sim.policies[policy_key(self.name)] = Policy(old.name if old else self.name, settings)
+
+    def settings_set(self) -> Mapping[str, Any]:
+        return {k: v for k, (_, v) in self.changes.items()}
+
 
 @dataclass(frozen=True)
 class SetGroupAssignment(Change):
     """Create a group assignment, or replace one (the service has no update: remove then add)."""
 
     kind = "set_group_assignment"
-    symbol = "+"
     order = 1
+    scope = "group"
     group_id: str
     group_name: str | None
     policy: str
     rank: int  # the rank to send; the service renumbers the others around it
     existing: GroupAssignment | None = None
+
+    @property
+    def symbol(self) -> str:
+        return "~" if self.existing else "+"
+
+    @property
+    def subject(self) -> str:
+        return self.group_id
 
     @property
     def target(self) -> str:
@@ -137,16 +221,40 @@ class SetGroupAssignment(Change):
             out["from"] = {"policy": self.existing.policy, "rank": self.existing.rank}
         return out
 
+    @classmethod
+    def from_data(cls, d: Mapping[str, Any]) -> SetGroupAssignment:
+        frm = d.get("from")
+        existing = (
+            GroupAssignment(d["group_id"], frm["policy"], frm["rank"], d.get("group"))
+            if frm
+            else None
+        )
+        return cls(d["group_id"], d.get("group"), d["policy"], int(d["rank"]), existing)
+
+    def simulate(self, sim: Simulation) -> None:
+        if self.group_id in sim.order:
+            sim.order.remove(self.group_id)
+        sim.order.insert(min(self.rank - 1, len(sim.order)), self.group_id)
+        sim.groups[self.group_id] = GroupAssignment(self.group_id, self.policy, 0, self.group_name)
+
 
 @dataclass(frozen=True)
 class SetUserAssignment(Change):
     kind = "set_user_assignment"
-    symbol = "+"
     order = 2
+    scope = "user"
     user_id: str
     upn: str | None
     policy: str
     existing_policy: str | None = None
+
+    @property
+    def symbol(self) -> str:
+        return "~" if self.existing_policy else "+"
+
+    @property
+    def subject(self) -> str:
+        return self.user_id
 
     @property
     def target(self) -> str:
@@ -164,15 +272,30 @@ class SetUserAssignment(Change):
             "from": self.existing_policy,
         }
 
+    @classmethod
+    def from_data(cls, d: Mapping[str, Any]) -> SetUserAssignment:
+        return cls(d["user_id"], d.get("user"), d["policy"], d.get("from"))
+
+    def simulate(self, sim: Simulation) -> None:
+        sim.users[self.user_id] = UserAssignment(self.user_id, self.policy, self.upn)
+
 
 @dataclass(frozen=True)
 class RemoveUserAssignment(Change):
     kind = "remove_user_assignment"
-    symbol = "-"
     order = 3
+    scope = "user"
     user_id: str
     upn: str | None
     policy: str
+
+    @property
+    def symbol(self) -> str:
+        return "-"
+
+    @property
+    def subject(self) -> str:
+        return self.user_id
 
     @property
     def target(self) -> str:
@@ -184,16 +307,31 @@ class RemoveUserAssignment(Change):
     def data(self) -> dict[str, Any]:
         return {"kind": self.kind, "user_id": self.user_id, "user": self.upn, "from": self.policy}
 
+    @classmethod
+    def from_data(cls, d: Mapping[str, Any]) -> RemoveUserAssignment:
+        return cls(d["user_id"], d.get("user"), d["from"])
+
+    def simulate(self, sim: Simulation) -> None:
+        sim.users.pop(self.user_id, None)
+
 
 @dataclass(frozen=True)
 class RemoveGroupAssignment(Change):
     kind = "remove_group_assignment"
-    symbol = "-"
     order = 4
+    scope = "group"
     group_id: str
     group_name: str | None
     policy: str
     rank: int
+
+    @property
+    def symbol(self) -> str:
+        return "-"
+
+    @property
+    def subject(self) -> str:
+        return self.group_id
 
     @property
     def target(self) -> str:
@@ -210,13 +348,31 @@ class RemoveGroupAssignment(Change):
             "from": {"policy": self.policy, "rank": self.rank},
         }
 
+    @classmethod
+    def from_data(cls, d: Mapping[str, Any]) -> RemoveGroupAssignment:
+        frm = d["from"]
+        return cls(d["group_id"], d.get("group"), frm["policy"], frm["rank"])
+
+    def simulate(self, sim: Simulation) -> None:
+        if self.group_id in sim.order:
+            sim.order.remove(self.group_id)
+        sim.groups.pop(self.group_id, None)
+
 
 @dataclass(frozen=True)
 class DeletePolicy(Change):
     kind = "delete_policy"
-    symbol = "-"
     order = 5
+    scope = "policy"
     name: str
+
+    @property
+    def symbol(self) -> str:
+        return "-"
+
+    @property
+    def subject(self) -> str:
+        return self.name
 
     @property
     def target(self) -> str:
@@ -227,6 +383,18 @@ class DeletePolicy(Change):
 
     def data(self) -> dict[str, Any]:
         return {"kind": self.kind, "policy": self.name}
+
+    @classmethod
+    def from_data(cls, d: Mapping[str, Any]) -> DeletePolicy:
+        if is_global(d["policy"]):
+            raise PlanError(
+                "the saved plan deletes the Global policy, which teams-bridge never "
+                "plans: it was edited by hand; run plan again"
+            )
+        return cls(d["policy"])
+
+    def simulate(self, sim: Simulation) -> None:
+        sim.policies.pop(policy_key(self.name), None)
 
 
 CHANGE_KINDS: dict[str, type[Change]] = {
@@ -282,35 +450,10 @@ _REGENERATE = "the plan file was edited or damaged; make it again with 'plan --o
 
 def _change_from_data(d: Mapping[str, Any]) -> Change:
     kind = d.get("kind")
-    if kind == "create_policy":
-        return CreatePolicy(d["policy"], dict(d["settings"]))
-    if kind == "update_policy":
-        return UpdatePolicy(d["policy"], {k: (v["from"], v["to"]) for k, v in d["changes"].items()})
-    if kind == "set_group_assignment":
-        frm = d.get("from")
-        existing = (
-            GroupAssignment(d["group_id"], frm["policy"], frm["rank"], d.get("group"))
-            if frm
-            else None
-        )
-        return SetGroupAssignment(
-            d["group_id"], d.get("group"), d["policy"], int(d["rank"]), existing
-        )
-    if kind == "set_user_assignment":
-        return SetUserAssignment(d["user_id"], d.get("user"), d["policy"], d.get("from"))
-    if kind == "remove_user_assignment":
-        return RemoveUserAssignment(d["user_id"], d.get("user"), d["from"])
-    if kind == "remove_group_assignment":
-        frm = d["from"]
-        return RemoveGroupAssignment(d["group_id"], d.get("group"), frm["policy"], frm["rank"])
-    if kind == "delete_policy":
-        if is_global(d["policy"]):
-            raise PlanError(
-                "the saved plan deletes the Global policy, which teams-bridge never "
-                "plans: it was edited by hand; run plan again"
-            )
-        return DeletePolicy(d["policy"])
-    raise PlanError(f"unknown change kind {kind!r} in saved plan")
+    cls = CHANGE_KINDS.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise PlanError(f"unknown change kind {kind!r} in saved plan")
+    return cls.from_data(d)
 
 
 # --------------------------------------------------------------------------- plan
@@ -351,25 +494,10 @@ class Plan:
 
     @property
     def summary(self) -> dict[str, int]:
-        add = change = destroy = 0
+        counts = {"+": 0, "~": 0, "-": 0}
         for c in self.changes:
-            if isinstance(c, CreatePolicy):
-                add += 1
-            elif isinstance(c, SetGroupAssignment):
-                if c.existing:
-                    change += 1
-                else:
-                    add += 1
-            elif isinstance(c, SetUserAssignment):
-                if c.existing_policy:
-                    change += 1
-                else:
-                    add += 1
-            elif isinstance(c, UpdatePolicy):
-                change += 1
-            else:
-                destroy += 1
-        return {"add": add, "change": change, "destroy": destroy}
+            counts[c.symbol] += 1
+        return {"add": counts["+"], "change": counts["~"], "destroy": counts["-"]}
 
     @property
     def data(self) -> dict[str, Any]:
@@ -415,16 +543,8 @@ class Plan:
 
     def policy_moves(self, current: TenantState) -> dict[str, tuple[str, str]]:
         """user id -> (policy before, policy after), for every user whose policy changes."""
-        direct = {
-            c.user_id
-            for c in self.changes
-            if isinstance(c, SetUserAssignment | RemoveUserAssignment)
-        }
-        changed_groups = {
-            c.group_id
-            for c in self.changes
-            if isinstance(c, SetGroupAssignment | RemoveGroupAssignment)
-        }
+        direct = {c.subject for c in self.changes if c.scope == "user"}
+        changed_groups = {c.subject for c in self.changes if c.scope == "group"}
         member_of: dict[str, list[str]] = {}
         candidates = set(direct)
         for group in current.directory.groups.values():
@@ -469,17 +589,15 @@ class Plan:
         in_use = policies_in_use(current) | policies_in_use(after)
         reasons: list[str] = []
         for c in self.changes:
-            if isinstance(c, CreatePolicy):
-                name, new = c.name, dict(c.settings)
-            elif isinstance(c, UpdatePolicy):
-                name, new = c.name, {k: v for k, (_, v) in c.changes.items()}
-            else:
+            new = c.settings_set()
+            if new is None:
                 continue
+            name = c.subject
             if policy_key(name) not in in_use:
                 continue
             for setting, off in CLINICAL_OFF.items():
                 if setting in new and catalogue.values_equal(setting, new[setting], off):
-                    if isinstance(c, CreatePolicy):
+                    if c.symbol == "+":
                         reasons.append(
                             f"creates policy {name} with {setting} off ({off!r}) and assigns it "
                             "in this plan"
@@ -908,33 +1026,10 @@ def _diff_users(
 def simulate(current: TenantState, plan: Plan) -> TenantState:
     """The tenant as it would be after ``plan``, with the service's behaviour (rank renumbering,
     merge updates). Used by tests and by apply's verification; no I/O."""
-    policies = dict(current.policies)
-    order = [g.group_id for g in current.ranked_groups()]
-    groups = dict(current.group_assignments)
-    users = dict(current.user_assignments)
+    sim = Simulation(current)
     for c in plan.changes:
-        if isinstance(c, CreatePolicy):
-            policies[policy_key(c.name)] = Policy(c.name, dict(c.settings))
-        elif isinstance(c, UpdatePolicy):
-            old = policies.get(policy_key(c.name))
-            settings = dict(old.settings) if old else {}
-            settings.update({k: v for k, (_, v) in c.changes.items()})
-            policies[policy_key(c.name)] = Policy(old.name if old else c.name, settings)
-        elif isinstance(c, DeletePolicy):
-            policies.pop(policy_key(c.name), None)
-        elif isinstance(c, SetGroupAssignment):
-            if c.group_id in order:
-                order.remove(c.group_id)
-            order.insert(min(c.rank - 1, len(order)), c.group_id)
-            groups[c.group_id] = GroupAssignment(c.group_id, c.policy, 0, c.group_name)
-        elif isinstance(c, RemoveGroupAssignment):
-            if c.group_id in order:
-                order.remove(c.group_id)
-            groups.pop(c.group_id, None)
-        elif isinstance(c, SetUserAssignment):
-            users[c.user_id] = UserAssignment(c.user_id, c.policy, c.upn)
-        elif isinstance(c, RemoveUserAssignment):
-            users.pop(c.user_id, None)
+        c.simulate(sim)
+    policies, order, groups, users = sim.policies, sim.order, sim.groups, sim.users
     ranked = [
         GroupAssignment(gid, groups[gid].policy, i + 1, groups[gid].group_name)
         for i, gid in enumerate(order)

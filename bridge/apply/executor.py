@@ -10,9 +10,9 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
-from ..backends.base import Backend, BulkResult, Wanted, partial_result
+from ..backends.base import Backend, Wanted, partial_result
 from ..errors import (
     BridgeError,
     ForbiddenError,
@@ -23,12 +23,12 @@ from ..errors import (
     brief,
 )
 from ..journal import Journal, RunJournal
-from ..plan import Change, Plan, SetGroupAssignment, SetUserAssignment, simulate, state_checksum
+from ..plan import Change, Plan, SetGroupAssignment, simulate, state_checksum
 from ..state import SafetyLimits, TenantState
 from .advice import rerun_advice
-from .bulk import bulk_note, bulk_outcomes, user_id
-from .kinds import kind_of
-from .replace import PENDING_WINDOW, GroupWrites
+from .bulk import bulk_note, bulk_outcomes
+from .kinds import BulkWrite, Kind, Write, kind_of
+from .replace import PENDING_WINDOW, GroupWrites, RestoreOutcome
 from .result import ApplyFailed, ApplyResult, FailedChange, PendingChange, ServiceWarning
 from .verify import verify as verify_writes
 
@@ -274,57 +274,55 @@ class Executor:
         """One write (or one bulk call); False when the run must stop."""
         first = step[0]
         kind = kind_of(first)
-        if kind.write is None:
-            return self._bulk(step)
-        if isinstance(first, SetGroupAssignment):
-            held = self.groups.held_back(first, self.journal.run_id)
+        if kind.bulk is not None:
+            return self._bulk(step, kind)
+        group = first if isinstance(first, SetGroupAssignment) else None
+        if group is not None:
+            held = self.groups.held_back(group, self.journal.run_id)
             if held is not None:
-                self._hold(first, held.why, held.waited)
+                self._hold(group, held.why, held.waited)
                 return True
         self.progress(first.describe())
         self.journal.started(first.data())
         self._warnings()
-        replacing = isinstance(first, SetGroupAssignment) and first.existing is not None
         removed = False
         try:
-            if replacing:
-                assert isinstance(first, SetGroupAssignment)
-                self.groups.remove_for_replacement(first)
+            if group is not None and group.existing is not None:
+                self.groups.remove_for_replacement(group)
                 removed = True
             self.result.write_requests += 1
-            conflict = kind.write(self.groups, first)
+            conflict = cast(Write, kind.write)(self.groups, first)
         except BridgeError as exc:
             error = brief(exc)  # a 403's advice is said once, in the run's message
-            left_without = later = False
-            if removed and isinstance(first, SetGroupAssignment):
-                restored = self.groups.restore(first)
-                error += restored.note
-                left_without, later = restored.left_without_policy, restored.removal_pending
+            restored = self.groups.restore(group) if removed and group else RestoreOutcome("")
             self.result.failed.append(
                 FailedChange(
                     first,
-                    error,
+                    error + restored.note,
                     getattr(exc, "correlation_id", None),
                     forbidden=isinstance(exc, ForbiddenError),
-                    left_without_policy=left_without,
-                    removal_pending=later,
+                    left_without_policy=restored.left_without_policy,
+                    removal_pending=restored.removal_pending,
                     hint=getattr(exc, "hint", None),
                 )
             )
             self.journal.failed(first.data(), exc, warnings=self._warnings(first))
-            log.warning("%s failed: %s", first.describe(), error)
+            log.warning("%s failed: %s", first.describe(), error + restored.note)
             return False
         except BaseException as exc:
             # ^C or SIGTERM between the removal and the add: nobody may be left on Global.
             why = f"interrupted ({type(exc).__name__}) before its answer was read"
-            left_without = later = False
-            if removed and isinstance(first, SetGroupAssignment):
-                restored = self.groups.restore(first, attempts=1)
-                why += restored.note
-                left_without, later = restored.left_without_policy, restored.removal_pending
+            restored = RestoreOutcome("")
+            if removed and group is not None:
+                restored = self.groups.restore(group, attempts=1)
                 log.error("%s interrupted%s", first.describe(), restored.note)
             self.result.failed.append(
-                FailedChange(first, why, left_without_policy=left_without, removal_pending=later)
+                FailedChange(
+                    first,
+                    why + restored.note,
+                    left_without_policy=restored.left_without_policy,
+                    removal_pending=restored.removal_pending,
+                )
             )
             raise
         self.result.done.append(first)
@@ -347,21 +345,16 @@ class Executor:
 
     # ------------------------------------------------------------------ a bulk step
 
-    def _bulk(self, step: list[Change]) -> bool:
+    def _bulk(self, step: list[Change], kind: Kind) -> bool:
         """Every direct user assignment (or removal) in one backend call; the backend chunks."""
         first = step[0]
-        assign = isinstance(first, SetUserAssignment)
-        verb = "assign" if assign else "unassign"
+        verb = kind.bulk or "write"
         self.progress(f"{verb} {len(step)} user(s)")
         j = self.journal
         j.started({"kind": first.kind, "bulk": True}, user_count=len(step))
         stopped: BridgeError | None = None
         try:
-            if assign:
-                pairs = [(c.user_id, c.policy) for c in step if isinstance(c, SetUserAssignment)]
-                bulk: BulkResult = self.backend.assign_users(pairs)
-            else:
-                bulk = self.backend.unassign_users([user_id(c) for c in step])
+            bulk = cast(BulkWrite, kind.write)(self.backend, step)
         except BridgeError as exc:
             partial = partial_result(exc)
             if partial is None:
@@ -472,7 +465,7 @@ def _steps(changes: Sequence[Change]) -> list[list[Change]]:
     """Ordered changes grouped into steps: one per single write, one per run of user changes."""
     steps: list[list[Change]] = []
     for c in changes:
-        if kind_of(c).bulk and steps and type(steps[-1][0]) is type(c):
+        if kind_of(c).bulk is not None and steps and type(steps[-1][0]) is type(c):
             steps[-1].append(c)
         else:
             steps.append([c])

@@ -4,11 +4,12 @@ Everything else about a change it asks the change itself (``describe``, ``data``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .. import catalogue
+from ..backends.base import Backend, BulkResult
 from ..plan import (
     Change,
     CreatePolicy,
@@ -25,17 +26,16 @@ from .replace import GroupWrites
 # A single write: returns why the change is pending rather than done (a 409 the group holds), or
 # None when it is done.
 Write = Callable[[GroupWrites, Any], str | None]
+# A run of user changes in one backend call (the backend chunks), and the verb that says it.
+BulkWrite = Callable[[Backend, Sequence[Any]], BulkResult]
 Mismatch = Callable[[Any, TenantState, TenantState], str | None]
 
 
 @dataclass(frozen=True)
 class Kind:
-    write: Write | None  # None: written in bulk (a run of user changes, one backend call)
+    write: Write | BulkWrite
     mismatch: Mismatch  # what reads show instead of the change's outcome; None when they show it
-
-    @property
-    def bulk(self) -> bool:
-        return self.write is None
+    bulk: str | None = None  # the verb of a bulk write ("assign"); None: a single write
 
 
 def _create(w: GroupWrites, c: CreatePolicy) -> None:
@@ -111,12 +111,20 @@ def _assign_group(w: GroupWrites, c: SetGroupAssignment) -> str | None:
     return w.add(c)
 
 
+def _assign_users(b: Backend, step: Sequence[SetUserAssignment]) -> BulkResult:
+    return b.assign_users([(c.user_id, c.policy) for c in step])
+
+
+def _unassign_users(b: Backend, step: Sequence[RemoveUserAssignment]) -> BulkResult:
+    return b.unassign_users([c.user_id for c in step])
+
+
 KINDS: dict[type[Change], Kind] = {
     CreatePolicy: Kind(_create, _policy_shows),
     UpdatePolicy: Kind(_update, _policy_shows),
     SetGroupAssignment: Kind(_assign_group, _group_shows),
-    SetUserAssignment: Kind(None, _user_shows),
-    RemoveUserAssignment: Kind(None, _user_shows),
+    SetUserAssignment: Kind(_assign_users, _user_shows, bulk="assign"),
+    RemoveUserAssignment: Kind(_unassign_users, _user_shows, bulk="unassign"),
     RemoveGroupAssignment: Kind(_unassign_group, _group_shows),
     DeletePolicy: Kind(_delete, _deleted),
 }
