@@ -109,7 +109,9 @@ class AuthError(BridgeError):
 
 class ApiError(BridgeError):
     """``hint``: what to do about it (a 403's role or permission), also kept apart so a report
-    that lists the failure more than once says it once: ``brief`` is the message without it."""
+    that lists the failure more than once says it once: ``brief`` is the message without it.
+    ``said_by``: who answered, in the transport's words (``409 from Teams admin API``, or the
+    cmdlet), so code above the transport can quote it without knowing the wire."""
 
     def __init__(
         self,
@@ -120,8 +122,10 @@ class ApiError(BridgeError):
         url: str | None = None,
         hint: str | None = None,
         brief: str | None = None,
+        said_by: str | None = None,
     ):
         self.status = status
+        self.said_by = said_by
         self.correlation_id = correlation_id
         self.url = url
         self.hint = hint

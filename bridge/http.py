@@ -647,6 +647,7 @@ class HttpClient:
                 url=self._safe_url(url),
                 hint=self.redact(advice),
                 brief=self.redact(f"403 from {api} [{route}]{said}"),
+                said_by=f"403 from {api}",
             )
         elif status == 404:
             hint = "not found"
@@ -667,7 +668,13 @@ class HttpClient:
             cls: type[ApiError] = ServerError
         else:
             cls = _ERRORS.get(status, ApiError)
-        return cls(message, status=status, correlation_id=correlation_id, url=self._safe_url(url))
+        return cls(
+            message,
+            status=status,
+            correlation_id=correlation_id,
+            url=self._safe_url(url),
+            said_by=f"{status} from {api}",
+        )
 
     def _credential(self) -> str:
         describe = getattr(self.token_provider, "describe", None)

@@ -160,16 +160,11 @@ class Session:
     def tenant_domains(self) -> tuple[str, ...]:
         """The tenant's verified domains (for a domain ``tenant:`` guard); empty when the source
         cannot tell (a snapshot without them)."""
-        graph = getattr(self.backend(), "graph", None)
-        if graph is None:
-            return ()
-        return tuple(graph.organization().verified_domains)
+        return self.backend().domains()
 
     def request_stats(self) -> dict[str, Any]:
         """Requests made so far by route, when the backend talks HTTP."""
-        http = getattr(self._backend, "http", None)
-        stats = getattr(http, "stats", None)
-        return dict(stats) if stats else {}
+        return self._backend.request_stats() if self._backend is not None else {}
 
 
 def tenant_matches(guard: str, tenant_id: str | None, domains: list[str] | None = None) -> bool:

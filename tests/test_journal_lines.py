@@ -36,6 +36,7 @@ from test_apply import (
 )
 
 from bridge.apply import ApplyFailed
+from bridge.backends.base import WriteReceipt
 from bridge.backends.snapshot import MemoryBackend
 from bridge.errors import ServerError
 from bridge.journal import Journal
@@ -49,25 +50,22 @@ class WarnedBackend(Wrapper):
     """An HTTP transport: each write has its correlation id, and the service warns about the
     update of policy Global (as the header carries it)."""
 
-    class Http:
-        def __init__(self) -> None:
-            self.last_correlation_id: str | None = None
-            self.warnings: list[str] = []
-
-        def take_warnings(self) -> list[str]:
-            said, self.warnings = self.warnings, []
-            return said
-
     def __init__(self, inner) -> None:
         super().__init__(inner)
-        self.http = self.Http()
         self.n = 0
+        self.warnings: list[str] = []
+
+    def last_write(self):
+        return WriteReceipt(f"corr-{self.n}" if self.n else None)
+
+    def take_warnings(self):
+        said, self.warnings = self.warnings, []
+        return said
 
     def _call(self, op, fn, *args):
         self.n += 1
-        self.http.last_correlation_id = f"corr-{self.n}"
         if op == "update_policy" and args[0] == "Global":
-            self.http.warnings.append("Setting AllowGiphy is deprecated")
+            self.warnings.append("Setting AllowGiphy is deprecated")
         return fn(*args)
 
 

@@ -60,7 +60,7 @@ def bulk_outcomes(
             lost = f" ({chunk.error})" if chunk.error else ""
             why = (
                 f"sent in batch operation {op}, but the run stopped before its outcome was "
-                f"read{lost}: check it with Get-CsBatchPolicyAssignmentOperation -Identity {op}"
+                f"read{lost}: check it with {chunk.check or 'the service'}"
             )
             out.append(UserOutcome(c, "started", why, cid, op))
         elif uid in failures or (chunk is not None and chunk.error is not None):

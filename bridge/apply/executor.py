@@ -166,15 +166,12 @@ class Executor:
     def _correlation_id(self) -> str | None:
         """The id of the request just sent, so a compliance reviewer can trace a change in
         Microsoft's logs (transports without HTTP writes have none)."""
-        http = getattr(self.backend, "http", None)
-        cid = getattr(http, "last_correlation_id", None)
-        return cid if isinstance(cid, str) else None
+        return self.backend.last_write().correlation_id
 
     def _warnings(self, change: Change | None = None) -> list[str]:
-        """What the service warned since the last call (already logged by the HTTP client),
+        """What the service warned since the last call (already logged by the transport),
         recorded for the summary against ``change``; None drops them (leftovers of reads)."""
-        take = getattr(getattr(self.backend, "http", None), "take_warnings", None)
-        said = list(dict.fromkeys(take())) if callable(take) else []
+        said = list(dict.fromkeys(self.backend.take_warnings()))
         if change is not None:
             self.result.warnings.extend(ServiceWarning(change, w) for w in said)
         return said

@@ -159,12 +159,14 @@ class GroupWrites:
                 "its old policy until the removal takes effect, then has none until apply runs "
                 "again, which adds it (run apply again once plan shows it as an add)"
             )
+        said_by = exc.said_by or f"{exc.status or 409} from the service"
         raise ConflictError(
-            f"409 from Teams admin API: group {c.group_name or c.group_id} already holds policy "
+            f"{said_by}: group {c.group_name or c.group_id} already holds policy "
             f"{held.policy} (rank {held.rank}), not {c.policy} at rank {c.rank}: somebody else "
             "changed it, run plan again",
             status=exc.status,
             correlation_id=exc.correlation_id,
+            said_by=exc.said_by,
         )
 
     # ------------------------------------------------------------------ putting the old row back

@@ -42,7 +42,7 @@ class ChunkResult:
     ``error``: the request failed, so every user of it failed (per-user failures of a request
     that went through are in ``BulkResult.failures``). ``unknown``: sent, but the call stopped
     before its outcome was read (a batch operation not polled to the end): the service may
-    still carry it out.
+    still carry it out; ``check`` says how an admin reads its outcome (the transport's words).
     """
 
     user_ids: tuple[str, ...]
@@ -50,6 +50,7 @@ class ChunkResult:
     correlation_id: str | None = None
     error: str | None = None
     unknown: bool = False
+    check: str | None = None
 
 
 @dataclass
@@ -69,6 +70,15 @@ class BulkResult:
     operation_ids: list[str] = field(default_factory=list)
     write_requests: int = 0
     chunks: list[ChunkResult] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WriteReceipt:
+    """What the transport knows of the request it just sent: its correlation id, so a
+    compliance reviewer can trace a change in Microsoft's logs (None where the transport has
+    none: PowerShell's batch operations carry their ids in ``ChunkResult.operation_id``)."""
+
+    correlation_id: str | None = None
 
 
 def partial_result(exc: BaseException) -> BulkResult | None:
@@ -116,6 +126,25 @@ class Backend(Protocol):
 
     def user_groups(self, user_id: str) -> list[Group]:
         """The groups ``user_id`` is a direct member of (for ``explain``)."""
+        ...
+
+    def last_write(self) -> WriteReceipt:
+        """The request this thread sent last (a write, when called right after one)."""
+        ...
+
+    def take_warnings(self) -> list[str]:
+        """The service warnings received since the last call (each already logged), in order;
+        the next call returns only newer ones."""
+        ...
+
+    def domains(self) -> tuple[str, ...]:
+        """The tenant's verified domains (for a domain ``tenant:`` guard); empty when the source
+        cannot tell (a snapshot without them, a transport without a directory read)."""
+        ...
+
+    def request_stats(self) -> dict[str, Any]:
+        """Requests made so far (``{"total", "retries", "throttled", "routes"}``); empty when
+        the transport does not count them."""
         ...
 
     def close(self) -> None: ...

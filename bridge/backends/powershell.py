@@ -104,7 +104,7 @@ from ..state import (
     bare_name,
     policy_key,
 )
-from .base import BulkResult, ChunkResult, UserFailure, Wanted
+from .base import BulkResult, ChunkResult, UserFailure, Wanted, WriteReceipt
 from .graph import GraphClient
 from .snapshot import policy_from_service
 
@@ -401,6 +401,11 @@ class PwshSession:
                 log.debug("pwsh stderr: %s", self.redact(line))
 
 
+def _check(op_id: str) -> str:
+    """How an admin reads a batch operation's outcome."""
+    return f"Get-CsBatchPolicyAssignmentOperation -Identity {op_id}"
+
+
 def error_from_record(
     record: Any, what: str, clean: Callable[[str], str] = lambda s: s
 ) -> BridgeError:
@@ -420,7 +425,7 @@ def error_from_record(
     if category == "ObjectNotFound":
         return NotFoundError(text, status=404)
     if category in ("ResourceExists", "ResourceBusy"):
-        return ConflictError(text, status=409)
+        return ConflictError(text, status=409, said_by=what)
     if category == "PermissionDenied":
         return ForbiddenError(f"{text}; {ROLE_HINT}", status=403)
     if category in ("AuthenticationError", "SecurityError"):
@@ -550,6 +555,18 @@ class PowerShellBackend:
         if self.tenant_id is None:
             log.warning("cannot verify the token's tenant: the Teams token has no readable tid")
         self._connected = True
+
+    def last_write(self) -> WriteReceipt:
+        return WriteReceipt()  # cmdlets have no correlation id; batches carry operation ids
+
+    def take_warnings(self) -> list[str]:
+        return []
+
+    def domains(self) -> tuple[str, ...]:
+        return ()
+
+    def request_stats(self) -> dict[str, Any]:
+        return {}
 
     def close(self) -> None:
         """Disconnect and end pwsh. Safe to call twice, and after a crash."""
@@ -776,12 +793,18 @@ class PowerShellBackend:
                 failed_op = submitted[0][0] if submitted and submitted[0][1] is batch else None
                 result.chunks.append(
                     ChunkResult(
-                        tuple(batch), failed_op, error=str(exc), unknown=failed_op is not None
+                        tuple(batch),
+                        failed_op,
+                        error=str(exc),
+                        unknown=failed_op is not None,
+                        check=_check(failed_op) if failed_op else None,
                     )
                 )
                 for op_id, other in submitted:
                     if other is not batch:
-                        result.chunks.append(ChunkResult(tuple(other), op_id, unknown=True))
+                        result.chunks.append(
+                            ChunkResult(tuple(other), op_id, unknown=True, check=_check(op_id))
+                        )
                 if failed_op is None:
                     result.failures.extend(UserFailure(uid, str(exc)) for uid in batch)
                 exc.partial = result

@@ -40,7 +40,7 @@ from ..state import (
     wire_identity,
 )
 from ..wire import Fields
-from .base import BulkResult, ChunkResult, UserFailure, Wanted
+from .base import BulkResult, ChunkResult, UserFailure, Wanted, WriteReceipt
 from .graph import GraphClient
 from .snapshot import policy_from_service
 
@@ -584,6 +584,18 @@ class RestBackend:
 
     def user_groups(self, user_id: str) -> list[Group]:
         return self.graph.member_of(user_id)
+
+    def last_write(self) -> WriteReceipt:
+        return WriteReceipt(self.http.last_correlation_id)
+
+    def take_warnings(self) -> list[str]:
+        return self.http.take_warnings()
+
+    def domains(self) -> tuple[str, ...]:
+        return tuple(self.graph.organization().verified_domains)
+
+    def request_stats(self) -> dict[str, Any]:
+        return dict(self.http.stats)
 
     def close(self) -> None:
         self.http.close()
