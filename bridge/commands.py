@@ -22,6 +22,7 @@ from .plan import (
     diff,
     user_count,
 )
+from .safety import SafetyReview
 from .session import Session, tenant_matches
 from .state import DesiredState, TenantState, is_guid
 
@@ -128,8 +129,10 @@ def make_plan(
                 f"warning: {exc}; the share of users this plan moves counts only the members "
                 "the snapshot holds (apply reads them all from the tenant and may refuse)"
             )
-        moved = plan.affected_users(current)
-        needs_force = plan.unsafe_reasons(current, plan.safety)
+        # One review (the after-state and the users moved computed once) for every check.
+        review = SafetyReview(plan, current)
+        moved = review.moved
+        needs_force = review.reasons(plan.safety)
     _log_requests(session)
     if saving:
         from .planfile import effective_limits, looser_than_applied
@@ -139,7 +142,7 @@ def make_plan(
             shown = set(needs_force)
             more = [
                 reason
-                for reason in plan.unsafe_reasons(current, effective_limits(plan.safety))
+                for reason in review.reasons(effective_limits(plan.safety))
                 if reason not in shown
             ]
             if more:
@@ -277,7 +280,7 @@ def run_apply(
                 user_change_floor=request.user_change_floor,
             )
         read_members_for_safety(session, current, plan)
-        plan.raise_if_unsafe(current, limits, request.force)
+        SafetyReview(plan, current).raise_if_unsafe(limits, request.force)
         if not confirm(plan):
             return ApplyOutcome(["Apply cancelled; nothing was changed."], cancelled=True)
         journal = Journal(request.journal_path) if request.journal_path else None

@@ -19,7 +19,16 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from . import catalogue
-from .errors import PlanError, UnsafePlanError
+from .errors import PlanError
+from .safety import (  # noqa: F401 (re-exported: plan was their home)
+    CLINICAL_OFF,
+    SafetyReview,
+    Simulation,
+    policies_in_use,
+    share_over_limit,
+    simulate,
+    user_count,
+)
 from .state import (
     BUILTIN_POLICIES,
     MAX_GROUP_ASSIGNMENTS,
@@ -40,17 +49,6 @@ PLAN_SCHEMA_VERSION = 1
 C = TypeVar("C", bound="Change")
 
 # --------------------------------------------------------------------------- change kinds
-
-
-class Simulation:
-    """The tenant being changed by ``simulate``: each change applies itself (``Change.simulate``)
-    with the service's behaviour (rank renumbering, merge updates)."""
-
-    def __init__(self, current: TenantState):
-        self.policies = dict(current.policies)
-        self.order = [g.group_id for g in current.ranked_groups()]
-        self.groups = dict(current.group_assignments)
-        self.users = dict(current.user_assignments)
 
 
 @dataclass(frozen=True)
@@ -96,6 +94,10 @@ class Change(ABC):
 
     def settings_set(self) -> Mapping[str, Any] | None:
         """The settings a policy change sets (name -> new value); None for assignments."""
+        return None
+
+    def replaces(self) -> tuple[str, str] | None:
+        """(old policy, new policy) of a group assignment this change replaces, or None."""
         return None
 
 
@@ -230,6 +232,9 @@ class SetGroupAssignment(Change):
             else None
         )
         return cls(d["group_id"], d.get("group"), d["policy"], int(d["rank"]), existing)
+
+    def replaces(self) -> tuple[str, str] | None:
+        return (self.existing.policy, self.policy) if self.existing else None
 
     def simulate(self, sim: Simulation) -> None:
         if self.group_id in sim.order:
@@ -532,163 +537,23 @@ class Plan:
             safety=_safety_from_data(d.get("safety")),
         )
 
-    # ---------------------------------------------------------------- safety
+    # ---------------------------------------------------------------- safety (see safety.py)
 
     def affected_users(self, current: TenantState) -> set[str]:
-        """User ids whose *effective* policy this plan changes (a direct assignment wins; then the
-        best-ranked assigned group the user is a direct member of; then Global). A re-rank or a
-        reassignment counts only for members whose winning policy really changes. Membership comes
-        from the groups whose members were read (``Session.fill_group_members``)."""
-        return set(self.policy_moves(current))
+        """User ids whose *effective* policy this plan changes (``SafetyReview.moved``)."""
+        return SafetyReview(self, current).moved
 
     def policy_moves(self, current: TenantState) -> dict[str, tuple[str, str]]:
-        """user id -> (policy before, policy after), for every user whose policy changes."""
-        direct = {c.subject for c in self.changes if c.scope == "user"}
-        changed_groups = {c.subject for c in self.changes if c.scope == "group"}
-        member_of: dict[str, list[str]] = {}
-        candidates = set(direct)
-        for group in current.directory.groups.values():
-            for uid in group.members or ():
-                member_of.setdefault(uid, []).append(group.id)
-                if group.id in changed_groups:
-                    candidates.add(uid)
-        if not candidates:
-            return {}
-        after = simulate(current, self)
-        moves = {}
-        for uid in candidates:
-            groups = member_of.get(uid, ())
-            before_policy = current.effective(uid, groups)[0]
-            after_policy = after.effective(uid, groups)[0]
-            if policy_key(before_policy) != policy_key(after_policy):
-                moves[uid] = (before_policy, after_policy)
-        return moves
+        """user id -> (policy before, policy after) (``SafetyReview.moves``)."""
+        return SafetyReview(self, current).moves
 
     def unsafe_reasons(self, current: TenantState, limits: SafetyLimits) -> list[str]:
-        """Every safety limit this plan is over, with the numbers. Exactly at a limit is allowed."""
-        reasons: list[str] = []
-        deletes = len(self.of(DeletePolicy))
-        if deletes > limits.max_policy_deletes:
-            reasons.append(
-                f"{deletes} policy deletions is over the limit of {limits.max_policy_deletes} "
-                f"({deletes}/{len(current.policies)} policies)"
-            )
-        over = share_over_limit(current, self.affected_users(current), limits)
-        if over:
-            reasons.append(over)
-        if limits.protect_clinical_settings:
-            reasons.extend(self._clinical_reasons(current))
-        return reasons
-
-    def _clinical_reasons(self, current: TenantState) -> list[str]:
-        """Read receipts or priority notifications switched off for somebody: in a policy that
-        applies to somebody before or after this plan (a new policy assigned in the same plan
-        counts), or by moving a group or users from a policy that has them on to one that has
-        them off."""
-        after = simulate(current, self)
-        in_use = policies_in_use(current) | policies_in_use(after)
-        reasons: list[str] = []
-        for c in self.changes:
-            new = c.settings_set()
-            if new is None:
-                continue
-            name = c.subject
-            if policy_key(name) not in in_use:
-                continue
-            for setting, off in CLINICAL_OFF.items():
-                if setting in new and catalogue.values_equal(setting, new[setting], off):
-                    if c.symbol == "+":
-                        reasons.append(
-                            f"creates policy {name} with {setting} off ({off!r}) and assigns it "
-                            "in this plan"
-                        )
-                    else:
-                        reasons.append(
-                            f"turns {setting} off ({off!r}) in policy {name}, which is in use"
-                        )
-        return reasons + self._clinical_moves(current, after)
-
-    def _clinical_moves(self, current: TenantState, after: TenantState) -> list[str]:
-        """People who lose read receipts or priority notifications because they get another
-        policy: a group reassigned, a new or removed assignment, a re-rank."""
-
-        def lost(old: str, new: str) -> list[str]:
-            before_p, after_p = current.policy(old), after.policy(new)
-            was = before_p.settings if before_p else {}
-            now = after_p.settings if after_p else {}
-            return [
-                setting
-                for setting, off in CLINICAL_OFF.items()
-                if catalogue.values_equal(setting, now.get(setting), off)
-                and not catalogue.values_equal(setting, was.get(setting), off)
-            ]
-
-        reasons = []
-        for c in self.changes:
-            # Said per group as well, as it needs no member reads (plan shows it too).
-            if isinstance(c, SetGroupAssignment) and c.existing is not None:
-                settings = lost(c.existing.policy, c.policy)
-                if settings:
-                    reasons.append(
-                        f"moves group {c.group_name or c.group_id} from {c.existing.policy} to "
-                        f"{c.policy}, which has {' and '.join(settings)} off"
-                    )
-        counts: dict[tuple[str, str, str], int] = {}
-        for before, after_policy in self.policy_moves(current).values():
-            for setting in lost(before, after_policy):
-                key = (setting, _spelled(current, before), _spelled(after, after_policy))
-                counts[key] = counts.get(key, 0) + 1
-        for (setting, before, after_policy), n in sorted(counts.items()):
-            reasons.append(
-                f"{n} user(s) would lose {setting} (moving from {before} to {after_policy})"
-            )
-        return reasons
+        """Every safety limit this plan is over, with the numbers (``SafetyReview.reasons``);
+        to check against more than one set of limits, make one ``SafetyReview``."""
+        return SafetyReview(self, current).reasons(limits)
 
     def raise_if_unsafe(self, current: TenantState, limits: SafetyLimits, force: bool) -> None:
-        reasons = self.unsafe_reasons(current, limits)
-        if reasons and not force:
-            raise UnsafePlanError(
-                "the plan is over a safety limit:\n  - "
-                + "\n  - ".join(reasons)
-                + "\nreview it, then re-run with --force (or change the limits in the file's "
-                "safety: block)"
-            )
-
-
-def user_count(current: TenantState, moved: set[str]) -> int:
-    """Users in the tenant, for the share of them a change moves. Members read from groups may
-    include people the directory read did not list; counting them keeps the share at most 100 %."""
-    return len(set(current.directory.users) | moved)
-
-
-def share_over_limit(current: TenantState, moved: set[str], limits: SafetyLimits) -> str | None:
-    """Why moving ``moved`` (user ids) is over the share-of-users limit, or None. The share
-    counts only above the floor: moving ``user_change_floor`` people or fewer is routine, however
-    small the tenant."""
-    if len(moved) <= limits.user_change_floor:
-        return None
-    total = user_count(current, moved)
-    share = len(moved) / total
-    if share <= limits.max_user_change_share:
-        return None
-    return (
-        f"{len(moved)} of {total} users ({share:.1%}) would get a different policy, over the "
-        f"limit of {_percent(limits.max_user_change_share)} (it applies when more than "
-        f"{limits.user_change_floor} users move)"
-    )
-
-
-# Values that switch off what clinicians rely on: they always need --force in a policy in use.
-CLINICAL_OFF: dict[str, Any] = {"ReadReceiptsEnabledType": "None", "AllowPriorityMessages": False}
-
-
-def _percent(share: float) -> str:
-    return f"{share * 100:g}%"
-
-
-def _spelled(state: TenantState, name: str) -> str:
-    policy = state.policy(name)
-    return policy.name if policy else name
+        SafetyReview(self, current).raise_if_unsafe(limits, force)
 
 
 def _safety_from_data(data: Any) -> SafetyLimits:
@@ -699,14 +564,6 @@ def _safety_from_data(data: Any) -> SafetyLimits:
         return SafetyLimits(**{k: v for k, v in data.items() if k in known})
     except TypeError as exc:
         raise PlanError(f"saved plan has unreadable safety limits: {exc}") from exc
-
-
-def policies_in_use(state: TenantState) -> set[str]:
-    """Keys of policies that apply to somebody: Global always, and every assigned one."""
-    used = {"global"}
-    used.update(policy_key(g.policy) for g in state.group_assignments.values())
-    used.update(policy_key(u.policy) for u in state.user_assignments.values())
-    return used
 
 
 # --------------------------------------------------------------------------- diff
@@ -1018,22 +875,3 @@ def _diff_users(
                 ua_cur = current.user_assignments[uid]
                 removes.append(RemoveUserAssignment(uid, ua_cur.upn, ua_cur.policy))
     return sets, removes
-
-
-# --------------------------------------------------------------------------- simulation
-
-
-def simulate(current: TenantState, plan: Plan) -> TenantState:
-    """The tenant as it would be after ``plan``, with the service's behaviour (rank renumbering,
-    merge updates). Used by tests and by apply's verification; no I/O."""
-    sim = Simulation(current)
-    for c in plan.changes:
-        c.simulate(sim)
-    policies, order, groups, users = sim.policies, sim.order, sim.groups, sim.users
-    ranked = [
-        GroupAssignment(gid, groups[gid].policy, i + 1, groups[gid].group_name)
-        for i, gid in enumerate(order)
-    ]
-    return TenantState.build(
-        current.tenant_id, policies.values(), ranked, users.values(), current.directory
-    )

@@ -6,15 +6,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from ..plan import (
-    DeletePolicy,
-    Plan,
-    RemoveGroupAssignment,
-    SetGroupAssignment,
-    share_over_limit,
-    simulate,
-    user_count,
-)
+from ..plan import DeletePolicy, Plan, RemoveGroupAssignment, SetGroupAssignment
+from ..safety import SafetyReview, share_over_limit, simulate, user_count
 from ..state import SafetyLimits, TenantState
 from .result import ApplyResult
 
@@ -38,7 +31,8 @@ def rerun_advice(result: ApplyResult, current: TenantState, limits: SafetyLimits
     )
     flags: list[str] = []
     why: list[str] = []
-    moved = rerun.affected_users(now)
+    review = SafetyReview(rerun, now)
+    moved = review.moved
     total = user_count(now, moved) or 1
     share = len(moved) / total
     if share_over_limit(now, moved, limits):
@@ -55,7 +49,7 @@ def rerun_advice(result: ApplyResult, current: TenantState, limits: SafetyLimits
         flags.append(f"--max-policy-deletes {deletes}")
         why.append(f"it still deletes {deletes} policies")
         limits = dataclasses.replace(limits, max_policy_deletes=deletes)
-    others = rerun.unsafe_reasons(now, limits)
+    others = review.reasons(limits)
     if others:
         return (
             "run 'teams-bridge apply FILE --force' to assign it again: the re-run is over "
