@@ -7,19 +7,38 @@ Pure: no I/O. The changes are asked what they are (``scope``, ``subject``, ``sym
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from . import catalogue
 from .errors import UnsafePlanError
 from .state import GroupAssignment, SafetyLimits, TenantState, policy_key
 
-if TYPE_CHECKING:
-    from .plan import Change
-
 # Values that switch off what clinicians rely on: they always need --force in a policy in use.
 CLINICAL_OFF: dict[str, Any] = {"ReadReceiptsEnabledType": "None", "AllowPriorityMessages": False}
+
+
+class Change(Protocol):
+    """What the review asks of a change (``plan.Change`` is one): it never names a kind."""
+
+    @property
+    def scope(self) -> str: ...  # "policy", "group" or "user"
+
+    @property
+    def subject(self) -> str: ...
+
+    @property
+    def symbol(self) -> str: ...
+
+    @property
+    def target(self) -> str: ...
+
+    def settings_set(self) -> Mapping[str, Any] | None: ...
+
+    def replaces(self) -> tuple[str, str] | None: ...
+
+    def simulate(self, sim: Simulation) -> None: ...
 
 
 class HasChanges(Protocol):
