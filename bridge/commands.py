@@ -461,9 +461,11 @@ def run_doctor_checks(session: Session) -> list[Any]:
     else:
         checks = list(run_doctor(session.settings, token_provider=session.token_provider))
     if session.options.transport == "powershell":
-        from .backends.powershell import doctor_checks
+        from .doctor import powershell_checks
 
         # The module version app-only sign-in needs depends on the cloud (unknown: both named).
         settings = session.settings
-        checks.extend(doctor_checks(cloud=settings.cloud if settings else session.options.cloud))
+        checks.extend(
+            powershell_checks(cloud=settings.cloud if settings else session.options.cloud)
+        )
     return checks

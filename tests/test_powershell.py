@@ -25,10 +25,10 @@ from bridge.backends.powershell import (
     PWSH_ARGS,
     PowerShellBackend,
     PwshSession,
-    doctor_checks,
     error_from_record,
 )
 from bridge.desired import parse_desired
+from bridge.doctor import powershell_checks as doctor_checks
 from bridge.errors import (
     ApiError,
     ConflictError,
@@ -802,7 +802,7 @@ def test_without_the_drivers_check_whatif_would_silently_write_nothing(
 ):
     """What the check above guards against, shown on a driver without it: PowerShell binds the
     key as -WhatIf, the cmdlet writes nothing and the call succeeds."""
-    import bridge.backends.powershell as ps
+    import bridge.backends.pwsh as ps
 
     bootstrap = ps._driver_bootstrap()
     encoded = bootstrap.split("'")[1]

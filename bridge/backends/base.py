@@ -18,6 +18,10 @@ from typing import Any, Protocol, runtime_checkable
 from ..errors import BridgeError
 from ..state import Group, GroupAssignment, TenantState
 
+# The policy type teams-bridge manages, as the Teams admin API and the MicrosoftTeams module
+# both name it.
+POLICY_TYPE = "TeamsMessagingPolicy"
+
 
 @dataclass(frozen=True)
 class Wanted:

@@ -40,13 +40,12 @@ from ..state import (
     wire_identity,
 )
 from ..wire import Fields
-from .base import BulkResult, ChunkResult, UserFailure, Wanted, WriteReceipt
+from .base import POLICY_TYPE, BulkResult, ChunkResult, UserFailure, Wanted, WriteReceipt
 from .graph import GraphClient
 from .snapshot import policy_from_service
 
 log = logging.getLogger(__name__)
 
-POLICY_TYPE = "TeamsMessagingPolicy"
 USERS_PAGE_SIZE = 1000  # the service's maximum $top for /Teams.User/users
 GRAPH_ASSIGN_CHUNK = 1000
 _NOTHING = Wanted()
