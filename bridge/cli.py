@@ -553,12 +553,8 @@ def snapshot(ctx: _Ctx, out: str | None) -> None:
     from .backends.snapshot import write_snapshot
 
     with ctx.session() as session:
-        state = session.read()
-        if not state.domains:
-            state.domains = session.tenant_domains()
-        if not session.is_offline:
-            # Group members make the snapshot enough for an offline 'explain'.
-            session.fill_group_members(state, state.directory.groups)
+        # Group members make the snapshot enough for an offline 'explain'.
+        state = session.read(domains=True, all_members=not session.is_offline)
         source = session.source
     if not out:
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")

@@ -37,8 +37,6 @@ def check_tenant_guard(desired: DesiredState, current: TenantState, session: Ses
     the token's tenant, or a domain, compared with the tenant's verified domains)."""
     if not desired.tenant:
         return
-    if not is_guid(desired.tenant) and not current.domains:
-        current.domains = session.tenant_domains()
     if not tenant_matches(desired.tenant, current.tenant_id, list(current.domains)):
         known = current.tenant_id or "unknown"
         if current.domains:

@@ -117,8 +117,19 @@ class Session:
         self._backend = make_backend(self.options.transport, self.settings, self.token_provider)
         return self._backend
 
-    def read(self, desired: DesiredState | None = None) -> TenantState:
-        """The tenant's whole current state, with the names ``desired`` uses resolved."""
+    def read(
+        self,
+        desired: DesiredState | None = None,
+        *,
+        domains: bool | None = None,
+        all_members: bool = False,
+    ) -> TenantState:
+        """The tenant's whole current state, with the names ``desired`` uses resolved.
+
+        ``domains``: with the tenant's verified domains when the source did not give them (None:
+        when ``desired`` guards with a domain ``tenant:``). ``all_members``: with the members of
+        every group (a snapshot's groups, for an offline ``explain``). What a read needs is read
+        here, not patched into the state by each caller afterwards."""
         wanted = Wanted()
         if desired is not None:
             wanted = Wanted(
@@ -127,9 +138,18 @@ class Session:
             )
         backend = self.backend()
         if self.activity is None:
-            return backend.read(wanted)
-        with self.activity("reading the tenant", self._request_count):
-            return backend.read(wanted)
+            state = backend.read(wanted)
+        else:
+            with self.activity("reading the tenant", self._request_count):
+                state = backend.read(wanted)
+        if domains is None:
+            guard = desired.tenant if desired is not None else None
+            domains = bool(guard) and not is_guid(guard or "")
+        if domains and not state.domains:
+            state.domains = self.tenant_domains()
+        if all_members:
+            self.fill_group_members(state, state.directory.groups)
+        return state
 
     def _request_count(self) -> int:
         return int(self.request_stats().get("total", 0))
