@@ -93,7 +93,11 @@ from ..state import (
 from .base import POLICY_TYPE, BulkResult, ChunkResult, UserFailure, Wanted, WriteReceipt
 from .graph import GraphClient
 from .pwsh import (
+    INSTALL_HINT,
     PWSH_ARGS,
+    PWSH_INSTALL_HINT,
+    ROLE_HINT,
+    UPDATE_HINT,
     PwshSession,
     _dotted,
     best_module,
@@ -640,8 +644,12 @@ def _operation_id(out: list[Any]) -> str:
     return first
 
 
-__all__ = [
+__all__ = [  # the pwsh names are re-exported: they were defined here first
+    "INSTALL_HINT",
     "PWSH_ARGS",
+    "PWSH_INSTALL_HINT",
+    "ROLE_HINT",
+    "UPDATE_HINT",
     "GroupDirectory",
     "PowerShellBackend",
     "PwshSession",
