@@ -91,7 +91,7 @@ from ..state import (
     policy_key,
 )
 from .base import POLICY_TYPE, BulkResult, ChunkResult, UserFailure, Wanted, WriteReceipt
-from .graph import GraphClient
+from .graph import GraphClient, Organization
 from .pwsh import (
     INSTALL_HINT,
     PWSH_ARGS,
@@ -137,6 +137,10 @@ class GroupDirectory(Protocol):
     def member_of(self, user_id: str) -> list[Group]: ...
 
     def group_members(self, group_id: str) -> list[str]: ...
+
+    def organization(self) -> Organization:
+        """The tenant's verified domains (for a domain ``tenant:`` guard)."""
+        ...
 
 
 def _check(op_id: str) -> str:
@@ -255,7 +259,7 @@ class PowerShellBackend:
         return []
 
     def domains(self) -> tuple[str, ...]:
-        return ()
+        return tuple(self.graph.organization().verified_domains)  # from Graph, as REST does
 
     def request_stats(self) -> dict[str, Any]:
         return {}
