@@ -1,14 +1,19 @@
-"""A bulk step's outcome user by user, from what the backend reported: pure, no backend, no
-journal (the executor records the outcomes)."""
+"""A bulk step's outcome user by user, from what the backend reported (``bulk_outcomes``: pure,
+no backend, no journal), and how the outcomes are recorded in the run's result and journal."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..backends.base import BulkResult
 from ..errors import BridgeError, ForbiddenError, brief
+from ..journal import RunJournal
 from ..plan import Change, RemoveUserAssignment, SetUserAssignment
+from .result import ApplyResult, FailedChange
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -93,3 +98,85 @@ def bulk_note(
     if n_failed:
         return f"{n_failed} of {len(outcomes)} user(s) failed"
     return None
+
+
+def record_outcomes(
+    result: ApplyResult,
+    journal: RunJournal,
+    verb: str,
+    outcomes: Sequence[UserOutcome],
+    bulk: BulkResult,
+    stopped: BridgeError | None,
+    correlation_id: str | None,
+) -> bool:
+    """Each user's outcome into ``result``, and the step's lines (a summary, then one per user)
+    into the journal at once. False when any user did not go through (the run stops)."""
+    for o in outcomes:
+        if o.result == "ok":
+            result.done.append(o.change)
+        elif o.result == "not_attempted":
+            result.not_attempted.append(o.change)
+        else:
+            why = o.why or "failed"
+            result.failed.append(
+                FailedChange(o.change, why, o.correlation_id, o.forbidden, hint=o.hint)
+            )
+    lines = [
+        journal.line(
+            o.change.data(),
+            o.result,
+            o.why,
+            correlation_id=None if o.result in ("started", "not_attempted") else o.correlation_id,
+            operation_id=o.operation_id,
+        )
+        for o in outcomes
+    ]
+    note = bulk_note(verb, outcomes, bulk, stopped)
+    summary = {
+        "kind": outcomes[0].change.kind if outcomes else None,
+        "bulk": True,
+        "operation_ids": list(bulk.operation_ids),
+        "write_requests": bulk.write_requests,
+    }
+    head = journal.line(
+        summary,
+        "failed" if note else "ok",
+        note,
+        user_count=len(outcomes),
+        correlation_id=correlation_id,
+    )
+    journal.write([head, *lines])
+    n_failed = sum(1 for o in outcomes if o.result != "ok")
+    unsent = sum(1 for o in outcomes if o.result == "not_attempted")
+    log.log(
+        logging.WARNING if note else logging.INFO,
+        "%s %d user(s): %d ok, %d failed, %d not attempted, operations %s%s",
+        verb,
+        len(outcomes),
+        len(outcomes) - n_failed,
+        n_failed - unsent,
+        unsent,
+        bulk.operation_ids or "-",
+        f"; stopped: {stopped}" if stopped is not None else "",
+    )
+    return not n_failed
+
+
+def record_lost(
+    result: ApplyResult,
+    journal: RunJournal,
+    step: Sequence[Change],
+    verb: str,
+    exc: BridgeError,
+) -> None:
+    """A bulk call raised without saying which of its requests went through: every user is
+    failed here, and the re-run's plan shows what is still missing."""
+    error = f"{verb} {len(step)} user(s): {brief(exc)}"
+    cid = getattr(exc, "correlation_id", None)
+    forbidden = isinstance(exc, ForbiddenError)
+    hint = getattr(exc, "hint", None)
+    result.write_requests += 1
+    result.failed.extend(FailedChange(c, error, cid, forbidden, hint=hint) for c in step)
+    note = f"{exc} (earlier requests of this bulk call may have been applied)"
+    journal.write([journal.line(c.data(), "failed", note) for c in step])
+    log.warning("bulk %s failed: %s", verb, exc)

@@ -26,7 +26,7 @@ from ..journal import Journal, RunJournal
 from ..plan import Change, Plan, SetGroupAssignment, simulate, state_checksum
 from ..state import SafetyLimits, TenantState
 from .advice import rerun_advice
-from .bulk import bulk_note, bulk_outcomes
+from .bulk import bulk_outcomes, record_lost, record_outcomes
 from .kinds import BulkWrite, Kind, Write, kind_of
 from .replace import PENDING_WINDOW, GroupWrites, RestoreOutcome
 from .result import ApplyFailed, ApplyResult, FailedChange, PendingChange, ServiceWarning
@@ -344,93 +344,24 @@ class Executor:
 
     def _bulk(self, step: list[Change], kind: Kind) -> bool:
         """Every direct user assignment (or removal) in one backend call; the backend chunks."""
-        first = step[0]
         verb = kind.bulk or "write"
         self.progress(f"{verb} {len(step)} user(s)")
-        j = self.journal
-        j.started({"kind": first.kind, "bulk": True}, user_count=len(step))
+        self.journal.started({"kind": step[0].kind, "bulk": True}, user_count=len(step))
         stopped: BridgeError | None = None
         try:
             bulk = cast(BulkWrite, kind.write)(self.backend, step)
         except BridgeError as exc:
             partial = partial_result(exc)
             if partial is None:
-                self._bulk_lost(step, verb, exc)
+                record_lost(self.result, self.journal, step, verb, exc)
                 return False
             # The backend stopped part-way and says which requests went through.
             stopped, bulk = exc, partial
         self.result.write_requests += bulk.write_requests
         outcomes = bulk_outcomes(step, bulk, stopped, one_request_id=self._correlation_id())
-        r = self.result
-        for o in outcomes:
-            if o.result == "ok":
-                r.done.append(o.change)
-            elif o.result == "not_attempted":
-                r.not_attempted.append(o.change)
-            else:
-                r.failed.append(
-                    FailedChange(
-                        o.change, o.why or "failed", o.correlation_id, o.forbidden, hint=o.hint
-                    )
-                )
-        lines = [
-            j.line(
-                o.change.data(),
-                o.result,
-                o.why,
-                correlation_id=None
-                if o.result in ("started", "not_attempted")
-                else o.correlation_id,
-                operation_id=o.operation_id,
-            )
-            for o in outcomes
-        ]
-        note = bulk_note(verb, outcomes, bulk, stopped)
-        summary = {
-            "kind": first.kind,
-            "bulk": True,
-            "operation_ids": list(bulk.operation_ids),
-            "write_requests": bulk.write_requests,
-        }
-        j.write(
-            [
-                j.line(
-                    summary,
-                    "failed" if note else "ok",
-                    note,
-                    user_count=len(step),
-                    correlation_id=self._correlation_id(),
-                ),
-                *lines,
-            ]
+        return record_outcomes(
+            self.result, self.journal, verb, outcomes, bulk, stopped, self._correlation_id()
         )
-        n_failed = sum(1 for o in outcomes if o.result != "ok")
-        unsent = sum(1 for o in outcomes if o.result == "not_attempted")
-        log.log(
-            logging.WARNING if note else logging.INFO,
-            "%s %d user(s): %d ok, %d failed, %d not attempted, operations %s%s",
-            verb,
-            len(step),
-            len(step) - n_failed,
-            n_failed - unsent,
-            unsent,
-            bulk.operation_ids or "-",
-            f"; stopped: {stopped}" if stopped is not None else "",
-        )
-        return not n_failed
-
-    def _bulk_lost(self, step: list[Change], verb: str, exc: BridgeError) -> None:
-        """A bulk call raised without saying which of its requests went through: every user is
-        failed here, and the re-run's plan shows what is still missing."""
-        error = f"{verb} {len(step)} user(s): {brief(exc)}"
-        cid = getattr(exc, "correlation_id", None)
-        forbidden = isinstance(exc, ForbiddenError)
-        hint = getattr(exc, "hint", None)
-        self.result.write_requests += 1
-        self.result.failed.extend(FailedChange(c, error, cid, forbidden, hint=hint) for c in step)
-        note = f"{exc} (earlier requests of this bulk call may have been applied)"
-        self.journal.write([self.journal.line(c.data(), "failed", note) for c in step])
-        log.warning("bulk %s failed: %s", verb, exc)
 
 
 def interrupted_result(exc: BaseException) -> ApplyResult | None:
