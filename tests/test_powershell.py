@@ -581,7 +581,7 @@ def test_doctor_without_pwsh():
 def test_a_batch_whose_outcome_is_not_read_in_time_stops_with_the_batches_sent(
     fake, seed, tokens, monkeypatch
 ):
-    import bridge.backends.powershell as ps
+    import bridge.backends.powershell_bulk as ps
 
     monkeypatch.setattr(ps, "BATCH_SIZE", 10)
     users = sorted(seed.directory.users)[:25]
