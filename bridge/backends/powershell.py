@@ -51,8 +51,8 @@ than app-only sign-in needs in the configured cloud (4.7.1; 5.0.1 in GCC High an
 ``TransportError`` with the version found, the version needed and the fix; ``doctor`` reports the
 same (``requirements``).
 
-Bulk (``powershell_bulk``). Up to ``GRANT_ONE_BY_ONE_MAX`` users of one policy are granted one by one
-(``Grant-CsTeamsMessagingPolicy``; ``-PolicyName $null`` removes); more go through
+Bulk (``powershell_bulk``). Up to ``GRANT_ONE_BY_ONE_MAX`` users of one policy are granted one
+by one (``Grant-CsTeamsMessagingPolicy``; ``-PolicyName $null`` removes); more go through
 ``New-CsBatchPolicyAssignmentOperation`` in batches of 5,000, at most ``BATCHES_IN_FLIGHT`` at a
 time, each polled with ``Get-CsBatchPolicyAssignmentOperation`` until ``Completed``; users whose
 ``UserState`` result is not ``Success`` come back as ``BulkResult.failures``.
