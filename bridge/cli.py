@@ -554,14 +554,13 @@ def snapshot(ctx: _Ctx, out: str | None) -> None:
     from .roles import ATTRIBUTES
 
     with ctx.session() as session:
-        # Every attribute a role may name, in the same pages: --snapshot then plans roles.
-        # (A snapshot of a snapshot keeps what the first one holds.)
-        state = session.read(attributes=() if session.is_offline else ATTRIBUTES)
-        if not state.domains:
-            state.domains = session.tenant_domains()
-        if not session.is_offline:
-            # Group members make the snapshot enough for an offline 'explain'.
-            session.fill_group_members(state, state.directory.groups)
+        # Every attribute a role may name, in the same pages: --snapshot then plans roles (a
+        # snapshot of a snapshot keeps what the first one holds). Group members make the
+        # snapshot enough for an offline 'explain'.
+        offline = session.is_offline
+        state = session.read(
+            attributes=() if offline else ATTRIBUTES, domains=True, all_members=not offline
+        )
         source = session.source
     if not out:
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")

@@ -18,13 +18,11 @@ from .desired import load_desired
 from .errors import BridgeError, SnapshotError, StalePlanError, TenantMismatchError
 from .plan import (
     Plan,
-    RemoveGroupAssignment,
-    RemoveUserAssignment,
     SetGroupAssignment,
-    SetUserAssignment,
     diff,
     user_count,
 )
+from .safety import SafetyReview
 from .session import Session, tenant_matches
 from .state import DesiredState, TenantState, is_guid
 
@@ -33,21 +31,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_ASSIGNMENT_CHANGES = (
-    SetGroupAssignment,
-    RemoveGroupAssignment,
-    SetUserAssignment,
-    RemoveUserAssignment,
-)
-
 
 def check_tenant_guard(desired: DesiredState, current: TenantState, session: Session) -> None:
     """Refuse to act on a tenant other than the one the desired file names (an id, compared with
     the token's tenant, or a domain, compared with the tenant's verified domains)."""
     if not desired.tenant:
         return
-    if not is_guid(desired.tenant) and not current.domains:
-        current.domains = session.tenant_domains()
     if not tenant_matches(desired.tenant, current.tenant_id, list(current.domains)):
         known = current.tenant_id or "unknown"
         if current.domains:
@@ -104,7 +93,7 @@ def read_members_for_safety(session: Session, current: TenantState, plan: Plan) 
     moves depends on every assigned group a user is in (a direct assignment may restate what a
     group gives), so the members of every assigned group and of every group the plan assigns.
     ``plan`` and ``apply`` both call this, so they reach the same verdict."""
-    if any(isinstance(c, _ASSIGNMENT_CHANGES) for c in plan.changes):
+    if any(c.scope != "policy" for c in plan.changes):
         session.fill_group_members(
             current,
             {*current.group_assignments, *(c.group_id for c in plan.of(SetGroupAssignment))},
@@ -155,8 +144,10 @@ def make_plan(
                 f"warning: {exc}; the share of users this plan moves counts only the members "
                 "the snapshot holds (apply reads them all from the tenant and may refuse)"
             )
-        moved = plan.affected_users(current)
-        needs_force = plan.unsafe_reasons(current, plan.safety)
+        # One review (the after-state and the users moved computed once) for every check.
+        review = SafetyReview(plan, current)
+        moved = review.moved
+        needs_force = review.reasons(plan.safety)
     _log_requests(session)
     if saving:
         from .planfile import effective_limits, looser_than_applied
@@ -166,7 +157,7 @@ def make_plan(
             shown = set(needs_force)
             more = [
                 reason
-                for reason in plan.unsafe_reasons(current, effective_limits(plan.safety))
+                for reason in review.reasons(effective_limits(plan.safety))
                 if reason not in shown
             ]
             if more:
@@ -307,7 +298,7 @@ def run_apply(
                 user_change_floor=request.user_change_floor,
             )
         read_members_for_safety(session, current, plan)
-        plan.raise_if_unsafe(current, limits, request.force)
+        SafetyReview(plan, current).raise_if_unsafe(limits, request.force)
         if not confirm(plan):
             return ApplyOutcome(["Apply cancelled; nothing was changed."], cancelled=True)
         journal = Journal(request.journal_path) if request.journal_path else None
@@ -320,6 +311,7 @@ def run_apply(
             verify_timeout=request.verify_timeout,
             on_progress=progress,
             limits=limits,
+            fresh=True,  # made from ``current`` just now, or check_fresh above
         )
     _log_requests(session)
     lines = list(result.summary_lines())
@@ -528,9 +520,11 @@ def run_doctor_checks(session: Session) -> list[Any]:
     else:
         checks = list(run_doctor(session.settings, token_provider=session.token_provider))
     if session.options.transport == "powershell":
-        from .backends.powershell import doctor_checks
+        from .doctor import powershell_checks
 
         # The module version app-only sign-in needs depends on the cloud (unknown: both named).
         settings = session.settings
-        checks.extend(doctor_checks(cloud=settings.cloud if settings else session.options.cloud))
+        checks.extend(
+            powershell_checks(cloud=settings.cloud if settings else session.options.cloud)
+        )
     return checks

@@ -5,14 +5,16 @@ and says in plain words what to fix. The CLI prints the checks; nothing here pri
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .auth import TEAMS_RESOURCE, TokenProvider, build_token_provider, decode_claims
 from .backends.graph import GraphClient
+from .backends.pwsh import PWSH_INSTALL_HINT, PwshSession, requirements
 from .backends.teams_api import TeamsAdminClient
-from .errors import BridgeError, LoginUnreachableError
+from .errors import BridgeError, LoginUnreachableError, TransportError
 from .http import HttpClient
 from .settings import Settings
 
@@ -210,3 +212,26 @@ def _fix_for(exc: BridgeError) -> str:
     if status == 401:
         return "check BRIDGE_CLOUD, AZURE_TENANT_ID and AZURE_CLIENT_ID"
     return "see the message; run with -v for the request log"
+
+
+def powershell_checks(
+    pwsh: str = "pwsh", *, timeout: float = 60.0, cloud: str | None = None
+) -> list[Check]:
+    """Is pwsh on PATH, which PowerShell, which MicrosoftTeams module (without signing in),
+    against what ``cloud`` needs (None: the configuration could not be read): the PowerShell
+    transport's part of ``doctor``."""
+    exe = shutil.which(pwsh)
+    if exe is None:
+        return [Check("pwsh on PATH", False, f"{pwsh!r} not found on PATH", PWSH_INSTALL_HINT)]
+    checks = [Check("pwsh on PATH", True, exe)]
+    session = PwshSession(pwsh, timeout=timeout)
+    try:
+        hello = session.start()
+    except TransportError as exc:
+        return [*checks, Check("PowerShell", False, str(exc), PWSH_INSTALL_HINT)]
+    finally:
+        session.close()
+    return [
+        *checks,
+        *(Check(r.name, r.ok, r.detail, "" if r.ok else r.fix) for r in requirements(hello, cloud)),
+    ]

@@ -22,18 +22,28 @@ BridgeError
 │   └── InvalidResponseError  the body was not the JSON the API promises
 ├── TransportError         the PowerShell transport failed (pwsh missing, crashed, hung)
 ├── ApplyError             a change failed mid-apply (says what was done and what was not)
+│   └── ApplyFailed        (bridge.apply) ``result``: the ApplyResult, what was done and not
 └── LockError              another run holds the tenant's apply lock
+
+Any ``BridgeError`` may carry ``partial``: what a call that stopped part-way had done (a bulk
+call's ``BulkResult``), so its caller can still journal which users' requests went through.
+
+Interrupted (a KeyboardInterrupt: not a BridgeError, nothing catches it by accident)
+└── Terminated             SIGTERM (a scheduler stopping the job), handled like ^C
+An ``Interrupted`` raised out of apply carries ``result``: what that apply had done.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class BridgeError(Exception):
     exit_code = 1
+    # What a call that stopped part-way had done (a bulk call's ``BulkResult``), or None.
+    partial: Any = None
 
 
 class ConfigError(BridgeError):
@@ -126,7 +136,9 @@ def connection_failure(exc: BaseException) -> str:
 
 class ApiError(BridgeError):
     """``hint``: what to do about it (a 403's role or permission), also kept apart so a report
-    that lists the failure more than once says it once: ``brief`` is the message without it."""
+    that lists the failure more than once says it once: ``brief`` is the message without it.
+    ``said_by``: who answered, in the transport's words (``409 from Teams admin API``, or the
+    cmdlet), so code above the transport can quote it without knowing the wire."""
 
     def __init__(
         self,
@@ -137,8 +149,10 @@ class ApiError(BridgeError):
         url: str | None = None,
         hint: str | None = None,
         brief: str | None = None,
+        said_by: str | None = None,
     ):
         self.status = status
+        self.said_by = said_by
         self.correlation_id = correlation_id
         self.url = url
         self.hint = hint
@@ -190,3 +204,20 @@ class ApplyError(BridgeError):
 
 class LockError(BridgeError):
     pass
+
+
+class Interrupted(KeyboardInterrupt):
+    """^C (or SIGTERM: ``Terminated``) during a run; the process exits 128 + the signal.
+    ``result``: what the interrupted apply had done (an ``ApplyResult``), when it was one."""
+
+    exit_code = 130
+
+    def __init__(self, message: str = "interrupted", result: Any = None):
+        super().__init__(message)
+        self.result = result
+
+
+class Terminated(Interrupted):
+    """SIGTERM (a scheduler stopping the job), handled like ^C; the process exits 128 + 15."""
+
+    exit_code = 143

@@ -55,6 +55,7 @@ from .errors import (
     UnauthorizedError,
     connection_failure,
 )
+from .hints import TEAMS_FORBIDDEN_READ, TEAMS_FORBIDDEN_WRITE, graph_permission
 from .settings import Settings, redact
 from .wire import read_page
 
@@ -81,27 +82,6 @@ _BROTLI = any(importlib.util.find_spec(m) for m in ("brotli", "brotlicffi"))
 ACCEPT_ENCODING = "gzip, deflate, br"
 # How the Teams admin API passes on what a cmdlet would print as a warning (on writes).
 WARNING_HEADER = "X-Ms-ConfigApi-PowerShell-WarningMessage"
-
-# A 403 from the Teams admin API, by what was refused: a write needs Teams Administrator; a read
-# is allowed to Global Reader or Teams Reader as well.
-TEAMS_FORBIDDEN_WRITE = (
-    "the app's service principal needs the Teams Administrator directory role to make changes: "
-    "Entra admin center > Roles and administrators"
-)
-TEAMS_FORBIDDEN_READ = (
-    "the app's service principal needs a directory role that can read Teams settings: Global "
-    "Reader or Teams Reader (or Teams Administrator, which apply needs): Entra admin center > "
-    "Roles and administrators"
-)
-# Graph application permission needed per path prefix (under /v1.0), most specific first.
-GRAPH_PERMISSIONS = (
-    ("/admin/teams/policy", "TeamsPolicyUserAssign.ReadWrite.All"),
-    ("/admin/teams/userConfigurations", "TeamsUserConfiguration.Read.All"),
-    ("/groups", "Group.Read.All"),
-    ("/users/*/memberOf", "GroupMember.Read.All"),
-    ("/users", "User.Read.All"),
-    ("/organization", "Organization.Read.All"),
-)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -299,15 +279,6 @@ def route_of(url: str) -> str:
             seg = seg.split("(", 1)[0] + "(...)"
         out.append(seg)
     return "/".join(out).rstrip("/") or "/"
-
-
-def graph_permission(route: str) -> str:
-    path = re.sub(r"^/v1\.0|^/beta", "", route)
-    for prefix, permission in GRAPH_PERMISSIONS:
-        pattern = "^" + re.escape(prefix).replace(r"\*", "[^/]+")
-        if re.match(pattern, path):
-            return permission
-    return "the Graph application permission for this request"
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -765,6 +736,7 @@ class HttpClient:
                 url=self._safe_url(url),
                 hint=self.redact(advice),
                 brief=self.redact(f"403 from {api} [{route}]{said}"),
+                said_by=f"403 from {api}",
             )
         elif status == 404:
             hint = "not found"
@@ -785,7 +757,13 @@ class HttpClient:
             cls: type[ApiError] = ServerError
         else:
             cls = _ERRORS.get(status, ApiError)
-        return cls(message, status=status, correlation_id=correlation_id, url=self._safe_url(url))
+        return cls(
+            message,
+            status=status,
+            correlation_id=correlation_id,
+            url=self._safe_url(url),
+            said_by=f"{status} from {api}",
+        )
 
     def _credential(self) -> str:
         describe = getattr(self.token_provider, "describe", None)

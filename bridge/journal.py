@@ -445,3 +445,105 @@ class Journal:
                 **counts,
             }
         )
+
+
+class RunJournal:
+    """The lines of one apply run, and the one place they are built: ``run_started``, a change
+    ``started``, ``ok``, ``failed`` or ``pending``, a ``restore`` of a group's old assignment,
+    and ``finished``. Without a journal (None) it writes nothing.
+
+    ``line`` builds a change line without writing it, for the steps that write many at once (a
+    bulk call's summary and one line per user, durable together: see ``Journal.write_many``)."""
+
+    def __init__(self, journal: Journal | None, run_id: str, tenant: str | None):
+        self.journal = journal
+        self.run_id = run_id
+        self.tenant = tenant
+
+    def run_started(
+        self,
+        *,
+        changes: int,
+        summary: Mapping[str, int],
+        state_checksum: str,
+        desired_sha256: str,
+    ) -> None:
+        if self.journal is not None:
+            self.journal.run_started(
+                self.run_id,
+                self.tenant,
+                changes=changes,
+                summary=summary,
+                state_checksum=state_checksum,
+                desired_sha256=desired_sha256,
+            )
+
+    def line(
+        self,
+        change: Mapping[str, Any],
+        result: str,
+        error: BaseException | str | None = None,
+        *,
+        user_count: int | None = None,
+        correlation_id: str | None = None,
+        operation_id: str | None = None,
+        verification: bool = False,
+        warnings: Iterable[str] = (),
+    ) -> dict[str, Any]:
+        return change_entry(
+            self.run_id,
+            self.tenant,
+            change,
+            result,
+            error=error,
+            user_count=user_count,
+            correlation_id=correlation_id,
+            operation_id=operation_id,
+            verification=verification,
+            warnings=warnings,
+        )
+
+    def write(self, lines: Iterable[Mapping[str, Any]]) -> None:
+        if self.journal is not None:
+            self.journal.write_many(lines)
+
+    def started(self, change: Mapping[str, Any], **kw: Any) -> None:
+        self.write([self.line(change, "started", **kw)])
+
+    def ok(self, change: Mapping[str, Any], error: str | None = None, **kw: Any) -> None:
+        self.write([self.line(change, "ok", error, **kw)])
+
+    def failed(self, change: Mapping[str, Any], error: BaseException | str, **kw: Any) -> None:
+        self.write([self.line(change, "failed", error, **kw)])
+
+    def pending(self, change: Mapping[str, Any], why: str, **kw: Any) -> None:
+        self.write([self.line(change, "pending", why, **kw)])
+
+    def restore(
+        self,
+        group_id: str,
+        group: str | None,
+        policy: str,
+        rank: int,
+        error: BaseException | str | None = None,
+        *,
+        correlation_id: str | None = None,
+    ) -> None:
+        """Putting back the assignment a failed replacement removed: ok without ``error``."""
+        change = {
+            "kind": "restore_group_assignment",
+            "group_id": group_id,
+            "group": group,
+            "policy": policy,
+            "rank": rank,
+        }
+        result = "ok" if error is None else "failed"
+        self.write([self.line(change, result, error, correlation_id=correlation_id)])
+
+    def finished(self, result: str, **counts: int | float) -> None:
+        if self.journal is not None:
+            self.journal.run_finished(self.run_id, self.tenant, result, **counts)
+
+    def now(self) -> dt.datetime:
+        assert self.journal is not None
+        return self.journal.now()

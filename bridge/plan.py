@@ -1,6 +1,6 @@
-"""Where a change is decided: ``diff(current, desired) -> Plan``, the change kinds, and the safety
-checks. ``diff`` is pure: no I/O, deterministic order, so a plan can be reviewed, saved, counted
-and compared.
+"""Where a change is decided: ``diff(current, desired) -> Plan``. ``diff`` is pure: no I/O,
+deterministic order, so a plan can be reviewed, saved, counted and compared. The change kinds
+live in ``changes``, the safety checks in ``safety``; both are re-exported here.
 
 Plan order is the order apply executes, chosen so no user is ever pointed at a policy that does
 not exist: create/update policies, set group assignments, set direct user assignments, remove
@@ -13,283 +13,51 @@ import bisect
 import dataclasses
 import hashlib
 import json
-from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 from . import catalogue
-from .errors import PlanError, UnsafePlanError
+from .changes import (  # noqa: F401 (re-exported: plan was their home)
+    CHANGE_KINDS,
+    Change,
+    CreatePolicy,
+    DeletePolicy,
+    RemoveGroupAssignment,
+    RemoveUserAssignment,
+    SetGroupAssignment,
+    SetUserAssignment,
+    UpdatePolicy,
+    change_from_data,
+)
+from .changes import REGENERATE as _REGENERATE
+from .errors import PlanError
 from .roles import MissingAttributes, RoleOutcome
 from .roles import decide as decide_roles
+from .safety import (  # noqa: F401 (re-exported: plan was their home)
+    CLINICAL_OFF,
+    SafetyReview,
+    Simulation,
+    policies_in_use,
+    share_over_limit,
+    simulate,
+    user_count,
+)
 from .state import (
     BUILTIN_POLICIES,
     MAX_GROUP_ASSIGNMENTS,
     DesiredGroupAssignment,
     DesiredState,
     DesiredUserAssignment,
-    GroupAssignment,
-    Policy,
     SafetyLimits,
     TenantState,
     User,
-    UserAssignment,
     is_global,
     policy_key,
 )
-from .text import printable
 
 PLAN_SCHEMA_VERSION = 1
 C = TypeVar("C", bound="Change")
-
-# --------------------------------------------------------------------------- change kinds
-
-
-@dataclass(frozen=True)
-class Change(ABC):
-    """One change to the tenant. ``data()`` is its stable JSON form (plans, journal)."""
-
-    kind: ClassVar[str]
-    symbol: ClassVar[str]  # Terraform's + ~ -
-    order: ClassVar[int]
-
-    @property
-    @abstractmethod
-    def target(self) -> str: ...
-
-    @abstractmethod
-    def data(self) -> dict[str, Any]: ...
-
-
-@dataclass(frozen=True)
-class CreatePolicy(Change):
-    kind = "create_policy"
-    symbol = "+"
-    order = 0
-    name: str
-    settings: Mapping[str, Any]
-
-    @property
-    def target(self) -> str:
-        return f"policy {self.name}"
-
-    def data(self) -> dict[str, Any]:
-        return {"kind": self.kind, "policy": self.name, "settings": dict(self.settings)}
-
-
-@dataclass(frozen=True)
-class UpdatePolicy(Change):
-    kind = "update_policy"
-    symbol = "~"
-    order = 0
-    name: str
-    # setting -> (current, desired); only settings that differ
-    changes: Mapping[str, tuple[Any, Any]]
-
-    @property
-    def target(self) -> str:
-        return f"policy {self.name}"
-
-    def data(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "policy": self.name,
-            "changes": {k: {"from": a, "to": b} for k, (a, b) in self.changes.items()},
-        }
-
-
-@dataclass(frozen=True)
-class SetGroupAssignment(Change):
-    """Create a group assignment, or replace one (the service has no update: remove then add)."""
-
-    kind = "set_group_assignment"
-    symbol = "+"
-    order = 1
-    group_id: str
-    group_name: str | None
-    policy: str
-    rank: int  # the rank to send; the service renumbers the others around it
-    existing: GroupAssignment | None = None
-
-    @property
-    def target(self) -> str:
-        return f"group {self.group_name or self.group_id}"
-
-    def data(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "kind": self.kind,
-            "group_id": self.group_id,
-            "group": self.group_name,
-            "policy": self.policy,
-            "rank": self.rank,
-        }
-        if self.existing:
-            out["from"] = {"policy": self.existing.policy, "rank": self.existing.rank}
-        return out
-
-
-@dataclass(frozen=True)
-class SetUserAssignment(Change):
-    kind = "set_user_assignment"
-    symbol = "+"
-    order = 2
-    user_id: str
-    upn: str | None
-    policy: str
-    existing_policy: str | None = None
-
-    @property
-    def target(self) -> str:
-        return f"user {self.upn or self.user_id}"
-
-    def data(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "user_id": self.user_id,
-            "user": self.upn,
-            "policy": self.policy,
-            "from": self.existing_policy,
-        }
-
-
-@dataclass(frozen=True)
-class RemoveUserAssignment(Change):
-    kind = "remove_user_assignment"
-    symbol = "-"
-    order = 3
-    user_id: str
-    upn: str | None
-    policy: str
-
-    @property
-    def target(self) -> str:
-        return f"user {self.upn or self.user_id}"
-
-    def data(self) -> dict[str, Any]:
-        return {"kind": self.kind, "user_id": self.user_id, "user": self.upn, "from": self.policy}
-
-
-@dataclass(frozen=True)
-class RemoveGroupAssignment(Change):
-    kind = "remove_group_assignment"
-    symbol = "-"
-    order = 4
-    group_id: str
-    group_name: str | None
-    policy: str
-    rank: int
-
-    @property
-    def target(self) -> str:
-        return f"group {self.group_name or self.group_id}"
-
-    def data(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "group_id": self.group_id,
-            "group": self.group_name,
-            "from": {"policy": self.policy, "rank": self.rank},
-        }
-
-
-@dataclass(frozen=True)
-class DeletePolicy(Change):
-    kind = "delete_policy"
-    symbol = "-"
-    order = 5
-    name: str
-
-    @property
-    def target(self) -> str:
-        return f"policy {self.name}"
-
-    def data(self) -> dict[str, Any]:
-        return {"kind": self.kind, "policy": self.name}
-
-
-CHANGE_KINDS: dict[str, type[Change]] = {
-    c.kind: c
-    for c in (
-        CreatePolicy,
-        UpdatePolicy,
-        SetGroupAssignment,
-        SetUserAssignment,
-        RemoveUserAssignment,
-        RemoveGroupAssignment,
-        DeletePolicy,
-    )
-}
-
-
-def change_from_data(d: Mapping[str, Any]) -> Change:
-    """Rebuild a change from its ``data()`` (a saved plan). A change that is not as ``data()``
-    writes it (a missing key, a wrong type) is a ``PlanError``, never a KeyError/TypeError."""
-    if not isinstance(d, Mapping):
-        raise PlanError(f"a change in the saved plan is not an object: {_REGENERATE}")
-    try:
-        change = _change_from_data(d)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        what = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
-        raise PlanError(
-            f"a {d.get('kind')!r} change in the saved plan is not as plan writes it ({what}): "
-            f"{_REGENERATE}"
-        ) from None
-    for f in dataclasses.fields(change):
-        value = getattr(change, f.name)
-        wanted = _FIELD_TYPES.get(str(f.type))
-        if wanted is not None and (not isinstance(value, wanted) or isinstance(value, bool)):
-            raise PlanError(
-                f"a {d.get('kind')!r} change in the saved plan has {f.name} {value!r} of the "
-                f"wrong type: {_REGENERATE}"
-            )
-    return change
-
-
-# Field annotations (text, under ``from __future__ import annotations``) -> the types allowed.
-_FIELD_TYPES: dict[str, tuple[type, ...]] = {
-    "str": (str,),
-    "str | None": (str, type(None)),
-    "int": (int,),
-    "Mapping[str, Any]": (Mapping,),
-    "Mapping[str, tuple[Any, Any]]": (Mapping,),
-}
-
-
-_REGENERATE = "the plan file was edited or damaged; make it again with 'plan --out'"
-
-
-def _change_from_data(d: Mapping[str, Any]) -> Change:
-    kind = d.get("kind")
-    if kind == "create_policy":
-        return CreatePolicy(d["policy"], dict(d["settings"]))
-    if kind == "update_policy":
-        return UpdatePolicy(d["policy"], {k: (v["from"], v["to"]) for k, v in d["changes"].items()})
-    if kind == "set_group_assignment":
-        frm = d.get("from")
-        existing = (
-            GroupAssignment(d["group_id"], frm["policy"], frm["rank"], d.get("group"))
-            if frm
-            else None
-        )
-        return SetGroupAssignment(
-            d["group_id"], d.get("group"), d["policy"], int(d["rank"]), existing
-        )
-    if kind == "set_user_assignment":
-        return SetUserAssignment(d["user_id"], d.get("user"), d["policy"], d.get("from"))
-    if kind == "remove_user_assignment":
-        return RemoveUserAssignment(d["user_id"], d.get("user"), d["from"])
-    if kind == "remove_group_assignment":
-        frm = d["from"]
-        return RemoveGroupAssignment(d["group_id"], d.get("group"), frm["policy"], frm["rank"])
-    if kind == "delete_policy":
-        if is_global(d["policy"]):
-            raise PlanError(
-                "the saved plan deletes the Global policy, which teams-bridge never "
-                "plans: it was edited by hand; run plan again"
-            )
-        return DeletePolicy(d["policy"])
-    raise PlanError(f"unknown change kind {kind!r} in saved plan")
-
 
 # --------------------------------------------------------------------------- plan
 
@@ -331,25 +99,10 @@ class Plan:
 
     @property
     def summary(self) -> dict[str, int]:
-        add = change = destroy = 0
+        counts = {"+": 0, "~": 0, "-": 0}
         for c in self.changes:
-            if isinstance(c, CreatePolicy):
-                add += 1
-            elif isinstance(c, SetGroupAssignment):
-                if c.existing:
-                    change += 1
-                else:
-                    add += 1
-            elif isinstance(c, SetUserAssignment):
-                if c.existing_policy:
-                    change += 1
-                else:
-                    add += 1
-            elif isinstance(c, UpdatePolicy):
-                change += 1
-            else:
-                destroy += 1
-        return {"add": add, "change": change, "destroy": destroy}
+            counts[c.symbol] += 1
+        return {"add": counts["+"], "change": counts["~"], "destroy": counts["-"]}
 
     @property
     def data(self) -> dict[str, Any]:
@@ -385,173 +138,23 @@ class Plan:
             safety=_safety_from_data(d.get("safety")),
         )
 
-    # ---------------------------------------------------------------- safety
+    # ---------------------------------------------------------------- safety (see safety.py)
 
     def affected_users(self, current: TenantState) -> set[str]:
-        """User ids whose *effective* policy this plan changes (a direct assignment wins; then the
-        best-ranked assigned group the user is a direct member of; then Global). A re-rank or a
-        reassignment counts only for members whose winning policy really changes. Membership comes
-        from the groups whose members were read (``Session.fill_group_members``)."""
-        return set(self.policy_moves(current))
+        """User ids whose *effective* policy this plan changes (``SafetyReview.moved``)."""
+        return SafetyReview(self, current).moved
 
     def policy_moves(self, current: TenantState) -> dict[str, tuple[str, str]]:
-        """user id -> (policy before, policy after), for every user whose policy changes."""
-        direct = {
-            c.user_id
-            for c in self.changes
-            if isinstance(c, SetUserAssignment | RemoveUserAssignment)
-        }
-        changed_groups = {
-            c.group_id
-            for c in self.changes
-            if isinstance(c, SetGroupAssignment | RemoveGroupAssignment)
-        }
-        member_of: dict[str, list[str]] = {}
-        candidates = set(direct)
-        for group in current.directory.groups.values():
-            for uid in group.members or ():
-                member_of.setdefault(uid, []).append(group.id)
-                if group.id in changed_groups:
-                    candidates.add(uid)
-        if not candidates:
-            return {}
-        after = simulate(current, self)
-        moves = {}
-        for uid in candidates:
-            groups = member_of.get(uid, ())
-            before_policy = current.effective(uid, groups)[0]
-            after_policy = after.effective(uid, groups)[0]
-            if policy_key(before_policy) != policy_key(after_policy):
-                moves[uid] = (before_policy, after_policy)
-        return moves
+        """user id -> (policy before, policy after) (``SafetyReview.moves``)."""
+        return SafetyReview(self, current).moves
 
     def unsafe_reasons(self, current: TenantState, limits: SafetyLimits) -> list[str]:
-        """Every safety limit this plan is over, with the numbers. Exactly at a limit is allowed."""
-        reasons: list[str] = []
-        deletes = len(self.of(DeletePolicy))
-        if deletes > limits.max_policy_deletes:
-            reasons.append(
-                f"{deletes} policy deletions is over the limit of {limits.max_policy_deletes} "
-                f"({deletes}/{len(current.policies)} policies)"
-            )
-        over = share_over_limit(current, self.affected_users(current), limits)
-        if over:
-            reasons.append(over)
-        if limits.protect_clinical_settings:
-            reasons.extend(self._clinical_reasons(current))
-        return reasons
-
-    def _clinical_reasons(self, current: TenantState) -> list[str]:
-        """Read receipts or priority notifications switched off for somebody: in a policy that
-        applies to somebody before or after this plan (a new policy assigned in the same plan
-        counts), or by moving a group or users from a policy that has them on to one that has
-        them off."""
-        after = simulate(current, self)
-        in_use = policies_in_use(current) | policies_in_use(after)
-        reasons: list[str] = []
-        for c in self.changes:
-            if isinstance(c, CreatePolicy):
-                name, new = c.name, dict(c.settings)
-            elif isinstance(c, UpdatePolicy):
-                name, new = c.name, {k: v for k, (_, v) in c.changes.items()}
-            else:
-                continue
-            if policy_key(name) not in in_use:
-                continue
-            for setting, off in CLINICAL_OFF.items():
-                if setting in new and catalogue.values_equal(setting, new[setting], off):
-                    if isinstance(c, CreatePolicy):
-                        reasons.append(
-                            f"creates policy {name} with {setting} off ({off!r}) and assigns it "
-                            "in this plan"
-                        )
-                    else:
-                        reasons.append(
-                            f"turns {setting} off ({off!r}) in policy {name}, which is in use"
-                        )
-        return reasons + self._clinical_moves(current, after)
-
-    def _clinical_moves(self, current: TenantState, after: TenantState) -> list[str]:
-        """People who lose read receipts or priority notifications because they get another
-        policy: a group reassigned, a new or removed assignment, a re-rank."""
-
-        def lost(old: str, new: str) -> list[str]:
-            before_p, after_p = current.policy(old), after.policy(new)
-            was = before_p.settings if before_p else {}
-            now = after_p.settings if after_p else {}
-            return [
-                setting
-                for setting, off in CLINICAL_OFF.items()
-                if catalogue.values_equal(setting, now.get(setting), off)
-                and not catalogue.values_equal(setting, was.get(setting), off)
-            ]
-
-        reasons = []
-        for c in self.changes:
-            # Said per group as well, as it needs no member reads (plan shows it too).
-            if isinstance(c, SetGroupAssignment) and c.existing is not None:
-                settings = lost(c.existing.policy, c.policy)
-                if settings:
-                    reasons.append(
-                        f"moves group {c.group_name or c.group_id} from {c.existing.policy} to "
-                        f"{c.policy}, which has {' and '.join(settings)} off"
-                    )
-        counts: dict[tuple[str, str, str], int] = {}
-        for before, after_policy in self.policy_moves(current).values():
-            for setting in lost(before, after_policy):
-                key = (setting, _spelled(current, before), _spelled(after, after_policy))
-                counts[key] = counts.get(key, 0) + 1
-        for (setting, before, after_policy), n in sorted(counts.items()):
-            reasons.append(
-                f"{n} user(s) would lose {setting} (moving from {before} to {after_policy})"
-            )
-        return reasons
+        """Every safety limit this plan is over, with the numbers (``SafetyReview.reasons``);
+        to check against more than one set of limits, make one ``SafetyReview``."""
+        return SafetyReview(self, current).reasons(limits)
 
     def raise_if_unsafe(self, current: TenantState, limits: SafetyLimits, force: bool) -> None:
-        reasons = self.unsafe_reasons(current, limits)
-        if reasons and not force:
-            raise UnsafePlanError(
-                "the plan is over a safety limit:\n  - "
-                + "\n  - ".join(printable(reason) for reason in reasons)  # they name groups
-                + "\nreview it, then re-run with --force (or change the limits in the file's "
-                "safety: block)"
-            )
-
-
-def user_count(current: TenantState, moved: set[str]) -> int:
-    """Users in the tenant, for the share of them a change moves. Members read from groups may
-    include people the directory read did not list; counting them keeps the share at most 100 %."""
-    return len(set(current.directory.users) | moved)
-
-
-def share_over_limit(current: TenantState, moved: set[str], limits: SafetyLimits) -> str | None:
-    """Why moving ``moved`` (user ids) is over the share-of-users limit, or None. The share
-    counts only above the floor: moving ``user_change_floor`` people or fewer is routine, however
-    small the tenant."""
-    if len(moved) <= limits.user_change_floor:
-        return None
-    total = user_count(current, moved)
-    share = len(moved) / total
-    if share <= limits.max_user_change_share:
-        return None
-    return (
-        f"{len(moved)} of {total} users ({share:.1%}) would get a different policy, over the "
-        f"limit of {_percent(limits.max_user_change_share)} (it applies when more than "
-        f"{limits.user_change_floor} users move)"
-    )
-
-
-# Values that switch off what clinicians rely on: they always need --force in a policy in use.
-CLINICAL_OFF: dict[str, Any] = {"ReadReceiptsEnabledType": "None", "AllowPriorityMessages": False}
-
-
-def _percent(share: float) -> str:
-    return f"{share * 100:g}%"
-
-
-def _spelled(state: TenantState, name: str) -> str:
-    policy = state.policy(name)
-    return policy.name if policy else name
+        SafetyReview(self, current).raise_if_unsafe(limits, force)
 
 
 def _safety_from_data(data: Any) -> SafetyLimits:
@@ -562,14 +165,6 @@ def _safety_from_data(data: Any) -> SafetyLimits:
         return SafetyLimits(**{k: v for k, v in data.items() if k in known})
     except TypeError as exc:
         raise PlanError(f"saved plan has unreadable safety limits: {exc}") from exc
-
-
-def policies_in_use(state: TenantState) -> set[str]:
-    """Keys of policies that apply to somebody: Global always, and every assigned one."""
-    used = {"global"}
-    used.update(policy_key(g.policy) for g in state.group_assignments.values())
-    used.update(policy_key(u.policy) for u in state.user_assignments.values())
-    return used
 
 
 # --------------------------------------------------------------------------- diff
@@ -919,45 +514,3 @@ def _diff_users(
                 ua_cur = current.user_assignments[uid]
                 removes.append(RemoveUserAssignment(uid, ua_cur.upn, ua_cur.policy))
     return sets, removes
-
-
-# --------------------------------------------------------------------------- simulation
-
-
-def simulate(current: TenantState, plan: Plan) -> TenantState:
-    """The tenant as it would be after ``plan``, with the service's behaviour (rank renumbering,
-    merge updates). Used by tests and by apply's verification; no I/O."""
-    policies = dict(current.policies)
-    order = [g.group_id for g in current.ranked_groups()]
-    groups = dict(current.group_assignments)
-    users = dict(current.user_assignments)
-    for c in plan.changes:
-        if isinstance(c, CreatePolicy):
-            policies[policy_key(c.name)] = Policy(c.name, dict(c.settings))
-        elif isinstance(c, UpdatePolicy):
-            old = policies.get(policy_key(c.name))
-            settings = dict(old.settings) if old else {}
-            settings.update({k: v for k, (_, v) in c.changes.items()})
-            policies[policy_key(c.name)] = Policy(old.name if old else c.name, settings)
-        elif isinstance(c, DeletePolicy):
-            policies.pop(policy_key(c.name), None)
-        elif isinstance(c, SetGroupAssignment):
-            if c.group_id in order:
-                order.remove(c.group_id)
-            order.insert(min(c.rank - 1, len(order)), c.group_id)
-            groups[c.group_id] = GroupAssignment(c.group_id, c.policy, 0, c.group_name)
-        elif isinstance(c, RemoveGroupAssignment):
-            if c.group_id in order:
-                order.remove(c.group_id)
-            groups.pop(c.group_id, None)
-        elif isinstance(c, SetUserAssignment):
-            users[c.user_id] = UserAssignment(c.user_id, c.policy, c.upn)
-        elif isinstance(c, RemoveUserAssignment):
-            users.pop(c.user_id, None)
-    ranked = [
-        GroupAssignment(gid, groups[gid].policy, i + 1, groups[gid].group_name)
-        for i, gid in enumerate(order)
-    ]
-    return TenantState.build(
-        current.tenant_id, policies.values(), ranked, users.values(), current.directory
-    )

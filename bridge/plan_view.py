@@ -36,44 +36,44 @@ def _v(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _lines(change: Change) -> tuple[str, list[str]]:
-    """(symbol, lines) for one change."""
+def _lines(change: Change) -> list[str]:
+    """What one change does, in a line (and the settings it writes); its symbol is its own."""
     if isinstance(change, CreatePolicy):
         body = [f"    {k} = {_v(v)}" for k, v in sorted(change.settings.items())]
-        return "+", [f"policy {change.name!r} will be created", *body]
+        return [f"policy {change.name!r} will be created", *body]
     if isinstance(change, UpdatePolicy):
         body = [f"    {k}: {_v(a)} -> {_v(b)}" for k, (a, b) in sorted(change.changes.items())]
-        return "~", [f"policy {change.name!r} will be updated in place", *body]
+        return [f"policy {change.name!r} will be updated in place", *body]
     if isinstance(change, DeletePolicy):
-        return "-", [f"policy {change.name!r} will be deleted"]
+        return [f"policy {change.name!r} will be deleted"]
     if isinstance(change, SetGroupAssignment):
         name = change.group_name or change.group_id
         if change.existing is None:
-            return "+", [f"group {name!r} will be assigned {change.policy!r} at rank {change.rank}"]
+            return [f"group {name!r} will be assigned {change.policy!r} at rank {change.rank}"]
         old = change.existing
         if old.policy.casefold() != change.policy.casefold():
-            return "~", [
+            return [
                 f"group {name!r} assignment will be replaced: policy {old.policy!r} -> "
                 f"{change.policy!r}, rank {old.rank} -> {change.rank}"
             ]
-        return "~", [
+        return [
             f"group {name!r} will be re-ranked: rank {old.rank} now, sent as rank "
             f"{change.rank} to restore the file's order (removed and re-added; the "
             "service renumbers the others)"
         ]
     if isinstance(change, RemoveGroupAssignment):
         name = change.group_name or change.group_id
-        return "-", [f"group {name!r} will lose its assignment of {change.policy!r}"]
+        return [f"group {name!r} will lose its assignment of {change.policy!r}"]
     if isinstance(change, SetUserAssignment):
         user = change.upn or change.user_id
         if change.existing_policy:
-            return "~", [
+            return [
                 f"user {user} direct assignment: {change.existing_policy!r} -> {change.policy!r}"
             ]
-        return "+", [f"user {user} will be assigned {change.policy!r} directly"]
+        return [f"user {user} will be assigned {change.policy!r} directly"]
     assert isinstance(change, RemoveUserAssignment)
     user = change.upn or change.user_id
-    return "-", [f"user {user} will lose the direct assignment of {change.policy!r}"]
+    return [f"user {user} will lose the direct assignment of {change.policy!r}"]
 
 
 def role_summary(plan: Plan) -> tuple[list[RoleChangeLine], set[str]]:
@@ -96,14 +96,14 @@ def render_plan(plan: Plan, *, color: bool = False) -> str:
     hidden = 0
     role_lines, by_role = role_summary(plan)
     for change in plan.changes:
-        if isinstance(change, SetUserAssignment | RemoveUserAssignment):
-            if change.user_id in by_role:
+        if change.scope == "user":
+            if change.subject in by_role:
                 continue  # counted per role below
             user_lines += 1
             if user_lines > USER_LINES:
                 hidden += 1
                 continue
-        symbol, described = _lines(change)
+        symbol, described = change.symbol, _lines(change)
         # The one place a change's text is made safe for a terminal (see the module docstring).
         lines = [printable(line) for line in described]
         head = f"  {symbol} {lines[0]}"

@@ -118,10 +118,20 @@ class Session:
         return self._backend
 
     def read(
-        self, desired: DesiredState | None = None, attributes: Sequence[str] = ()
+        self,
+        desired: DesiredState | None = None,
+        attributes: Sequence[str] = (),
+        *,
+        domains: bool | None = None,
+        all_members: bool = False,
     ) -> TenantState:
         """The tenant's whole current state, with the names ``desired`` uses resolved and the
-        user attributes its roles and rules use (or ``attributes``) read with the directory."""
+        user attributes its roles and rules use (or ``attributes``) read with the directory.
+
+        ``domains``: with the tenant's verified domains when the source did not give them (None:
+        when ``desired`` guards with a domain ``tenant:``). ``all_members``: with the members of
+        every group (a snapshot's groups, for an offline ``explain``). What a read needs is read
+        here, not patched into the state by each caller afterwards."""
         wanted = Wanted(attributes=tuple(attributes))
         if desired is not None:
             wanted = Wanted(
@@ -131,9 +141,18 @@ class Session:
             )
         backend = self.backend()
         if self.activity is None:
-            return backend.read(wanted)
-        with self.activity("reading the tenant", self._request_count):
-            return backend.read(wanted)
+            state = backend.read(wanted)
+        else:
+            with self.activity("reading the tenant", self._request_count):
+                state = backend.read(wanted)
+        if domains is None:
+            guard = desired.tenant if desired is not None else None
+            domains = bool(guard) and not is_guid(guard or "")
+        if domains and not state.domains:
+            state.domains = self.tenant_domains()
+        if all_members:
+            self.fill_group_members(state, state.directory.groups)
+        return state
 
     def _request_count(self) -> int:
         return int(self.request_stats().get("total", 0))
@@ -164,16 +183,11 @@ class Session:
     def tenant_domains(self) -> tuple[str, ...]:
         """The tenant's verified domains (for a domain ``tenant:`` guard); empty when the source
         cannot tell (a snapshot without them)."""
-        graph = getattr(self.backend(), "graph", None)
-        if graph is None:
-            return ()
-        return tuple(graph.organization().verified_domains)
+        return self.backend().domains()
 
     def request_stats(self) -> dict[str, Any]:
         """Requests made so far by route, when the backend talks HTTP."""
-        http = getattr(self._backend, "http", None)
-        stats = getattr(http, "stats", None)
-        return dict(stats) if stats else {}
+        return self._backend.request_stats() if self._backend is not None else {}
 
 
 def tenant_matches(guard: str, tenant_id: str | None, domains: list[str] | None = None) -> bool:

@@ -165,6 +165,18 @@ class Wrapper:
     def user_groups(self, user_id):
         return self.inner.user_groups(user_id)
 
+    def last_write(self):
+        return self.inner.last_write()
+
+    def take_warnings(self):
+        return self.inner.take_warnings()
+
+    def domains(self):
+        return self.inner.domains()
+
+    def request_stats(self):
+        return self.inner.request_stats()
+
     def close(self):
         return None
 
@@ -987,19 +999,19 @@ def test_a_403_in_the_bulk_step_gives_the_role_advice_and_counts_the_request():
 
 
 class CorrelatedBackend(Wrapper):
-    """Has an HTTP client whose last correlation id changes with every write."""
-
-    class Http:
-        last_correlation_id = None
+    """A transport whose last correlation id changes with every write."""
 
     def __init__(self, inner) -> None:
         super().__init__(inner)
-        self.http = self.Http()
         self.n = 0
+
+    def last_write(self):
+        from bridge.backends.base import WriteReceipt
+
+        return WriteReceipt(f"corr-{self.n}" if self.n else None)
 
     def _call(self, op, fn, *args):
         self.n += 1
-        self.http.last_correlation_id = f"corr-{self.n}"
         return fn(*args)
 
 
@@ -1077,7 +1089,7 @@ class ChunkedBackend(Wrapper):
                 exc = ForbiddenError("403 from Graph: forbidden", correlation_id=f"corr-{n}")
                 result.failures.extend(UserFailure(u, str(exc)) for u in ids)
                 result.chunks.append(ChunkResult(ids, f"op-{n}", f"corr-{n}", str(exc)))
-                result.attach_to(exc)
+                exc.partial = result
                 raise exc
             self.inner.assign_users(chunk)
             result.succeeded += len(ids)
@@ -1415,8 +1427,9 @@ class LostBatchBackend(Wrapper):
         ids = tuple(u for u, _ in assignments)
         exc = ServerError("reading batch operation op-7 failed: pwsh exited", status=None)
         result = BulkResult(requested=len(ids), write_requests=1, operation_ids=["op-7"])
-        result.chunks.append(ChunkResult(ids, "op-7", error=str(exc), unknown=True))
-        result.attach_to(exc)
+        check = "Get-CsBatchPolicyAssignmentOperation -Identity op-7"
+        result.chunks.append(ChunkResult(ids, "op-7", error=str(exc), unknown=True, check=check))
+        exc.partial = result
         raise exc
 
 

@@ -25,10 +25,10 @@ from bridge.backends.powershell import (
     PWSH_ARGS,
     PowerShellBackend,
     PwshSession,
-    doctor_checks,
     error_from_record,
 )
 from bridge.desired import parse_desired
+from bridge.doctor import powershell_checks as doctor_checks
 from bridge.errors import (
     ApiError,
     ConflictError,
@@ -581,7 +581,7 @@ def test_doctor_without_pwsh():
 def test_a_batch_whose_outcome_is_not_read_in_time_stops_with_the_batches_sent(
     fake, seed, tokens, monkeypatch
 ):
-    import bridge.backends.powershell as ps
+    import bridge.backends.powershell_bulk as ps
 
     monkeypatch.setattr(ps, "BATCH_SIZE", 10)
     users = sorted(seed.directory.users)[:25]
@@ -591,7 +591,7 @@ def test_a_batch_whose_outcome_is_not_read_in_time_stops_with_the_batches_sent(
         pytest.raises(ApiError, match="still InProgress") as err,
     ):
         backend.assign_users([(u, "Kitchen") for u in users])
-    partial = err.value.bulk_result
+    partial = err.value.partial
     assert partial.write_requests == 3 and len(partial.operation_ids) == 3
     first, *others = partial.chunks
     assert first.user_ids == tuple(users[:10]) and first.operation_id == partial.operation_ids[0]
@@ -609,7 +609,7 @@ def test_a_denied_grant_stops_the_one_by_one_grants_with_what_was_sent(
     users = sorted(seed.directory.users)[:3]
     with make_backend(seed, tokens) as backend, pytest.raises(ForbiddenError) as err:
         backend.unassign_users(users)
-    partial = err.value.bulk_result
+    partial = err.value.partial
     (denied,) = partial.chunks  # the other two were never sent
     assert denied.user_ids == (users[0],) and denied.error
     assert [f.user_id for f in partial.failures] == [users[0]]
@@ -802,7 +802,7 @@ def test_without_the_drivers_check_whatif_would_silently_write_nothing(
 ):
     """What the check above guards against, shown on a driver without it: PowerShell binds the
     key as -WhatIf, the cmdlet writes nothing and the call succeeds."""
-    import bridge.backends.powershell as ps
+    import bridge.backends.pwsh as ps
 
     bootstrap = ps._driver_bootstrap()
     encoded = bootstrap.split("'")[1]

@@ -473,7 +473,7 @@ def test_a_bulk_call_stopped_by_a_403_keeps_the_chunks_already_sent(rsps, client
     )
     with pytest.raises(ForbiddenError) as err:
         backend_for(client).unassign_users(["u1", "u2", "u3", "u4", "u5"])
-    partial = err.value.bulk_result
+    partial = err.value.partial
     assert (partial.requested, partial.succeeded, partial.write_requests) == (5, 2, 2)
     sent, denied = partial.chunks
     assert (sent.user_ids, sent.error) == (("u1", "u2"), None)

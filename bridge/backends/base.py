@@ -15,7 +15,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from ..errors import BridgeError
 from ..state import Group, GroupAssignment, TenantState
+
+# The policy type teams-bridge manages, as the Teams admin API and the MicrosoftTeams module
+# both name it.
+POLICY_TYPE = "TeamsMessagingPolicy"
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,7 @@ class ChunkResult:
     ``error``: the request failed, so every user of it failed (per-user failures of a request
     that went through are in ``BulkResult.failures``). ``unknown``: sent, but the call stopped
     before its outcome was read (a batch operation not polled to the end): the service may
-    still carry it out.
+    still carry it out; ``check`` says how an admin reads its outcome (the transport's words).
     """
 
     user_ids: tuple[str, ...]
@@ -52,6 +57,7 @@ class ChunkResult:
     correlation_id: str | None = None
     error: str | None = None
     unknown: bool = False
+    check: str | None = None
 
 
 @dataclass
@@ -60,8 +66,8 @@ class BulkResult:
     chunk and not in ``failures`` were never sent).
 
     A backend that stops part-way (an error that every later request would repeat, such as a
-    403, or a transport that died) raises that error with the partial result attached as
-    ``exc.bulk_result`` (``attach_to``), so the caller can still tell which users' requests
+    403, or a transport that died) raises that error with the partial result as its declared
+    ``partial`` (``BridgeError.partial``), so the caller can still tell which users' requests
     went through.
     """
 
@@ -72,14 +78,19 @@ class BulkResult:
     write_requests: int = 0
     chunks: list[ChunkResult] = field(default_factory=list)
 
-    def attach_to(self, exc: BaseException) -> None:
-        """Let ``exc`` (about to be raised) carry this partial result as ``exc.bulk_result``."""
-        exc.bulk_result = self  # type: ignore[attr-defined]
+
+@dataclass(frozen=True)
+class WriteReceipt:
+    """What the transport knows of the request it just sent: its correlation id, so a
+    compliance reviewer can trace a change in Microsoft's logs (None where the transport has
+    none: PowerShell's batch operations carry their ids in ``ChunkResult.operation_id``)."""
+
+    correlation_id: str | None = None
 
 
 def partial_result(exc: BaseException) -> BulkResult | None:
-    """The partial ``BulkResult`` a bulk call attached to ``exc``, if any."""
-    found = getattr(exc, "bulk_result", None)
+    """The partial ``BulkResult`` a bulk call stopped by ``exc`` had done, if any."""
+    found = exc.partial if isinstance(exc, BridgeError) else None
     return found if isinstance(found, BulkResult) else None
 
 
@@ -122,6 +133,25 @@ class Backend(Protocol):
 
     def user_groups(self, user_id: str) -> list[Group]:
         """The groups ``user_id`` is a direct member of (for ``explain``)."""
+        ...
+
+    def last_write(self) -> WriteReceipt:
+        """The request this thread sent last (a write, when called right after one)."""
+        ...
+
+    def take_warnings(self) -> list[str]:
+        """The service warnings received since the last call (each already logged), in order;
+        the next call returns only newer ones."""
+        ...
+
+    def domains(self) -> tuple[str, ...]:
+        """The tenant's verified domains (for a domain ``tenant:`` guard); empty when the source
+        cannot tell (a snapshot without them, a transport without a directory read)."""
+        ...
+
+    def request_stats(self) -> dict[str, Any]:
+        """Requests made so far (``{"total", "retries", "throttled", "routes"}``); empty when
+        the transport does not count them."""
         ...
 
     def close(self) -> None: ...

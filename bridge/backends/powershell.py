@@ -51,8 +51,8 @@ than app-only sign-in needs in the configured cloud (4.7.1; 5.0.1 in GCC High an
 ``TransportError`` with the version found, the version needed and the fix; ``doctor`` reports the
 same (``requirements``).
 
-Bulk. Up to ``GRANT_ONE_BY_ONE_MAX`` users of one policy are granted one by one
-(``Grant-CsTeamsMessagingPolicy``; ``-PolicyName $null`` removes); more go through
+Bulk (``powershell_bulk``). Up to ``GRANT_ONE_BY_ONE_MAX`` users of one policy are granted one
+by one (``Grant-CsTeamsMessagingPolicy``; ``-PolicyName $null`` removes); more go through
 ``New-CsBatchPolicyAssignmentOperation`` in batches of 5,000, at most ``BATCHES_IN_FLIGHT`` at a
 time, each polled with ``Get-CsBatchPolicyAssignmentOperation`` until ``Completed``; users whose
 ``UserState`` result is not ``Success`` come back as ``BulkResult.failures``.
@@ -60,40 +60,23 @@ time, each polled with ``Get-CsBatchPolicyAssignmentOperation`` until ``Complete
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import importlib.resources
-import itertools
-import json
 import logging
-import queue
 import re
-import shutil
-import subprocess
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import catalogue
 from ..auth import TEAMS_RESOURCE, decode_claims, is_guid
-from ..doctor import Check
 from ..errors import (
-    ApiError,
     BridgeError,
-    ConflictError,
-    ForbiddenError,
     InvalidResponseError,
-    NotFoundError,
     PlanError,
-    ThrottledError,
     TransportError,
-    UnauthorizedError,
 )
 from ..http import HttpClient
-from ..settings import redact
 from ..state import (
     Directory,
     Group,
@@ -105,8 +88,27 @@ from ..state import (
     bare_name,
     policy_key,
 )
-from .base import BulkResult, ChunkResult, UserFailure, Wanted
-from .graph import GraphClient
+from .base import POLICY_TYPE, BulkResult, Wanted, WriteReceipt
+from .graph import GraphClient, Organization
+from .powershell_bulk import (  # noqa: F401 (re-exported: defined here first)
+    BATCH_SIZE,
+    BATCHES_IN_FLIGHT,
+    GRANT_ONE_BY_ONE_MAX,
+    assign,
+)
+from .pwsh import (
+    INSTALL_HINT,
+    PWSH_ARGS,
+    PWSH_INSTALL_HINT,
+    ROLE_HINT,
+    UPDATE_HINT,
+    PwshSession,
+    _dotted,
+    best_module,
+    error_from_record,
+    min_module_version,
+    requirements,
+)
 from .snapshot import policy_from_service
 
 if TYPE_CHECKING:
@@ -115,38 +117,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-POLICY_TYPE = "TeamsMessagingPolicy"
-MIN_PWSH_VERSION = (7, 2)  # MicrosoftTeams supports nothing older since 6.3.0
-# The first MicrosoftTeams with app-only sign-in (-AccessTokens): commercial and GCC ...
-MIN_MODULE_VERSION = (4, 7, 1)
-# ... and GCC High and DoD, where app-only sign-in came later.
-MIN_MODULE_VERSION_SOVEREIGN = (5, 0, 1)
-SOVEREIGN_CLOUDS = ("gcchigh", "dod")
-_CLOUD_NAMES = {"commercial": "commercial", "gcc": "GCC", "gcchigh": "GCC High", "dod": "DoD"}
-INSTALL_HINT = "Install-Module MicrosoftTeams -Scope CurrentUser"
-UPDATE_HINT = f"Update-Module MicrosoftTeams (or {INSTALL_HINT})"
-PWSH_INSTALL_HINT = (
-    "install PowerShell 7.2 or later (https://learn.microsoft.com/powershell/scripting/install/"
-    "installing-powershell) and make sure `pwsh` is on PATH"
-)
-ROLE_HINT = (
-    "the app's service principal needs the Teams Administrator directory role (or Global Reader "
-    "for read-only commands): Entra admin center > Roles and administrators"
-)
-PWSH_ARGS = ("-NoLogo", "-NoProfile", "-NonInteractive", "-Command", "-")
-BATCH_SIZE = 5000  # the service's limit per batch operation
-BATCHES_IN_FLIGHT = 3  # "do not submit more than a few batches at a time"
-GRANT_ONE_BY_ONE_MAX = 20  # below this, one Grant per user beats a batch that takes minutes
 USER_FILTER_CHUNK = 40  # names per Get-CsOnlineUser -Filter
 USER_FIELDS = ("Identity", "UserPrincipalName", "DisplayName", "Department", POLICY_TYPE)
 _NOTHING_WANTED = Wanted()
-_BEGIN = "<<<teams-bridge:begin:"
-_END = "<<<teams-bridge:end:"
-# Parameters whose values may appear in logs and error messages (never AccessTokens).
-_SHOWN_PARAMS = ("Identity", "GroupId", "PolicyName", "Name", "Filter")
-_FORBIDDEN_RE = re.compile(r"\b(Forbidden|403)\b", re.IGNORECASE)
-_UNAUTHORIZED_RE = re.compile(r"\b(Unauthorized|401)\b", re.IGNORECASE)
-_THROTTLED_RE = re.compile(r"\b(TooManyRequests|429)\b", re.IGNORECASE)
 # Reconnect when a token has less than this left; MSAL hands out a new token from 5 min before.
 TOKEN_REFRESH_MARGIN = 300.0
 
@@ -166,286 +139,9 @@ class GroupDirectory(Protocol):
 
     def group_members(self, group_id: str) -> list[str]: ...
 
-
-# --------------------------------------------------------------------------- the pwsh process
-
-
-def _driver_bootstrap() -> str:
-    """One line of PowerShell that decodes and runs the driver: sent as data, so the driver's
-    multi-line text never meets the interactive line reader of ``-Command -``."""
-    text = (
-        importlib.resources.files(__package__)
-        .joinpath("powershell_driver.ps1")
-        .read_text(encoding="utf-8")
-    )
-    encoded = base64.b64encode(text.encode("utf-8")).decode("ascii")
-    return (
-        "& ([ScriptBlock]::Create([Text.Encoding]::UTF8.GetString("
-        f"[Convert]::FromBase64String('{encoded}'))))"
-    )
-
-
-def describe(cmdlet: str, params: Mapping[str, Any] | None = None) -> str:
-    """``cmdlet -Identity X`` with only the parameters that are safe to show."""
-    shown = []
-    for name, value in (params or {}).items():
-        if name in _SHOWN_PARAMS and isinstance(value, str | type(None)):
-            shown.append(f"-{name} {'$null' if value is None else repr(value)}")
-        elif isinstance(value, list):
-            shown.append(f"-{name} <{len(value)} values>")
-    return " ".join([cmdlet, *shown])
-
-
-class PwshSession:
-    """One pwsh process speaking the driver protocol; one request at a time (callers on several
-    threads take turns)."""
-
-    def __init__(self, pwsh: str = "pwsh", *, timeout: float = 120.0):
-        self.pwsh = pwsh
-        self.timeout = timeout
-        self.hello: dict[str, Any] = {}
-        self._proc: subprocess.Popen[str] | None = None
-        self._answers: queue.Queue[tuple[str, str] | None] = queue.Queue()
-        self._stderr: deque[str] = deque(maxlen=20)
-        self._secrets: list[str] = []
-        self._ids = itertools.count(1)
-        self._dead: str | None = None
-        self._turn = threading.Lock()
-        self._stderr_reader: threading.Thread | None = None
-
-    @property
-    def started(self) -> bool:
-        return self._proc is not None
-
-    def add_secret(self, value: str) -> None:
-        """A value to redact from everything pwsh sends back (the tokens)."""
-        self._secrets.append(value)
-
-    def redact(self, text: str) -> str:
-        return redact(text, self._secrets)
-
-    def start(self) -> dict[str, Any]:
-        """Start pwsh, send the driver, return its hello (``PSVersion``, ``MicrosoftTeams``)."""
-        exe = shutil.which(self.pwsh)
-        if exe is None:
-            raise TransportError(f"{self.pwsh!r} was not found on PATH: {PWSH_INSTALL_HINT}")
-        try:
-            self._proc = subprocess.Popen(
-                [exe, *PWSH_ARGS],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                encoding="utf-8",
-                errors="replace",  # answers are ASCII; host chatter in another code page is not
-                bufsize=1,
-                # Its own session: Ctrl+C at the terminal (or a signal to our process group) must
-                # not kill pwsh mid-apply, so an interrupted re-rank can still be put back.
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise TransportError(f"cannot start {exe}: {exc.strerror or exc}") from exc
-        log.debug("started pwsh (pid %s)", self._proc.pid)
-        threading.Thread(target=self._read_stdout, daemon=True).start()
-        self._stderr_reader = threading.Thread(target=self._read_stderr, daemon=True)
-        self._stderr_reader.start()
-        self._send(_driver_bootstrap(), "starting the teams-bridge driver")
-        answer = self._wait("hello", "starting the teams-bridge driver")
-        result = answer.get("result")
-        if not answer.get("ok") or not isinstance(result, dict):
-            raise TransportError(f"the teams-bridge driver did not start: {answer!r}")
-        self.hello = result
-        return result
-
-    def call(
-        self,
-        cmdlet: str,
-        params: Mapping[str, Any] | None = None,
-        *,
-        select: Sequence[str] | None = None,
-    ) -> list[Any]:
-        """Run one cmdlet; its output objects, or the mapped exception for its error record."""
-        what = describe(cmdlet, params)
-        # json.dumps escapes non-ASCII: the request line survives any console code page.
-        request: dict[str, Any] = {
-            "id": str(next(self._ids)),
-            "cmdlet": cmdlet,
-            "params": dict(params or {}),
-        }
-        if select:
-            request["select"] = list(select)
-        started = time.monotonic()
-        with self._turn:
-            self._send(json.dumps(request), what)
-            answer = self._wait(request["id"], what)
-        log.debug(
-            "%s: %s in %.2fs",
-            what,
-            "ok" if answer.get("ok") else "error",
-            time.monotonic() - started,
-        )
-        for warning in answer.get("warnings") or ():
-            log.warning("%s: %s", what, self.redact(str(warning)))
-        if not answer.get("ok"):
-            raise error_from_record(answer.get("error"), what, self.redact)
-        result = answer.get("result")
-        if result is None:
-            return []
-        return result if isinstance(result, list) else [result]
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Close stdin (the driver's loop ends, pwsh exits); kill it if it lingers."""
-        proc = self._proc
-        if proc is None:
-            return
-        try:
-            if proc.stdin and not proc.stdin.closed:
-                proc.stdin.close()
-        except OSError:
-            pass  # already gone: nothing left to tell it
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        self._dead = self._dead or "the pwsh session was closed"
-
-    # ------------------------------------------------------------------ plumbing
-
-    def _send(self, line: str, what: str) -> None:
-        if self._dead:
-            raise TransportError(f"cannot run {what}: {self._dead}")
-        assert self._proc is not None and self._proc.stdin is not None
-        try:
-            self._proc.stdin.write(line + "\n")
-            self._proc.stdin.flush()
-        except (BrokenPipeError, OSError):
-            raise self._crashed(what) from None
-
-    def _wait(self, request_id: str, what: str) -> dict[str, Any]:
-        deadline = time.monotonic() + self.timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                item = self._answers.get(timeout=max(remaining, 0.001))
-            except queue.Empty:
-                raise self._hung(what) from None
-            if item is None:
-                raise self._crashed(what)
-            answer_id, text = item
-            if answer_id != request_id:
-                log.debug("pwsh: ignoring an answer to request %s", answer_id)
-                continue
-            try:
-                answer = json.loads(text)
-            except json.JSONDecodeError:
-                raise TransportError(
-                    f"pwsh answered {what} with text that is not JSON: {self.redact(text)[:200]}"
-                ) from None
-            if not isinstance(answer, dict):
-                raise TransportError(f"pwsh answered {what} with {type(answer).__name__}")
-            return answer
-
-    def _hung(self, what: str) -> TransportError:
-        self._kill()
-        self._dead = f"pwsh did not answer {what} within {self.timeout:g}s and was stopped"
-        return TransportError(
-            f"{self._dead}; run the same cmdlet in pwsh by hand to see where it waits, or raise "
-            "the timeout"
-        )
-
-    def _crashed(self, what: str) -> TransportError:
-        assert self._proc is not None
-        try:
-            code: int | None = self._proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self._kill()
-            code = None
-        if self._stderr_reader is not None:
-            self._stderr_reader.join(timeout=2)  # the process is gone: stderr is at its end
-        tail = self.redact(" | ".join(self._stderr)) or "(nothing on stderr)"
-        self._dead = f"pwsh exited (exit code {code}) while running {what}"
-        return TransportError(f"{self._dead}; its last words: {tail}")
-
-    def _kill(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()
-
-    def _read_stdout(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        current: str | None = None
-        body: list[str] = []
-        for raw in self._proc.stdout:
-            line = raw.rstrip("\r\n")
-            # The marker may follow host output that lacked a newline ("WARNING: ...<<<...").
-            start = line.find(_BEGIN) if current is None else -1
-            if start >= 0 and line.endswith(">>>"):
-                if line[:start].strip():
-                    log.debug("pwsh: %s", self.redact(line[:start]))
-                current, body = line[start + len(_BEGIN) : -3], []
-            elif current is not None and line == f"{_END}{current}>>>":
-                self._answers.put((current, "".join(body)))
-                current = None
-            elif current is not None:
-                body.append(line)
-            elif line.strip():
-                log.debug("pwsh: %s", self.redact(line))
-        self._answers.put(None)
-
-    def _read_stderr(self) -> None:
-        assert self._proc is not None and self._proc.stderr is not None
-        for raw in self._proc.stderr:
-            line = raw.rstrip("\r\n")
-            if line.strip():
-                self._stderr.append(line)
-                log.debug("pwsh stderr: %s", self.redact(line))
-
-
-def error_from_record(
-    record: Any, what: str, clean: Callable[[str], str] = lambda s: s
-) -> BridgeError:
-    """The exception for a PowerShell error record ``{"category", "message", "fqid"}``."""
-    if not isinstance(record, dict):
-        return TransportError(f"pwsh answered {what} with a failure but no error record")
-    category = str(record.get("category") or "")
-    fqid = str(record.get("fqid") or "")
-    message = clean(str(record.get("message") or "(no message)"))
-    text = f"{what}: {message}"
-    if fqid.startswith("CommandNotFoundException"):
-        return TransportError(
-            f"{text}; the MicrosoftTeams module is missing or too old: {INSTALL_HINT}"
-        )
-    if fqid.startswith("Modules_"):
-        return TransportError(f"{text}; {INSTALL_HINT}")
-    if category == "ObjectNotFound":
-        return NotFoundError(text, status=404)
-    if category in ("ResourceExists", "ResourceBusy"):
-        return ConflictError(text, status=409)
-    if category == "PermissionDenied":
-        return ForbiddenError(f"{text}; {ROLE_HINT}", status=403)
-    if category in ("AuthenticationError", "SecurityError"):
-        return UnauthorizedError(
-            f"{text}; the access token was refused: check the app registration and "
-            "that AZURE_TENANT_ID is the tenant you mean",
-            status=401,
-        )
-    if category == "LimitsExceeded":
-        return ThrottledError(f"{text}; the service is throttling: try again later", status=429)
-    # The module's AutoRest functions report HTTP failures as NotSpecified/InvalidOperation
-    # with the status only in the error id or the message ("Forbidden,Microsoft.Teams...").
-    said = f"{fqid} {message}"
-    if _FORBIDDEN_RE.search(said):
-        return ForbiddenError(f"{text}; {ROLE_HINT}", status=403)
-    if _UNAUTHORIZED_RE.search(said):
-        return UnauthorizedError(
-            f"{text}; the access token was refused: check the app registration and "
-            "that AZURE_TENANT_ID is the tenant you mean",
-            status=401,
-        )
-    if _THROTTLED_RE.search(said):
-        return ThrottledError(f"{text}; the service is throttling: try again later", status=429)
-    return ApiError(f"{text} ({category or 'no category'}, {fqid or 'no error id'})")
+    def organization(self) -> Organization:
+        """The tenant's verified domains (for a domain ``tenant:`` guard)."""
+        ...
 
 
 # --------------------------------------------------------------------------- the backend
@@ -551,6 +247,18 @@ class PowerShellBackend:
         if self.tenant_id is None:
             log.warning("cannot verify the token's tenant: the Teams token has no readable tid")
         self._connected = True
+
+    def last_write(self) -> WriteReceipt:
+        return WriteReceipt()  # cmdlets have no correlation id; batches carry operation ids
+
+    def take_warnings(self) -> list[str]:
+        return []
+
+    def domains(self) -> tuple[str, ...]:
+        return tuple(self.graph.organization().verified_domains)  # from Graph, as REST does
+
+    def request_stats(self) -> dict[str, Any]:
+        return {}
 
     def close(self) -> None:
         """Disconnect and end pwsh. Safe to call twice, and after a crash."""
@@ -726,220 +434,21 @@ class PowerShellBackend:
         return result
 
     def _assign(self, user_ids: list[str], policy: str | None, result: BulkResult) -> None:
-        """Direct assignment of ``policy`` (None removes) to ``user_ids``, into ``result``; an
-        error that stops it is raised with ``result`` attached (``BulkResult.attach_to``)."""
-        user_ids = list(dict.fromkeys(user_ids))
-        result.requested += len(user_ids)
-        if not user_ids:
-            return
-        if len(user_ids) <= GRANT_ONE_BY_ONE_MAX:
-            for uid in user_ids:
-                result.write_requests += 1
-                try:
-                    self._call(
-                        "Grant-CsTeamsMessagingPolicy", {"Identity": uid, "PolicyName": policy}
-                    )
-                except BridgeError as exc:
-                    result.failures.append(UserFailure(uid, str(exc)))
-                    result.chunks.append(ChunkResult((uid,), error=str(exc)))
-                    if isinstance(exc, ForbiddenError | UnauthorizedError) or not isinstance(
-                        exc, ApiError
-                    ):
-                        result.attach_to(exc)
-                        raise
-                else:
-                    result.succeeded += 1
-                    result.chunks.append(ChunkResult((uid,)))
-            return
-        label = policy or "(no direct policy)"
-        batches = list(_chunks(user_ids, BATCH_SIZE))
-        for wave_start in range(0, len(batches), BATCHES_IN_FLIGHT):
-            wave = batches[wave_start : wave_start + BATCHES_IN_FLIGHT]
-            submitted: list[tuple[str, list[str]]] = []
-            batch: list[str] = []
-            try:
-                for i, batch in enumerate(wave, start=wave_start + 1):
-                    out = self._call(
-                        "New-CsBatchPolicyAssignmentOperation",
-                        {
-                            "PolicyType": POLICY_TYPE,
-                            "PolicyName": policy,
-                            "Identity": batch,
-                            "OperationName": f"teams-bridge: {label} ({i}/{len(batches)})",
-                        },
-                    )
-                    result.write_requests += 1
-                    op_id = _operation_id(out)
-                    result.operation_ids.append(op_id)
-                    submitted.append((op_id, batch))
-                    log.info("batch %s: %d users -> %s", op_id, len(batch), label)
-                while submitted:
-                    op_id, batch = submitted[0]
-                    self._collect(op_id, batch, result)
-                    submitted.pop(0)
-            except BridgeError as exc:
-                # The batch in hand failed (its submission, or reading its outcome); the others
-                # of this wave were submitted and run on in the tenant, outcome not read.
-                failed_op = submitted[0][0] if submitted and submitted[0][1] is batch else None
-                result.chunks.append(
-                    ChunkResult(
-                        tuple(batch), failed_op, error=str(exc), unknown=failed_op is not None
-                    )
-                )
-                for op_id, other in submitted:
-                    if other is not batch:
-                        result.chunks.append(ChunkResult(tuple(other), op_id, unknown=True))
-                if failed_op is None:
-                    result.failures.extend(UserFailure(uid, str(exc)) for uid in batch)
-                result.attach_to(exc)
-                raise
-
-    def _collect(self, op_id: str, batch: list[str], result: BulkResult) -> None:
-        deadline = time.monotonic() + self.batch_timeout
-        while True:
-            out = self._call("Get-CsBatchPolicyAssignmentOperation", {"Identity": op_id})
-            status = out[0] if out and isinstance(out[0], dict) else {}
-            overall = str(status.get("OverallStatus") or "")
-            if overall.casefold() == "completed":
-                break
-            if time.monotonic() >= deadline:
-                raise ApiError(
-                    f"batch operation {op_id} is still {overall or 'not reported'} after "
-                    f"{self.batch_timeout:g}s; it keeps running in the tenant: check it with "
-                    f"Get-CsBatchPolicyAssignmentOperation -Identity {op_id} and run plan again"
-                )
-            self._sleep(self.poll_interval)
-        states = {
-            str(s.get("Id", "")).casefold(): s
-            for s in status.get("UserState") or ()
-            if isinstance(s, dict)
-        }
-        for uid in batch:
-            state = states.get(uid.casefold())
-            outcome = str(state.get("Result") or "") if state else ""
-            if outcome.casefold() == "success":
-                result.succeeded += 1
-            else:
-                result.failures.append(
-                    UserFailure(
-                        uid, outcome or f"batch operation {op_id} reported no result for this user"
-                    )
-                )
-        result.chunks.append(ChunkResult(tuple(batch), op_id))
+        assign(
+            self._call,
+            user_ids,
+            policy,
+            result,
+            poll_interval=self.poll_interval,
+            batch_timeout=self.batch_timeout,
+            sleep=self._sleep,
+        )
 
 
 # --------------------------------------------------------------------------- doctor
 
 
-def doctor_checks(
-    pwsh: str = "pwsh", *, timeout: float = 60.0, cloud: str | None = None
-) -> list[Check]:
-    """Is pwsh on PATH, which PowerShell, which MicrosoftTeams module (without signing in),
-    against what ``cloud`` needs (None: the configuration could not be read): the PowerShell
-    transport's part of ``doctor``, as ``bridge.doctor.Check`` rows."""
-    exe = shutil.which(pwsh)
-    if exe is None:
-        return [Check("pwsh on PATH", False, f"{pwsh!r} not found on PATH", PWSH_INSTALL_HINT)]
-    checks = [Check("pwsh on PATH", True, exe)]
-    session = PwshSession(pwsh, timeout=timeout)
-    try:
-        hello = session.start()
-    except TransportError as exc:
-        return [*checks, Check("PowerShell", False, str(exc), PWSH_INSTALL_HINT)]
-    finally:
-        session.close()
-    return [*checks, *(r.check() for r in requirements(hello, cloud))]
-
-
-class Requirement(NamedTuple):
-    """One version teams-bridge needs from the PowerShell side, and what pwsh reported."""
-
-    name: str  # the doctor row: "PowerShell version", "MicrosoftTeams module"
-    what: str  # in a sentence: "PowerShell (pwsh)", "the MicrosoftTeams PowerShell module"
-    found: str | None  # None: not installed
-    needed: tuple[int, ...]
-    why: str  # "for ...": completes "teams-bridge needs 7.2 or later"
-    fix: str
-
-    @property
-    def ok(self) -> bool:
-        return self.found is not None and version_tuple(self.found) >= self.needed
-
-    def check(self) -> Check:
-        needed = _dotted(self.needed)
-        if self.ok:
-            return Check(self.name, True, f"{self.found} (minimum {needed}) {self.why}")
-        found = f"{self.found} installed" if self.found else "not installed"
-        return Check(
-            self.name, False, f"{found}; teams-bridge needs {needed} or later {self.why}", self.fix
-        )
-
-    def error(self) -> str:
-        found = f"version {self.found}" if self.found else "not installed"
-        return (
-            f"{self.what} is {found}; teams-bridge needs {_dotted(self.needed)} or later "
-            f"{self.why}: {self.fix}"
-        )
-
-
-def requirements(hello: Mapping[str, Any], cloud: str | None) -> list[Requirement]:
-    """PowerShell 7.2+, and the MicrosoftTeams module that signs in app-only in ``cloud``
-    (4.7.1+; 5.0.1+ in GCC High and DoD; None: judged as commercial, both named), against the
-    versions the driver's hello reported."""
-    ps = hello.get("PSVersion")
-    module = min_module_version(cloud)
-    if cloud is None:
-        sovereign = _dotted(MIN_MODULE_VERSION_SOVEREIGN)
-        where = f"for app-only sign-in ({sovereign} in GCC High and DoD)"
-    else:
-        where = f"for app-only sign-in in the {_CLOUD_NAMES.get(cloud, cloud)} cloud"
-    best = best_module(hello)
-    return [
-        Requirement(
-            "PowerShell version",
-            "PowerShell (pwsh)",
-            str(ps) if ps else None,
-            MIN_PWSH_VERSION,
-            "for the MicrosoftTeams module, which supports nothing older since 6.3.0",
-            PWSH_INSTALL_HINT,
-        ),
-        Requirement(
-            "MicrosoftTeams module",
-            "the MicrosoftTeams PowerShell module",
-            best,
-            module,
-            where,
-            UPDATE_HINT if best else INSTALL_HINT,
-        ),
-    ]
-
-
-def min_module_version(cloud: str | None) -> tuple[int, ...]:
-    """The oldest MicrosoftTeams that signs in app-only in ``cloud``."""
-    return MIN_MODULE_VERSION_SOVEREIGN if cloud in SOVEREIGN_CLOUDS else MIN_MODULE_VERSION
-
-
-def best_module(hello: Mapping[str, Any]) -> str | None:
-    """The newest MicrosoftTeams version the hello lists, or None."""
-    versions = [v for v in hello.get("MicrosoftTeams") or () if isinstance(v, str)]
-    return max(versions, key=version_tuple, default=None)
-
-
-def _dotted(version: tuple[int, ...]) -> str:
-    return ".".join(map(str, version))
-
-
 # --------------------------------------------------------------------------- helpers
-
-
-def version_tuple(text: str) -> tuple[int, ...]:
-    """``"7.9.0"`` -> ``(7, 9, 0)``; a pre-release suffix is ignored."""
-    parts = []
-    for piece in text.split("-")[0].split("."):
-        if not piece.isdigit():
-            break
-        parts.append(int(piece))
-    return tuple(parts)
 
 
 def _tenant_of(token: str) -> str | None:
@@ -1033,22 +542,14 @@ def _user(row: Any) -> User:
     )
 
 
-def _operation_id(out: list[Any]) -> str:
-    first = out[0] if out else None
-    if isinstance(first, dict):
-        first = first.get("OperationId")
-    if not isinstance(first, str) or not first:
-        raise InvalidResponseError(
-            f"New-CsBatchPolicyAssignmentOperation returned no operation id: {out!r}"
-        )
-    return first
-
-
-__all__ = [
-    "Check",
+__all__ = [  # the pwsh names are re-exported: they were defined here first
+    "INSTALL_HINT",
+    "PWSH_ARGS",
+    "PWSH_INSTALL_HINT",
+    "ROLE_HINT",
+    "UPDATE_HINT",
     "GroupDirectory",
     "PowerShellBackend",
     "PwshSession",
-    "doctor_checks",
     "error_from_record",
 ]

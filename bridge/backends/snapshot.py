@@ -51,7 +51,7 @@ from ..yamlloc import (
     too_deep,
     too_nested,
 )
-from .base import BulkResult, ChunkResult, Wanted
+from .base import BulkResult, ChunkResult, Wanted, WriteReceipt
 
 FORMAT = "teams-bridge-snapshot"
 _NOTHING = Wanted()
@@ -480,6 +480,18 @@ class MemoryBackend:
                 "teams-bridge or without members: take it again with teams-bridge snapshot"
             )
         return [g for g in groups.values() if g.members is not None and user_id in g.members]
+
+    def last_write(self) -> WriteReceipt:
+        return WriteReceipt()
+
+    def take_warnings(self) -> list[str]:
+        return []
+
+    def domains(self) -> tuple[str, ...]:
+        return tuple(self.state.domains or ())
+
+    def request_stats(self) -> dict[str, Any]:
+        return {}
 
     def close(self) -> None:
         return None

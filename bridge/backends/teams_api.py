@@ -43,13 +43,12 @@ from ..state import (
     wire_identity,
 )
 from ..wire import Fields
-from .base import BulkResult, ChunkResult, UserFailure, Wanted
+from .base import POLICY_TYPE, BulkResult, ChunkResult, UserFailure, Wanted, WriteReceipt
 from .graph import GraphClient
 from .snapshot import policy_from_service
 
 log = logging.getLogger(__name__)
 
-POLICY_TYPE = "TeamsMessagingPolicy"
 USERS_PAGE_SIZE = 1000  # the service's maximum $top for /Teams.User/users
 USERS_PAGES_AHEAD = 2  # user pages fetched while the one before is read
 _YIELD_EVERY = 100  # users read between two chances for the page fetcher to run
@@ -640,13 +639,13 @@ class RestBackend:
             )
             if isinstance(exc, UnauthorizedError | ForbiddenError):
                 # Every later chunk would fail the same way: say it once, and stop.
-                result.attach_to(exc)
+                exc.partial = result
                 raise
         except BridgeError as exc:
             # No token (AuthError): nothing was sent, and nothing later can be.
             result.failures.extend(UserFailure(uid, str(exc)) for uid in users)
             result.chunks.append(ChunkResult(users, error=str(exc)))
-            result.attach_to(exc)
+            exc.partial = result
             raise
         else:
             result.succeeded += len(users)
@@ -680,7 +679,7 @@ class RestBackend:
             (e for _, e in outcomes if isinstance(e, UnauthorizedError | ForbiddenError)), None
         )
         if stop is not None:
-            result.attach_to(stop)
+            stop.partial = result
             raise stop
         return result
 
@@ -691,6 +690,18 @@ class RestBackend:
 
     def user_groups(self, user_id: str) -> list[Group]:
         return self.graph.member_of(user_id)
+
+    def last_write(self) -> WriteReceipt:
+        return WriteReceipt(self.http.last_correlation_id)
+
+    def take_warnings(self) -> list[str]:
+        return self.http.take_warnings()
+
+    def domains(self) -> tuple[str, ...]:
+        return tuple(self.graph.organization().verified_domains)
+
+    def request_stats(self) -> dict[str, Any]:
+        return dict(self.http.stats)
 
     def close(self) -> None:
         self.http.close()
