@@ -343,12 +343,21 @@ class Journal:
         file's size: the pieces of a line that spans blocks are joined once, when its start is
         found; a line longer than ``MAX_LINE_BYTES`` is dropped piece by piece, never joined."""
         try:
-            f = self.path.open("rb")
+            # Non-blocking: a FIFO at the path would otherwise wait for a writer forever
+            # (holding the tenant lock); it is refused below like any other non-regular file.
+            flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+            fd = os.open(self.path, flags)
         except (FileNotFoundError, NotADirectoryError):
             return  # nothing written yet (a path that cannot be written fails on the write)
         except OSError as exc:
             raise ConfigError(f"cannot read the apply journal {self.path}: {exc}") from exc
-        with f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ConfigError(
+                f"cannot read the apply journal {self.path}: not a regular file (a FIFO, a "
+                "device or a directory?); give --journal (or BRIDGE_JOURNAL) a file path"
+            )
+        with os.fdopen(fd, "rb") as f:
             pos = f.seek(0, os.SEEK_END)
             tail: list[bytes] = []  # the end of the current line, last piece first
             tail_size = 0

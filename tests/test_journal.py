@@ -362,3 +362,16 @@ def test_a_torn_last_line_does_not_tear_the_next_runs_first_line(tmp_path):
         f.write(b'{"time": "2026-03-01T12:30:0')  # killed mid-line
     j.write(change_entry("next", "t", GROUP, "ok"))
     assert [e["run_id"] for e in j.entries()] == ["run-0", "next"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_as_journal_is_refused_on_read_back_without_waiting(tmp_path):
+    """Reading a FIFO back waited for a writer forever, holding the tenant lock (or, with a
+    writer, crashed: not seekable)."""
+    fifo = tmp_path / "journal.jsonl"
+    os.mkfifo(fifo)
+    since = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    with pytest.raises(ConfigError, match=r"apply journal .*: not a regular file"):
+        Journal(fifo).group_writes("t", since)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        Journal(fifo).writes_after("t", since)
