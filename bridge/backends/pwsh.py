@@ -14,6 +14,7 @@ import queue
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -87,6 +88,14 @@ def describe(cmdlet: str, params: Mapping[str, Any] | None = None) -> str:
     return " ".join([cmdlet, *shown])
 
 
+# How pwsh is kept out of our process group's signals (see ``PwshSession.start``).
+_DETACHED: dict[str, Any]
+if sys.platform == "win32":
+    _DETACHED = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+else:
+    _DETACHED = {"start_new_session": True}
+
+
 class PwshSession:
     """One pwsh process speaking the driver protocol; one request at a time (callers on several
     threads take turns)."""
@@ -132,7 +141,9 @@ class PwshSession:
                 bufsize=1,
                 # Its own session: Ctrl+C at the terminal (or a signal to our process group) must
                 # not kill pwsh mid-apply, so an interrupted re-rank can still be put back.
-                start_new_session=True,
+                # Windows ignores start_new_session; a new process group keeps the console's
+                # Ctrl+C away from pwsh there.
+                **_DETACHED,
             )
         except OSError as exc:
             raise TransportError(f"cannot start {exe}: {exc.strerror or exc}") from exc
