@@ -868,21 +868,10 @@ def test_validation_keeps_new_setting_names_that_are_no_parameter(name):
     assert desired.policies["kitchen"].settings == {name: True}
 
 
-def test_pwsh_is_kept_out_of_our_process_group_on_every_system(monkeypatch):
+def test_pwsh_is_kept_out_of_our_process_group_on_every_system():
     """Ctrl+C must not reach pwsh mid-apply: its own session on POSIX; on Windows, which ignores
     start_new_session, a new process group."""
-    import importlib
-    import subprocess
-    import sys
+    from bridge.backends.pwsh import detached
 
-    from bridge.backends import pwsh
-
-    assert pwsh._DETACHED == {"start_new_session": True} or sys.platform == "win32"
-    monkeypatch.setattr(sys, "platform", "win32")
-    monkeypatch.setattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0x200, raising=False)
-    try:
-        windows = importlib.reload(pwsh)
-        assert windows._DETACHED == {"creationflags": 0x200}
-    finally:
-        monkeypatch.undo()
-        importlib.reload(pwsh)
+    assert detached("linux") == detached("darwin") == {"start_new_session": True}
+    assert detached("win32") == {"creationflags": 0x200}  # CREATE_NEW_PROCESS_GROUP

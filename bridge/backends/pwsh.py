@@ -88,12 +88,12 @@ def describe(cmdlet: str, params: Mapping[str, Any] | None = None) -> str:
     return " ".join([cmdlet, *shown])
 
 
-# How pwsh is kept out of our process group's signals (see ``PwshSession.start``).
-_DETACHED: dict[str, Any]
-if sys.platform == "win32":
-    _DETACHED = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
-else:
-    _DETACHED = {"start_new_session": True}
+def detached(platform: str = sys.platform) -> dict[str, Any]:
+    """How pwsh is kept out of our process group's signals (see ``PwshSession.start``)."""
+    if platform == "win32":
+        # subprocess has the constant only on Windows.
+        return {"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0x200)}
+    return {"start_new_session": True}
 
 
 class PwshSession:
@@ -143,7 +143,7 @@ class PwshSession:
                 # not kill pwsh mid-apply, so an interrupted re-rank can still be put back.
                 # Windows ignores start_new_session; a new process group keeps the console's
                 # Ctrl+C away from pwsh there.
-                **_DETACHED,
+                **detached(),
             )
         except OSError as exc:
             raise TransportError(f"cannot start {exe}: {exc.strerror or exc}") from exc
