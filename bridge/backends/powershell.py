@@ -61,6 +61,7 @@ time, each polled with ``Get-CsBatchPolicyAssignmentOperation`` until ``Complete
 from __future__ import annotations
 
 import base64
+import contextvars
 import importlib.resources
 import itertools
 import json
@@ -580,7 +581,8 @@ class PowerShellBackend:
         # The directory pages from Graph (HTTP) while pwsh answers; pwsh is one process taking
         # one request at a time, so the cmdlets stay in this thread.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bridge-graph-users") as pool:
-            listing = pool.submit(graph.list_users)
+            # In this context: the run's scoped request observers see Graph's pages too.
+            listing = pool.submit(contextvars.copy_context().run, graph.list_users)
             policies, rows, direct = self._read_pwsh()
             users = listing.result()
         directory = Directory()
