@@ -621,7 +621,8 @@ class FleetRunner:
             session = self._session_for(entry)
             self._act(entry, session, row)
         except BridgeError as exc:
-            row.state, row.exit_code, row.message = "error", 1, _redacted(session, str(exc))
+            message = _in_fleet_terms(entry, _redacted(session, str(exc)))
+            row.state, row.exit_code, row.message = "error", 1, message
             log.warning("tenant %s: %s", entry.name, row.message)
         except Exception as exc:  # a bug: this tenant fails, the fleet goes on
             log.error("tenant %s failed unexpectedly", entry.name, exc_info=True)
@@ -717,6 +718,20 @@ class FleetRunner:
             return mark.read_text(encoding="utf-8").strip() or None
         except OSError:
             return None
+
+
+def _in_fleet_terms(entry: FleetTenant, text: str) -> str:
+    """A message that names the one-tenant variables, pointed at where the fleet file says."""
+    where = {
+        "AZURE_TENANT_ID": f"tenant: of {entry.name} in the fleet file",
+        "AZURE_CLIENT_ID": f"client_id: of {entry.name} in the fleet file",
+        "AZURE_CLIENT_CERTIFICATE_PATH": f"certificate: of {entry.name} in the fleet file",
+        "AZURE_FEDERATED_TOKEN_FILE": f"federated_token_file: of {entry.name} in the fleet file",
+        "AZURE_CLIENT_SECRET": f"the variable {entry.credential.ref}",
+    }
+    for variable, fleet_words in where.items():
+        text = text.replace(f"check {variable}", f"check {fleet_words}")
+    return text
 
 
 def _redacted(session: Any, text: str) -> str:

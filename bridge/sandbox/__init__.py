@@ -12,7 +12,15 @@ admin API and the Microsoft Graph calls teams-bridge makes, answering exactly do
 
 from .config import SandboxConfig
 from .seed import TENANT_DOMAIN, build_hospital
-from .server import Sandbox
+from .server import Sandbox, SandboxFleet
 from .tenant import ServiceError, Tenant
 
-__all__ = ["TENANT_DOMAIN", "Sandbox", "SandboxConfig", "ServiceError", "Tenant", "build_hospital"]
+__all__ = [
+    "TENANT_DOMAIN",
+    "Sandbox",
+    "SandboxConfig",
+    "SandboxFleet",
+    "ServiceError",
+    "Tenant",
+    "build_hospital",
+]
