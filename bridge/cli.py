@@ -752,7 +752,37 @@ def _sandbox_fleet(config: Any, tenants: int, fleet_file: str | None) -> None:
 
 
 @main_group.command()
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path(dir_okay=False), required=False)
+@click.option(
+    "--fleet",
+    "fleet_file",
+    metavar="FLEET",
+    type=click.Path(dir_okay=False),
+    help="Serve every tenant of this fleet file instead of FILE: each on its own interval and "
+    "mode (from the file), metrics per tenant, /report the fleet page.",
+)
+@click.option(
+    "--shard",
+    metavar="I/N",
+    help="With --fleet: only the tenants of shard I of N (default: from BRIDGE_SHARD, or "
+    "BRIDGE_SHARDS and the StatefulSet ordinal).",
+)
+@click.option(
+    "--concurrency",
+    type=Number(limits.CONCURRENCY),
+    default=4,
+    show_default=True,
+    envvar="BRIDGE_FLEET_CONCURRENCY",
+    help="With --fleet: runs at once.",
+)
+@click.option(
+    "--state-dir",
+    metavar="DIR",
+    envvar="BRIDGE_FLEET_STATE",
+    default="fleet-state",
+    show_default=True,
+    help="With --fleet: per tenant token cache, history and journal.",
+)
 @click.option(
     "--interval",
     default="15m",
@@ -827,7 +857,11 @@ def _sandbox_fleet(config: Any, tenants: int, fleet_file: str | None) -> None:
 @pass_ctx
 def serve(
     ctx: _Ctx,
-    file: str,
+    file: str | None,
+    fleet_file: str | None,
+    shard: str | None,
+    concurrency: int,
+    state_dir: str,
     interval: str,
     mode: str,
     listen: str,
@@ -841,8 +875,24 @@ def serve(
 ) -> None:
     """The reconciling service: run drift (or apply) on FILE every --interval and serve health,
     Prometheus metrics and the last report on --listen. SIGTERM stops it after the current step
-    (exit 0)."""
+    (exit 0). With --fleet FLEET: every tenant of the fleet file."""
     import signal
+
+    if bool(file) == bool(fleet_file):
+        raise click.UsageError("give either FILE or --fleet FLEET (one of them)")
+    if fleet_file:
+        _serve_fleet(
+            ctx,
+            fleet_file,
+            shard=shard,
+            concurrency=concurrency,
+            state_dir=state_dir,
+            listen=listen,
+            run_timeout=run_timeout,
+            fail_on=fail_on,
+        )
+        return
+    assert file is not None
 
     from .desired import load_desired
     from .report.notify import check_webhook_url, webhook_poster
@@ -915,13 +965,70 @@ def serve(
 # --------------------------------------------------------------------------- fleet
 
 
-FLEET_CONCURRENCY = limits.CONCURRENCY
-
-
 def _fleet_shard(shard: str | None) -> Any:
     from .fleet import default_shard, parse_shard
 
     return parse_shard(shard) if shard else default_shard()
+
+
+def _serve_fleet(
+    ctx: _Ctx,
+    fleet_file: str,
+    *,
+    shard: str | None,
+    concurrency: int,
+    state_dir: str,
+    listen: str,
+    run_timeout: str | None,
+    fail_on: str,
+) -> None:
+    import signal
+
+    from .fleet import load_fleet
+    from .service import StatusServer, parse_duration, parse_listen
+    from .service.fleet import FleetService
+
+    if ctx.options.sandbox or ctx.options.snapshot:
+        raise click.UsageError(
+            "serve --fleet reads each tenant of FLEET: drop --sandbox/--snapshot"
+        )
+    host, port = parse_listen(listen)
+    picked = _fleet_shard(shard)
+    chosen = load_fleet(fleet_file).shard(picked.index, picked.count)
+
+    def said(name: str, record: Any) -> None:
+        why = f": {record.message}" if record.message else ""
+        _err_line(f"{name}: {record.result} in {record.seconds:.1f}s{why}")
+
+    service = FleetService(
+        chosen,
+        state_dir=state_dir,
+        shard=picked,
+        concurrency=concurrency,
+        run_timeout=parse_duration(run_timeout, "--run-timeout") if run_timeout else None,
+        transport=ctx.options.transport,
+        cloud=ctx.options.cloud,
+        fail_on={"warning": ("warning", "error"), "error": ("error",), "never": ()}[fail_on],
+        on_run=said,
+    )
+    server = StatusServer(service, host, port).start()  # type: ignore[arg-type]
+    _err(
+        f"serving {len(chosen.tenants)} tenant(s) of {fleet_file} (shard {picked}) on "
+        f"{server.url} (/healthz /readyz /metrics /report /report/NAME)"
+    )
+    sys.stderr.flush()
+    previous = {
+        sig: signal.signal(sig, lambda *_: service.stop())
+        for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        service.run_forever()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        server.close()
+        service.close()
+    _err("stopped")
 
 
 @main_group.command()
@@ -936,7 +1043,7 @@ def _fleet_shard(shard: str | None) -> Any:
 )
 @click.option(
     "--concurrency",
-    type=Number(FLEET_CONCURRENCY),
+    type=Number(limits.CONCURRENCY),
     default=4,
     show_default=True,
     envvar="BRIDGE_FLEET_CONCURRENCY",

@@ -373,6 +373,9 @@ class Shard:
         return f"{self.index}/{self.count}"
 
 
+WHOLE = Shard(0, 1)  # every tenant
+
+
 def parse_shard(text: str, option: str = "--shard") -> Shard:
     """``I/N`` (``0 <= I < N``) -> ``Shard``; ``ConfigError`` naming ``option`` otherwise."""
     m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
@@ -393,7 +396,7 @@ def default_shard(environ: Mapping[str, str] | None = None, hostname: str | None
         return parse_shard(env[SHARD_ENV], SHARD_ENV)
     count_text = env.get(SHARDS_ENV, "").strip()
     if not count_text:
-        return Shard(0, 1)
+        return WHOLE
     if not count_text.isdigit() or not 1 <= int(count_text) <= 10_000:
         raise ConfigError(f"{SHARDS_ENV}={count_text!r}: give the number of shards, e.g. 3")
     count = int(count_text)
@@ -602,7 +605,7 @@ class FleetRunner:
         options = SessionOptions(transport=self.options.transport, cloud=entry.cloud)
         return Session(options, settings=settings)
 
-    def run(self, shard: Shard = Shard(0, 1)) -> FleetResult:
+    def run(self, shard: Shard = WHOLE) -> FleetResult:
         started, t0 = _now(), time.monotonic()
         entries = list(self.fleet.tenants)
         workers = max(1, min(self.options.concurrency, len(entries)))
@@ -621,7 +624,7 @@ class FleetRunner:
             session = self._session_for(entry)
             self._act(entry, session, row)
         except BridgeError as exc:
-            message = _in_fleet_terms(entry, _redacted(session, str(exc)))
+            message = in_fleet_terms(entry, _redacted(session, str(exc)))
             row.state, row.exit_code, row.message = "error", 1, message
             log.warning("tenant %s: %s", entry.name, row.message)
         except Exception as exc:  # a bug: this tenant fails, the fleet goes on
@@ -720,7 +723,7 @@ class FleetRunner:
             return None
 
 
-def _in_fleet_terms(entry: FleetTenant, text: str) -> str:
+def in_fleet_terms(entry: FleetTenant, text: str) -> str:
     """A message that names the one-tenant variables, pointed at where the fleet file says."""
     where = {
         "AZURE_TENANT_ID": f"tenant: of {entry.name} in the fleet file",
