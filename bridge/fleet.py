@@ -695,6 +695,9 @@ class FleetRunner:
             plan_file=None,
             force=False,  # a fleet never forces: a plan over a tenant's limits waits for a person
             journal_path=str(self.tenant_dir(entry) / "journal.jsonl"),
+            # The state directory, not the home directory (read-only in a pod): one lock per
+            # tenant id in it, on this machine only.
+            lock_dir=self.options.state_dir,
         )
         try:
             outcome = run_apply(session, request, confirm=lambda plan: True)

@@ -119,6 +119,7 @@ class FleetService:
                 run_timeout=run_timeout,
                 history_file=str(own / "history.sqlite"),
                 journal_path=str(own / "journal.jsonl"),
+                lock_dir=str(self.state_dir),  # not the home directory: read-only in a pod
                 fail_on=fail_on,
             )
             run = _TenantRun(entry, config, session_for or self.build_session, self._slots)
