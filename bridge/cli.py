@@ -881,6 +881,14 @@ def serve(
     if bool(file) == bool(fleet_file):
         raise click.UsageError("give either FILE or --fleet FLEET (one of them)")
     if fleet_file:
+        given = click.get_current_context().get_parameter_source
+        for option in ("interval", "mode", "history_file", "journal", "lock_dir"):
+            if given(option) is click.core.ParameterSource.COMMANDLINE:
+                flag = {"history_file": "history", "lock_dir": "lock-dir"}.get(option, option)
+                raise click.UsageError(
+                    f"--{flag} is per tenant with --fleet: the fleet file sets interval and "
+                    "mode; history, journal and lock live under --state-dir"
+                )
         _serve_fleet(
             ctx,
             fleet_file,
@@ -890,6 +898,8 @@ def serve(
             listen=listen,
             run_timeout=run_timeout,
             fail_on=fail_on,
+            notify=notify,
+            notify_format=notify_format,
         )
         return
     assert file is not None
@@ -981,10 +991,13 @@ def _serve_fleet(
     listen: str,
     run_timeout: str | None,
     fail_on: str,
+    notify: str | None,
+    notify_format: str,
 ) -> None:
     import signal
 
     from .fleet import load_fleet
+    from .report.notify import check_webhook_url, webhook_poster
     from .service import StatusServer, parse_duration, parse_listen
     from .service.fleet import FleetService
 
@@ -993,6 +1006,8 @@ def _serve_fleet(
             "serve --fleet reads each tenant of FLEET: drop --sandbox/--snapshot"
         )
     host, port = parse_listen(listen)
+    if notify:
+        check_webhook_url(notify)
     picked = _fleet_shard(shard)
     chosen = load_fleet(fleet_file).shard(picked.index, picked.count)
 
@@ -1009,7 +1024,10 @@ def _serve_fleet(
         transport=ctx.options.transport,
         cloud=ctx.options.cloud,
         fail_on={"warning": ("warning", "error"), "error": ("error",), "never": ()}[fail_on],
+        notify_url=notify,
+        notify_format=notify_format,
         on_run=said,
+        poster=webhook_poster(None),
     )
     server = StatusServer(service, host, port).start()  # type: ignore[arg-type]
     _err(

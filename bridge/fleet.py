@@ -243,9 +243,27 @@ def parse_fleet(raw: bytes | str, source: str = "<fleet>", base_dir: Path | None
                 t = _tenant(c, item, pos, defaults, base, seen)
                 if t is not None:
                     tenants.append(t)
+            _one_entry_per_tenant(c, tenants)
     if c.problems:
         raise FleetFileError(c.problems)
     return Fleet(source, tuple(tenants))
+
+
+def _one_entry_per_tenant(c: _Checker, tenants: list[FleetTenant]) -> None:
+    """Two entries for one tenant would read it twice and could apply to it at once (the lock
+    is per machine): one entry per tenant (compared as written, case-insensitive)."""
+    first: dict[str, FleetTenant] = {}
+    for t in tenants:
+        key = t.tenant.casefold()
+        if key in first:
+            other = first[key]
+            c.error(
+                (t.location.line, t.location.column),
+                f"tenant {t.tenant!r} is already listed as {other.name!r} at line "
+                f"{other.location.line}: one entry per tenant",
+            )
+        else:
+            first[key] = t
 
 
 def _tenant(

@@ -104,6 +104,13 @@ BAD = [
         ],
     ),
     ("bad_yaml.yaml", ["bad_yaml.yaml:4:1: error: not valid YAML"]),
+    (
+        "duplicate_tenant.yaml",
+        [
+            "duplicate_tenant.yaml:7:5: error: tenant 'Northwind.onmicrosoft.com' is already "
+            "listed as 'northwind' at line 2: one entry per tenant"
+        ],
+    ),
 ]
 
 
@@ -183,8 +190,8 @@ def test_shards_cover_every_tenant_exactly_once(count: int) -> None:
         fleet = parse_fleet(
             "tenants:\n"
             + "".join(
-                f"  - {{name: {n}, tenant: t, client_id: c, credential: {{secret_env: S}}, "
-                f"desired: d.yaml}}\n"
+                f"  - {{name: {n}, tenant: {n}.example, client_id: c, "
+                f"credential: {{secret_env: S}}, desired: d.yaml}}\n"
                 for n in NAMES[:60]
             )
         ).shard(index, count)
@@ -234,3 +241,31 @@ def test_default_shard_from_the_pod() -> None:
         default_shard({"BRIDGE_SHARDS": "3"}, "teams-bridge-fleet-5")
     with pytest.raises(ConfigError, match="BRIDGE_SHARDS='x'"):
         default_shard({"BRIDGE_SHARDS": "x"}, "a-1")
+
+
+# --------------------------------------------------------------------------- fuzz
+
+GOOD = (FIXTURES / "good.yaml").read_text("utf-8")
+
+
+@settings(max_examples=150, deadline=None)  # budget: 150 random texts
+@given(st.text(max_size=300))
+def test_any_text_loads_or_raises_the_fleet_file_error(text: str) -> None:
+    _loads_or_config_error(text)
+
+
+@settings(max_examples=150, deadline=None)  # budget: 150 edits of the good file
+@given(st.integers(min_value=0, max_value=len(GOOD)), st.text(max_size=12), st.integers(0, 12))
+def test_edits_of_a_good_file_load_or_raise_the_fleet_file_error(
+    at: int, insert: str, cut: int
+) -> None:
+    _loads_or_config_error(GOOD[:at] + insert + GOOD[at + cut :])
+
+
+def _loads_or_config_error(text: str) -> None:
+    try:
+        fleet = parse_fleet(text, "f.yaml")
+    except ConfigError as exc:
+        assert "f.yaml" in str(exc)
+        return
+    assert all(t.name and t.credential.ref for t in fleet.tenants)

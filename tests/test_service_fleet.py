@@ -103,3 +103,55 @@ def test_serve_fleet_metrics_readiness_and_reports_per_tenant(
     assert "check the variable SANDBOX_TENANT_003_SECRET" in page["rows"][2]["message"]
     assert one[0] == 200 and b"<html" in one[1].lower()
     assert unknown == 404
+
+
+def test_serve_fleet_notifies_each_tenants_state_change_under_its_name(
+    sandboxes: SandboxFleet, tmp_path: Path
+) -> None:
+    posts: list[dict] = []
+    fleet = load_fleet(tmp_path / "fleet.yaml")
+    service = FleetService(
+        fleet,
+        state_dir=str(tmp_path / "state"),
+        notify_url="https://hooks.example.org/fleet",
+        notify_format="json",
+        poster=lambda url, payload, headers: posts.append(payload),
+    )
+    service.start()
+    try:
+        _wait(lambda: all(loop.runs >= 1 for loop in service.loops.values()))
+    finally:
+        service.stop()
+        service.wait(10)
+        service.close()
+    # hospital-001 (apply) ends in sync: nothing new to say; the two drift-mode tenants drift,
+    # one post each, naming the tenant it is about.
+    said = [json.dumps(p) for p in posts]
+    assert len(posts) == 2
+    for i in (1, 2):
+        assert sum(sandboxes.tenant_ids[i] in p for p in said) == 1
+    assert not any(sandboxes.tenant_ids[0] in p for p in said)
+
+
+@pytest.mark.parametrize("option", [["--mode", "apply"], ["--interval", "1m"], ["--journal", "j"]])
+def test_serve_fleet_refuses_per_tenant_options(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, option: list[str]
+) -> None:
+    from bridge.cli import main
+
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text("tenants: []\n")
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--fleet", str(fleet), *option])
+    err = capsys.readouterr().err
+    assert info.value.code == 1
+    assert f"{option[0]} is per tenant with --fleet" in err
+
+
+def test_serve_needs_a_file_or_a_fleet(capsys: pytest.CaptureFixture[str]) -> None:
+    from bridge.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["serve"])
+    assert info.value.code == 1
+    assert "give either FILE or --fleet FLEET" in capsys.readouterr().err

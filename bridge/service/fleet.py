@@ -92,6 +92,8 @@ class FleetService:
         transport: str = "rest",
         cloud: str | None = None,
         fail_on: tuple[str, ...] = ("error",),
+        notify_url: str | None = None,
+        notify_format: str = "teams",
         session_for: Callable[[FleetTenant], Any] | None = None,
         on_run: Callable[[str, RunRecord], None] | None = None,
         **loop_options: Any,
@@ -121,6 +123,8 @@ class FleetService:
                 journal_path=str(own / "journal.jsonl"),
                 lock_dir=str(self.state_dir),  # not the home directory: read-only in a pod
                 fail_on=fail_on,
+                notify_url=notify_url,  # each tenant's state changes, named by its name
+                notify_format=notify_format,
             )
             run = _TenantRun(entry, config, session_for or self.build_session, self._slots)
             self._runs.append(run)
