@@ -1150,7 +1150,8 @@ def fleet(
 
     def done(row: TenantRow) -> None:
         why = f": {row.message}" if row.message and row.state in ("error", "refused") else ""
-        _err_line(f"{row.name}: {row.state} in {row.seconds:.1f}s{why}")
+        pending = f", {row.changes} change(s) to make" if row.changes else ""
+        _err_line(f"{row.name}: {row.state} in {row.seconds:.1f}s{pending}{why}")
 
     result = FleetRunner(chosen, options, on_done=done).run(picked)
     states = result.to_dict()["states"]
