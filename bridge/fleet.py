@@ -600,7 +600,10 @@ class FleetRunner:
     ):
         if options.action not in ("drift", "plan", "apply"):
             raise ConfigError(f"fleet action {options.action!r}: choose drift, plan or apply")
-        limits.check(options.concurrency, limits.CONCURRENCY, "--concurrency")
+        try:
+            limits.check(options.concurrency, limits.CONCURRENCY, "--concurrency")
+        except limits.NumberError as exc:
+            raise ConfigError(str(exc)) from None
         self.fleet = fleet
         self.options = options
         self._session_for = session_for or self.build_session

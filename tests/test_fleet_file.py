@@ -269,3 +269,13 @@ def _loads_or_config_error(text: str) -> None:
         assert "f.yaml" in str(exc)
         return
     assert all(t.name and t.credential.ref for t in fleet.tenants)
+
+
+def test_fleet_runner_checks_its_concurrency() -> None:
+    from bridge.fleet import FleetOptions, FleetRunner
+
+    fleet = parse_fleet(ENTRY)
+    with pytest.raises(ConfigError, match="--concurrency"):
+        FleetRunner(fleet, FleetOptions("drift", concurrency=0))
+    with pytest.raises(ConfigError, match="choose drift, plan or apply"):
+        FleetRunner(fleet, FleetOptions("destroy"))
