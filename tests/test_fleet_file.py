@@ -279,3 +279,12 @@ def test_fleet_runner_checks_its_concurrency() -> None:
         FleetRunner(fleet, FleetOptions("drift", concurrency=0))
     with pytest.raises(ConfigError, match="choose drift, plan or apply"):
         FleetRunner(fleet, FleetOptions("destroy"))
+
+
+def test_many_tenants_secrets_are_redacted_whole_even_when_one_starts_with_another() -> None:
+    from bridge.redact import redact, register_secret
+
+    register_secret("tenant-a-secret")
+    register_secret("tenant-a-secret-and-more")
+    said = redact("a: tenant-a-secret-and-more, b: tenant-a-secret")
+    assert said == "a: [redacted], b: [redacted]"
