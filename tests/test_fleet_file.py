@@ -288,3 +288,6 @@ def test_many_tenants_secrets_are_redacted_whole_even_when_one_starts_with_anoth
     register_secret("tenant-a-secret-and-more")
     said = redact("a: tenant-a-secret-and-more, b: tenant-a-secret")
     assert said == "a: [redacted], b: [redacted]"
+    # Given in the worst order (the shorter first), too.
+    said = redact("c: tenant-c-key-longer", ["tenant-c-key", "tenant-c-key-longer"])
+    assert said == "c: [redacted]"
