@@ -94,3 +94,36 @@ def test_sandbox_tenants_then_fleet_drift_and_apply(tmp_path: Path) -> None:
     finally:
         sandbox.terminate()
         sandbox.wait(timeout=30)
+
+
+def test_serve_fleet_as_a_process_until_sigterm(tmp_path: Path) -> None:
+    from e2e_support import Cli
+    from prometheus_client.parser import text_string_to_metric_families
+    from serve_support import serving
+
+    from bridge.sandbox import SandboxConfig, SandboxFleet
+    from bridge.sandbox.server import DEMO_DESIRED
+
+    with SandboxFleet(3, SandboxConfig(users=100)) as sf:
+        (tmp_path / "sandbox-desired.yaml").write_text(DEMO_DESIRED, encoding="utf-8")
+        (tmp_path / "fleet.yaml").write_text(sf.fleet_file_text("sandbox-desired.yaml"))
+        cli = Cli(sf, tmp_path)  # type: ignore[arg-type]  # the same env() for the endpoints
+        with serving(cli, "--fleet", "fleet.yaml", env=sf.secrets_env()) as served:
+            served.wait_for(lambda: served.get("/readyz")[0] == 200, why="every tenant ready")
+            status, _, text = served.get("/metrics")
+            page = json.loads(served.get("/report.json")[2])
+            code = served.stop()
+    assert status == 200 and code == 0
+    runs = {
+        (s.labels["tenant"], s.labels["result"])
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "teams_bridge_runs_total" and s.value
+    }
+    assert runs == {
+        ("hospital-001", "applied"),
+        ("hospital-002", "drift"),
+        ("hospital-003", "drift"),
+    }
+    assert [r["name"] for r in page["rows"]] == ["hospital-001", "hospital-002", "hospital-003"]
+    assert "serving 3 tenant(s) of fleet.yaml (shard 0/1)" in served.stderr
