@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 import click
 
-from . import __version__
+from . import __version__, limits
 from .errors import BridgeError, DesiredStateError
 from .files import write_text_atomic
 from .limits import COUNT, FLOOR, LOCK_SECONDS, NONNEGATIVE, SHARE, VERIFY_SECONDS, Number
@@ -694,7 +694,22 @@ def _sandbox_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     is_flag=True,
     help="The app holds no directory role (every API call answers 403), to see the role hint.",
 )
-def sandbox(no_roles: bool, **knobs: Any) -> None:
+@click.option(
+    "--tenants",
+    type=click.IntRange(1, 1000),
+    default=1,
+    show_default=True,
+    help="Serve this many hospitals behind the same endpoints, each with its own app and secret "
+    "(sign-ins routed by the tenant in the path, API calls by the token's tenant).",
+)
+@click.option(
+    "--fleet-file",
+    metavar="FLEET",
+    type=click.Path(dir_okay=False),
+    help="With --tenants: write a fleet file for these tenants here, a desired-state file and a "
+    ".env with the variables beside it (cd there, then: teams-bridge fleet FLEET drift).",
+)
+def sandbox(no_roles: bool, tenants: int, fleet_file: str | None, **knobs: Any) -> None:
     """Serve the simulated hospital tenant over HTTPS until interrupted, after printing the
     variables that point a second shell at it."""
     import signal
@@ -710,6 +725,9 @@ def sandbox(no_roles: bool, **knobs: Any) -> None:
         raise click.UsageError(str(exc)) from None
     # SIGTERM (kill, a container stopping) unwinds like Ctrl+C, so temporary files are removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    if tenants > 1 or fleet_file:
+        _sandbox_fleet(config, tenants, fleet_file)
+        return
     with Sandbox(config) as sb:
         click.echo(f"# sandbox tenant {sb.tenant_id} ({config.users} users) at {sb.base_url}")
         click.echo("# in another shell, run these lines, then e.g. teams-bridge plan FILE:")
@@ -727,11 +745,81 @@ def sandbox(no_roles: bool, **knobs: Any) -> None:
             click.echo("# sandbox stopped")
 
 
+def _sandbox_fleet(config: Any, tenants: int, fleet_file: str | None) -> None:
+    """``sandbox --tenants N``: serve the hospitals, print (and with --fleet-file write) what
+    points a fleet at them."""
+    from .sandbox import SandboxFleet
+    from .sandbox.server import DEMO_DESIRED
+
+    with SandboxFleet(tenants, config) as sf:
+        variables = {**sf.env(), **sf.secrets_env()}
+        click.echo(
+            f"# sandbox fleet: {tenants} hospitals ({config.users} users each) at {sf.base_url}"
+        )
+        for i in range(tenants):
+            click.echo(
+                f"# {sf.name(i)}: tenant {sf.tenant_ids[i]}, app {sf.client_ids[i]}, "
+                f"secret in {sf.secret_env(i)}"
+            )
+        if fleet_file:
+            folder = os.path.dirname(os.path.abspath(fleet_file))
+            os.makedirs(folder, exist_ok=True)
+            desired = "sandbox-desired.yaml"
+            _write_text(os.path.join(folder, desired), DEMO_DESIRED)
+            _write_text(fleet_file, sf.fleet_file_text(desired))
+            # "export K=V": a shell can source it, and teams-bridge reads it as a .env too.
+            env_text = "".join(f"export {k}={v}\n" for k, v in variables.items())
+            _write_text(os.path.join(folder, ".env"), env_text, private=True)
+            click.echo(f"# wrote {fleet_file}, {desired} and .env (the variables) in {folder}")
+            env_file = os.path.join(os.path.dirname(fleet_file), ".env")
+            click.echo(f"# in another shell: . {env_file} && teams-bridge fleet {fleet_file} drift")
+        else:
+            click.echo("# in another shell, run these lines, then teams-bridge fleet FLEET drift:")
+        for key, value in variables.items():
+            click.echo(f"export {key}={value}")
+        click.echo("# serving; press Ctrl+C to stop")
+        sys.stdout.flush()
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            click.echo("# sandbox stopped")
+
+
 # --------------------------------------------------------------------------- serve
 
 
 @main_group.command()
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path(dir_okay=False), required=False)
+@click.option(
+    "--fleet",
+    "fleet_file",
+    metavar="FLEET",
+    type=click.Path(dir_okay=False),
+    help="Serve every tenant of this fleet file instead of FILE: each on its own interval and "
+    "mode (from the file), metrics per tenant, /report the fleet page.",
+)
+@click.option(
+    "--shard",
+    metavar="I/N",
+    help="With --fleet: only the tenants of shard I of N (default: from BRIDGE_SHARD, or "
+    "BRIDGE_SHARDS and the StatefulSet ordinal).",
+)
+@click.option(
+    "--concurrency",
+    type=Number(limits.CONCURRENCY),
+    default=4,
+    show_default=True,
+    envvar="BRIDGE_FLEET_CONCURRENCY",
+    help="With --fleet: runs at once.",
+)
+@click.option(
+    "--state-dir",
+    metavar="DIR",
+    envvar="BRIDGE_FLEET_STATE",
+    default="fleet-state",
+    show_default=True,
+    help="With --fleet: per tenant token cache, history and journal.",
+)
 @click.option(
     "--interval",
     default="15m",
@@ -806,7 +894,11 @@ def sandbox(no_roles: bool, **knobs: Any) -> None:
 @pass_ctx
 def serve(
     ctx: _Ctx,
-    file: str,
+    file: str | None,
+    fleet_file: str | None,
+    shard: str | None,
+    concurrency: int,
+    state_dir: str,
     interval: str,
     mode: str,
     listen: str,
@@ -820,8 +912,34 @@ def serve(
 ) -> None:
     """The reconciling service: run drift (or apply) on FILE every --interval and serve health,
     Prometheus metrics and the last report on --listen. SIGTERM stops it after the current step
-    (exit 0)."""
+    (exit 0). With --fleet FLEET: every tenant of the fleet file."""
     import signal
+
+    if bool(file) == bool(fleet_file):
+        raise click.UsageError("give either FILE or --fleet FLEET (one of them)")
+    if fleet_file:
+        given = click.get_current_context().get_parameter_source
+        for option in ("interval", "mode", "history_file", "journal", "lock_dir"):
+            if given(option) is click.core.ParameterSource.COMMANDLINE:
+                flag = {"history_file": "history", "lock_dir": "lock-dir"}.get(option, option)
+                raise click.UsageError(
+                    f"--{flag} is per tenant with --fleet: the fleet file sets interval and "
+                    "mode; history, journal and lock live under --state-dir"
+                )
+        _serve_fleet(
+            ctx,
+            fleet_file,
+            shard=shard,
+            concurrency=concurrency,
+            state_dir=state_dir,
+            listen=listen,
+            run_timeout=run_timeout,
+            fail_on=fail_on,
+            notify=notify,
+            notify_format=notify_format,
+        )
+        return
+    assert file is not None
 
     from .desired import load_desired
     from .report.notify import check_webhook_url, webhook_poster
@@ -889,6 +1007,196 @@ def serve(
                 signal.signal(sig, handler)
             server.close()
     _err("stopped")
+
+
+# --------------------------------------------------------------------------- fleet
+
+
+def _fleet_shard(shard: str | None) -> Any:
+    from .fleet import default_shard, parse_shard
+
+    return parse_shard(shard) if shard else default_shard()
+
+
+def _serve_fleet(
+    ctx: _Ctx,
+    fleet_file: str,
+    *,
+    shard: str | None,
+    concurrency: int,
+    state_dir: str,
+    listen: str,
+    run_timeout: str | None,
+    fail_on: str,
+    notify: str | None,
+    notify_format: str,
+) -> None:
+    import signal
+
+    from .fleet import load_fleet
+    from .report.notify import check_webhook_url, webhook_poster
+    from .service import StatusServer, parse_duration, parse_listen
+    from .service.fleet import FleetService
+
+    if ctx.options.sandbox or ctx.options.snapshot:
+        raise click.UsageError(
+            "serve --fleet reads each tenant of FLEET: drop --sandbox/--snapshot"
+        )
+    host, port = parse_listen(listen)
+    if notify:
+        check_webhook_url(notify)
+    picked = _fleet_shard(shard)
+    chosen = load_fleet(fleet_file).shard(picked.index, picked.count)
+
+    def said(name: str, record: Any) -> None:
+        why = f": {record.message}" if record.message else ""
+        _err_line(f"{name}: {record.result} in {record.seconds:.1f}s{why}")
+
+    service = FleetService(
+        chosen,
+        state_dir=state_dir,
+        shard=picked,
+        concurrency=concurrency,
+        run_timeout=parse_duration(run_timeout, "--run-timeout") if run_timeout else None,
+        transport=ctx.options.transport,
+        cloud=ctx.options.cloud,
+        fail_on={"warning": ("warning", "error"), "error": ("error",), "never": ()}[fail_on],
+        notify_url=notify,
+        notify_format=notify_format,
+        on_run=said,
+        poster=webhook_poster(None),
+    )
+    server = StatusServer(service, host, port).start()  # type: ignore[arg-type]
+    _err(
+        f"serving {len(chosen.tenants)} tenant(s) of {fleet_file} (shard {picked}) on "
+        f"{server.url} (/healthz /readyz /metrics /report /report/NAME)"
+    )
+    sys.stderr.flush()
+    previous = {
+        sig: signal.signal(sig, lambda *_: service.stop())
+        for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        service.run_forever()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        server.close()
+        service.close()
+    _err("stopped")
+
+
+@main_group.command()
+@click.argument("fleet_file", metavar="FLEET", type=click.Path(dir_okay=False))
+@click.argument("action", type=click.Choice(["drift", "plan", "apply"]))
+@click.option(
+    "--shard",
+    metavar="I/N",
+    help="Run only the tenants a stable hash gives shard I of N (from 0). Default: "
+    "BRIDGE_SHARD=I/N, or BRIDGE_SHARDS=N with the index from the pod (an Indexed Job's "
+    "JOB_COMPLETION_INDEX or a StatefulSet's ordinal); else every tenant.",
+)
+@click.option(
+    "--concurrency",
+    type=Number(limits.CONCURRENCY),
+    default=4,
+    show_default=True,
+    envvar="BRIDGE_FLEET_CONCURRENCY",
+    help="Tenants run at once (each with its own connections and rate).",
+)
+@click.option(
+    "--report-dir",
+    metavar="DIR",
+    default="fleet-reports",
+    show_default=True,
+    help="The fleet report (fleet-report.html/.json/.md) and one directory per tenant.",
+)
+@click.option(
+    "--state-dir",
+    metavar="DIR",
+    envvar="BRIDGE_FLEET_STATE",
+    default="fleet-state",
+    show_default=True,
+    help="Per tenant: token cache, history, journal, last success.",
+)
+@click.option(
+    "--auto-approve",
+    is_flag=True,
+    help="apply: do not ask (needed without a terminal). Only tenants whose mode is apply are "
+    "written; each tenant's safety limits hold and are never forced.",
+)
+@click.option(
+    "--fail-on",
+    type=click.Choice(["warning", "error", "never"]),
+    default="error",
+    show_default=True,
+    help="Which healthcare findings count as drift.",
+)
+@pass_ctx
+def fleet(
+    ctx: _Ctx,
+    fleet_file: str,
+    action: str,
+    shard: str | None,
+    concurrency: int,
+    report_dir: str,
+    state_dir: str,
+    auto_approve: bool,
+    fail_on: str,
+) -> None:
+    """Run drift, plan or apply for every tenant of FLEET (exit as drift: the worst tenant
+    wins). One tenant's failure never stops the others; a fleet report is written beside the
+    tenants' own."""
+    from .fleet import FleetOptions, FleetRunner, TenantRow, load_fleet
+
+    if ctx.options.sandbox or ctx.options.snapshot:
+        raise click.UsageError(
+            "fleet reads each tenant of FLEET: drop --sandbox/--snapshot (for a simulated "
+            "fleet, run teams-bridge sandbox --tenants N --fleet-file FLEET)"
+        )
+    picked = _fleet_shard(shard)
+    whole = load_fleet(fleet_file)
+    chosen = whole.shard(picked.index, picked.count)
+    writers = [t.name for t in chosen.tenants if t.mode == "apply"]
+    if action == "apply" and writers and not auto_approve:
+        if not sys.stdin.isatty():
+            raise BridgeError(
+                "fleet apply needs confirmation and there is no terminal: review with "
+                f"teams-bridge fleet {fleet_file} plan, then re-run with --auto-approve"
+            )
+        if not click.confirm(
+            f"Apply to {len(writers)} tenant(s) whose mode is apply ({', '.join(writers)})? "
+            "The others get a drift run.",
+            default=False,
+        ):
+            _err("Apply cancelled; nothing was changed.")
+            raise SystemExit(EXIT_ERROR)
+    options = FleetOptions(
+        action=action,
+        report_dir=report_dir,
+        state_dir=state_dir,
+        concurrency=concurrency,
+        transport=ctx.options.transport,
+        cloud=ctx.options.cloud,
+        fail_on={"warning": ("warning", "error"), "error": ("error",), "never": ()}[fail_on],
+    )
+    _err(
+        f"fleet {action}: {len(chosen.tenants)} of {len(whole.tenants)} tenant(s) (shard "
+        f"{picked}), {concurrency} at a time"
+    )
+
+    def done(row: TenantRow) -> None:
+        why = f": {row.message}" if row.message and row.state in ("error", "refused") else ""
+        pending = f", {row.changes} change(s) to make" if row.changes else ""
+        _err_line(f"{row.name}: {row.state} in {row.seconds:.1f}s{pending}{why}")
+
+    result = FleetRunner(chosen, options, on_done=done).run(picked)
+    states = result.to_dict()["states"]
+    summary = ", ".join(f"{n} {state}" for state, n in states.items() if n) or "no tenants"
+    click.echo(f"Fleet {action}: {summary} (exit {result.exit_code}).")
+    for path in result.written:
+        _err(f"fleet report written: {path}")
+    raise SystemExit(result.exit_code)
 
 
 # --------------------------------------------------------------------------- entry point

@@ -23,6 +23,7 @@ Nothing here logs the ``Authorization`` header; every logged line and error mess
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import email.utils
 import importlib.util
 import logging
@@ -103,6 +104,26 @@ class RequestObserver(Protocol):
 
 
 _OBSERVERS: list[RequestObserver] = []
+# Observers of one tenant's run (a fleet runs many in one process): they see the requests made
+# in the context that set them, and in the worker threads ``map_concurrent`` starts from it.
+_SCOPED: contextvars.ContextVar[tuple[RequestObserver, ...]] = contextvars.ContextVar(
+    "bridge_http_observers", default=()
+)
+
+
+@contextlib.contextmanager
+def observing(*observers: RequestObserver) -> Iterator[None]:
+    """Within the block (this thread, and the threads it fans out to), ``observers`` see every
+    request too; other threads' requests are not theirs."""
+    token = _SCOPED.set((*_SCOPED.get(), *observers))
+    try:
+        yield
+    finally:
+        _SCOPED.reset(token)
+
+
+def _observers() -> list[RequestObserver]:
+    return [*_OBSERVERS, *_SCOPED.get()]
 
 
 def add_observer(observer: RequestObserver) -> None:
@@ -115,12 +136,12 @@ def remove_observer(observer: RequestObserver) -> None:
 
 
 def observe_before(api: str) -> None:
-    for observer in list(_OBSERVERS):
+    for observer in _observers():
         observer.before(api)
 
 
 def observe_done(api: str, status: int | None) -> None:
-    for observer in list(_OBSERVERS):
+    for observer in _observers():
         observer.done(api, "error" if status is None else str(status))
         if status == 429:
             observer.throttled(api)
@@ -646,7 +667,8 @@ class HttpClient:
         if workers <= 1:
             return [fn(i) for i in todo]
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bridge-http") as pool:
-            futures = [pool.submit(fn, i) for i in todo]
+            # Each task in a copy of this context: a tenant's scoped observers follow it.
+            futures = [pool.submit(contextvars.copy_context().run, fn, i) for i in todo]
         return [f.result() for f in futures]
 
     @property
@@ -671,7 +693,7 @@ class HttpClient:
         """Count a throttle the caller saw inside a response (a ``$batch`` inner 429: Graph)."""
         with self._lock:
             self._totals["throttled"] += 1
-        for observer in list(_OBSERVERS):
+        for observer in _observers():
             observer.throttled(api)
 
     def hold(self, seconds: float) -> None:

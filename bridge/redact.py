@@ -37,7 +37,9 @@ def register_secret(value: str | None) -> None:
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` with the registered and the given secret values, and anything shaped like a token
     or a ``client_secret=...`` pair, replaced by ``[redacted]``."""
-    for secret in (*_KNOWN, *secrets):
+    # Longest first: a fleet holds many tenants' secrets, and one that starts with another
+    # would otherwise keep its tail.
+    for secret in sorted({*_KNOWN, *secrets}, key=len, reverse=True):
         if secret and len(secret) >= 4:
             text = text.replace(secret, "[redacted]")
     for pattern, replacement in _REDACTIONS:

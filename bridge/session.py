@@ -42,7 +42,10 @@ class Session:
         options: SessionOptions,
         prompt: Callable[[str], None] | None = None,
         activity: Activity | None = None,
+        settings: Any = None,
     ):
+        """``settings``: this session's ``Settings``, built by the caller (a fleet builds one per
+        tenant); None: from the environment and ``.env``, when first needed."""
         if options.sandbox and options.snapshot:
             raise ConfigError("--sandbox and --snapshot both name a source of state: pick one")
         self.options = options
@@ -50,7 +53,7 @@ class Session:
         self.activity = activity
         self._backend: Backend | None = None
         self._sandbox: Any = None
-        self.settings: Any = None
+        self.settings: Any = settings
         self.token_provider: Any = None
         self.http: Any = None
 
@@ -112,7 +115,8 @@ class Session:
         from .auth import build_token_provider
         from .backends import make_backend
 
-        self.settings = self._load_settings(overrides)
+        if self.settings is None or overrides is not None:
+            self.settings = self._load_settings(overrides)
         self.token_provider = build_token_provider(self.settings, prompt=self.prompt)
         self._backend = make_backend(self.options.transport, self.settings, self.token_provider)
         return self._backend

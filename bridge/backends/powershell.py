@@ -60,6 +60,7 @@ time, each polled with ``Get-CsBatchPolicyAssignmentOperation`` until ``Complete
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import logging
 import re
@@ -289,9 +290,10 @@ class PowerShellBackend:
         # The directory pages from Graph (HTTP) while pwsh answers; pwsh is one process taking
         # one request at a time, so the cmdlets stay in this thread.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bridge-graph-users") as pool:
-            # The attributes only when roles need them (a GroupDirectory may take none).
+            # The attributes only when roles need them (a GroupDirectory may take none). In this
+            # context: the run's scoped request observers see Graph's pages too.
             extra = (wanted.attributes,) if wanted.attributes else ()
-            listing = pool.submit(graph.list_users, *extra)
+            listing = pool.submit(contextvars.copy_context().run, graph.list_users, *extra)
             policies, rows, direct = self._read_pwsh()
             users = listing.result()
         directory = Directory()

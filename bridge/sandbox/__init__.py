@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .config import SandboxConfig
     from .seed import TENANT_DOMAIN, build_hospital
-    from .server import Sandbox
+    from .server import Sandbox, SandboxFleet
     from .tenant import ServiceError, Tenant
 
 # Loaded on first use: the CLI builds its --sandbox options from ``config`` at every start, and
@@ -28,6 +28,7 @@ _WHERE = {
     "TENANT_DOMAIN": "seed",
     "build_hospital": "seed",
     "Sandbox": "server",
+    "SandboxFleet": "server",
     "ServiceError": "tenant",
     "Tenant": "tenant",
 }
@@ -41,4 +42,12 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__all__ = ["TENANT_DOMAIN", "Sandbox", "SandboxConfig", "ServiceError", "Tenant", "build_hospital"]
+__all__ = [
+    "TENANT_DOMAIN",
+    "Sandbox",
+    "SandboxConfig",
+    "SandboxFleet",
+    "ServiceError",
+    "Tenant",
+    "build_hospital",
+]

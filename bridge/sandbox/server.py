@@ -20,6 +20,7 @@ request by its method and URL (the outer request, and so its correlation id, is 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import gzip
 import hmac
@@ -118,7 +119,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, address: tuple[str, int], sandbox: Sandbox, context: ssl.SSLContext):
+    def __init__(
+        self, address: tuple[str, int], sandbox: Sandbox | SandboxFleet, context: ssl.SSLContext
+    ):
         self.sandbox = sandbox
         self.ssl_context = context
         self.connections: set[socket.socket] = set()
@@ -302,6 +305,14 @@ class Sandbox:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def attach(self, base_url: str, ca_path: str, directory: Path) -> None:
+        """Serve as one tenant of a ``SandboxFleet``: its server's URL and CA, this tenant's
+        client certificate written into ``directory``."""
+        self.base_url, self.ca_path = base_url, ca_path
+        directory.mkdir(parents=True, exist_ok=True)
+        path, self._client_cert = write_client_certificate(directory, self.client_id)
+        self.client_cert_path = str(path)
 
     def env(self) -> dict[str, str]:
         """The environment that points teams-bridge at this sandbox."""
@@ -666,3 +677,221 @@ class Sandbox:
             return self._error(which, exc.status, exc.message, exc.code)
         except IdentityError as exc:
             return Response(exc.status, exc.body())
+
+
+# --------------------------------------------------------------------------- many tenants
+
+
+class SandboxFleet:
+    """``count`` hospitals behind one set of endpoints, routed as the real services route them:
+    a sign-in by the tenant in its path (``/{tenant}/oauth2/v2.0/token``), an API call by the
+    ``tid`` of its bearer token. Each tenant has its own app (client id), secret, client
+    certificate, token signing key, knobs and stats (``member(i)``: a ``Sandbox``).
+
+    Tenant ``i`` is seeded with ``config.seed + i`` and built on its first request (a fleet of
+    300 starts at once; ids and secrets are known before)."""
+
+    def __init__(
+        self, count: int, config: SandboxConfig | None = None, template: Tenant | None = None
+    ):
+        """``template``: every tenant serves this one hospital's data under its own id and app
+        (a shallow copy: writes would show in every tenant), for benchmarks that only read
+        300 hospitals of 10,000 users without seeding 300 of them."""
+        if count < 1:
+            raise ValueError("a sandbox fleet needs at least one tenant")
+        from .seed import client_id_for, tenant_id_for
+
+        self.config = dataclasses.replace(config) if config else SandboxConfig()
+        self.count = count
+        seeds = [self.config.seed + i for i in range(count)]
+        self.tenant_ids = [tenant_id_for(s) for s in seeds]
+        self.client_ids = [client_id_for(s) for s in seeds]
+        self.client_secrets = [secrets.token_urlsafe(30) for _ in seeds]
+        self._index = {tid.casefold(): i for i, tid in enumerate(self.tenant_ids)}
+        self._template = template
+        self._members: list[Sandbox | None] = [None] * count
+        self._building = [threading.Lock() for _ in seeds]
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._dir: Path | None = None
+        self.base_url = ""
+        self.ca_path = ""
+
+    def member(self, i: int) -> Sandbox:
+        """Tenant ``i``'s sandbox (built now if it was not yet)."""
+        found = self._members[i]
+        if found is not None:
+            return found
+        with self._building[i]:
+            found = self._members[i]
+            if found is None:
+                cfg = dataclasses.replace(self.config, seed=self.config.seed + i)
+                tenant = None
+                if self._template is not None:
+                    tenant = copy.copy(self._template)
+                    tenant.tenant_id, tenant.app_id = self.tenant_ids[i], self.client_ids[i]
+                found = Sandbox(cfg, tenant=tenant)
+                found.client_secret = self.client_secrets[i]
+                if self._dir is not None:
+                    found.attach(self.base_url, self.ca_path, self._dir / f"tenant-{i}")
+                self._members[i] = found
+        return found
+
+    def built(self) -> list[Sandbox]:
+        return [m for m in self._members if m is not None]
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> SandboxFleet:
+        if self._server is not None:
+            return self
+        self._dir = Path(tempfile.mkdtemp(prefix="teams-bridge-sandbox-fleet-"))
+        cert_path, key_path = write_tls_certificate(self._dir)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(cert_path, key_path)
+        self._server = _Server((self.config.host, self.config.port), self, context)
+        self.base_url = f"https://{self.config.host}:{self._server.server_port}"
+        self.ca_path = str(cert_path)
+        for i, m in enumerate(self._members):
+            if m is not None:
+                m.attach(self.base_url, self.ca_path, self._dir / f"tenant-{i}")
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="teams-bridge-sandbox-fleet",
+            daemon=True,
+        )
+        self._thread.start()
+        log.info("sandbox fleet of %d tenants serving %s", self.count, self.base_url)
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.close_connections()
+        self._server.server_close()
+        if self._thread:
+            self._thread.join(timeout=5)
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
+        self._server = self._thread = self._dir = None
+
+    def __enter__(self) -> SandboxFleet:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def env(self) -> dict[str, str]:
+        """The endpoints every tenant shares (each tenant's id, app and secret: ``tenants()``)."""
+        return {
+            "AZURE_AUTHORITY_HOST": self.base_url,
+            "BRIDGE_GRAPH_URL": self.base_url,
+            "BRIDGE_TEAMS_URL": self.base_url,
+            "REQUESTS_CA_BUNDLE": self.ca_path,
+        }
+
+    def secret_env(self, i: int) -> str:
+        """The variable name the printed environment and the fleet file use for tenant ``i``."""
+        return f"SANDBOX_TENANT_{i + 1:03d}_SECRET"
+
+    def name(self, i: int) -> str:
+        return f"hospital-{i + 1:03d}"
+
+    def secrets_env(self) -> dict[str, str]:
+        """Each tenant's secret under its ``secret_env`` name."""
+        return {self.secret_env(i): self.client_secrets[i] for i in range(self.count)}
+
+    def fleet_file_text(self, desired: str, apply_tenants: int = 1) -> str:
+        """A fleet file for this sandbox: every tenant, its secret by variable name, ``desired``
+        (relative to the fleet file) for each; the first ``apply_tenants`` in mode apply."""
+        lines = [
+            "# The sandbox's tenants (teams-bridge sandbox --tenants N --fleet-file ...).",
+            "# Secrets are in the variables named by secret_env (the .env beside this file).",
+            "defaults: {interval: 15m, mode: drift}",
+            "tenants:",
+        ]
+        for i in range(self.count):
+            lines += [
+                f"  - name: {self.name(i)}",
+                f"    tenant: {self.tenant_ids[i]}",
+                f"    client_id: {self.client_ids[i]}",
+                f"    credential: {{secret_env: {self.secret_env(i)}}}",
+                f"    desired: {desired}",
+            ]
+            if i < apply_tenants:
+                lines.append("    mode: apply")
+        return "\n".join(lines) + "\n"
+
+    # ------------------------------------------------------------------ routing
+
+    def _for_ref(self, ref: str) -> Sandbox | None:
+        i = self._index.get(ref.casefold())
+        return self.member(i) if i is not None else None
+
+    def _for_token(self, req: Request) -> Sandbox | None:
+        from .identity import b64url_decode
+
+        header = req.headers.get("authorization", "")
+        if not header.lower().startswith("bearer "):
+            return None
+        parts = header[7:].strip().split(".")
+        try:
+            claims = json.loads(b64url_decode(parts[1])) if len(parts) == 3 else {}
+        except ValueError:
+            return None
+        tid = claims.get("tid") if isinstance(claims, dict) else None
+        # Routing only: the tenant's own sandbox then verifies the token's signature.
+        return self._for_ref(tid) if isinstance(tid, str) else None
+
+    def handle(self, req: Request, *, wait: bool = True) -> Response | object:
+        """Route ``req`` to its tenant's sandbox (``wait`` as ``Sandbox.handle``); an unknown
+        tenant or token is answered here, as the services answer it."""
+        if api.api_of(req.path) == "identity":
+            ref = req.path.lstrip("/").split("/", 1)[0]
+            target = self._for_ref(ref)
+            if target is None:
+                body = IdentityError(
+                    400,
+                    "invalid_request",
+                    90002,
+                    f"Tenant '{ref}' not found. Check to make sure you have the correct tenant "
+                    "ID and are signing into the correct cloud.",
+                ).body()
+                return Response(400, body)
+        else:
+            target = self._for_token(req)
+            if target is None:
+                message = "Authentication failed: the request has no valid bearer token."
+                which = api.api_of(req.path)
+                code = "InvalidAuthenticationToken" if which == "graph" else "Unauthorized"
+                res = Response(401, error_body(which, code, message))
+                res.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+                return res
+        return target.handle(req, wait=wait)
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Each built tenant's ``stats()``, by tenant id."""
+        return {m.tenant_id: m.stats() for m in self.built()}
+
+
+# What the generated fleet file's tenants should look like: the hospital's baseline plus one new
+# policy, so a first drift shows drift and a fleet apply creates it in the apply-mode tenants.
+DEMO_DESIRED = """\
+# Every sandbox hospital, as the clinical governance board wants it.
+tenant: northwind-health.onmicrosoft.com   # guard: never touch another tenant
+policies:
+  Global:
+    ReadReceiptsEnabledType: Everyone
+    AllowPriorityMessages: true
+  Clinical:
+    Description: Physicians and clinical staff
+    ReadReceiptsEnabledType: Everyone
+    AllowPriorityMessages: true
+  Palliative Care:                          # new: created by fleet apply (mode: apply tenants)
+    Description: Palliative care team and chaplaincy
+    ReadReceiptsEnabledType: Everyone
+    AllowPriorityMessages: true
+"""

@@ -333,8 +333,6 @@ class ServiceLoop:
         return self.guard.stopping.is_set()
 
     def run_forever(self, max_runs: int | None = None) -> None:
-        http.add_observer(self.guard)
-        http.add_observer(self.metrics)
         try:
             while not self.stopping:
                 started = self._clock()
@@ -345,8 +343,6 @@ class ServiceLoop:
                 if self._wait(delay):
                     break
         finally:
-            http.remove_observer(self.guard)
-            http.remove_observer(self.metrics)
             with self._lock:
                 self._finished = True
 
@@ -370,8 +366,10 @@ class ServiceLoop:
         box: dict[str, Any] = {}
 
         def work() -> None:
+            # Scoped, not process-wide: in a fleet, each tenant's loop sees only its requests.
             try:
-                box["record"] = self._reconcile(self.guard)
+                with http.observing(self.guard, self.metrics):
+                    box["record"] = self._reconcile(self.guard)
             except BaseException as exc:  # carried to this thread and judged below
                 box["error"] = exc
 

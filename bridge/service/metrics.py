@@ -7,6 +7,7 @@ API requests and throttles are counted where every request passes: ``bridge.http
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -92,6 +93,18 @@ class ServiceMetrics:
                 self.runs.labels(tenant, mode, result)
         for api in ("teams", "graph", "login"):
             self.api_throttled.labels(tenant, api)
+
+    def view(self, tenant: str, modes: tuple[str, ...] = ("drift", "apply")) -> ServiceMetrics:
+        """The same series (one registry, one ``/metrics``) for another ``tenant``: a fleet's
+        loops each record through their own view."""
+        other = copy.copy(self)
+        other.tenant = tenant
+        for mode in modes:
+            for result in RESULTS:
+                other.runs.labels(tenant, mode, result)
+        for api in ("teams", "graph", "login"):
+            other.api_throttled.labels(tenant, api)
+        return other
 
     # ------------------------------------------------------------------ bridge.http observer
 

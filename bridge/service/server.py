@@ -41,6 +41,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200 if ok else 503, _json({"ready": ok, **loop.status()}), body)
         elif path == "/metrics":
             self._send(200, loop.metrics.render(), body, CONTENT_TYPE)
+        elif path.startswith("/report/") and hasattr(loop, "tenant_report"):
+            # A fleet: one tenant's last report, /report/NAME or /report/NAME.json.
+            name = path[len("/report/") :]
+            fmt = "json" if name.endswith(".json") else "html"
+            report = loop.tenant_report(name.removesuffix(".json"), fmt)
+            if report is None:
+                self._send(404, _json({"error": "no such tenant, or no report yet"}), body)
+            else:
+                kind = "application/json" if fmt == "json" else "text/html; charset=utf-8"
+                self._send(200, report, body, kind)
         elif path in ("/report", "/report.json"):
             fmt = "json" if path.endswith(".json") else "html"
             report = loop.report(fmt)
@@ -70,7 +80,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    loop: ServiceLoop
+    loop: ServiceLoop  # or a FleetService: the same answers, for many tenants
 
 
 class _Server6(_Server):
