@@ -241,3 +241,27 @@ def test_a_denied_chunk_among_concurrent_ones_raises_once_with_every_sent_chunk(
     assert (partial.succeeded, partial.write_requests) == (2, 2)
     assert [c.error is None for c in partial.chunks] == [True, False]
     assert {f.user_id for f in partial.failures} == {uid(2), uid(3)}
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_policy_ids_are_looked_up_side_by_side_once_each(rsps, tokens, sleeps):
+    client = make_client(tokens, sleeps, concurrency=2)
+
+    def policy_id(request):
+        name = "Clinical" if "Clinical" in request.url else "Nursing"
+        body = {"value": [{"name": name, "policyId": f"pid-{name.lower()}"}]}
+        return 200, {}, json.dumps(body)
+
+    together = Together(2, policy_id)
+    for name in ("Clinical", "Nursing"):
+        rsps.add_callback(
+            "GET", f"{POLICY_ID}(type='TeamsMessagingPolicy',name='{name}')", callback=together
+        )
+    body = assign_body(0, 2)
+    body["value"].insert(1, {**body["value"][0], "userId": uid(1), "policyId": "pid-nursing"})
+    rsps.post(ASSIGN, match=[matchers.json_params_matcher(body)], status=204)
+    result = backend_for(client, concurrency=2).assign_users(
+        [(uid(0), "Clinical"), (uid(1), "Nursing"), (uid(2), "Tag:Clinical")]
+    )
+    assert (result.succeeded, result.write_requests) == (3, 1)
+    assert client.stats["routes"]["GET /v1.0/admin/teams/policy/getPolicyId(...)"] == 2

@@ -594,19 +594,25 @@ class RestBackend:
             return result
         if not self.settings.graph_policy_assignment:
             return self._per_user(list(assignments), result)
-        # One getPolicyId per policy, even when it fails (then every user of it fails).
-        ids: dict[str, str | ApiError] = {}
+        # One getPolicyId per policy, side by side, even when it fails (then every user of it
+        # fails); a 401/403 fails the call.
+        spelled: dict[str, str] = {}  # each policy as the first assignment spells it
+        for _, policy in assignments:
+            spelled.setdefault(policy_key(policy), policy)
+
+        def lookup(policy: str) -> str | ApiError:
+            try:
+                return self._policy_id(policy)
+            except (UnauthorizedError, ForbiddenError):
+                raise
+            except ApiError as exc:
+                return exc
+
+        found_ids = self.http.map_concurrent(lookup, list(spelled.values()))
+        ids = dict(zip(spelled, found_ids, strict=True))
         entries: list[tuple[str, str]] = []
         for user_id, policy in assignments:
-            key = policy_key(policy)
-            if key not in ids:
-                try:
-                    ids[key] = self._policy_id(policy)
-                except (UnauthorizedError, ForbiddenError):
-                    raise
-                except ApiError as exc:
-                    ids[key] = exc
-            found = ids[key]
+            found = ids[policy_key(policy)]
             if isinstance(found, ApiError):
                 result.failures.append(UserFailure(user_id, str(found)))
             else:
