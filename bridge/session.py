@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -163,16 +164,37 @@ class Session:
 
     def fill_group_members(self, state: TenantState, group_ids: Iterable[str]) -> None:
         """Read the direct members of ``group_ids`` into ``state.directory`` (those not read
-        yet)."""
+        yet). Groups are read side by side, ``BRIDGE_CONCURRENCY`` at a time within the
+        pacer; each group's pages stay a sequential chain. A failed read fails the whole call
+        (after the reads under way end), never a group taken as empty."""
         backend = self.backend()
+        todo = []
         for gid in sorted(set(group_ids)):
             group = state.directory.groups.get(gid)
+            # A group first assigned by a saved plan was never looked up by name: its members
+            # must count all the same.
             if group is None or group.members is None:
-                # A group first assigned by a saved plan was never looked up by name: its
-                # members must count all the same.
-                members = tuple(backend.group_members(gid))
-                name = group.display_name if group else gid
-                state.directory.add_group(Group(gid, name, members))
+                todo.append(gid)
+        if not todo:
+            return
+        concurrency = int(getattr(self.settings, "concurrency", 1) or 1)
+        workers = min(concurrency, len(todo))
+        if workers <= 1:
+            read = [tuple(backend.group_members(gid)) for gid in todo]
+        else:
+            with ThreadPoolExecutor(workers, thread_name_prefix="bridge-members") as pool:
+                futures = [pool.submit(backend.group_members, gid) for gid in todo]
+                wait(futures, return_when=FIRST_EXCEPTION)
+                for f in futures:  # after a failure, the groups not started are not read
+                    f.cancel()
+            failed = [f for f in futures if not f.cancelled() and f.exception() is not None]
+            if failed:
+                raise failed[0].exception()  # type: ignore[misc]  # the first, in group order
+            read = [tuple(f.result()) for f in futures]
+        for gid, members in zip(todo, read, strict=True):
+            group = state.directory.groups.get(gid)
+            name = group.display_name if group else gid
+            state.directory.add_group(Group(gid, name, members))
 
     def token_tenant_id(self) -> str | None:
         """The tenant id (``tid``) in the Teams admin API token: the tenant actually reached."""

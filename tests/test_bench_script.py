@@ -45,6 +45,17 @@ def test_floor_is_the_sign_in_and_the_page_chain_or_the_rate():
     assert bench.floor_seconds(100_000, 60, 0.0, None) == 0.0
 
 
+def test_apply_floor_is_two_page_chains_and_the_write_rounds_or_the_rate():
+    bench = load_bench()
+    # 2 sign-in round trips + 2 x 100 pages + ceil(10 writes / 4) = 205 round trips at 50 ms.
+    assert abs(bench.apply_floor_seconds(100_000, 10, 4, 0.05, 27) - 10.25) < 1e-9
+    # One at a time, the writes are 10 round trips.
+    assert abs(bench.apply_floor_seconds(100_000, 10, 1, 0.05, 27) - 10.6) < 1e-9
+    # No latency: two full reads (the sign-in once: 108 + 105) and the writes at 27/s.
+    assert abs(bench.apply_floor_seconds(100_000, 10, 4, 0.0, 27) - 223 / 27) < 1e-9
+    assert bench.apply_floor_seconds(100_000, 10, 4, 0.0, None) == 0.0
+
+
 def test_short_mode_is_small_and_unthrottled():
     args = load_bench().parse_args(["--short"])
     assert (args.sizes, args.apply_users, args.throttle_rps, args.client_rps) == ([1000], 100, 0, 0)
@@ -95,4 +106,6 @@ def test_bench_runs_drift_and_apply_and_writes_json(tmp_path):
     assert (apply["users"], apply["changes"]) == (200, 100)
     assert apply["write_requests"] == {"POST /v1.0/admin/teams/policy/userAssignments/assign": 1}
     assert apply["full_reads"] == 2  # plan (under the lock), one verification read
+    assert apply["member_pages"] == 0  # --force, no group assignment change: no member read
+    assert len(apply["wall_s_runs"]) == 1 and apply["floor_s"] == 0
     assert all(result["targets"].values())

@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -459,6 +461,9 @@ class RestBackend:
         self.settings = settings
         self.http = teams.http
         self._policy_ids: dict[str, str] = {}
+        # Per thread: (this thread's last correlation id, the last bulk chunk's) after a bulk
+        # call whose chunks went out from worker threads (see last_write).
+        self._after_bulk = threading.local()
 
     # ------------------------------------------------------------------ read
 
@@ -589,25 +594,36 @@ class RestBackend:
             return result
         if not self.settings.graph_policy_assignment:
             return self._per_user(list(assignments), result)
-        # One getPolicyId per policy, even when it fails (then every user of it fails).
-        ids: dict[str, str | ApiError] = {}
+        # One getPolicyId per policy, side by side, even when it fails (then every user of it
+        # fails); a 401/403 fails the call.
+        spelled: dict[str, str] = {}  # each policy as the first assignment spells it
+        for _, policy in assignments:
+            spelled.setdefault(policy_key(policy), policy)
+
+        def lookup(policy: str) -> str | ApiError:
+            try:
+                return self._policy_id(policy)
+            except (UnauthorizedError, ForbiddenError):
+                raise
+            except ApiError as exc:
+                return exc
+
+        found_ids = self.http.map_concurrent(lookup, list(spelled.values()))
+        ids = dict(zip(spelled, found_ids, strict=True))
         entries: list[tuple[str, str]] = []
         for user_id, policy in assignments:
-            key = policy_key(policy)
-            if key not in ids:
-                try:
-                    ids[key] = self._policy_id(policy)
-                except (UnauthorizedError, ForbiddenError):
-                    raise
-                except ApiError as exc:
-                    ids[key] = exc
-            found = ids[key]
+            found = ids[policy_key(policy)]
             if isinstance(found, ApiError):
                 result.failures.append(UserFailure(user_id, str(found)))
             else:
                 entries.append((user_id, found))
-        for chunk in _chunks(entries, GRAPH_ASSIGN_CHUNK):
-            self._bulk(lambda c=chunk: self.graph.assign(c), [uid for uid, _ in chunk], result)
+        self._bulk(
+            [
+                (partial(self.graph.assign, chunk), tuple(uid for uid, _ in chunk))
+                for chunk in _chunks(entries, GRAPH_ASSIGN_CHUNK)
+            ],
+            result,
+        )
         return result
 
     def unassign_users(self, user_ids: Sequence[str]) -> BulkResult:
@@ -616,8 +632,13 @@ class RestBackend:
             return result
         if not self.settings.graph_policy_assignment:
             return self._per_user([(uid, None) for uid in user_ids], result)
-        for chunk in _chunks(list(user_ids), GRAPH_ASSIGN_CHUNK):
-            self._bulk(lambda c=chunk: self.graph.unassign(c), chunk, result)
+        self._bulk(
+            [
+                (partial(self.graph.unassign, chunk), tuple(chunk))
+                for chunk in _chunks(list(user_ids), GRAPH_ASSIGN_CHUNK)
+            ],
+            result,
+        )
         return result
 
     def _policy_id(self, policy: str) -> str:
@@ -626,30 +647,56 @@ class RestBackend:
             self._policy_ids[key] = self.graph.policy_id(policy)
         return self._policy_ids[key]
 
-    def _bulk(self, send: Any, user_ids: Sequence[str], result: BulkResult) -> None:
-        """One chunk's request, recorded in ``result.chunks``."""
-        result.write_requests += 1
-        users = tuple(user_ids)
-        try:
-            send()
-        except ApiError as exc:
-            result.failures.extend(UserFailure(uid, str(exc)) for uid in users)
-            result.chunks.append(
-                ChunkResult(users, correlation_id=exc.correlation_id, error=str(exc))
+    def _bulk(
+        self, sends: Sequence[tuple[Callable[[], None], tuple[str, ...]]], result: BulkResult
+    ) -> None:
+        """Each chunk's request (its send, its users), ``BRIDGE_CONCURRENCY`` at a time within
+        the pacer, recorded in ``result.chunks`` in chunk order whatever order they finish in.
+        A 401/403, or no token, fails every later chunk alike: chunks not yet started then are
+        not sent (not attempted), and the error is raised once with ``result``."""
+        stop = threading.Event()
+
+        def send_one(
+            item: tuple[Callable[[], None], tuple[str, ...]],
+        ) -> tuple[ChunkResult, BridgeError | None] | None:
+            send, users = item
+            if stop.is_set():
+                return None
+            try:
+                send()
+            except ApiError as exc:
+                if isinstance(exc, UnauthorizedError | ForbiddenError):
+                    stop.set()
+                chunk = ChunkResult(users, correlation_id=exc.correlation_id, error=str(exc))
+                return chunk, exc
+            except BridgeError as exc:
+                # No token (AuthError): nothing was sent, and nothing later can be.
+                stop.set()
+                return ChunkResult(users, error=str(exc)), exc
+            # The correlation id of this thread's request, read in the thread that sent it.
+            return ChunkResult(users, correlation_id=self.http.last_correlation_id), None
+
+        stopped: BridgeError | None = None
+        for outcome in self.http.map_concurrent(send_one, sends):
+            if outcome is None:
+                continue
+            chunk, exc = outcome
+            result.write_requests += 1
+            result.chunks.append(chunk)
+            if exc is None:
+                result.succeeded += len(chunk.user_ids)
+                continue
+            result.failures.extend(UserFailure(uid, str(exc)) for uid in chunk.user_ids)
+            stops = not isinstance(exc, ApiError) or isinstance(
+                exc, UnauthorizedError | ForbiddenError
             )
-            if isinstance(exc, UnauthorizedError | ForbiddenError):
-                # Every later chunk would fail the same way: say it once, and stop.
-                exc.partial = result
-                raise
-        except BridgeError as exc:
-            # No token (AuthError): nothing was sent, and nothing later can be.
-            result.failures.extend(UserFailure(uid, str(exc)) for uid in users)
-            result.chunks.append(ChunkResult(users, error=str(exc)))
-            exc.partial = result
-            raise
-        else:
-            result.succeeded += len(users)
-            result.chunks.append(ChunkResult(users, correlation_id=self.http.last_correlation_id))
+            if stops and stopped is None:
+                stopped = exc
+        if result.chunks:
+            self._after_bulk.ids = (self.http.last_correlation_id, result.chunks[-1].correlation_id)
+        if stopped is not None:
+            stopped.partial = result
+            raise stopped
 
     def _per_user(
         self, assignments: list[tuple[str, str | None]], result: BulkResult
@@ -692,7 +739,12 @@ class RestBackend:
         return self.graph.member_of(user_id)
 
     def last_write(self) -> WriteReceipt:
-        return WriteReceipt(self.http.last_correlation_id)
+        last = self.http.last_correlation_id
+        # Right after a bulk call: its last chunk's request, wherever it was sent from.
+        after = getattr(self._after_bulk, "ids", None)
+        if after is not None and after[0] == last:
+            return WriteReceipt(after[1])
+        return WriteReceipt(last)
 
     def take_warnings(self) -> list[str]:
         return self.http.take_warnings()
