@@ -7,6 +7,7 @@ The CLI builds a ``Session`` from its global options and hands it to the command
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -183,7 +184,11 @@ class Session:
             read = [tuple(backend.group_members(gid)) for gid in todo]
         else:
             with ThreadPoolExecutor(workers, thread_name_prefix="bridge-members") as pool:
-                futures = [pool.submit(backend.group_members, gid) for gid in todo]
+                # Each in the caller's context: a fleet tenant's request observers count them.
+                futures = [
+                    pool.submit(contextvars.copy_context().run, backend.group_members, gid)
+                    for gid in todo
+                ]
                 wait(futures, return_when=FIRST_EXCEPTION)
                 for f in futures:  # after a failure, the groups not started are not read
                     f.cancel()

@@ -265,3 +265,34 @@ def test_policy_ids_are_looked_up_side_by_side_once_each(rsps, tokens, sleeps):
     )
     assert (result.succeeded, result.write_requests) == (3, 1)
     assert client.stats["routes"]["GET /v1.0/admin/teams/policy/getPolicyId(...)"] == 2
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_members_read_side_by_side_are_seen_by_the_runs_scoped_observers(rsps, tokens, sleeps):
+    """A fleet counts each tenant's requests through observers scoped to its run (contextvars):
+    the worker threads that read groups side by side must carry that scope."""
+    from bridge.http import observing
+
+    class Seen:
+        def __init__(self) -> None:
+            self.statuses: list[str] = []
+
+        def before(self, api: str) -> None:
+            pass
+
+        def done(self, api: str, status: str) -> None:
+            self.statuses.append(status)
+
+        def throttled(self, api: str) -> None:
+            pass
+
+    client = make_client(tokens, sleeps, concurrency=3)
+    state = tenant(groups=[(0, "Clinical"), (1, "Clinical"), (2, "Nursing")], n_users=3)
+    for n in range(3):
+        rsps.get(members_url(n), json={"value": user_rows(n)})
+    seen = Seen()
+    with observing(seen):
+        session_for(backend_for(client, concurrency=3)).fill_group_members(
+            state, [gid(0), gid(1), gid(2)]
+        )
+    assert seen.statuses == ["200", "200", "200"]
