@@ -75,9 +75,10 @@ def test_drift_mode_health_reports_and_notifications_once_per_change(
             runs = s.runs()
             s.wait_for(lambda: s.runs() >= runs + 2, why="two more runs")
             assert hook.events() == ["drift", "resolved"]
+            # A run's log line can come just before its metrics are counted: wait for them.
+            s.wait_for(lambda: runs_total(s.metrics(), "drift", "in_sync") >= 2, why="in-sync runs")
             m = s.metrics()
             assert drift_objects(m) == dict.fromkeys(DRIFT_KINDS, 0)
-            assert runs_total(m, "drift", "in_sync") >= 2
             assert runs_total(m, "drift", "drift") >= 3
 
             # Every API call fails: not ready, "failing" once.
@@ -87,8 +88,8 @@ def test_drift_mode_health_reports_and_notifications_once_per_change(
             s.wait_for(lambda: s.runs() >= runs + 2, why="two more failing runs")
             assert s.get("/healthz")[0] == 200  # the loop is alive; the tenant is not reachable
             assert hook.events() == ["drift", "resolved", "failing"]
+            s.wait_for(lambda: runs_total(s.metrics(), "drift", "error") >= 3, why="error runs")
             m = s.metrics()
-            assert runs_total(m, "drift", "error") >= 3
             assert m["teams_bridge_api_requests_total", (("api", "teams"), ("status", "403"))] >= 1
             assert "403" in hook.posts[-1]["message"]
 
