@@ -204,6 +204,15 @@ def schema(out: str | None) -> None:
 # --------------------------------------------------------------------------- plan / apply
 
 
+def _tenant_json(state: Any) -> dict[str, Any]:
+    """The tenant in a command's JSON output: id, display name, default domain."""
+    return {
+        "id": state.tenant_id,
+        "display_name": state.display_name,
+        "default_domain": state.default_domain,
+    }
+
+
 @main_group.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option(
@@ -226,6 +235,7 @@ def plan(ctx: _Ctx, file: str, out: str | None, fmt: str, detailed_exitcode: boo
 
     with ctx.session() as session:
         result = make_plan(session, file, saving=bool(out))
+    _err(f"tenant: {result.current.label}")  # test and production told apart by name
     for note in result.notes:
         _err(note)
     if result.users_moved is not None:
@@ -242,6 +252,7 @@ def plan(ctx: _Ctx, file: str, out: str | None, fmt: str, detailed_exitcode: boo
         )
     if fmt == "json":
         extra = {
+            "tenant": _tenant_json(result.current),
             "needs_force": result.needs_force,
             "users_moved": result.users_moved,
             "users_total": result.users_total,
@@ -327,6 +338,18 @@ def plan(ctx: _Ctx, file: str, out: str | None, fmt: str, detailed_exitcode: boo
     show_default=True,
     help="Seconds to wait for accepted assignments to show on reads.",
 )
+@click.option(
+    "--reason",
+    metavar="TEXT",
+    envvar="BRIDGE_REASON",
+    help="Why this run: recorded, with who ran it, in the journal.",
+)
+@click.option(
+    "--ticket",
+    metavar="REF",
+    envvar="BRIDGE_TICKET",
+    help="The change-control reference (e.g. CHG123): recorded in the journal.",
+)
 @pass_ctx
 def apply(
     ctx: _Ctx,
@@ -341,6 +364,8 @@ def apply(
     max_user_change_share: float | None,
     user_change_floor: int | None,
     verify_timeout: float,
+    reason: str | None,
+    ticket: str | None,
 ) -> None:
     """Make the changes: 'apply FILE' plans and applies; 'apply --plan PLAN' applies a saved
     plan."""
@@ -352,7 +377,7 @@ def apply(
     if bool(file) == bool(plan_file):
         raise click.UsageError("give either FILE or --plan PLAN (one of them)")
 
-    def confirm(plan: Any) -> bool:
+    def confirm(plan: Any, tenant: str) -> bool:
         click.echo(render_plan(plan, color=_color()), nl=False)
         if auto_approve:
             return True
@@ -361,7 +386,7 @@ def apply(
                 "apply needs confirmation and there is no terminal: review the plan, then re-run "
                 "with --auto-approve (a saved plan too: apply --plan PLAN --auto-approve)"
             )
-        return click.confirm("Apply these changes?", default=False)
+        return click.confirm(f"Apply these changes to {printable(tenant)}?", default=False)
 
     request = ApplyRequest(
         desired_file=file,
@@ -374,6 +399,8 @@ def apply(
         max_policy_deletes=max_policy_deletes,
         max_user_change_share=max_user_change_share,
         user_change_floor=user_change_floor,
+        reason=reason,
+        ticket=ticket,
     )
     with ctx.session() as session:
         try:
@@ -446,6 +473,18 @@ def apply(
     help="teams: a Teams incoming-webhook card carrying the JSON summary as its "
     "'teamsBridgeSummary' field; json: the JSON summary alone.",
 )
+@click.option(
+    "--reason",
+    metavar="TEXT",
+    envvar="BRIDGE_REASON",
+    help="Why this run: recorded, with who ran it, in the reports.",
+)
+@click.option(
+    "--ticket",
+    metavar="REF",
+    envvar="BRIDGE_TICKET",
+    help="The change-control reference (e.g. CHG123): recorded in the reports.",
+)
 @pass_ctx
 def drift(
     ctx: _Ctx,
@@ -457,6 +496,8 @@ def drift(
     fail_on: str,
     notify: str | None,
     notify_format: str,
+    reason: str | None,
+    ticket: str | None,
 ) -> None:
     """Report drift between the tenant and FILE (exit 0 in sync, 2 drift, 1 error)."""
     from .commands import DriftRequest, run_drift
@@ -482,6 +523,8 @@ def drift(
         notify_format=notify_format,
         color=_color(),
         fail_on={"warning": ("warning", "error"), "error": ("error",), "never": ()}[fail_on],
+        reason=reason,
+        ticket=ticket,
     )
     with ctx.session() as session:
         outcome = run_drift(session, request)
@@ -559,7 +602,10 @@ def snapshot(ctx: _Ctx, out: str | None) -> None:
         # snapshot enough for an offline 'explain'.
         offline = session.is_offline
         state = session.read(
-            attributes=() if offline else ATTRIBUTES, domains=True, all_members=not offline
+            attributes=() if offline else ATTRIBUTES,
+            domains=True,
+            all_members=not offline,
+            organization=True,
         )
         source = session.source
     if not out:

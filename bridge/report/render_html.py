@@ -136,10 +136,17 @@ def render_html(report: DriftReport, *, max_items: int = DEFAULT_MAX_ITEMS) -> s
         # No network: a reviewer may open this offline, and a report must not phone home.
         '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
         "style-src 'unsafe-inline'\">",
-        f"<title>Teams messaging drift report: {e(report.tenant_id or 'unknown tenant')}</title>",
+        f"<title>Teams messaging drift report: {e(report.tenant_label)}</title>",
         f"<style>{CSS}</style></head><body>",
         '<header><h1>Teams messaging policy drift report</h1><div class="meta">',
-        f"<span>Tenant <b>{t(report.tenant_id or 'unknown')}</b></span>",
+        f"<span>Tenant <b>{t(report.tenant_label)}</b>"
+        + (
+            f" (id {t(report.tenant_id)})"
+            if report.tenant_id and report.tenant_id not in report.tenant_label
+            else ""
+        )
+        + "</span>",
+        (f"<span>Run {t(report.run_by.describe())}</span>" if report.run_by else ""),
         f"<span>Generated {utc(report.generated_at):%Y-%m-%d %H:%M:%S} UTC</span>",
         (
             f"<span>Tenant state of {utc(report.observed):%Y-%m-%d %H:%M:%S} UTC</span>"

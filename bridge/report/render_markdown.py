@@ -55,7 +55,8 @@ def render_markdown(report: DriftReport, *, max_items: int = DEFAULT_MAX_ITEMS) 
     add(f"### Teams messaging policies: {verdict}")
     add("")
     add(
-        f"Tenant {code(report.tenant_id or 'unknown')} · "
+        f"Tenant {md(report.tenant_name) + ' ' if report.tenant_name else ''}"
+        f"{code(report.tenant_domain or report.tenant_id or 'unknown')} · "
         f"{utc(report.generated_at):%Y-%m-%d %H:%M} UTC"
         + (
             f" (tenant state of {utc(report.observed):%Y-%m-%d %H:%M} UTC)"
@@ -67,6 +68,9 @@ def render_markdown(report: DriftReport, *, max_items: int = DEFAULT_MAX_ITEMS) 
         f"{md(report.tool_version)}"
     )
     add("")
+    if report.run_by is not None:
+        add(f"Run {md(report.run_by.describe())}")
+        add("")
     add("| | Not in sync | Drifted | Missing | Not wanted | In sync |")
     add("|---|---:|---:|---:|---:|---:|")
     for label, key in (

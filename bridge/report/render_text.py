@@ -42,7 +42,11 @@ def render_text(
     out: list[str] = []
     add = out.append
     add(c("1", "teams-bridge drift report"))
-    add(f"  tenant     {printable(report.tenant_id or '(unknown)')}")
+    tenant_id = report.tenant_id or "(unknown)"
+    label = report.tenant_label
+    add(f"  tenant     {printable(label if tenant_id in label else f'{label}, id {tenant_id}')}")
+    if report.run_by is not None:
+        add(f"  run        {printable(report.run_by.describe())}")
     add(
         f"  generated  {utc(report.generated_at):%Y-%m-%d %H:%M:%S}Z by teams-bridge "
         f"{printable(report.tool_version)}"
