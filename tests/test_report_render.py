@@ -401,12 +401,16 @@ def test_reports_carry_when_the_tenant_state_was_observed() -> None:
     assert "observed " not in render_text(live) and "tenant state of" not in render_markdown(live)
 
 
-def test_html_prints_unmanaged_settings_and_isolates_bidi_text() -> None:
+def test_html_collapses_unmanaged_settings_and_isolates_bidi_text() -> None:
+    """Unmanaged settings are context: collapsed on screen, not printed (issue 15: the sandbox
+    hospital printed on 19 pages)."""
     r = scenario()
     rtl = "\u202eevil"
     user = UserAssignmentReport("u-b", f"{rtl}@contoso.org", "missing", "Clinical", None)
     out = render_html(dataclasses.replace(r, users_listed=[user]))
-    assert "<details open><summary>" in out and "<details><summary>" not in out
+    assert "<details><summary>" in out and "<details open" not in out
+    assert "details, .screen-only" in out  # the print stylesheet hides them
+    assert "Exit code" not in out  # the verdict is for people; the exit code is for pipelines
     assert f"<td><bdi>{rtl}@contoso.org</bdi></td>" in out
     assert "<h3><bdi>Clinical</bdi></h3>" in out
 
