@@ -55,7 +55,8 @@ def test_text_shows_policies_settings_values_and_counts() -> None:
     assert "4 declared, 1 in sync, 1 drifted, 1 missing, 1 extra" in out
     assert "locum.doctor@contoso.org  Support Staff -> Clinical" in out
     assert "WARNING clinical-read-receipts" in out
-    assert "10 objects not in sync" in out and "Exit code 2" in out
+    # The verdict is for people; the exit code is for pipelines (and the process's own).
+    assert "10 objects not in sync" in out and "Exit code" not in out
     assert "not managed: Default, EduFaculty, EduStudent" in out
 
 
@@ -166,8 +167,18 @@ def test_markdown_tables() -> None:
     assert SCRIPT not in out and "&lt;script&gt;" in out
     capped = render_markdown(many_users(100), max_items=30)
     # 8 policy and group items first, then 22 of the 100 users: 30 rows in all.
-    assert "| ... and 78 more |" in capped and capped.count("| user user") == 22
+    assert "| ... and 78 more |" in capped and capped.count("| user `user") == 22
     assert "✅ In sync" in render_markdown(in_sync_report())
+
+
+def test_markdown_upns_are_code_spans_a_reader_can_copy() -> None:
+    """A UPN copied from the report is the UPN: in a code span, no zero-width space in it, and
+    no mail link a renderer could make of it."""
+    user = UserAssignmentReport("u-m", "maria.lopez@contoso.org", "missing", "Clinical", None)
+    out = render_markdown(dataclasses.replace(scenario(), users_listed=[user]))
+    assert "| user `maria.lopez@contoso.org` |" in out
+    row = next(line for line in out.splitlines() if "maria.lopez" in line)
+    assert "\u200b" not in row
 
 
 def test_markdown_cells_cannot_break_the_table() -> None:

@@ -42,8 +42,9 @@ JSON form (``DriftReport.to_dict()``, schema ``drift-report.schema.json`` beside
                           per effective policy and department: policy, department, people,
                           read_receipts, priority_notifications (true/false)
     findings[]            rule_id, severity, title, explanation, policies, counts, first_seen
-    resolved[]            drift seen in the previous run and gone now: key, first_seen,
-                          resolved_at (filled by ``HistoryStore.annotate``)
+    resolved[]            drift seen in the previous run and gone now: key, object, expected,
+                          actual (as the previous run saw it), first_seen, resolved_at
+                          (filled by ``HistoryStore.annotate``)
     notification          null, or the outcome of ``--notify``: {format, sent, error}. Report
                           files are written before the post, so only ``--output json`` shows
                           it filled in
@@ -183,6 +184,41 @@ class ResolvedItem:
     key: str
     first_seen: dt.datetime
     resolved_at: dt.datetime
+    # What it was in the previous run (history's drift item): what people call it, the value
+    # wanted (now in place) and the value it had. None in a history written before they were.
+    object: str | None = None
+    expected: Any = None
+    actual: Any = None
+
+    def describe(self) -> str:
+        """``policy Kitchen ReadReceiptsEnabledType: "None" -> "Everyone"`` for people; the key
+        when history did not keep what it was."""
+        return describe_item(self.key, self.object, self.expected, self.actual)
+
+
+def describe_item(key: str, obj: str | None, expected: Any, actual: Any) -> str:
+    """A recorded drift item for people: its name and the change (a finding: its title); the
+    key when history did not keep the name."""
+    if obj is None:
+        return key
+    if key.startswith("rule:"):
+        return f"{obj}: {actual}" if isinstance(actual, str) else obj
+    return f"{obj}: {describe_change(actual, expected)}"
+
+
+def describe_change(before: Any, after: Any) -> str:
+    """A change as people read it: ``"None" -> "Everyone"``; an assignment ``{policy, rank}`` as
+    ``Clinical (rank 2)``; None as ``none``."""
+
+    def one(value: Any) -> str:
+        if value is None:
+            return "none"
+        if isinstance(value, dict) and "policy" in value:
+            rank = value.get("rank")
+            return f"{value['policy']}" + (f" (rank {rank})" if rank is not None else "")
+        return format_value(value)
+
+    return f"{one(before)} -> {one(after)}"
 
 
 @dataclass
@@ -443,7 +479,14 @@ class DriftReport:
                 for f in self.findings
             ],
             "resolved": [
-                {"key": r.key, "first_seen": _iso(r.first_seen), "resolved_at": _iso(r.resolved_at)}
+                {
+                    "key": r.key,
+                    "object": r.object,
+                    "expected": r.expected,
+                    "actual": r.actual,
+                    "first_seen": _iso(r.first_seen),
+                    "resolved_at": _iso(r.resolved_at),
+                }
                 for r in self.resolved
             ],
             "notification": self.notification,

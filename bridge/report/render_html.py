@@ -327,7 +327,7 @@ def render_html(report: DriftReport, *, max_items: int = DEFAULT_MAX_ITEMS) -> s
         )
         for r in report.resolved:
             add(
-                f"<tr><td><code>{t(r.key)}</code></td>"
+                f"<tr><td>{t(r.describe())}</td>"
                 f"<td>{utc(r.first_seen):%Y-%m-%d %H:%M} UTC</td>"
                 f"<td>{utc(r.resolved_at):%Y-%m-%d %H:%M} UTC</td></tr>"
             )

@@ -176,8 +176,8 @@ def render_text(
         for done in report.resolved:
             seen, gone = utc(done.first_seen), utc(done.resolved_at)
             add(
-                f"  {c('32', 'v')} {printable(done.key)}  (first seen {seen:%Y-%m-%d %H:%M}Z, "
-                f"resolved {gone:%Y-%m-%d %H:%M}Z)"
+                f"  {c('32', 'v')} {printable(done.describe())}  (first seen "
+                f"{seen:%Y-%m-%d %H:%M} UTC, resolved {gone:%Y-%m-%d %H:%M} UTC)"
             )
 
     add("")
@@ -207,7 +207,4 @@ def _verdict(report: DriftReport, c: Callable[[str, str], str]) -> str:
     )
     if report.in_sync:
         return c("32;1", "In sync.") + f" 0 objects drifted; {found}."
-    return (
-        c("31;1", "Drift:") + f" {report.drift_count} objects not in sync ({objects}); "
-        f"{found}. Exit code {report.exit_code}."
-    )
+    return c("31;1", "Drift:") + f" {report.drift_count} objects not in sync ({objects}); {found}."

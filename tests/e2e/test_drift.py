@@ -14,7 +14,7 @@ pytestmark = pytest.mark.e2e
 
 DRIFT_FOOTER = (
     "Drift: 8 objects not in sync (5 policies, 1 group assignment, 2 user assignments); "
-    "findings: 0 error(s), 2 warning(s), 1 info. Exit code 2."
+    "findings: 0 error(s), 2 warning(s), 1 info."
 )
 GUESTS = (
     "locum.cardio_gmail.com#EXT#@northwind-health.onmicrosoft.com",
