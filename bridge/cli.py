@@ -168,18 +168,68 @@ def main_group(
     )
 
 
+# --------------------------------------------------------------------------- -o/--output
+
+
+def _output_option(*, legacy_format: bool = False) -> Callable[[Any], Any]:
+    """``-o/--output text|json``: one way to ask any command for machine output. With
+    ``legacy_format``, the command's old ``--format text|json`` still works (hidden), with a
+    deprecation note; ``--format`` is kept for report files only."""
+
+    def decorate(fn: Any) -> Any:
+        if legacy_format:
+            fn = click.option(
+                "--format", "legacy_format", type=click.Choice(["text", "json"]), hidden=True
+            )(fn)
+        return click.option(
+            "-o",
+            "--output",
+            type=click.Choice(["text", "json"]),
+            default="text",
+            show_default=True,
+            help="text for people, json for scripts (one JSON document on stdout).",
+        )(fn)
+
+    return decorate
+
+
+def _output(output: str, legacy_format: str | None = None) -> str:
+    """The output asked for: ``--format`` (deprecated) wins over the default, with a note."""
+    if legacy_format is None:
+        return output
+    _err(f"note: --format {legacy_format} is deprecated here; use -o/--output {legacy_format}")
+    return legacy_format
+
+
+def _json_out(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
 # --------------------------------------------------------------------------- validate / schema
 
 
 @main_group.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-def validate(file: str) -> None:
+@_output_option()
+def validate(file: str, output: str) -> None:
     """Check the desired-state FILE offline (exit 0 valid, 1 invalid)."""
     from .desired import load_desired
 
     desired = load_desired(file)
     for note in desired.notes:
         _err(note)
+    if output == "json":
+        _json_out(
+            {
+                "file": file,
+                "valid": True,
+                "policies": len(desired.policies),
+                "group_assignments": len(desired.group_assignments),
+                "user_assignments": len(desired.user_assignments),
+                "notes": list(desired.notes),
+            }
+        )
+        return
     click.echo(
         f"{file} is valid: {len(desired.policies)} policies, "
         f"{len(desired.group_assignments)} group assignments, "
@@ -221,15 +271,21 @@ def _tenant_json(state: Any) -> dict[str, Any]:
     help="Save the plan for 'apply --plan', with a checksum of the tenant state it was made "
     "from and a digest that refuses a file edited afterwards.",
 )
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@_output_option(legacy_format=True)
 @click.option(
     "--detailed-exitcode", is_flag=True, help="Exit 2 when there are changes (0 none, 1 error)."
 )
 @pass_ctx
-def plan(ctx: _Ctx, file: str, out: str | None, fmt: str, detailed_exitcode: bool) -> None:
+def plan(
+    ctx: _Ctx,
+    file: str,
+    out: str | None,
+    output: str,
+    legacy_format: str | None,
+    detailed_exitcode: bool,
+) -> None:
     """Show what apply would change to make the tenant match FILE."""
+    fmt = _output(output, legacy_format)
     from .commands import make_plan
     from .plan_view import render_plan
 
@@ -437,11 +493,12 @@ def apply(
     help="Report files to write with --report-dir (comma-separated: json, html, md, junit).",
 )
 @click.option(
+    "-o",
     "--output",
     type=click.Choice(["text", "json"]),
     default="text",
     show_default=True,
-    help="What to print on stdout.",
+    help="What to print on stdout: text for people, json (the report) for scripts.",
 )
 @click.option(
     "--history",
@@ -551,13 +608,12 @@ def drift(
 @click.option(
     "--limit", type=Number(COUNT), default=20, show_default=True, help="How many runs to list."
 )
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
-def history(history_file: str, limit: int, fmt: str) -> None:
+@_output_option(legacy_format=True)
+def history(history_file: str, limit: int, output: str, legacy_format: str | None) -> None:
     """List recorded drift runs and the drift still open, with its age."""
     from .commands import history_view
 
+    fmt = _output(output, legacy_format)
     text, data = history_view(history_file, limit)
     click.echo(json.dumps(data, indent=2) if fmt == "json" else text, nl=fmt == "json")
 
@@ -567,16 +623,32 @@ def history(history_file: str, limit: int, fmt: str) -> None:
 
 @main_group.command()
 @click.option("--out", metavar="FILE", help="Write here instead of stdout.")
+@_output_option()
 @pass_ctx
-def export(ctx: _Ctx, out: str | None) -> None:
-    """Write the tenant's current state as a desired-state file."""
+def export(ctx: _Ctx, out: str | None, output: str) -> None:
+    """Write the tenant's current state as a desired-state file (with --out, -o json prints
+    a summary of what was written)."""
     from .export import export_yaml
 
+    if output == "json" and not out:
+        raise click.UsageError("-o json prints a summary of the file --out writes: give --out")
     with ctx.session() as session:
-        text = export_yaml(session.read())
+        state = session.read()
+        text = export_yaml(state)
     if out:
         _write_text(out, text, private=True)  # names every user with a direct assignment
-        _err(f"desired state written to {out}")
+        if output == "json":
+            _json_out(
+                {
+                    "written": out,
+                    "tenant": _tenant_json(state),
+                    "policies": len(state.policies),
+                    "group_assignments": len(state.group_assignments),
+                    "user_assignments": len(state.user_assignments),
+                }
+            )
+        else:
+            _err(f"desired state written to {out}")
     else:
         click.echo(text, nl=False)
 
@@ -624,9 +696,7 @@ def snapshot(ctx: _Ctx, out: str | None) -> None:
 
 @main_group.command()
 @click.argument("user")
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@_output_option(legacy_format=True)
 @click.option(
     "--desired",
     type=click.Path(dir_okay=False),
@@ -634,13 +704,16 @@ def snapshot(ctx: _Ctx, out: str | None) -> None:
     help="A desired-state file: also say which of its roles selects USER, and why.",
 )
 @pass_ctx
-def explain(ctx: _Ctx, user: str, fmt: str, desired: str | None) -> None:
+def explain(
+    ctx: _Ctx, user: str, output: str, legacy_format: str | None, desired: str | None
+) -> None:
     """Show USER's effective messaging policy and why (direct, group and rank, or Global);
     with --desired FILE, also which of its roles selects USER and the attribute values that
     did (or why none does)."""
     from .commands import explain_user
     from .explain import render_explanation
 
+    fmt = _output(output, legacy_format)
     with ctx.session() as session:
         result = explain_user(session, user, desired)
     if fmt == "json":
@@ -680,14 +753,28 @@ def suggest_roles(ctx: _Ctx, threshold: float, min_people: int) -> None:
 
 
 @main_group.command()
+@_output_option()
 @pass_ctx
-def doctor(ctx: _Ctx) -> None:
+def doctor(ctx: _Ctx, output: str) -> None:
     """Check configuration, credentials, tokens, directory roles and API access."""
     from .commands import run_doctor_checks
     from .report.render_text import printable
 
     with ctx.session() as session:
         checks = run_doctor_checks(session)
+    if output == "json":
+        _json_out(
+            {
+                "ok": all(c.ok for c in checks),
+                "checks": [
+                    {"name": c.name, "ok": c.ok, "detail": c.detail, "fix": c.fix or None}
+                    for c in checks
+                ],
+            }
+        )
+        if not all(c.ok for c in checks):
+            raise SystemExit(EXIT_ERROR)
+        return
     failed = 0
     for check in checks:
         mark = "ok  " if check.ok else "FAIL"
