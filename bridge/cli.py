@@ -349,9 +349,10 @@ def plan(
     "--journal",
     metavar="FILE",
     envvar="BRIDGE_JOURNAL",
-    default="teams-bridge-journal.jsonl",
-    show_default=True,
-    help="JSON-lines audit trail of every change attempted.",
+    default=None,
+    help="JSON-lines audit trail of every change attempted (default: "
+    "teams-bridge-journal.jsonl in the user's state directory, e.g. "
+    "~/.local/state/teams-bridge; never the working directory).",
 )
 @click.option(
     "--lock-dir",
@@ -413,7 +414,7 @@ def apply(
     plan_file: str | None,
     auto_approve: bool,
     force: bool,
-    journal: str,
+    journal: str | None,
     lock_dir: str | None,
     lock_timeout: float,
     max_policy_deletes: int | None,
@@ -426,7 +427,7 @@ def apply(
     """Make the changes: 'apply FILE' plans and applies; 'apply --plan PLAN' applies a saved
     plan."""
     from .apply import ApplyFailed, interrupted_result
-    from .commands import ApplyRequest, run_apply
+    from .commands import ApplyRequest, default_journal_path, run_apply
     from .plan_view import render_plan
     from .report.render_text import printable
 
@@ -448,7 +449,7 @@ def apply(
         desired_file=file,
         plan_file=plan_file,
         force=force,
-        journal_path=journal,
+        journal_path=journal or default_journal_path(),
         lock_dir=lock_dir,
         lock_timeout=lock_timeout,
         verify_timeout=verify_timeout,
@@ -908,9 +909,10 @@ def sandbox(no_roles: bool, **knobs: Any) -> None:
     "--journal",
     metavar="FILE",
     envvar="BRIDGE_JOURNAL",
-    default="teams-bridge-journal.jsonl",
-    show_default=True,
-    help="Apply mode: JSON-lines audit trail of every change attempted.",
+    default=None,
+    help="Apply mode: JSON-lines audit trail of every change attempted (default: "
+    "teams-bridge-journal.jsonl in the user's state directory, e.g. "
+    "~/.local/state/teams-bridge; never the working directory).",
 )
 @click.option(
     "--lock-dir",
@@ -945,7 +947,7 @@ def serve(
     listen: str,
     run_timeout: str | None,
     history_file: str | None,
-    journal: str,
+    journal: str | None,
     lock_dir: str | None,
     notify: str | None,
     notify_format: str,
@@ -956,6 +958,7 @@ def serve(
     (exit 0)."""
     import signal
 
+    from .commands import default_journal_path
     from .desired import load_desired
     from .report.notify import check_webhook_url, webhook_poster
     from .service import (
@@ -975,7 +978,7 @@ def serve(
         interval=parse_duration(interval),
         run_timeout=parse_duration(run_timeout, "--run-timeout") if run_timeout else None,
         history_file=history_file,
-        journal_path=journal,
+        journal_path=journal or default_journal_path(),
         lock_dir=lock_dir,
         notify_url=notify,
         notify_format=notify_format,

@@ -215,6 +215,18 @@ def default_lock_dir() -> str:
     return path
 
 
+def default_journal_path() -> str:
+    """Where the apply journal goes when BRIDGE_JOURNAL/--journal do not say: the user's state
+    directory (platformdirs: ``$XDG_STATE_HOME/teams-bridge`` or ``~/.local/state/teams-bridge``
+    on Linux, ``~/Library/Application Support/teams-bridge`` on macOS, ``%LOCALAPPDATA%``
+    on Windows), never the working directory, where a checkout would pick it up."""
+    from platformdirs import user_state_path
+
+    base = user_state_path("teams-bridge", appauthor=False)
+    base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return str(base / "teams-bridge-journal.jsonl")
+
+
 def _load_plan_file(path: str) -> SavedPlan:
     """A saved plan, its digest checked (see ``planfile``)."""
     from .planfile import read_plan

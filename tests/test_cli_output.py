@@ -241,3 +241,28 @@ def test_doctor_as_json_against_the_sandbox(capsys: pytest.CaptureFixture[str]) 
     data = _check(SCHEMAS["doctor"], out)
     assert code == 0 and data["ok"] is True
     assert any("Northwind Regional Health" in c["detail"] for c in data["checks"])
+
+
+def test_the_default_journal_is_in_the_users_state_directory(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not the working directory (a checkout would pick it up): platformdirs' state directory,
+    here $XDG_STATE_HOME; BRIDGE_JOURNAL/--journal still choose another."""
+    import sys
+
+    if sys.platform not in ("linux",):
+        pytest.skip("XDG_STATE_HOME steers platformdirs on Linux only")
+    state, work = tmp_path / "state", tmp_path / "checkout"
+    work.mkdir()
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    monkeypatch.delenv("BRIDGE_JOURNAL", raising=False)
+    monkeypatch.chdir(work)
+    code, out, err = run(
+        capsys, "--sandbox", "apply", DESIRED, "--auto-approve", "--ticket", "CHG7"
+    )
+    assert code == 0, err
+    journal = state / "teams-bridge" / "teams-bridge-journal.jsonl"
+    assert f"journal: {journal}" in out
+    started = json.loads(journal.read_text().splitlines()[0])
+    assert started["event"] == "run_started" and started["ticket"] == "CHG7"
+    assert list(work.iterdir()) == []
