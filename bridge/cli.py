@@ -1082,6 +1082,19 @@ def _load_dotenv(path: str = ".env") -> None:
         _DOTENV_ERROR.append(exc)
 
 
+def _show_envvars(group: click.Group) -> None:
+    """``--help`` names the environment variable behind each option (``[env var: X]``), for
+    every command: scheduled jobs and containers set them rather than flags."""
+    commands: list[click.Command] = [group, *group.commands.values()]
+    for command in commands:
+        for param in command.params:
+            if isinstance(param, click.Option) and param.envvar:
+                param.show_envvar = True
+
+
+_show_envvars(main_group)
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     _load_dotenv()
     _run(lambda: main_group.main(args=argv, prog_name="teams-bridge", standalone_mode=False))

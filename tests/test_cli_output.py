@@ -266,3 +266,22 @@ def test_the_default_journal_is_in_the_users_state_directory(
     started = json.loads(journal.read_text().splitlines()[0])
     assert started["event"] == "run_started" and started["ticket"] == "CHG7"
     assert list(work.iterdir()) == []
+
+
+def test_help_names_the_environment_variable_behind_each_option(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import click
+
+    from bridge.cli import main_group
+
+    code, out, _ = run(capsys, "apply", "--help")
+    assert code == 0
+    flat = " ".join(out.split())
+    for var in ("BRIDGE_JOURNAL", "BRIDGE_LOCK_DIR", "BRIDGE_TICKET", "BRIDGE_REASON"):
+        assert f"[env var: {var}]" in flat, var
+    # Every option with a variable, in every command, says so.
+    for command in [main_group, *main_group.commands.values()]:
+        for param in command.params:
+            if isinstance(param, click.Option) and param.envvar:
+                assert param.show_envvar, (command.name, param.name)
