@@ -624,9 +624,15 @@ def history(history_file: str, limit: int, output: str, legacy_format: str | Non
 
 @main_group.command()
 @click.option("--out", metavar="FILE", help="Write here instead of stdout.")
+@click.option(
+    "--minimal",
+    is_flag=True,
+    help="Only the settings that differ from the service's defaults, with the $schema line: a "
+    "first desired file short enough to review.",
+)
 @_output_option()
 @pass_ctx
-def export(ctx: _Ctx, out: str | None, output: str) -> None:
+def export(ctx: _Ctx, out: str | None, minimal: bool, output: str) -> None:
     """Write the tenant's current state as a desired-state file (with --out, -o json prints
     a summary of what was written)."""
     from .export import export_yaml
@@ -635,7 +641,7 @@ def export(ctx: _Ctx, out: str | None, output: str) -> None:
         raise click.UsageError("-o json prints a summary of the file --out writes: give --out")
     with ctx.session() as session:
         state = session.read()
-        text = export_yaml(state)
+        text = export_yaml(state, minimal=minimal)
     if out:
         _write_text(out, text, private=True)  # names every user with a direct assignment
         if output == "json":

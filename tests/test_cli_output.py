@@ -285,3 +285,30 @@ def test_help_names_the_environment_variable_behind_each_option(
         for param in command.params:
             if isinstance(param, click.Option) and param.envvar:
                 assert param.show_envvar, (command.name, param.name)
+
+
+def test_export_minimal_lists_only_what_differs_from_the_service_defaults(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A first desired file short enough to review, with the $schema line on top; it still
+    loads back and plans no changes against the tenant it came from."""
+    import yaml
+
+    from bridge.export import service_defaults
+
+    full, minimal = tmp_path / "full.yaml", tmp_path / "minimal.yaml"
+    assert run(capsys, "--snapshot", SNAP, "export", "--out", str(full))[0] == 0
+    assert run(capsys, "--snapshot", SNAP, "export", "--minimal", "--out", str(minimal))[0] == 0
+    text = minimal.read_text()
+    assert text.startswith("# yaml-language-server: $schema=teams-bridge.schema.json\n")
+    assert len(text.splitlines()) * 3 < len(full.read_text().splitlines())
+    doc = yaml.safe_load(text)
+    global_defaults, new_defaults = service_defaults()
+    for name, settings in doc["policies"].items():
+        defaults = global_defaults if name == "Global" else new_defaults
+        for key, value in settings.items():
+            assert key not in defaults or defaults[key] != value, (name, key)
+    assert doc["policies"]["Clinical"]["ReadReceiptsEnabledType"] == "Everyone"
+    assert run(capsys, "validate", str(minimal))[0] == 0
+    code, out, _ = run(capsys, "--snapshot", SNAP, "plan", str(minimal), "--detailed-exitcode")
+    assert code == 0 and "No changes." in out
