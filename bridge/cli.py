@@ -168,18 +168,68 @@ def main_group(
     )
 
 
+# --------------------------------------------------------------------------- -o/--output
+
+
+def _output_option(*, legacy_format: bool = False) -> Callable[[Any], Any]:
+    """``-o/--output text|json``: one way to ask any command for machine output. With
+    ``legacy_format``, the command's old ``--format text|json`` still works (hidden), with a
+    deprecation note; ``--format`` is kept for report files only."""
+
+    def decorate(fn: Any) -> Any:
+        if legacy_format:
+            fn = click.option(
+                "--format", "legacy_format", type=click.Choice(["text", "json"]), hidden=True
+            )(fn)
+        return click.option(
+            "-o",
+            "--output",
+            type=click.Choice(["text", "json"]),
+            default="text",
+            show_default=True,
+            help="text for people, json for scripts (one JSON document on stdout).",
+        )(fn)
+
+    return decorate
+
+
+def _output(output: str, legacy_format: str | None = None) -> str:
+    """The output asked for: ``--format`` (deprecated) wins over the default, with a note."""
+    if legacy_format is None:
+        return output
+    _err(f"note: --format {legacy_format} is deprecated here; use -o/--output {legacy_format}")
+    return legacy_format
+
+
+def _json_out(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
 # --------------------------------------------------------------------------- validate / schema
 
 
 @main_group.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-def validate(file: str) -> None:
+@_output_option()
+def validate(file: str, output: str) -> None:
     """Check the desired-state FILE offline (exit 0 valid, 1 invalid)."""
     from .desired import load_desired
 
     desired = load_desired(file)
     for note in desired.notes:
         _err(note)
+    if output == "json":
+        _json_out(
+            {
+                "file": file,
+                "valid": True,
+                "policies": len(desired.policies),
+                "group_assignments": len(desired.group_assignments),
+                "user_assignments": len(desired.user_assignments),
+                "notes": list(desired.notes),
+            }
+        )
+        return
     click.echo(
         f"{file} is valid: {len(desired.policies)} policies, "
         f"{len(desired.group_assignments)} group assignments, "
@@ -204,6 +254,15 @@ def schema(out: str | None) -> None:
 # --------------------------------------------------------------------------- plan / apply
 
 
+def _tenant_json(state: Any) -> dict[str, Any]:
+    """The tenant in a command's JSON output: id, display name, default domain."""
+    return {
+        "id": state.tenant_id,
+        "display_name": state.display_name,
+        "default_domain": state.default_domain,
+    }
+
+
 @main_group.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option(
@@ -212,20 +271,27 @@ def schema(out: str | None) -> None:
     help="Save the plan for 'apply --plan', with a checksum of the tenant state it was made "
     "from and a digest that refuses a file edited afterwards.",
 )
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@_output_option(legacy_format=True)
 @click.option(
     "--detailed-exitcode", is_flag=True, help="Exit 2 when there are changes (0 none, 1 error)."
 )
 @pass_ctx
-def plan(ctx: _Ctx, file: str, out: str | None, fmt: str, detailed_exitcode: bool) -> None:
+def plan(
+    ctx: _Ctx,
+    file: str,
+    out: str | None,
+    output: str,
+    legacy_format: str | None,
+    detailed_exitcode: bool,
+) -> None:
     """Show what apply would change to make the tenant match FILE."""
+    fmt = _output(output, legacy_format)
     from .commands import make_plan
     from .plan_view import render_plan
 
     with ctx.session() as session:
         result = make_plan(session, file, saving=bool(out))
+    _err(f"tenant: {result.current.label}")  # test and production told apart by name
     for note in result.notes:
         _err(note)
     if result.users_moved is not None:
@@ -242,6 +308,7 @@ def plan(ctx: _Ctx, file: str, out: str | None, fmt: str, detailed_exitcode: boo
         )
     if fmt == "json":
         extra = {
+            "tenant": _tenant_json(result.current),
             "needs_force": result.needs_force,
             "users_moved": result.users_moved,
             "users_total": result.users_total,
@@ -282,9 +349,10 @@ def plan(ctx: _Ctx, file: str, out: str | None, fmt: str, detailed_exitcode: boo
     "--journal",
     metavar="FILE",
     envvar="BRIDGE_JOURNAL",
-    default="teams-bridge-journal.jsonl",
-    show_default=True,
-    help="JSON-lines audit trail of every change attempted.",
+    default=None,
+    help="JSON-lines audit trail of every change attempted (default: "
+    "teams-bridge-journal.jsonl in the user's state directory, e.g. "
+    "~/.local/state/teams-bridge; never the working directory).",
 )
 @click.option(
     "--lock-dir",
@@ -327,6 +395,18 @@ def plan(ctx: _Ctx, file: str, out: str | None, fmt: str, detailed_exitcode: boo
     show_default=True,
     help="Seconds to wait for accepted assignments to show on reads.",
 )
+@click.option(
+    "--reason",
+    metavar="TEXT",
+    envvar="BRIDGE_REASON",
+    help="Why this run: recorded, with who ran it, in the journal.",
+)
+@click.option(
+    "--ticket",
+    metavar="REF",
+    envvar="BRIDGE_TICKET",
+    help="The change-control reference (e.g. CHG123): recorded in the journal.",
+)
 @pass_ctx
 def apply(
     ctx: _Ctx,
@@ -334,25 +414,27 @@ def apply(
     plan_file: str | None,
     auto_approve: bool,
     force: bool,
-    journal: str,
+    journal: str | None,
     lock_dir: str | None,
     lock_timeout: float,
     max_policy_deletes: int | None,
     max_user_change_share: float | None,
     user_change_floor: int | None,
     verify_timeout: float,
+    reason: str | None,
+    ticket: str | None,
 ) -> None:
     """Make the changes: 'apply FILE' plans and applies; 'apply --plan PLAN' applies a saved
     plan."""
     from .apply import ApplyFailed, interrupted_result
-    from .commands import ApplyRequest, run_apply
+    from .commands import ApplyRequest, default_journal_path, run_apply
     from .plan_view import render_plan
     from .report.render_text import printable
 
     if bool(file) == bool(plan_file):
         raise click.UsageError("give either FILE or --plan PLAN (one of them)")
 
-    def confirm(plan: Any) -> bool:
+    def confirm(plan: Any, tenant: str) -> bool:
         click.echo(render_plan(plan, color=_color()), nl=False)
         if auto_approve:
             return True
@@ -361,19 +443,21 @@ def apply(
                 "apply needs confirmation and there is no terminal: review the plan, then re-run "
                 "with --auto-approve (a saved plan too: apply --plan PLAN --auto-approve)"
             )
-        return click.confirm("Apply these changes?", default=False)
+        return click.confirm(f"Apply these changes to {printable(tenant)}?", default=False)
 
     request = ApplyRequest(
         desired_file=file,
         plan_file=plan_file,
         force=force,
-        journal_path=journal,
+        journal_path=journal or default_journal_path(),
         lock_dir=lock_dir,
         lock_timeout=lock_timeout,
         verify_timeout=verify_timeout,
         max_policy_deletes=max_policy_deletes,
         max_user_change_share=max_user_change_share,
         user_change_floor=user_change_floor,
+        reason=reason,
+        ticket=ticket,
     )
     with ctx.session() as session:
         try:
@@ -410,11 +494,12 @@ def apply(
     help="Report files to write with --report-dir (comma-separated: json, html, md, junit).",
 )
 @click.option(
+    "-o",
     "--output",
     type=click.Choice(["text", "json"]),
     default="text",
     show_default=True,
-    help="What to print on stdout.",
+    help="What to print on stdout: text for people, json (the report) for scripts.",
 )
 @click.option(
     "--history",
@@ -446,6 +531,18 @@ def apply(
     help="teams: a Teams incoming-webhook card carrying the JSON summary as its "
     "'teamsBridgeSummary' field; json: the JSON summary alone.",
 )
+@click.option(
+    "--reason",
+    metavar="TEXT",
+    envvar="BRIDGE_REASON",
+    help="Why this run: recorded, with who ran it, in the reports.",
+)
+@click.option(
+    "--ticket",
+    metavar="REF",
+    envvar="BRIDGE_TICKET",
+    help="The change-control reference (e.g. CHG123): recorded in the reports.",
+)
 @pass_ctx
 def drift(
     ctx: _Ctx,
@@ -457,6 +554,8 @@ def drift(
     fail_on: str,
     notify: str | None,
     notify_format: str,
+    reason: str | None,
+    ticket: str | None,
 ) -> None:
     """Report drift between the tenant and FILE (exit 0 in sync, 2 drift, 1 error)."""
     from .commands import DriftRequest, run_drift
@@ -482,6 +581,8 @@ def drift(
         notify_format=notify_format,
         color=_color(),
         fail_on={"warning": ("warning", "error"), "error": ("error",), "never": ()}[fail_on],
+        reason=reason,
+        ticket=ticket,
     )
     with ctx.session() as session:
         outcome = run_drift(session, request)
@@ -508,13 +609,12 @@ def drift(
 @click.option(
     "--limit", type=Number(COUNT), default=20, show_default=True, help="How many runs to list."
 )
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
-def history(history_file: str, limit: int, fmt: str) -> None:
+@_output_option(legacy_format=True)
+def history(history_file: str, limit: int, output: str, legacy_format: str | None) -> None:
     """List recorded drift runs and the drift still open, with its age."""
     from .commands import history_view
 
+    fmt = _output(output, legacy_format)
     text, data = history_view(history_file, limit)
     click.echo(json.dumps(data, indent=2) if fmt == "json" else text, nl=fmt == "json")
 
@@ -524,16 +624,38 @@ def history(history_file: str, limit: int, fmt: str) -> None:
 
 @main_group.command()
 @click.option("--out", metavar="FILE", help="Write here instead of stdout.")
+@click.option(
+    "--minimal",
+    is_flag=True,
+    help="Only the settings that differ from the service's defaults, with the $schema line: a "
+    "first desired file short enough to review.",
+)
+@_output_option()
 @pass_ctx
-def export(ctx: _Ctx, out: str | None) -> None:
-    """Write the tenant's current state as a desired-state file."""
+def export(ctx: _Ctx, out: str | None, minimal: bool, output: str) -> None:
+    """Write the tenant's current state as a desired-state file (with --out, -o json prints
+    a summary of what was written)."""
     from .export import export_yaml
 
+    if output == "json" and not out:
+        raise click.UsageError("-o json prints a summary of the file --out writes: give --out")
     with ctx.session() as session:
-        text = export_yaml(session.read())
+        state = session.read()
+        text = export_yaml(state, minimal=minimal)
     if out:
         _write_text(out, text, private=True)  # names every user with a direct assignment
-        _err(f"desired state written to {out}")
+        if output == "json":
+            _json_out(
+                {
+                    "written": out,
+                    "tenant": _tenant_json(state),
+                    "policies": len(state.policies),
+                    "group_assignments": len(state.group_assignments),
+                    "user_assignments": len(state.user_assignments),
+                }
+            )
+        else:
+            _err(f"desired state written to {out}")
     else:
         click.echo(text, nl=False)
 
@@ -559,7 +681,10 @@ def snapshot(ctx: _Ctx, out: str | None) -> None:
         # snapshot enough for an offline 'explain'.
         offline = session.is_offline
         state = session.read(
-            attributes=() if offline else ATTRIBUTES, domains=True, all_members=not offline
+            attributes=() if offline else ATTRIBUTES,
+            domains=True,
+            all_members=not offline,
+            organization=True,
         )
         source = session.source
     if not out:
@@ -578,9 +703,7 @@ def snapshot(ctx: _Ctx, out: str | None) -> None:
 
 @main_group.command()
 @click.argument("user")
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@_output_option(legacy_format=True)
 @click.option(
     "--desired",
     type=click.Path(dir_okay=False),
@@ -588,13 +711,16 @@ def snapshot(ctx: _Ctx, out: str | None) -> None:
     help="A desired-state file: also say which of its roles selects USER, and why.",
 )
 @pass_ctx
-def explain(ctx: _Ctx, user: str, fmt: str, desired: str | None) -> None:
+def explain(
+    ctx: _Ctx, user: str, output: str, legacy_format: str | None, desired: str | None
+) -> None:
     """Show USER's effective messaging policy and why (direct, group and rank, or Global);
     with --desired FILE, also which of its roles selects USER and the attribute values that
     did (or why none does)."""
     from .commands import explain_user
     from .explain import render_explanation
 
+    fmt = _output(output, legacy_format)
     with ctx.session() as session:
         result = explain_user(session, user, desired)
     if fmt == "json":
@@ -634,14 +760,28 @@ def suggest_roles(ctx: _Ctx, threshold: float, min_people: int) -> None:
 
 
 @main_group.command()
+@_output_option()
 @pass_ctx
-def doctor(ctx: _Ctx) -> None:
+def doctor(ctx: _Ctx, output: str) -> None:
     """Check configuration, credentials, tokens, directory roles and API access."""
     from .commands import run_doctor_checks
     from .report.render_text import printable
 
     with ctx.session() as session:
         checks = run_doctor_checks(session)
+    if output == "json":
+        _json_out(
+            {
+                "ok": all(c.ok for c in checks),
+                "checks": [
+                    {"name": c.name, "ok": c.ok, "detail": c.detail, "fix": c.fix or None}
+                    for c in checks
+                ],
+            }
+        )
+        if not all(c.ok for c in checks):
+            raise SystemExit(EXIT_ERROR)
+        return
     failed = 0
     for check in checks:
         mark = "ok  " if check.ok else "FAIL"
@@ -863,9 +1003,10 @@ def _sandbox_fleet(config: Any, tenants: int, fleet_file: str | None) -> None:
     "--journal",
     metavar="FILE",
     envvar="BRIDGE_JOURNAL",
-    default="teams-bridge-journal.jsonl",
-    show_default=True,
-    help="Apply mode: JSON-lines audit trail of every change attempted.",
+    default=None,
+    help="Apply mode: JSON-lines audit trail of every change attempted (default: "
+    "teams-bridge-journal.jsonl in the user's state directory, e.g. "
+    "~/.local/state/teams-bridge; never the working directory).",
 )
 @click.option(
     "--lock-dir",
@@ -904,7 +1045,7 @@ def serve(
     listen: str,
     run_timeout: str | None,
     history_file: str | None,
-    journal: str,
+    journal: str | None,
     lock_dir: str | None,
     notify: str | None,
     notify_format: str,
@@ -941,6 +1082,7 @@ def serve(
         return
     assert file is not None
 
+    from .commands import default_journal_path
     from .desired import load_desired
     from .report.notify import check_webhook_url, webhook_poster
     from .service import (
@@ -960,7 +1102,7 @@ def serve(
         interval=parse_duration(interval),
         run_timeout=parse_duration(run_timeout, "--run-timeout") if run_timeout else None,
         history_file=history_file,
-        journal_path=journal,
+        journal_path=journal or default_journal_path(),
         lock_dir=lock_dir,
         notify_url=notify,
         notify_format=notify_format,
@@ -1252,6 +1394,19 @@ def _load_dotenv(path: str = ".env") -> None:
         load_dotenv(path)
     except BridgeError as exc:
         _DOTENV_ERROR.append(exc)
+
+
+def _show_envvars(group: click.Group) -> None:
+    """``--help`` names the environment variable behind each option (``[env var: X]``), for
+    every command: scheduled jobs and containers set them rather than flags."""
+    commands: list[click.Command] = [group, *group.commands.values()]
+    for command in commands:
+        for param in command.params:
+            if isinstance(param, click.Option) and param.envvar:
+                param.show_envvar = True
+
+
+_show_envvars(main_group)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

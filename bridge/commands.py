@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
+from . import __version__, runby
 from .desired import load_desired
 from .errors import BridgeError, SnapshotError, StalePlanError, TenantMismatchError
 from .plan import (
@@ -129,7 +129,7 @@ def make_plan(
     ``check_safety``: read group members and check the safety limits as apply will (``drift``
     needs only the changes)."""
     desired = load_desired(desired_file)
-    current = session.read(desired)
+    current = session.read(desired, organization=True)
     check_tenant_guard(desired, current, session)
     plan = diff(current, desired)
     notes = [*desired.notes, *plan.notes]
@@ -200,6 +200,8 @@ class ApplyRequest:
     max_policy_deletes: int | None = None  # command-line overrides of the file's safety limits
     max_user_change_share: float | None = None
     user_change_floor: int | None = None
+    reason: str | None = None  # why, and the change-control reference: into the journal
+    ticket: str | None = None
 
 
 @dataclass
@@ -222,6 +224,18 @@ def default_lock_dir() -> str:
     path = os.path.join(base, "teams-bridge")
     os.makedirs(path, mode=0o700, exist_ok=True)
     return path
+
+
+def default_journal_path() -> str:
+    """Where the apply journal goes when BRIDGE_JOURNAL/--journal do not say: the user's state
+    directory (platformdirs: ``$XDG_STATE_HOME/teams-bridge`` or ``~/.local/state/teams-bridge``
+    on Linux, ``~/Library/Application Support/teams-bridge`` on macOS, ``%LOCALAPPDATA%``
+    on Windows), never the working directory, where a checkout would pick it up."""
+    from platformdirs import user_state_path
+
+    base = user_state_path("teams-bridge", appauthor=False)
+    base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return str(base / "teams-bridge-journal.jsonl")
 
 
 def _load_plan_file(path: str) -> SavedPlan:
@@ -256,7 +270,7 @@ def run_apply(
     session: Session,
     request: ApplyRequest,
     *,
-    confirm: Callable[[Plan], bool],
+    confirm: Callable[[Plan, str], bool],  # the plan, and the tenant as people name it
     progress: Callable[[str], None] | None = None,
 ) -> ApplyOutcome:
     from .apply import apply_plan, check_fresh
@@ -276,7 +290,7 @@ def run_apply(
     # One writer per tenant from the read to the last verification (as Terraform locks its
     # state for plan and apply): what was reviewed is what the tenant still is when written.
     with TenantLock(lock_dir, tenant, timeout=request.lock_timeout):
-        current = session.read(desired)
+        current = session.read(desired, organization=True)
         if desired is not None:
             check_tenant_guard(desired, current, session)
             plan = diff(current, desired)
@@ -311,9 +325,14 @@ def run_apply(
         read_members_for_safety(session, current, plan, force=request.force)
         if not request.force:  # --force lifts every limit: nothing to review
             SafetyReview(plan, current).raise_if_unsafe(limits, False)
-        if not confirm(plan):
+        if not confirm(plan, current.label):
             return ApplyOutcome(["Apply cancelled; nothing was changed."], cancelled=True)
-        journal = Journal(request.journal_path) if request.journal_path else None
+        journal = None
+        if request.journal_path:
+            run_by = runby.current(
+                session.token_app_id(), reason=request.reason, ticket=request.ticket
+            )
+            journal = Journal(request.journal_path, run_by=run_by)
         result = apply_plan(
             plan,
             session.backend(),
@@ -345,6 +364,8 @@ class DriftRequest:
     notify_format: str = "teams"  # teams: the card plus the JSON summary; json: the summary
     color: bool = False
     fail_on: tuple[str, ...] = ("error",)  # finding severities that count as drift
+    reason: str | None = None  # why it was run, and the change-control reference: in the reports
+    ticket: str | None = None
 
 
 @dataclass
@@ -403,6 +424,7 @@ def _drift(session: Session, request: DriftRequest, store: Any) -> DriftOutcome:
         now=dt.datetime.now(dt.timezone.utc),
         fail_on=request.fail_on,
         observed_at=result.current.observed_at,
+        run_by=runby.current(session.token_app_id(), reason=request.reason, ticket=request.ticket),
     )
     if store is not None:
         store.annotate(report)  # first-seen dates for the reports; recorded below

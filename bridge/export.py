@@ -61,12 +61,26 @@ def _comment(text: object) -> str:
 _Dumper.add_representer(str, _str_presenter)
 
 
-def export_document(state: TenantState, left_out: list[str] | None = None) -> dict[str, Any]:
+def service_defaults() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The service's defaults: Global's settings in a new tenant, and a new policy's (the
+    built-in policies as observed in a real tenant, which the sandbox serves too)."""
+    from .sandbox.tenant import load_builtin_policies
+
+    builtins = load_builtin_policies()
+    return builtins[0], builtins[1]
+
+
+def export_document(
+    state: TenantState, left_out: list[str] | None = None, *, minimal: bool = False
+) -> dict[str, Any]:
     """The desired-state document for ``state``. What a desired-state file cannot hold (a null
     for a boolean, an enum value newer than the catalogue, a direct Global assignment) is left
     out, so the file still loads back and plans no changes; ``left_out`` receives one line of
-    explanation for each."""
+    explanation for each. ``minimal``: only the settings that differ from the service's
+    defaults (Global's for Global, a new policy's for the others), so a first file is short
+    enough to review; planned against the same state, it still gives no changes."""
     skipped: list[str] = [] if left_out is None else left_out
+    global_defaults, new_defaults = service_defaults() if minimal else ({}, {})
     policies: dict[str, Any] = {}
     ordered = sorted(state.policies.values(), key=lambda p: (not is_global(p.name), p.key))
     for policy in ordered:
@@ -96,6 +110,10 @@ def export_document(state: TenantState, left_out: list[str] | None = None) -> di
                 skipped.append(
                     f"{where}: {name} holds {_show(value)}; extra: takes plain values only"
                 )
+        if minimal:
+            defaults = global_defaults if is_global(policy.name) else new_defaults
+            known = {k: v for k, v in known.items() if _differs(defaults, k, v)}
+            extra = {k: v for k, v in extra.items() if _differs(defaults, k, v)}
         # Description first: it reads like a title.
         body = {k: known[k] for k in sorted(known, key=lambda k: (k != "Description", k))}
         if extra:
@@ -141,6 +159,21 @@ def export_document(state: TenantState, left_out: list[str] | None = None) -> di
 _EXTRA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 
 
+def _differs(defaults: dict[str, Any], name: str, value: Any) -> bool:
+    """Whether ``value`` differs from the service's default for ``name`` (a setting without a
+    known default is kept)."""
+    if name not in defaults:
+        return True
+    default = defaults[name]
+    setting = catalogue.lookup(name)
+    if setting is not None:
+        try:
+            default = setting.normalize(default)
+        except ValueError:
+            return True
+    return bool(value != default)
+
+
 def _finite(value: Any) -> bool:
     return isinstance(value, float) and math.isfinite(value)
 
@@ -161,10 +194,10 @@ def _group_name(state: TenantState, group_id: str) -> str | None:
     return group.display_name if group else None
 
 
-def export_yaml(state: TenantState) -> str:
+def export_yaml(state: TenantState, *, minimal: bool = False) -> str:
     left_out: list[str] = []
     body = yaml.dump(
-        export_document(state, left_out),
+        export_document(state, left_out, minimal=minimal),
         Dumper=_Dumper,
         sort_keys=False,
         allow_unicode=True,
@@ -178,10 +211,23 @@ def export_yaml(state: TenantState) -> str:
     # Exactly the entries of assignments.groups: a line of a multi-line string is indented deeper.
     body = re.sub(r"^(  - group: )(\S+)$", with_name, body, flags=re.M)
     header = _HEADER.format(tenant=_comment(state.tenant_id or "(unknown)"))
+    if minimal:
+        header = _SCHEMA_LINE + header.replace(_EVERY_SETTING, _ONLY_CHANGED)
     if left_out:
         header += _LEFT_OUT + "".join(f"#   - {_comment(line)}\n" for line in left_out)
     return header + body
 
+
+_SCHEMA_LINE = "# yaml-language-server: $schema=teams-bridge.schema.json\n"
+_EVERY_SETTING = (
+    "# Every setting of every policy is listed; delete the lines you do not want to manage "
+    "(only the\n# settings named here are managed)."
+)
+_ONLY_CHANGED = (
+    "# Only the settings that differ from the service's defaults are listed (write the schema\n"
+    "# with: teams-bridge schema --out teams-bridge.schema.json; only settings named are "
+    "managed).\n#"
+)
 
 _LEFT_OUT = """\
 # Left out, so that this file loads back and plans no changes (manage these in the tenant, or

@@ -721,7 +721,7 @@ class FleetRunner:
             lock_dir=self.options.state_dir,
         )
         try:
-            outcome = run_apply(session, request, confirm=lambda plan: True)
+            outcome = run_apply(session, request, confirm=lambda plan, tenant: True)
         except UnsafePlanError as exc:
             row.state, row.exit_code, row.message = "refused", 1, str(exc)
             return

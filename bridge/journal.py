@@ -5,7 +5,9 @@ One object per line, every line with ``time`` (UTC, ISO 8601), ``run_id``, ``ten
 ``event``:
 
 - ``run_started``: ``changes`` (count), ``summary``, ``state_checksum``, ``desired_sha256``,
-  ``host``, ``pid``;
+  ``operator`` (the OS user), ``app_id`` (the token's app id, never a secret), ``reason`` and
+  ``ticket`` (``apply --reason/--ticket``: the change-control reference), ``host``, ``pid``
+  (who ran it: null when the journal was opened without a ``RunBy``);
 - ``change``: ``change`` (the change's ``data()``, or a bulk summary), ``result`` (``started`` |
   ``ok`` | ``failed`` | ``pending`` | ``not_attempted``: a user of a bulk call that stopped before
   its request), ``error``, ``correlation_id``, ``user_count`` (bulk only), ``operation_id`` (a
@@ -51,6 +53,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .redact import redact
+from .runby import RunBy
 
 log = logging.getLogger(__name__)
 
@@ -197,9 +200,16 @@ def _ends_a_line(fd: int) -> bool:
 class Journal:
     """Appends to the JSON-lines file at ``path`` (parent directories are created)."""
 
-    def __init__(self, path: str | os.PathLike[str], *, now: Callable[[], dt.datetime] = _utc_now):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        now: Callable[[], dt.datetime] = _utc_now,
+        run_by: RunBy | None = None,
+    ):
         self.path = Path(path)
         self._now = now
+        self.run_by = run_by  # who runs the applies written here, and why (run_started)
 
     def write_many(self, entries: Iterable[Mapping[str, Any]]) -> None:
         """Append ``entries`` (one line each) and fsync once: a bulk step's per-user lines are
@@ -416,6 +426,7 @@ class Journal:
         state_checksum: str,
         desired_sha256: str,
     ) -> None:
+        by = self.run_by
         self.write(
             {
                 "run_id": run_id,
@@ -425,7 +436,11 @@ class Journal:
                 "summary": dict(summary),
                 "state_checksum": state_checksum,
                 "desired_sha256": desired_sha256,
-                "host": socket.gethostname(),
+                "operator": by.operator if by else None,
+                "app_id": by.app_id if by else None,
+                "reason": by.reason if by else None,
+                "ticket": by.ticket if by else None,
+                "host": (by.host if by else None) or socket.gethostname(),
                 "pid": os.getpid(),
             }
         )

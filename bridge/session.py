@@ -130,14 +130,17 @@ class Session:
         *,
         domains: bool | None = None,
         all_members: bool = False,
+        organization: bool = False,
     ) -> TenantState:
         """The tenant's whole current state, with the names ``desired`` uses resolved and the
         user attributes its roles and rules use (or ``attributes``) read with the directory.
 
         ``domains``: with the tenant's verified domains when the source did not give them (None:
         when ``desired`` guards with a domain ``tenant:``). ``all_members``: with the members of
-        every group (a snapshot's groups, for an offline ``explain``). What a read needs is read
-        here, not patched into the state by each caller afterwards."""
+        every group (a snapshot's groups, for an offline ``explain``). ``organization``: with the
+        tenant's display name and default domain (one Graph request; from the snapshot offline),
+        for what people read: plan, apply's prompt, the reports. What a read needs is read here,
+        not patched into the state by each caller afterwards."""
         wanted = Wanted(attributes=tuple(attributes))
         if desired is not None:
             wanted = Wanted(
@@ -154,6 +157,12 @@ class Session:
         if domains is None:
             guard = desired.tenant if desired is not None else None
             domains = bool(guard) and not is_guid(guard or "")
+        if organization and state.display_name is None:
+            org = backend.organization()
+            if org is not None:
+                state.display_name = org.display_name or None
+                state.default_domain = org.default_domain
+                state.domains = state.domains or tuple(org.verified_domains)
         if domains and not state.domains:
             state.domains = self.tenant_domains()
         if all_members:
@@ -210,6 +219,17 @@ class Session:
             return None
         tid = decode_claims(self.token_provider.get_token(TEAMS_RESOURCE)).get("tid")
         return str(tid).casefold() if tid else None
+
+    def token_app_id(self) -> str | None:
+        """The app id (``appid``/``azp``) in the Teams admin API token: which app registration
+        acts (never the secret); None offline."""
+        from .auth import TEAMS_RESOURCE, decode_claims
+        from .runby import app_id_of
+
+        self.backend()
+        if self.token_provider is None:
+            return None
+        return app_id_of(decode_claims(self.token_provider.get_token(TEAMS_RESOURCE)))
 
     def tenant_domains(self) -> tuple[str, ...]:
         """The tenant's verified domains (for a domain ``tenant:`` guard); empty when the source

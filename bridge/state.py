@@ -158,6 +158,19 @@ class TenantState:
     domains: tuple[str, ...] = ()
     # When this state was read from the tenant, if not just now: a snapshot's ``taken_at``.
     observed_at: dt.datetime | None = None
+    # The organization's display name and default domain (Graph ``/organization``), when read:
+    # what people call the tenant in plan, apply's prompt and the reports.
+    display_name: str | None = None
+    default_domain: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The tenant as people name it: ``Northwind Regional Health (northwind.example)``;
+        the id alone when the name was not read (an older snapshot)."""
+        where = self.default_domain or self.tenant_id
+        if self.display_name:
+            return f"{self.display_name} ({where})" if where else self.display_name
+        return where or "unknown tenant"
 
     @classmethod
     def build(

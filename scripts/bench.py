@@ -58,6 +58,7 @@ LIST_POLICIES = "GET /Skype.Policy/configurations/TeamsMessagingPolicy"
 LIST_GROUP_ASSIGNMENTS = "GET /Skype.Policy/groupPolicyAssignments/"
 LIST_USERS = "GET /Teams.User/users"
 GRAPH_BATCH = "POST /v1.0/$batch"
+ORGANIZATION = "GET /v1.0/organization"  # the tenant's name, for plan, apply's prompt, reports
 GROUP_BY_NAME = "GET /v1.0/groups"  # only ever sent inside a $batch
 GROUP_BY_ID = "GET /v1.0/groups/{group}"
 USER_BY_REF = "GET /v1.0/users/{user}"
@@ -75,7 +76,8 @@ NOT_WRITES = {TOKEN, GRAPH_BATCH}
 def minimum_requests(users: int, groups: int) -> dict[str, int]:
     """The fewest HTTP requests a full read can take, by route: one list each for policies and
     group assignments, the user pages at 1,000 a page, the group names at 20 per ``$batch``,
-    two tokens (Teams admin API, Graph) and MSAL's one OpenID configuration."""
+    two tokens (Teams admin API, Graph), MSAL's one OpenID configuration and the organization
+    (the tenant's name people read)."""
     return {
         OPENID: 1,
         TOKEN: 2,
@@ -83,6 +85,7 @@ def minimum_requests(users: int, groups: int) -> dict[str, int]:
         LIST_GROUP_ASSIGNMENTS: 1,
         LIST_USERS: max(1, math.ceil(users / USERS_PAGE)),
         GRAPH_BATCH: math.ceil(groups / BATCH),
+        ORGANIZATION: 1,
     }
 
 

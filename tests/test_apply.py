@@ -171,6 +171,9 @@ class Wrapper:
     def take_warnings(self):
         return self.inner.take_warnings()
 
+    def organization(self):
+        return self.inner.organization()
+
     def domains(self):
         return self.inner.domains()
 

@@ -36,7 +36,8 @@ def test_validate_ok_and_invalid(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_plan_text_shows_terraform_style(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "--snapshot", SNAP, "plan", DESIRED)
+    code, out, err = run(capsys, "--snapshot", SNAP, "plan", DESIRED)
+    assert "tenant: Northwind Regional Health (northwind-health.org)\n" in err
     assert code == 0
     assert "~ policy 'Nursing' will be updated in place" in out
     assert 'ReadReceiptsEnabledType: "UserPreference" -> "Everyone"' in out
@@ -70,6 +71,12 @@ def test_plan_detailed_exitcode_and_json(
     # Shown by plan; not part of the saved plan.
     assert data.pop("needs_force") == []
     assert (data.pop("users_moved"), data.pop("users_total")) == (0, 200)
+    # The tenant as people name it, from the snapshot (not part of the saved plan).
+    assert data.pop("tenant") == {
+        "id": "69995da0-2510-5c82-97a9-9c00e322160a",
+        "display_name": "Northwind Regional Health",
+        "default_domain": "northwind-health.org",
+    }
     on_disk = json.loads(saved.read_text())
     # A saved plan adds when it was made and its digest (see bridge/planfile.py).
     assert on_disk.pop("digest").startswith("sha256:") and on_disk.pop("created_at")

@@ -17,7 +17,7 @@ from test_report_model import in_sync_report, scenario
 
 from bridge.report.history import HistoryError, HistoryStore, render_history
 from bridge.report.model import DriftReport
-from bridge.report.render import render_html, render_text
+from bridge.report.render import render_html, render_markdown, render_text
 
 DAY1 = dt.datetime(2024, 5, 1, 8, 0, tzinfo=dt.timezone.utc)
 DAY2 = DAY1 + dt.timedelta(days=1)
@@ -52,6 +52,24 @@ def test_three_runs_drift_appears_persists_and_resolves(tmp_path: Path) -> None:
     assert resolved[key].first_seen == DAY1 and resolved[key].resolved_at == DAY3
     assert {"policy:pharmacy", "group:g-clin", "user:u-new"} <= set(resolved)
     assert "Resolved since the previous run" in render_text(third)
+    # Names and from/to values, not internal keys (issue 15).
+    assert resolved["group:g-clin"].describe() == (
+        "group Clinicians: Clinical (rank 2) -> Clinical (rank 1)"
+    )
+    assert resolved[key].describe() == (
+        'policy Clinical ReadReceiptsEnabledType: "UserPreference" -> "Everyone"'
+    )
+    assert resolved["user:u-new"].describe() == 'user new.nurse@contoso.org: none -> "Clinical"'
+    for text in (render_text(third), render_html(third), render_markdown(third)):
+        assert "Clinicians" in text and "group:g-clin" not in text
+    # The UPN a code span (copied whole); "->" escaped as HTML, which Markdown shows as "->".
+    assert '- user `new.nurse@contoso.org`: none -&gt; "Clinical"' in render_markdown(third)
+    assert {r.describe() for r in store.resolved()} == {r.describe() for r in third.resolved}
+    shown, data = render_history(store, now=DAY3)
+    assert "group Clinicians: Clinical (rank 2) -> Clinical (rank 1)" in shown
+    assert {"object": "group Clinicians", "actual": {"policy": "Clinical", "rank": 2}}.items() <= (
+        next(r for r in data["resolved"] if r["key"] == "group:g-clin").items()
+    )
 
     runs = store.runs(limit=10)
     assert [r.id for r in runs] == [run3, run2, run1]
@@ -189,7 +207,12 @@ def test_render_history_text_and_data(tmp_path: Path) -> None:
     rr = next(o for o in data["open_drift"] if o["key"] == "policy:global:ReadReceiptsEnabledType")
     assert rr["age_seconds"] == 2 * 86400 + 3 * 3600 and rr["first_seen"] == "2024-05-01T08:00:00Z"
     assert text.endswith("\n") and "10 drifted" in text
-    assert "policy:global:ReadReceiptsEnabledType  first seen 2024-05-01 08:00Z, open 2d 3h" in text
+    # Names and values, not internal keys; times with their zone.
+    assert (
+        'policy Global ReadReceiptsEnabledType: "UserPreference" -> "Everyone"  first seen '
+        "2024-05-01 08:00 UTC, open 2d 3h"
+    ) in text
+    assert "policy:global:" not in text
     json.dumps(data)
 
 

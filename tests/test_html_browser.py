@@ -108,3 +108,45 @@ def test_who_gets_what_in_headless_chromium(tmp_path: Path) -> None:
         "<td>3</td><td><bdi>Everyone</bdi></td><td>no</td></tr>"
     )
     assert row in page
+
+
+def _pdf_pages(pdf: bytes) -> int:
+    """Pages in a PDF Chromium wrote: its page objects (``/Type /Page``, not ``/Pages``)."""
+    import re
+
+    return len(re.findall(rb"/Type\s*/Page(?![a-zA-Z])", pdf))
+
+
+@pytest.mark.parametrize("desired", ["northwind.yaml", "roles.yaml"])
+def test_the_sandbox_hospitals_report_prints_on_three_pages(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], desired: str
+) -> None:
+    """A compliance file: findings, what is out of sync and who gets what print; context
+    (unmanaged settings, objects in sync, each person a role moves) stays on screen. Before:
+    19 and 20 pages."""
+    from bridge.cli import main
+
+    root = Path(__file__).resolve().parents[1]
+    with pytest.raises(SystemExit) as info:
+        main(
+            [
+                "--sandbox",
+                "drift",
+                str(root / "examples" / desired),
+                "--report-dir",
+                str(tmp_path / "report"),
+                "--format",
+                "html",
+            ]
+        )
+    assert info.value.code == 2, capsys.readouterr()
+    html_path = tmp_path / "report" / "drift.html"
+    page = html_path.read_text(encoding="utf-8")
+    assert "<details open" not in page and "<details>" in page  # collapsed, still there
+    pdf = tmp_path / "drift.pdf"
+    printed = _chromium(
+        tmp_path, "--no-pdf-header-footer", f"--print-to-pdf={pdf}", html_path.resolve().as_uri()
+    )
+    assert printed.returncode == 0, printed.stderr[-2000:]
+    pages = _pdf_pages(pdf.read_bytes())
+    assert 1 <= pages <= 3, pages

@@ -55,7 +55,8 @@ def test_text_shows_policies_settings_values_and_counts() -> None:
     assert "4 declared, 1 in sync, 1 drifted, 1 missing, 1 extra" in out
     assert "locum.doctor@contoso.org  Support Staff -> Clinical" in out
     assert "WARNING clinical-read-receipts" in out
-    assert "10 objects not in sync" in out and "Exit code 2" in out
+    # The verdict is for people; the exit code is for pipelines (and the process's own).
+    assert "10 objects not in sync" in out and "Exit code" not in out
     assert "not managed: Default, EduFaculty, EduStudent" in out
 
 
@@ -166,8 +167,18 @@ def test_markdown_tables() -> None:
     assert SCRIPT not in out and "&lt;script&gt;" in out
     capped = render_markdown(many_users(100), max_items=30)
     # 8 policy and group items first, then 22 of the 100 users: 30 rows in all.
-    assert "| ... and 78 more |" in capped and capped.count("| user user") == 22
+    assert "| ... and 78 more |" in capped and capped.count("| user `user") == 22
     assert "✅ In sync" in render_markdown(in_sync_report())
+
+
+def test_markdown_upns_are_code_spans_a_reader_can_copy() -> None:
+    """A UPN copied from the report is the UPN: in a code span, no zero-width space in it, and
+    no mail link a renderer could make of it."""
+    user = UserAssignmentReport("u-m", "maria.lopez@contoso.org", "missing", "Clinical", None)
+    out = render_markdown(dataclasses.replace(scenario(), users_listed=[user]))
+    assert "| user `maria.lopez@contoso.org` |" in out
+    row = next(line for line in out.splitlines() if "maria.lopez" in line)
+    assert "\u200b" not in row
 
 
 def test_markdown_cells_cannot_break_the_table() -> None:
@@ -401,12 +412,16 @@ def test_reports_carry_when_the_tenant_state_was_observed() -> None:
     assert "observed " not in render_text(live) and "tenant state of" not in render_markdown(live)
 
 
-def test_html_prints_unmanaged_settings_and_isolates_bidi_text() -> None:
+def test_html_collapses_unmanaged_settings_and_isolates_bidi_text() -> None:
+    """Unmanaged settings are context: collapsed on screen, not printed (issue 15: the sandbox
+    hospital printed on 19 pages)."""
     r = scenario()
     rtl = "\u202eevil"
     user = UserAssignmentReport("u-b", f"{rtl}@contoso.org", "missing", "Clinical", None)
     out = render_html(dataclasses.replace(r, users_listed=[user]))
-    assert "<details open><summary>" in out and "<details><summary>" not in out
+    assert "<details><summary>" in out and "<details open" not in out
+    assert "details, .screen-only" in out  # the print stylesheet hides them
+    assert "Exit code" not in out  # the verdict is for people; the exit code is for pipelines
     assert f"<td><bdi>{rtl}@contoso.org</bdi></td>" in out
     assert "<h3><bdi>Clinical</bdi></h3>" in out
 

@@ -47,6 +47,26 @@ def test_round_trip_keeps_everything() -> None:
     assert "secret" not in json.dumps(again).lower()
 
 
+def test_the_tenant_name_travels_with_the_snapshot(tmp_path: Path) -> None:
+    """Offline, plan and the reports name the tenant from the snapshot (no Graph read); an
+    older snapshot without the name reads as the id, not as an error."""
+    state = MemoryBackend(load_snapshot(EXAMPLE), read_only=True).read()
+    assert state.label == "Northwind Regional Health (northwind-health.org)"
+    again = json.loads(json.dumps(state_to_snapshot(state, "test")))
+    assert (again["display_name"], again["default_domain"]) == (
+        "Northwind Regional Health",
+        "northwind-health.org",
+    )
+    org = MemoryBackend(state).organization()
+    assert org is not None and org.display_name == "Northwind Regional Health"
+    data = json.loads(EXAMPLE.read_text())
+    del data["display_name"], data["default_domain"]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(data))
+    old = load_snapshot(path)
+    assert old.label == data["tenant_id"] and MemoryBackend(old).organization() is None
+
+
 def test_taken_at_travels_with_the_state(tmp_path: Path) -> None:
     data = json.loads(EXAMPLE.read_text())
     data["taken_at"] = "2026-11-20T06:00:00"  # no zone: UTC

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..errors import BridgeError
 from ..state import Group, GroupAssignment, TenantState
+
+if TYPE_CHECKING:
+    from .graph import Organization
 
 # The policy type teams-bridge manages, as the Teams admin API and the MicrosoftTeams module
 # both name it.
@@ -142,6 +145,11 @@ class Backend(Protocol):
     def take_warnings(self) -> list[str]:
         """The service warnings received since the last call (each already logged), in order;
         the next call returns only newer ones."""
+        ...
+
+    def organization(self) -> Organization | None:
+        """The tenant's organization (display name, verified and default domains), one read;
+        None when the source cannot tell (a snapshot taken without it)."""
         ...
 
     def domains(self) -> tuple[str, ...]:

@@ -255,6 +255,9 @@ class PowerShellBackend:
     def take_warnings(self) -> list[str]:
         return []
 
+    def organization(self) -> Organization:
+        return self.graph.organization()
+
     def domains(self) -> tuple[str, ...]:
         return tuple(self.graph.organization().verified_domains)  # from Graph, as REST does
 

@@ -6,6 +6,7 @@ Snapshot format (version 1)::
     {
       "format": "teams-bridge-snapshot", "version": 1,
       "tenant_id": "<guid>", "domains": ["contoso.onmicrosoft.com"],
+      "display_name": "Contoso Hospital", "default_domain": "contoso.org",   # optional
       "taken_at": "<ISO 8601>", "source": "rest",
       "policies": [ <policy objects as the service returned them: Identity "Tag:X", settings...> ],
       "group_assignments": [ {"GroupId", "GroupName", "PolicyName", "Rank"} ],
@@ -52,6 +53,7 @@ from ..yamlloc import (
     too_nested,
 )
 from .base import BulkResult, ChunkResult, Wanted, WriteReceipt
+from .graph import Organization
 
 FORMAT = "teams-bridge-snapshot"
 _NOTHING = Wanted()
@@ -79,6 +81,8 @@ def state_to_snapshot(state: TenantState, source: str, now: dt.datetime | None =
         "version": VERSION,
         "tenant_id": state.tenant_id,
         "domains": list(state.domains),
+        "display_name": state.display_name,
+        "default_domain": state.default_domain,
         "taken_at": now.isoformat(timespec="seconds"),
         "source": source,
         "policies": [policy_to_service(state.policies[k]) for k in sorted(state.policies)],
@@ -277,6 +281,8 @@ def _to_state(data: dict[str, Any], source: str) -> TenantState:
         users.append(UserAssignment(user_id, bare_name(policy), upn))
     state = TenantState.build(tenant_id, policies, groups, users, directory)
     state.domains = tuple(domains)
+    state.display_name = _field(data, (), "display_name", "text?", required=False)
+    state.default_domain = _field(data, (), "default_domain", "text?", required=False)
     state.observed_at = _taken_at(data.get("taken_at"), source)
     return state
 
@@ -385,6 +391,7 @@ class MemoryBackend:
         )
         state.domains = s.domains
         state.observed_at = s.observed_at
+        state.display_name, state.default_domain = s.display_name, s.default_domain
         return state
 
     # ------------------------------------------------------------------ writes
@@ -486,6 +493,12 @@ class MemoryBackend:
 
     def take_warnings(self) -> list[str]:
         return []
+
+    def organization(self) -> Organization | None:
+        s = self.state
+        if not s.display_name:
+            return None  # a snapshot taken before it recorded the name
+        return Organization(s.tenant_id or "", s.display_name, s.domains, s.default_domain)
 
     def domains(self) -> tuple[str, ...]:
         return tuple(self.state.domains or ())

@@ -46,7 +46,7 @@ from ..state import (
 )
 from ..wire import Fields
 from .base import POLICY_TYPE, BulkResult, ChunkResult, UserFailure, Wanted, WriteReceipt
-from .graph import GraphClient
+from .graph import GraphClient, Organization
 from .snapshot import policy_from_service
 
 log = logging.getLogger(__name__)
@@ -748,6 +748,9 @@ class RestBackend:
 
     def take_warnings(self) -> list[str]:
         return self.http.take_warnings()
+
+    def organization(self) -> Organization:
+        return self.graph.organization()
 
     def domains(self) -> tuple[str, ...]:
         return tuple(self.graph.organization().verified_domains)

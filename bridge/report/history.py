@@ -38,6 +38,7 @@ or a damaged file left with a time that is not one, or a number that is text, is
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -51,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .model import DriftReport, ResolvedItem, utc
+from .model import DriftReport, ResolvedItem, describe_item, utc
 from .render_text import printable
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,12 @@ class ResolvedRecord:
     tenant_id: str | None
     first_seen: dt.datetime
     resolved_at: dt.datetime
+    object: str | None = None  # what it was in the run before (None: not kept then)
+    expected: Any = None
+    actual: Any = None
+
+    def describe(self) -> str:
+        return describe_item(self.key, self.object, self.expected, self.actual)
 
 
 def _ts(t: dt.datetime) -> str:
@@ -423,15 +430,15 @@ class HistoryStore:
     def annotate(self, report: DriftReport) -> DriftReport:
         """Fill ``report.first_seen`` and ``report.resolved`` from the runs recorded before it.
         Returns the same report."""
+        tenant, file_key = _tenant(report.tenant_id), desired_key(report.desired_path)
         try:
-            previous = self._previous_items(
-                _tenant(report.tenant_id), desired_key(report.desired_path), report.observed
-            )
+            previous = self._previous_items(tenant, file_key, report.observed)
+            first_seen, resolved = _compare(report, previous)
+            resolved = self._described(resolved, tenant, file_key, report.observed)
         except sqlite3.Error as exc:
             raise self._fail("read", exc) from exc
         except _BadValue as exc:
             raise self._damaged(exc) from None
-        first_seen, resolved = _compare(report, previous)
         report.first_seen = first_seen
         report.resolved = resolved
         return report
@@ -448,6 +455,7 @@ class HistoryStore:
             with self._write() as db:
                 previous = self._previous_items(tenant, file_key, report.observed)
                 first_seen, resolved = _compare(report, previous)
+                resolved = self._described(resolved, tenant, file_key, report.observed)
                 cur = db.execute(
                     "INSERT INTO runs (tenant_id, generated_at, tool_version, desired_path, "
                     "desired_sha256, drift_count, findings_error, findings_warning, "
@@ -566,6 +574,41 @@ class HistoryStore:
             )
         }
 
+    def _described(
+        self, resolved: list[ResolvedItem], tenant: str, file_key: str, before: dt.datetime
+    ) -> list[ResolvedItem]:
+        """``resolved`` with what each item was in the previous run (its object, the value
+        wanted and the value it had), for people: not ``group:36f675cc-...``."""
+        if not resolved:
+            return resolved
+        row = self._db.execute(
+            "SELECT id FROM runs WHERE tenant_id = ? AND desired_key = ? AND observed_at < ? "
+            "ORDER BY observed_at DESC, id DESC LIMIT 1",
+            (tenant, file_key, _ts(before)),
+        ).fetchone()
+        if row is None:
+            return resolved
+        was = {
+            key: (_named(kind, key, obj), exp, act)
+            for key, kind, obj, exp, act in self._db.execute(
+                "SELECT key, kind, object, expected, actual FROM drift_items WHERE run_id = ?",
+                (row[0],),
+            )
+        }
+        out = []
+        for r in resolved:
+            if r.key in was:
+                obj, exp, act = was[r.key]
+                where = ("drift_items", f"{row[0]}/{r.key}")
+                r = dataclasses.replace(
+                    r,
+                    object=_text(obj, *where, "object"),
+                    expected=_json_value(exp, *where, "expected"),
+                    actual=_json_value(act, *where, "actual"),
+                )
+            out.append(r)
+        return out
+
     def runs(self, limit: int = 20, tenant_id: str | None = None) -> list[RunRecord]:
         """The latest runs, newest first (of one tenant when ``tenant_id`` is given)."""
         where, args = ("WHERE tenant_id = ?", [tenant_id]) if tenant_id is not None else ("", [])
@@ -592,7 +635,7 @@ class HistoryStore:
         tenant_filter, args = ("AND r.tenant_id = ?", [tenant_id]) if tenant_id else ("", [])
         try:
             rows = self._db.execute(
-                "SELECT d.key, r.tenant_id, d.object, d.expected, d.actual, d.first_seen "
+                "SELECT d.key, r.tenant_id, d.kind, d.object, d.expected, d.actual, d.first_seen "
                 "FROM drift_items d JOIN runs r ON r.id = d.run_id "
                 "WHERE r.id IN (SELECT (SELECT id FROM runs x WHERE x.tenant_id = t.tenant_id "
                 "AND x.desired_key = t.desired_key ORDER BY observed_at DESC, id DESC LIMIT 1) "
@@ -604,14 +647,14 @@ class HistoryStore:
             raise self._fail("read", exc) from exc
         out = []
         try:
-            for key, tenant, obj, exp, act, seen in rows:
+            for key, tenant, kind, obj, exp, act, seen in rows:
                 where = ("drift_items", key)
                 first = _at(seen, *where, "first_seen")
                 out.append(
                     OpenDrift(
                         _text(key, *where, "key"),
                         tenant or None,
-                        _text(obj, *where, "object"),
+                        _named(kind, key, _text(obj, *where, "object")),
                         _json_value(exp, *where, "expected"),
                         _json_value(act, *where, "actual"),
                         first,
@@ -627,8 +670,13 @@ class HistoryStore:
         tenant_filter, args = ("WHERE r.tenant_id = ?", [tenant_id]) if tenant_id else ("", [])
         try:
             rows = self._db.execute(
-                "SELECT s.key, r.tenant_id, s.first_seen, s.resolved_at FROM resolutions s "
-                f"JOIN runs r ON r.id = s.run_id {tenant_filter} "
+                "SELECT s.key, r.tenant_id, s.first_seen, s.resolved_at, d.kind, d.object, "
+                "d.expected, d.actual FROM resolutions s JOIN runs r ON r.id = s.run_id "
+                # What it was: the item in the run before the one that found it resolved.
+                "LEFT JOIN drift_items d ON d.key = s.key AND d.run_id = (SELECT p.id FROM runs p "
+                "WHERE p.tenant_id = r.tenant_id AND p.desired_key = r.desired_key AND "
+                "p.observed_at < r.observed_at ORDER BY p.observed_at DESC, p.id DESC LIMIT 1) "
+                f"{tenant_filter} "
                 "ORDER BY s.resolved_at DESC, s.key LIMIT ?",
                 [*args, limit],
             ).fetchall()
@@ -641,8 +689,11 @@ class HistoryStore:
                     t or None,
                     _at(f, "resolutions", k, "first_seen"),
                     _at(r, "resolutions", k, "resolved_at"),
+                    _named(kind, k, _text(obj, "drift_items", k, "object")) if obj else None,
+                    _json_value(exp, "drift_items", k, "expected") if obj else None,
+                    _json_value(act, "drift_items", k, "actual") if obj else None,
                 )
-                for k, t, f, r in rows
+                for k, t, f, r, kind, obj, exp, act in rows
             ]
         except _BadValue as exc:
             raise self._damaged(exc) from None
@@ -704,6 +755,14 @@ def _compare(
     return first_seen, resolved
 
 
+def _named(kind: object, key: str, obj: str) -> str:
+    """What people call a recorded drift item: its object, and for a setting the setting's name
+    (the last part of its key ``policy:<key>:<Setting>``)."""
+    if kind == "policy_setting" and ":" in key:
+        return f"{obj} {key.rsplit(':', 1)[1]}"
+    return obj
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
@@ -754,6 +813,9 @@ def render_history(
             {
                 "key": r.key,
                 "tenant_id": r.tenant_id,
+                "object": r.object,
+                "expected": r.expected,
+                "actual": r.actual,
                 "first_seen": iso(r.first_seen),
                 "resolved_at": iso(r.resolved_at),
             }
@@ -766,7 +828,7 @@ def render_history(
     for r in runs:
         verdict = "in sync" if r.in_sync else f"{r.drift_count} drifted"
         lines.append(
-            f"  #{r.id:<5} {utc(r.observed_at):%Y-%m-%d %H:%M}Z  {r.tenant_id or '(unknown)'}  "
+            f"  #{r.id:<5} {utc(r.observed_at):%Y-%m-%d %H:%M} UTC  {r.tenant_id or '(unknown)'}  "
             f"{verdict}, findings {r.findings['error']}E/{r.findings['warning']}W  "
             f"exit {r.exit_code}  {r.desired_path} ({r.desired_sha256[:12] or '-'})"
         )
@@ -774,15 +836,16 @@ def render_history(
     lines.append(f"Open drift ({len(open_items)}):")
     for o in open_items:
         lines.append(
-            f"  {o.key}  first seen {utc(o.first_seen):%Y-%m-%d %H:%M}Z, open {_age(o.age)}"
+            f"  {describe_item(o.key, o.object, o.expected, o.actual)}  first seen "
+            f"{utc(o.first_seen):%Y-%m-%d %H:%M} UTC, open {_age(o.age)}"
         )
     if resolved:
         lines.append("")
         lines.append(f"Recently resolved ({len(resolved)}):")
         for done in resolved:
             lines.append(
-                f"  {done.key}  first seen {utc(done.first_seen):%Y-%m-%d %H:%M}Z, "
-                f"resolved {utc(done.resolved_at):%Y-%m-%d %H:%M}Z"
+                f"  {done.describe()}  first seen {utc(done.first_seen):%Y-%m-%d %H:%M} UTC, "
+                f"resolved {utc(done.resolved_at):%Y-%m-%d %H:%M} UTC"
             )
     # Keys, tenant ids and paths are tenant or user text: nothing in them may drive a terminal.
     return "\n".join(printable(line) for line in lines) + "\n", data

@@ -9,6 +9,10 @@ JSON form (``DriftReport.to_dict()``, schema ``drift-report.schema.json`` beside
 
     schema_version    1; bumped only on an incompatible change
     tenant_id         the tenant read (null for a snapshot without one)
+    tenant            {id, display_name, default_domain}: the tenant as people name it (the
+                      names null when not read: an older snapshot)
+    run               {operator, host, app_id, reason, ticket}: who ran it (OS user, host, the
+                      token's app id, never a secret) and why (drift --reason/--ticket)
     generated_at      ISO 8601, UTC
     observed_at       when the tenant state was read (a snapshot's taken_at), ISO 8601, UTC
     tool_version      teams-bridge version that wrote the report
@@ -38,8 +42,9 @@ JSON form (``DriftReport.to_dict()``, schema ``drift-report.schema.json`` beside
                           per effective policy and department: policy, department, people,
                           read_receipts, priority_notifications (true/false)
     findings[]            rule_id, severity, title, explanation, policies, counts, first_seen
-    resolved[]            drift seen in the previous run and gone now: key, first_seen,
-                          resolved_at (filled by ``HistoryStore.annotate``)
+    resolved[]            drift seen in the previous run and gone now: key, object, expected,
+                          actual (as the previous run saw it), first_seen, resolved_at
+                          (filled by ``HistoryStore.annotate``)
     notification          null, or the outcome of ``--notify``: {format, sent, error}. Report
                           files are written before the post, so only ``--output json`` shows
                           it filled in
@@ -77,6 +82,7 @@ from ..plan import (
 from ..roles import RoleChangeLine, summarize
 from ..rules import SEVERITIES, Finding
 from ..rules.people import effective_policies, unread_groups
+from ..runby import RunBy
 from ..state import DesiredState, Policy, TenantState, is_global, policy_key
 
 SCHEMA_VERSION = 1
@@ -178,6 +184,41 @@ class ResolvedItem:
     key: str
     first_seen: dt.datetime
     resolved_at: dt.datetime
+    # What it was in the previous run (history's drift item): what people call it, the value
+    # wanted (now in place) and the value it had. None in a history written before they were.
+    object: str | None = None
+    expected: Any = None
+    actual: Any = None
+
+    def describe(self) -> str:
+        """``policy Kitchen ReadReceiptsEnabledType: "None" -> "Everyone"`` for people; the key
+        when history did not keep what it was."""
+        return describe_item(self.key, self.object, self.expected, self.actual)
+
+
+def describe_item(key: str, obj: str | None, expected: Any, actual: Any) -> str:
+    """A recorded drift item for people: its name and the change (a finding: its title); the
+    key when history did not keep the name."""
+    if obj is None:
+        return key
+    if key.startswith("rule:"):
+        return f"{obj}: {actual}" if isinstance(actual, str) else obj
+    return f"{obj}: {describe_change(actual, expected)}"
+
+
+def describe_change(before: Any, after: Any) -> str:
+    """A change as people read it: ``"None" -> "Everyone"``; an assignment ``{policy, rank}`` as
+    ``Clinical (rank 2)``; None as ``none``."""
+
+    def one(value: Any) -> str:
+        if value is None:
+            return "none"
+        if isinstance(value, dict) and "policy" in value:
+            rank = value.get("rank")
+            return f"{value['policy']}" + (f" (rank {rank})" if rank is not None else "")
+        return format_value(value)
+
+    return f"{one(before)} -> {one(after)}"
 
 
 @dataclass
@@ -206,6 +247,19 @@ class DriftReport:
     role_user_ids: frozenset[str] = frozenset()  # the users role_lines count
     # Per effective policy and department; None when group members were not read.
     who_gets_what: list[WhoGetsWhat] | None = None
+    # The tenant as people name it (Graph /organization, or the snapshot's), when read.
+    tenant_name: str | None = None
+    tenant_domain: str | None = None
+    # Who ran it and why; None for a report built outside a command (tests, history).
+    run_by: RunBy | None = None
+
+    @property
+    def tenant_label(self) -> str:
+        """``Northwind Regional Health (northwind.example)``; the id when the name is unknown."""
+        where = self.tenant_domain or self.tenant_id
+        if self.tenant_name:
+            return f"{self.tenant_name} ({where})" if where else self.tenant_name
+        return where or "unknown tenant"
 
     @property
     def observed(self) -> dt.datetime:
@@ -333,6 +387,12 @@ class DriftReport:
         return {
             "schema_version": SCHEMA_VERSION,
             "tenant_id": self.tenant_id,
+            "tenant": {
+                "id": self.tenant_id,
+                "display_name": self.tenant_name,
+                "default_domain": self.tenant_domain,
+            },
+            "run": self.run_by.to_dict() if self.run_by is not None else None,
             "generated_at": _iso(self.generated_at),
             "observed_at": _iso(self.observed),
             "tool_version": self.tool_version,
@@ -419,7 +479,14 @@ class DriftReport:
                 for f in self.findings
             ],
             "resolved": [
-                {"key": r.key, "first_seen": _iso(r.first_seen), "resolved_at": _iso(r.resolved_at)}
+                {
+                    "key": r.key,
+                    "object": r.object,
+                    "expected": r.expected,
+                    "actual": r.actual,
+                    "first_seen": _iso(r.first_seen),
+                    "resolved_at": _iso(r.resolved_at),
+                }
                 for r in self.resolved
             ],
             "notification": self.notification,
@@ -462,6 +529,7 @@ def build_drift_report(
     now: dt.datetime,
     fail_on: Collection[str] = DEFAULT_FAIL_ON,
     observed_at: dt.datetime | None = None,
+    run_by: RunBy | None = None,
 ) -> DriftReport:
     """The drift report for ``plan = diff(current, desired)``. Pure; cost is linear in the number
     of objects (users in sync are counted, not listed)."""
@@ -483,6 +551,9 @@ def build_drift_report(
         )
     return DriftReport(
         tenant_id=current.tenant_id,
+        tenant_name=current.display_name,
+        tenant_domain=current.default_domain,
+        run_by=run_by,
         generated_at=utc(now),
         tool_version=tool_version,
         desired_path=desired_path,

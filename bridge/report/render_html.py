@@ -90,8 +90,12 @@ footer { max-width:1180px; margin:0 auto; padding:0 32px 30px; color:var(--muted
   .policy, .finding, .card, tr { break-inside:avoid; }
   h2 { break-after:avoid; }
   * { -webkit-print-color-adjust:exact; print-color-adjust:exact; }
-  details summary { display:none; }
+  /* The compliance file: findings, what is out of sync, who gets what. Context (unmanaged and
+     unknown settings, objects and rows in sync) stays on screen, collapsed or listed. */
+  details, .screen-only, .policy.in-sync, tr.in-sync, tr.by-role { display:none; }
+  .print-only { display:block; }
 }
+.print-only { display:none; }
 """
 
 
@@ -136,10 +140,17 @@ def render_html(report: DriftReport, *, max_items: int = DEFAULT_MAX_ITEMS) -> s
         # No network: a reviewer may open this offline, and a report must not phone home.
         '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
         "style-src 'unsafe-inline'\">",
-        f"<title>Teams messaging drift report: {e(report.tenant_id or 'unknown tenant')}</title>",
+        f"<title>Teams messaging drift report: {e(report.tenant_label)}</title>",
         f"<style>{CSS}</style></head><body>",
         '<header><h1>Teams messaging policy drift report</h1><div class="meta">',
-        f"<span>Tenant <b>{t(report.tenant_id or 'unknown')}</b></span>",
+        f"<span>Tenant <b>{t(report.tenant_label)}</b>"
+        + (
+            f" (id {t(report.tenant_id)})"
+            if report.tenant_id and report.tenant_id not in report.tenant_label
+            else ""
+        )
+        + "</span>",
+        (f"<span>Run {t(report.run_by.describe())}</span>" if report.run_by else ""),
         f"<span>Generated {utc(report.generated_at):%Y-%m-%d %H:%M:%S} UTC</span>",
         (
             f"<span>Tenant state of {utc(report.observed):%Y-%m-%d %H:%M:%S} UTC</span>"
@@ -166,7 +177,7 @@ def render_html(report: DriftReport, *, max_items: int = DEFAULT_MAX_ITEMS) -> s
             reasons.append(f"{len(report.failing_findings)} rule finding(s) need attention")
         add(
             f'<div class="verdict bad" id="verdict"><strong>Drift detected</strong>'
-            f"<span>{e('; '.join(reasons))}. Exit code {report.exit_code}.</span></div>"
+            f"<span>{e('; '.join(reasons))}.</span></div>"
         )
     add('<section class="cards">')
     for title, key in (
@@ -217,6 +228,9 @@ def render_html(report: DriftReport, *, max_items: int = DEFAULT_MAX_ITEMS) -> s
     )
     for p in report.policies:
         add(_policy(p, seen))
+    in_sync = [p.name for p in report.policies if p.status == "in_sync" and not p.drifted]
+    if in_sync:
+        add(f'<p class="note print-only">In sync: {t(", ".join(in_sync))}.</p>')
     if not report.policies:
         add('<p class="note">The desired state manages no policies.</p>')
     if report.unmanaged_policies:
@@ -256,15 +270,27 @@ def render_html(report: DriftReport, *, max_items: int = DEFAULT_MAX_ITEMS) -> s
                 "<tbody>"
             )
             for u in report.users_listed[:max_items]:
+                # Changes roles make are summed up per role (below); printed, only the others.
+                cls = "diff by-role" if u.user_id in report.role_user_ids else "diff"
                 add(
-                    f'<tr class="diff"><td>{t(u.label)}</td><td>{_badge(u.status)}</td>'
+                    f'<tr class="{cls}"><td>{t(u.label)}</td><td>{_badge(u.status)}</td>'
                     f"<td>{t(u.expected_policy or '(none)')}</td>"
                     f"<td>{t(u.actual_policy or '(none)')}</td><td>{e(seen(u.key))}</td></tr>"
                 )
             hidden = len(report.users_listed) - max_items
             if hidden > 0:
-                add(f'<tr><td colspan="5" class="muted">... and {hidden} more</td></tr>')
+                add(
+                    f'<tr class="screen-only"><td colspan="5" class="muted">... and {hidden} more'
+                    "</td></tr>"
+                )
             add("</tbody></table></div>")
+            by_role = sum(1 for u in report.users_listed if u.user_id in report.role_user_ids)
+            if by_role:
+                add(
+                    f'<p class="note print-only">{by_role} of these user assignment(s) are '
+                    "made by roles: counted per role under Roles, listed person by person in "
+                    "the report on screen and in drift.json.</p>"
+                )
 
     if report.role_lines:
         add('<h2 id="roles">Roles</h2>')
@@ -301,7 +327,7 @@ def render_html(report: DriftReport, *, max_items: int = DEFAULT_MAX_ITEMS) -> s
         )
         for r in report.resolved:
             add(
-                f"<tr><td><code>{t(r.key)}</code></td>"
+                f"<tr><td>{t(r.describe())}</td>"
                 f"<td>{utc(r.first_seen):%Y-%m-%d %H:%M} UTC</td>"
                 f"<td>{utc(r.resolved_at):%Y-%m-%d %H:%M} UTC</td></tr>"
             )
@@ -317,8 +343,9 @@ def render_html(report: DriftReport, *, max_items: int = DEFAULT_MAX_ITEMS) -> s
 
 def _policy(p: PolicyReport, seen: Callable[[str], str]) -> str:
     tags = ' <span class="badge tag">in use</span>' if p.in_use else ""
+    quiet = " in-sync" if p.status == "in_sync" and not p.drifted else ""
     out = [
-        f'<div class="policy" id="policy-{e(p.key)}"><div class="head"><h3>{t(p.name)}</h3>'
+        f'<div class="policy{quiet}" id="policy-{e(p.key)}"><div class="head"><h3>{t(p.name)}</h3>'
         f"{_badge(p.status)}{tags}"
     ]
     when = seen(p.key)
@@ -342,7 +369,7 @@ def _policy(p: PolicyReport, seen: Callable[[str], str]) -> str:
         )
         for r in p.managed:
             status = "in_sync" if r.in_sync else ("missing" if p.status == "missing" else "drifted")
-            cls = "" if r.in_sync else ' class="diff"'
+            cls = ' class="in-sync"' if r.in_sync else ' class="diff"'
             actual = _value(r.actual) if p.status != "missing" else '<span class="muted">-</span>'
             out.append(
                 f"<tr{cls}><td><code>{t(r.name)}</code></td><td>{_value(r.expected)}</td>"
@@ -352,14 +379,14 @@ def _policy(p: PolicyReport, seen: Callable[[str], str]) -> str:
         out.append("</tbody></table>")
     if p.unknown:
         out.append(
-            '<p class="note" style="padding:0 14px">Settings the service returned that '
-            "teams-bridge does not know yet (kept as they are):</p>"
+            f"<details><summary>{len(p.unknown)} setting(s) the service returned that "
+            "teams-bridge does not know yet (kept as they are)"
+            f"</summary>{_context_table(p.unknown)}</details>"
         )
-        out.append(_context_table(p.unknown))
     if p.unmanaged:
         out.append(
-            # Open, so a printed report shows them (print hides the summary line).
-            f"<details open><summary>{len(p.unmanaged)} unmanaged setting(s), for context"
+            # Closed, and not printed: context, on screen for whoever wants it.
+            f"<details><summary>{len(p.unmanaged)} unmanaged setting(s), for context"
             f"</summary>{_context_table(p.unmanaged)}</details>"
         )
     out.append("</div>")
@@ -379,7 +406,7 @@ def _group_row(g: GroupAssignmentReport, when: str) -> str:
     def assignment(policy: str | None, rank: int | None) -> str:
         return t(f"{policy} (rank {rank})") if policy else '<span class="muted">none</span>'
 
-    cls = "" if g.status == "in_sync" else ' class="diff"'
+    cls = ' class="in-sync"' if g.status == "in_sync" else ' class="diff"'
     return (
         f'<tr{cls}><td>{t(g.label)}<br><span class="muted">{e(g.group_id)}</span></td>'
         f"<td>{_badge(g.status)}</td><td>{assignment(g.expected_policy, g.expected_rank)}</td>"

@@ -42,6 +42,13 @@ def render_junit(report: DriftReport) -> str:
     props = ET.SubElement(suite, "properties")
     for name, value in (
         ("tenant_id", report.tenant_id or ""),
+        ("tenant_name", report.tenant_name or ""),
+        ("tenant_domain", report.tenant_domain or ""),
+        ("operator", report.run_by.operator or "" if report.run_by else ""),
+        ("host", report.run_by.host or "" if report.run_by else ""),
+        ("app_id", report.run_by.app_id or "" if report.run_by else ""),
+        ("ticket", report.run_by.ticket or "" if report.run_by else ""),
+        ("reason", report.run_by.reason or "" if report.run_by else ""),
         ("tool_version", report.tool_version),
         ("desired_path", report.desired_path),
         ("desired_sha256", report.desired_sha256),

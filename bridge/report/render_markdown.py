@@ -55,7 +55,8 @@ def render_markdown(report: DriftReport, *, max_items: int = DEFAULT_MAX_ITEMS) 
     add(f"### Teams messaging policies: {verdict}")
     add("")
     add(
-        f"Tenant {code(report.tenant_id or 'unknown')} · "
+        f"Tenant {md(report.tenant_name) + ' ' if report.tenant_name else ''}"
+        f"{code(report.tenant_domain or report.tenant_id or 'unknown')} · "
         f"{utc(report.generated_at):%Y-%m-%d %H:%M} UTC"
         + (
             f" (tenant state of {utc(report.observed):%Y-%m-%d %H:%M} UTC)"
@@ -67,6 +68,9 @@ def render_markdown(report: DriftReport, *, max_items: int = DEFAULT_MAX_ITEMS) 
         f"{md(report.tool_version)}"
     )
     add("")
+    if report.run_by is not None:
+        add(f"Run {md(report.run_by.describe())}")
+        add("")
     add("| | Not in sync | Drifted | Missing | Not wanted | In sync |")
     add("|---|---:|---:|---:|---:|---:|")
     for label, key in (
@@ -93,7 +97,8 @@ def render_markdown(report: DriftReport, *, max_items: int = DEFAULT_MAX_ITEMS) 
         for i in objects[:max_items]:
             t = report.first_seen.get(i.key)
             add(
-                f"| {md(i.object)} | {md(i.setting or i.status)} | {md(_short(i.expected))} | "
+                f"| {_object(i.object, i.key, cell=True)} | {md(i.setting or i.status)} | "
+                f"{md(_short(i.expected))} | "
                 f"{md(_short(i.actual))} | {f'{utc(t):%Y-%m-%d}' if t else ''} |"
             )
         if len(objects) > max_items:
@@ -127,8 +132,28 @@ def render_markdown(report: DriftReport, *, max_items: int = DEFAULT_MAX_ITEMS) 
     if report.resolved:
         add("")
         add(f"Resolved since the previous run: {len(report.resolved)} item(s).")
+        add("")
+        for done in report.resolved[:max_items]:
+            change = done.describe().removeprefix(f"{done.object}: ")
+            add(
+                f"- {_object(done.object, done.key)}"
+                + (f": {md(change)}" if done.object and change != done.object else "")
+                + f" (first seen {utc(done.first_seen):%Y-%m-%d %H:%M} UTC, resolved "
+                f"{utc(done.resolved_at):%Y-%m-%d %H:%M} UTC)"
+            )
     add("")
     return "\n".join(lines)
+
+
+def _object(obj: str | None, key: str, *, cell: bool = False) -> str:
+    """What people call a drift item; a user's UPN as a code span (copied whole, never a mail
+    link, no invisible character in it), the key when history did not keep the name."""
+    if obj is None:
+        return code(key, cell=cell)
+    kind, _, name = obj.partition(" ")
+    if kind == "user" and name:
+        return f"user {code(name, cell=cell)}"
+    return md(obj)
 
 
 def _short(value: object) -> str:

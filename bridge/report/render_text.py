@@ -42,7 +42,11 @@ def render_text(
     out: list[str] = []
     add = out.append
     add(c("1", "teams-bridge drift report"))
-    add(f"  tenant     {printable(report.tenant_id or '(unknown)')}")
+    tenant_id = report.tenant_id or "(unknown)"
+    label = report.tenant_label
+    add(f"  tenant     {printable(label if tenant_id in label else f'{label}, id {tenant_id}')}")
+    if report.run_by is not None:
+        add(f"  run        {printable(report.run_by.describe())}")
     add(
         f"  generated  {utc(report.generated_at):%Y-%m-%d %H:%M:%S}Z by teams-bridge "
         f"{printable(report.tool_version)}"
@@ -172,8 +176,8 @@ def render_text(
         for done in report.resolved:
             seen, gone = utc(done.first_seen), utc(done.resolved_at)
             add(
-                f"  {c('32', 'v')} {printable(done.key)}  (first seen {seen:%Y-%m-%d %H:%M}Z, "
-                f"resolved {gone:%Y-%m-%d %H:%M}Z)"
+                f"  {c('32', 'v')} {printable(done.describe())}  (first seen "
+                f"{seen:%Y-%m-%d %H:%M} UTC, resolved {gone:%Y-%m-%d %H:%M} UTC)"
             )
 
     add("")
@@ -203,7 +207,4 @@ def _verdict(report: DriftReport, c: Callable[[str, str], str]) -> str:
     )
     if report.in_sync:
         return c("32;1", "In sync.") + f" 0 objects drifted; {found}."
-    return (
-        c("31;1", "Drift:") + f" {report.drift_count} objects not in sync ({objects}); "
-        f"{found}. Exit code {report.exit_code}."
-    )
+    return c("31;1", "Drift:") + f" {report.drift_count} objects not in sync ({objects}); {found}."

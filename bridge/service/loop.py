@@ -255,7 +255,7 @@ class Reconciler:
         )
         try:
             outcome = run_apply(
-                self.session, request, confirm=lambda plan: True, progress=guard.progress
+                self.session, request, confirm=lambda plan, tenant: True, progress=guard.progress
             )
         except UnsafePlanError as exc:
             return RunRecord(

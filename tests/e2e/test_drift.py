@@ -14,7 +14,7 @@ pytestmark = pytest.mark.e2e
 
 DRIFT_FOOTER = (
     "Drift: 8 objects not in sync (5 policies, 1 group assignment, 2 user assignments); "
-    "findings: 0 error(s), 2 warning(s), 1 info. Exit code 2."
+    "findings: 0 error(s), 2 warning(s), 1 info."
 )
 GUESTS = (
     "locum.cardio_gmail.com#EXT#@northwind-health.onmicrosoft.com",
@@ -24,7 +24,16 @@ GUESTS = (
 
 def test_drift_exits_2_with_reports_then_0_once_applied(fresh, cli_for, tmp_path):
     cli = cli_for(fresh)
-    drift = cli("drift", str(NORTHWIND), "--report-dir", "reports")
+    drift = cli(
+        "drift",
+        str(NORTHWIND),
+        "--report-dir",
+        "reports",
+        "--ticket",
+        "CHG123",
+        "--reason",
+        "audit",
+    )
     assert drift.code == 2, drift
     assert drift.out.rstrip().endswith(DRIFT_FOOTER), drift
     reports = tmp_path / "reports"
@@ -39,6 +48,21 @@ def test_drift_exits_2_with_reports_then_0_once_applied(fresh, cli_for, tmp_path
 
     data = json.loads((reports / "drift.json").read_text())
     assert (data["schema_version"], data["tenant_id"]) == (1, fresh.tenant_id)
+    # The tenant by name, and who ran the report and why, in every format.
+    assert data["tenant"] == {
+        "id": fresh.tenant_id,
+        "display_name": "Northwind Regional Health",
+        "default_domain": "northwind-health.org",
+    }
+    run = data["run"]
+    assert (run["ticket"], run["reason"]) == ("CHG123", "audit") and run["operator"], run
+    assert run["app_id"] == cli._env(None)["AZURE_CLIENT_ID"] and run["host"], run
+    for name in ("drift.html", "drift.md", "drift.junit.xml"):
+        text = (reports / name).read_text()
+        assert "Northwind Regional Health" in text and "CHG123" in text, name
+        assert run["operator"] in text, name
+    assert "Northwind Regional Health (northwind-health.org)" in drift.out
+    assert "ticket CHG123: audit" in drift.out
     assert (data["in_sync"], data["exit_code"], data["drift_count"]) == (False, 2, 8)
     assert data["summary"]["policies"] == {
         "total": 9,

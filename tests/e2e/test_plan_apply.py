@@ -39,7 +39,17 @@ def test_plan_apply_then_plan_shows_no_changes(fresh, cli_for, tmp_path):
     assert before.out.rstrip().endswith(NORTHWIND_PLAN_FOOTER), before
     assert fresh.stats()["writes"] == 0
 
-    applied = cli("apply", str(NORTHWIND), "--auto-approve", "--journal", "j.jsonl")
+    applied = cli(
+        "apply",
+        str(NORTHWIND),
+        "--auto-approve",
+        "--journal",
+        "j.jsonl",
+        "--ticket",
+        "CHG123",
+        "--reason",
+        "palliative care: no memes",
+    )
     assert applied.code == 0, applied
     assert APPLY_OK in applied.out, applied
     assert fresh.stats()["writes"] == NORTHWIND_WRITES
@@ -58,6 +68,12 @@ def test_plan_apply_then_plan_shows_no_changes(fresh, cli_for, tmp_path):
     ok = [x for x in lines if _planned(x) and x["result"] == "ok"]
     assert len(ok) == NORTHWIND_CHANGES
     assert {x["tenant"] for x in lines} == {fresh.tenant_id}
+    # Who ran it and why, for the change-control file: the OS user, the token's app id (the
+    # sandbox's client id, never a secret), the ticket and the reason.
+    started = lines[0]
+    assert started["ticket"] == "CHG123" and started["reason"] == "palliative care: no memes"
+    assert started["operator"] and started["host"], started
+    assert started["app_id"] == cli._env(None)["AZURE_CLIENT_ID"], started
     # Each single write carries the correlation id it was sent with, for Microsoft's logs.
     single = [x for x in ok if x["change"]["kind"] != "set_user_assignment"]
     assert single and all(len(x["correlation_id"] or "") == 36 for x in single), single
@@ -102,7 +118,10 @@ def test_answering_no_at_the_prompt_exits_1_and_writes_nothing(fresh, cli_for, t
         os.close(primary)
         os.close(secondary)
     assert proc.returncode == 1, (proc.stdout, proc.stderr)
-    assert "Apply these changes?" in proc.stdout
+    # The prompt names the tenant, as people know it: test and production are told apart.
+    assert "Apply these changes to Northwind Regional Health (northwind-health.org)?" in (
+        proc.stdout
+    )
     assert "Apply cancelled; nothing was changed." in proc.stdout
     assert fresh.stats()["writes"] == 0
 
