@@ -114,13 +114,15 @@ def apply_floor_seconds(
     """What no apply can beat: the sign-in round trips, one user-page chain per full read that
     must come before or after the writes (``reads``: the plan's read and verification's), and
     ``ceil(writes / concurrency)`` round trips of writes (at most ``concurrency`` in flight);
-    or, if slower, the fewest requests at ``rate``: ``reads`` full reads (sign-in once) and the
-    writes. Group lookups, policy lists and member reads can overlap with the chains."""
+    or, if slower, the fewest requests at ``rate``: ``reads`` full reads (sign-in and the
+    organization's name once: verification reads neither again) and the writes. Group lookups,
+    policy lists and member reads can overlap with the chains."""
     pages = max(1, math.ceil(users / USERS_PAGE))
     chain = SIGN_IN_ROUND_TRIPS + reads * pages + math.ceil(writes / max(1, concurrency))
     read = sum(minimum_requests(users, GROUP_ASSIGNMENTS).values())
-    sign_in = minimum_requests(users, GROUP_ASSIGNMENTS)[OPENID] + 2  # discovery, two tokens
-    paced = (read + (reads - 1) * (read - sign_in) + writes) / rate if rate else 0.0
+    once = minimum_requests(users, GROUP_ASSIGNMENTS)[OPENID] + 2  # discovery, two tokens
+    once += 1  # the organization's name (plan's read only)
+    paced = (read + (reads - 1) * (read - once) + writes) / rate if rate else 0.0
     return max(chain * latency, paced)
 
 
