@@ -149,20 +149,32 @@ class Session:
                 attributes=tuple(dict.fromkeys([*desired.user_attributes(), *attributes])),
             )
         backend = self.backend()
-        if self.activity is None:
-            state = backend.read(wanted)
-        else:
-            with self.activity("reading the tenant", self._request_count):
-                state = backend.read(wanted)
+        with ThreadPoolExecutor(1, thread_name_prefix="bridge-organization") as pool:
+            # The tenant's name comes in one request beside the read, not after it: the read's
+            # user pages are a chain of round trips, and this one would add another.
+            named = (
+                pool.submit(contextvars.copy_context().run, backend.organization)
+                if organization
+                else None
+            )
+            try:
+                if self.activity is None:
+                    state = backend.read(wanted)
+                else:
+                    with self.activity("reading the tenant", self._request_count):
+                        state = backend.read(wanted)
+            except BaseException:
+                if named is not None:
+                    named.cancel()
+                raise
+            org = named.result() if named is not None else None
         if domains is None:
             guard = desired.tenant if desired is not None else None
             domains = bool(guard) and not is_guid(guard or "")
-        if organization and state.display_name is None:
-            org = backend.organization()
-            if org is not None:
-                state.display_name = org.display_name or None
-                state.default_domain = org.default_domain
-                state.domains = state.domains or tuple(org.verified_domains)
+        if state.display_name is None and org is not None:
+            state.display_name = org.display_name or None
+            state.default_domain = org.default_domain
+            state.domains = state.domains or tuple(org.verified_domains)
         if domains and not state.domains:
             state.domains = self.tenant_domains()
         if all_members:

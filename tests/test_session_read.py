@@ -42,3 +42,28 @@ def test_domains_the_source_gave_are_not_read_again(tmp_path):
     session = Counting(snapshot_session(tmp_path))
     state = session.read(DesiredState(tenant="northwind-health.org"), domains=True)
     assert state.domains == ("northwind-health.org",) and session.asked == 0
+
+
+def test_the_tenants_name_is_read_beside_the_tenant_not_after_it(tmp_path):
+    """The organization request runs while the read's user-page chain does: after it, it
+    would add a round trip to every plan, apply and drift."""
+    import threading
+
+    session = snapshot_session(tmp_path)
+    backend = session.backend()
+    asked = threading.Event()
+    read = backend.read
+    organization = backend.organization
+
+    def read_waiting_for_the_name(wanted):
+        assert asked.wait(5), "the organization was not asked for while the tenant was read"
+        return read(wanted)
+
+    def name():
+        asked.set()
+        return organization()
+
+    backend.read = read_waiting_for_the_name  # type: ignore[method-assign]
+    backend.organization = name  # type: ignore[method-assign]
+    state = session.read(DesiredState(), organization=True)
+    assert asked.is_set() and state.directory.users
