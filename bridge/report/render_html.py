@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -30,20 +31,32 @@ _STATUS_LABEL = {
 }
 
 
+# C0 and C1 control characters but tab and line feed: not valid in HTML, shown as \x1b.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
 def _escape(value: object) -> Markup:
     """Every printed value: markup the templates built stays as it is; anything else is escaped
-    the way ``html.escape`` does (quotes as ``&quot;``/``&#x27;``)."""
+    the way ``html.escape`` does (quotes as ``&quot;``/``&#x27;``), control characters shown as
+    ``\\x1b``. Bidi overrides stay: the templates isolate tenant text in ``<bdi>``."""
     if isinstance(value, Markup):
         return value
-    return Markup(html.escape(str(value), quote=True))
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
+    return Markup(html.escape(text, quote=True))
 
 
 def _utc(value: dt.datetime, fmt: str) -> str:
     return utc(value).strftime(fmt)
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=1)
+def _shipped() -> jinja2.Environment:
+    return _environment(None)
+
+
 def _environment(custom: str | None) -> jinja2.Environment:
+    """The templates of ``custom`` (a branding directory) first, then the package's. A
+    branding directory is read afresh on every report: a file added there is used next time."""
     loaders: list[jinja2.BaseLoader] = []
     if custom:
         loaders.append(jinja2.FileSystemLoader(custom))
@@ -88,7 +101,8 @@ def render_html(report: DriftReport, *, max_items: int = DEFAULT_MAX_ITEMS) -> s
     if report.failing_findings:
         reasons.append(f"{len(report.failing_findings)} rule finding(s) need attention")
     try:
-        template = _environment(custom).get_template("drift.html")
+        env = _environment(custom) if custom else _shipped()
+        template = env.get_template("drift.html")
         out = template.render(
             report=report,
             summary=report.summary(),
