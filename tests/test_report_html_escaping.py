@@ -142,3 +142,23 @@ def test_a_broken_branding_template_is_a_user_error(
     monkeypatch.setenv("BRIDGE_REPORT_TEMPLATES", str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match=r"BRIDGE_REPORT_TEMPLATES=.*is not a directory"):
         render_html(scenario())
+
+
+def test_serve_goes_on_when_the_branding_template_breaks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from test_service_loop import make_loop
+
+    from bridge.service.loop import RunRecord
+
+    report = scenario()
+    loop, _, _ = make_loop([RunRecord("drift", "drift", report=report)] * 2)
+    loop.run_once()
+    shipped = loop.report("html")
+    assert shipped is not None and b"Drift detected" in shipped
+    (tmp_path / "drift.html").write_text("{% if %}", encoding="utf-8")
+    monkeypatch.setenv("BRIDGE_REPORT_TEMPLATES", str(tmp_path))
+    loop.run_once()
+    assert loop.runs == 2 and loop.healthy() and loop.report("html") == shipped
+    assert loop.report("json") is not None
+    assert "BRIDGE_REPORT_TEMPLATES=" in caplog.text
