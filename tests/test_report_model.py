@@ -6,6 +6,7 @@ way a report can show) is shared by the other report tests.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -13,11 +14,14 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from report_schema import check_report, report_errors
 
 from bridge.backends.snapshot import load_snapshot
 from bridge.plan import diff
-from bridge.report.model import DriftReport, build_drift_report
+from bridge.report.model import DriftReport, ResolvedItem, WhoGetsWhat, build_drift_report
+from bridge.roles import RoleChangeLine
 from bridge.rules import Finding, run_rules
+from bridge.runby import RunBy
 from bridge.state import (
     DesiredGroupAssignment,
     DesiredPolicy,
@@ -275,11 +279,35 @@ def test_to_dict_is_versioned_and_valid_against_schema() -> None:
     assert data["tenant_id"] == TENANT
     schema = json.loads(SCHEMA.read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
-    jsonschema.validate(json.loads(json.dumps(data)), schema)
-    jsonschema.validate(in_sync_report().to_dict(), schema)
+    check_report(data)  # with the format checker: dates are RFC 3339
+    check_report(in_sync_report().to_dict())
     broken = dict(data, schema_version=2)
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(broken, schema)
+    assert report_errors(broken)
+
+
+def test_every_date_in_a_full_report_is_rfc3339() -> None:
+    """A report with every optional part (history, a snapshot's time, who ran it, roles, who gets
+    what) keeps the schema's formats; a date that is not RFC 3339 is caught."""
+    r = scenario()
+    naive = dt.datetime(2024, 4, 28, 8, 0, 0)  # a snapshot's taken_at without a zone
+    full = dataclasses.replace(
+        r,
+        observed_at=naive,
+        first_seen={p.key: NOW - dt.timedelta(days=1) for p in r.policies},
+        resolved=[ResolvedItem("policy:x", naive, NOW, "policy X", "a", "b")],
+        run_by=RunBy("alice", "ward-pc", "app-1", reason="audit", ticket="CHG123"),
+        role_lines=[RoleChangeLine("+", "Clinicians", "Clinical", 2, ("a", "b"), "2 people")],
+        who_gets_what=[WhoGetsWhat("Clinical", "Nursing", 3, "Everyone", True)],
+        tenant_name="Northwind",
+        tenant_domain="northwind.example",
+        notification={"format": "teams", "sent": True, "error": None},
+    )
+    data = check_report(full.to_dict())
+    assert data["observed_at"] == "2024-04-28T08:00:00Z"
+    assert data["resolved"][0]["first_seen"] == "2024-04-28T08:00:00Z"
+    for bad in ("2024-05-01 08:00:00", "2024-05-01T08:00:00", "2024-13-01T08:00:00Z"):
+        errors = report_errors(dict(data, generated_at=bad))
+        assert errors == [f"['generated_at']: '{bad}' is not a 'date-time'"], errors
 
 
 def test_hundred_thousand_users_stay_cheap() -> None:

@@ -417,7 +417,11 @@ class ServiceLoop:
         report = record.report
         if report is not None and record.success:
             m.report_seen(drift_objects(report), report.summary()["findings"], record.pending)
-            html, js = render_html(report).encode(), render_json(report).encode()
+            js, html = render_json(report).encode(), self._report_html
+            try:
+                html = render_html(report).encode()
+            except ConfigError as exc:  # a broken BRIDGE_REPORT_TEMPLATES: the loop goes on
+                log.error("%s", exc)
             with self._lock:
                 self._report_html, self._report_json = html, js
         with self._lock:

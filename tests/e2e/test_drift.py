@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 from e2e_support import NORTHWIND, NORTHWIND_CHANGES
+from report_schema import check_report
 
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +47,7 @@ def test_drift_exits_2_with_reports_then_0_once_applied(fresh, cli_for, tmp_path
     for name in ("drift.json", "drift.html", "drift.md", "drift.junit.xml"):
         assert f"report written: reports/{name}" in drift.err
 
-    data = json.loads((reports / "drift.json").read_text())
+    data = check_report(json.loads((reports / "drift.json").read_text()))
     assert (data["schema_version"], data["tenant_id"]) == (1, fresh.tenant_id)
     # The tenant by name, and who ran the report and why, in every format.
     assert data["tenant"] == {
@@ -97,7 +98,7 @@ def test_drift_exits_2_with_reports_then_0_once_applied(fresh, cli_for, tmp_path
     again = cli("drift", str(NORTHWIND), "--report-dir", "reports", "--output", "json")
     assert again.code == 0, again
     assert json.loads(again.out)["in_sync"] is True
-    assert json.loads((reports / "drift.json").read_text())["drift_count"] == 0
+    assert check_report(json.loads((reports / "drift.json").read_text()))["drift_count"] == 0
 
 
 def test_missing_directory_role_fails_the_run_without_a_drift_report(ro, cli_for, tmp_path):

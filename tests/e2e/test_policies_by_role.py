@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 from e2e_support import REPO
+from report_schema import check_report
 
 from bridge.sandbox.tenant import MESSAGING
 
@@ -105,7 +106,7 @@ def test_the_residents_are_a_clinical_coverage_error(ro, cli_for, tmp_path):
         "drift", str(REPO / "examples" / "roles.yaml"), "--report-dir", "r", "--format", "json,html"
     )
     assert drift.code == 2, drift
-    report = json.loads((tmp_path / "r" / "drift.json").read_text())
+    report = check_report(json.loads((tmp_path / "r" / "drift.json").read_text()))
     found = [
         f
         for f in report["findings"]

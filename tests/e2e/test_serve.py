@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from e2e_support import NORTHWIND, NORTHWIND_CHANGES, Cli, journal_lines
+from report_schema import check_report
 from serve_support import Receiver, serving
 
 from bridge.sandbox import Sandbox
@@ -55,7 +56,7 @@ def test_drift_mode_health_reports_and_notifications_once_per_change(
             assert s.get("/readyz")[0] == 200, s.stderr
             status, kind, body = s.get("/report.json")
             assert (status, kind) == (200, "application/json")
-            report = json.loads(body)
+            report = check_report(json.loads(body))
             assert report["in_sync"] is False
             status, kind, html = s.get("/report")
             assert status == 200 and kind.startswith("text/html") and "<html" in html
