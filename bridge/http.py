@@ -976,9 +976,7 @@ def _fetched_ahead(source: Iterator[T], depth: int) -> Iterator[T]:
     # In the caller's context: the run's scoped request observers (a fleet's tenant) see the
     # pages fetched ahead too.
     context = contextvars.copy_context()
-    worker = threading.Thread(
-        target=context.run, args=(produce,), name="bridge-pages", daemon=True
-    )
+    worker = threading.Thread(target=context.run, args=(produce,), name="bridge-pages", daemon=True)
     worker.start()
     try:
         while True:

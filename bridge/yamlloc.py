@@ -735,9 +735,7 @@ def _regular_users(text: str) -> tuple[int, int, list[tuple[str, str]], int, int
     if any(_text(value, words) is None for value in doubtful):
         return None
     if '"' in block:
-        rows = [
-            (u[1:-1] if u[0] == '"' else u, p[1:-1] if p[0] == '"' else p) for u, p in rows
-        ]
+        rows = [(u[1:-1] if u[0] == '"' else u, p[1:-1] if p[0] == '"' else p) for u, p in rows]
     first_line = text.count("\n", 0, start) + 1
     return start, end, rows, first_line, indent
 

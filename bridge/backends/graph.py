@@ -304,9 +304,7 @@ class GraphClient:
             params={"$select": user_select(attributes), "$top": str(USERS_PAGE_SIZE)},
         )
         where = "Graph answer to GET /v1.0/users, user"
-        return [
-            user_from_graph(item, f"{where} {n},", attributes) for n, item in enumerate(items)
-        ]
+        return [user_from_graph(item, f"{where} {n},", attributes) for n, item in enumerate(items)]
 
     def group(self, group_id: str) -> Group:
         body = self.http.get_json(
