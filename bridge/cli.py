@@ -1054,8 +1054,6 @@ def serve(
     """The reconciling service: run drift (or apply) on FILE every --interval and serve health,
     Prometheus metrics and the last report on --listen. SIGTERM stops it after the current step
     (exit 0). With --fleet FLEET: every tenant of the fleet file."""
-    import signal
-
     if bool(file) == bool(fleet_file):
         raise click.UsageError("give either FILE or --fleet FLEET (one of them)")
     if fleet_file:
@@ -1138,16 +1136,7 @@ def serve(
             f"{server.url} (/healthz /readyz /metrics /report /report.json)"
         )
         sys.stderr.flush()
-        previous = {
-            sig: signal.signal(sig, lambda *_: loop.stop())
-            for sig in (signal.SIGTERM, signal.SIGINT)
-        }
-        try:
-            loop.run_forever()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            server.close()
+        _until_signalled(loop.run_forever, loop.stop, server.close)
     _err("stopped")
 
 
@@ -1173,8 +1162,6 @@ def _serve_fleet(
     notify: str | None,
     notify_format: str,
 ) -> None:
-    import signal
-
     from .fleet import load_fleet
     from .report.notify import check_webhook_url, webhook_poster
     from .service import StatusServer, parse_duration, parse_listen
@@ -1214,18 +1201,31 @@ def _serve_fleet(
         f"{server.url} (/healthz /readyz /metrics /report /report/NAME)"
     )
     sys.stderr.flush()
+
+    def close() -> None:
+        server.close()
+        service.close()
+
+    _until_signalled(service.run_forever, service.stop, close)
+    _err("stopped")
+
+
+def _until_signalled(
+    run_forever: Callable[[], None], stop: Callable[[], None], close: Callable[[], None]
+) -> None:
+    """Run a service until SIGTERM or Ctrl+C asks it to ``stop`` (after its current step), then
+    put the signal handlers back and ``close`` its endpoints."""
+    import signal
+
     previous = {
-        sig: signal.signal(sig, lambda *_: service.stop())
-        for sig in (signal.SIGTERM, signal.SIGINT)
+        sig: signal.signal(sig, lambda *_: stop()) for sig in (signal.SIGTERM, signal.SIGINT)
     }
     try:
-        service.run_forever()
+        run_forever()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        server.close()
-        service.close()
-    _err("stopped")
+        close()
 
 
 @main_group.command()
