@@ -159,6 +159,34 @@ class _Server(ThreadingHTTPServer):
                     conn.shutdown(socket.SHUT_RDWR)
 
 
+def _listen(owner: Any, directory: Path, name: str) -> tuple[_Server, threading.Thread, Path]:
+    """A TLS server for ``owner`` (a sandbox, or a fleet of them) on its configured address,
+    with a new certificate in ``directory``, and the thread to serve it (not started yet)."""
+    cert_path, key_path = write_tls_certificate(directory)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_path, key_path)
+    server = _Server((owner.config.host, owner.config.port), owner, context)
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.05},  # stopping waits at most this long
+        name=name,
+        daemon=True,
+    )
+    return server, thread, cert_path
+
+
+def _close(server: _Server, thread: threading.Thread | None, directory: Path | None) -> None:
+    """Stop what ``_listen`` started and remove its files."""
+    server.shutdown()
+    server.close_connections()
+    server.server_close()
+    if thread:
+        thread.join(timeout=5)
+    if directory:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # Headers and body go out as separate writes; with Nagle on, each answer waits ~40 ms for
@@ -269,21 +297,11 @@ class Sandbox:
         if self._server is not None:
             return self
         self._dir = Path(tempfile.mkdtemp(prefix="teams-bridge-sandbox-"))
-        cert_path, key_path = write_tls_certificate(self._dir)
         client_path, self._client_cert = write_client_certificate(self._dir, self.client_id)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(cert_path, key_path)
-        self._server = _Server((self.config.host, self.config.port), self, context)
+        self._server, self._thread, cert_path = _listen(self, self._dir, "teams-bridge-sandbox")
         self.base_url = f"https://{self.config.host}:{self._server.server_port}"
         self.ca_path = str(cert_path)
         self.client_cert_path = str(client_path)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},  # stop() waits at most this long
-            name="teams-bridge-sandbox",
-            daemon=True,
-        )
         self._thread.start()
         log.info("sandbox serving %s (%d users)", self.base_url, self.tenant.user_count)
         return self
@@ -291,13 +309,7 @@ class Sandbox:
     def stop(self) -> None:
         if self._server is None:
             return
-        self._server.shutdown()
-        self._server.close_connections()
-        self._server.server_close()
-        if self._thread:
-            self._thread.join(timeout=5)
-        if self._dir:
-            shutil.rmtree(self._dir, ignore_errors=True)
+        _close(self._server, self._thread, self._dir)
         self._server = self._thread = self._dir = None
 
     def __enter__(self) -> Sandbox:
@@ -746,22 +758,14 @@ class SandboxFleet:
         if self._server is not None:
             return self
         self._dir = Path(tempfile.mkdtemp(prefix="teams-bridge-sandbox-fleet-"))
-        cert_path, key_path = write_tls_certificate(self._dir)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(cert_path, key_path)
-        self._server = _Server((self.config.host, self.config.port), self, context)
+        self._server, self._thread, cert_path = _listen(
+            self, self._dir, "teams-bridge-sandbox-fleet"
+        )
         self.base_url = f"https://{self.config.host}:{self._server.server_port}"
         self.ca_path = str(cert_path)
         for i, m in enumerate(self._members):
             if m is not None:
                 m.attach(self.base_url, self.ca_path, self._dir / f"tenant-{i}")
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="teams-bridge-sandbox-fleet",
-            daemon=True,
-        )
         self._thread.start()
         log.info("sandbox fleet of %d tenants serving %s", self.count, self.base_url)
         return self
@@ -769,13 +773,7 @@ class SandboxFleet:
     def stop(self) -> None:
         if self._server is None:
             return
-        self._server.shutdown()
-        self._server.close_connections()
-        self._server.server_close()
-        if self._thread:
-            self._thread.join(timeout=5)
-        if self._dir:
-            shutil.rmtree(self._dir, ignore_errors=True)
+        _close(self._server, self._thread, self._dir)
         self._server = self._thread = self._dir = None
 
     def __enter__(self) -> SandboxFleet:
