@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from .errors import AuthError, ConfigError, LoginUnreachableError, connection_failure
 from .files import write_text_atomic
+from .observers import observe_before, observe_done
 from .redact import register_secret
 from .settings import Settings, redact
 from .state import is_guid as is_guid  # re-exported: backends import it from here
@@ -193,7 +194,6 @@ class PinnedSession(requests.Session):
             kwargs["verify"] = self.verify
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self._timeout
-        from .http import observe_before, observe_done  # http imports this module
 
         # MSAL's token requests are requests to an API too: serve counts them as api="login".
         observe_before("login")

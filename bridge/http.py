@@ -22,7 +22,6 @@ Nothing here logs the ``Authorization`` header; every logged line and error mess
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import email.utils
 import importlib.util
@@ -37,7 +36,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -57,6 +56,15 @@ from .errors import (
     connection_failure,
 )
 from .hints import TEAMS_FORBIDDEN_READ, TEAMS_FORBIDDEN_WRITE, graph_permission
+from .observers import (  # re-exported: callers of the choke point register observers here
+    RequestObserver as RequestObserver,
+)
+from .observers import _observers
+from .observers import add_observer as add_observer
+from .observers import observe_before as observe_before
+from .observers import observe_done as observe_done
+from .observers import observing as observing
+from .observers import remove_observer as remove_observer
 from .settings import Settings, redact
 from .wire import read_page
 
@@ -86,65 +94,6 @@ WARNING_HEADER = "X-Ms-ConfigApi-PowerShell-WarningMessage"
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-# --------------------------------------------------------------------------- observers
-# Whoever needs to see every request (``serve``'s metrics and its run time-out) registers an
-# observer here: ``before(api)`` runs before each attempt is sent and may raise to stop the run;
-# ``done(api, status)`` after each attempt (status: the HTTP code, or "error" when no answer came);
-# ``throttled(api)`` for each 429, a ``$batch`` inner one too. ``api`` is "teams", "graph" or
-# "login" (MSAL's token requests, counted in ``auth``). Requests without a token (webhooks) are
-# not an API of the tenant and are not observed.
-
-
-class RequestObserver(Protocol):
-    def before(self, api: str) -> None: ...
-    def done(self, api: str, status: str) -> None: ...
-    def throttled(self, api: str) -> None: ...
-
-
-_OBSERVERS: list[RequestObserver] = []
-# Observers of one tenant's run (a fleet runs many in one process): they see the requests made
-# in the context that set them, and in the worker threads ``map_concurrent`` starts from it.
-_SCOPED: contextvars.ContextVar[tuple[RequestObserver, ...]] = contextvars.ContextVar(
-    "bridge_http_observers", default=()
-)
-
-
-@contextlib.contextmanager
-def observing(*observers: RequestObserver) -> Iterator[None]:
-    """Within the block (this thread, and the threads it fans out to), ``observers`` see every
-    request too; other threads' requests are not theirs."""
-    token = _SCOPED.set((*_SCOPED.get(), *observers))
-    try:
-        yield
-    finally:
-        _SCOPED.reset(token)
-
-
-def _observers() -> list[RequestObserver]:
-    return [*_OBSERVERS, *_SCOPED.get()]
-
-
-def add_observer(observer: RequestObserver) -> None:
-    _OBSERVERS.append(observer)
-
-
-def remove_observer(observer: RequestObserver) -> None:
-    with contextlib.suppress(ValueError):
-        _OBSERVERS.remove(observer)
-
-
-def observe_before(api: str) -> None:
-    for observer in _observers():
-        observer.before(api)
-
-
-def observe_done(api: str, status: int | None) -> None:
-    for observer in _observers():
-        observer.done(api, "error" if status is None else str(status))
-        if status == 429:
-            observer.throttled(api)
 
 
 def metric_api(resource: str | None) -> str | None:
